@@ -1,0 +1,3 @@
+from scepd.cli import main
+import sys
+sys.exit(main())

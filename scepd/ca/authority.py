@@ -1,0 +1,172 @@
+"""The CA as the rest of scepd sees it: certificates plus keys behind interfaces.
+
+A lone CA key both signs certificates and handles SCEP envelopes and replies
+(the simple default). With an RA, the RA key opens envelopes and signs
+CertReps, as Windows NDES-style clients expect, while the CA key only signs
+certificates and CRLs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from scepd.ca.certificates import CertificateTemplate, key_identifier, random_serial, sign_certificate
+from scepd.keys.base import Decrypter, HashName, Signer
+from scepd.profiles import Profile
+
+
+class KeyAndDecrypter(Signer, Decrypter, Protocol):
+    """A key that signs replies and opens envelopes (RSA only)."""
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    certificate: x509.Certificate
+    signer: Signer
+    ra_certificate: x509.Certificate
+    ra_key: KeyAndDecrypter
+    hash: HashName = HashName.SHA256
+
+    @property
+    def has_ra(self) -> bool:
+        return self.ra_certificate != self.certificate
+
+    @property
+    def chain_der(self) -> list[bytes]:
+        """GetCACert order: RA first, then the CA (RFC 8894 4.2.1.2)."""
+        ca = self.certificate.public_bytes(serialization.Encoding.DER)
+        if not self.has_ra:
+            return [ca]
+        return [self.ra_certificate.public_bytes(serialization.Encoding.DER), ca]
+
+    def template(
+        self,
+        csr: x509.CertificateSigningRequest,
+        profile: Profile,
+        now: dt.datetime,
+        serial: int | None = None,
+    ) -> CertificateTemplate:
+        """The end-entity certificate for `csr` under `profile`, bounded by the CA's own life."""
+        not_before = now - dt.timedelta(minutes=5)  # tolerate clients whose clock runs a bit behind
+        not_after = min(now + profile.validity, self.certificate.not_valid_after_utc)
+        exts = profile.extensions(csr)
+        exts.append(x509.Extension(x509.SubjectKeyIdentifier.oid, False, key_identifier(csr.public_key())))
+        exts.append(
+            x509.Extension(
+                x509.AuthorityKeyIdentifier.oid,
+                False,
+                x509.AuthorityKeyIdentifier(key_identifier(self.signer.public_key).digest, None, None),
+            )
+        )
+        return CertificateTemplate(
+            serial=serial if serial is not None else random_serial(),
+            issuer=self.certificate.subject,
+            subject=csr.subject,
+            public_key=csr.public_key(),
+            not_before=not_before,
+            not_after=not_after,
+            extensions=exts,
+        )
+
+    async def sign(self, template: CertificateTemplate) -> bytes:
+        return await sign_certificate(template, self.signer, self.hash)
+
+
+def ca_extensions(public_key: rsa.RSAPublicKey | object, issuer_key: object | None = None) -> list[x509.Extension[x509.ExtensionType]]:
+    """Extensions of a self-signed SCEP CA: it signs certificates, CRLs and (without an RA) CertReps."""
+    ski = key_identifier(public_key)  # type: ignore[arg-type]
+    aki_source = key_identifier(issuer_key) if issuer_key is not None else ski  # type: ignore[arg-type]
+    return [
+        x509.Extension(x509.BasicConstraints.oid, True, x509.BasicConstraints(ca=True, path_length=0)),
+        x509.Extension(
+            x509.KeyUsage.oid,
+            True,
+            x509.KeyUsage(
+                digital_signature=True,  # certmonger refuses replies whose signer lacks it
+                content_commitment=False,
+                key_encipherment=True,  # a lone CA key also receives the envelope's key
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+        ),
+        x509.Extension(x509.SubjectKeyIdentifier.oid, False, ski),
+        x509.Extension(
+            x509.AuthorityKeyIdentifier.oid,
+            False,
+            x509.AuthorityKeyIdentifier(aki_source.digest, None, None),
+        ),
+    ]
+
+
+def ra_extensions(public_key: object, ca_public_key: object) -> list[x509.Extension[x509.ExtensionType]]:
+    """An RA certificate: signs CertReps and receives envelopes; not a CA."""
+    return [
+        x509.Extension(x509.BasicConstraints.oid, True, x509.BasicConstraints(ca=False, path_length=None)),
+        x509.Extension(
+            x509.KeyUsage.oid,
+            True,
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+        ),
+        x509.Extension(x509.SubjectKeyIdentifier.oid, False, key_identifier(public_key)),  # type: ignore[arg-type]
+        x509.Extension(
+            x509.AuthorityKeyIdentifier.oid,
+            False,
+            x509.AuthorityKeyIdentifier(key_identifier(ca_public_key).digest, None, None),  # type: ignore[arg-type]
+        ),
+    ]
+
+
+async def self_signed_ca(
+    signer: Signer, subject: x509.Name, now: dt.datetime, validity: dt.timedelta, hash: HashName = HashName.SHA256
+) -> bytes:
+    template = CertificateTemplate(
+        serial=random_serial(),
+        issuer=subject,
+        subject=subject,
+        public_key=signer.public_key,
+        not_before=now - dt.timedelta(minutes=5),
+        not_after=now + validity,
+        extensions=ca_extensions(signer.public_key),
+    )
+    return await sign_certificate(template, signer, hash)
+
+
+async def ra_certificate(
+    ca_signer: Signer,
+    ca_certificate: x509.Certificate,
+    ra_public_key: object,
+    subject: x509.Name,
+    now: dt.datetime,
+    validity: dt.timedelta,
+    hash: HashName = HashName.SHA256,
+) -> bytes:
+    template = CertificateTemplate(
+        serial=random_serial(),
+        issuer=ca_certificate.subject,
+        subject=subject,
+        public_key=ra_public_key,  # type: ignore[arg-type]
+        not_before=now - dt.timedelta(minutes=5),
+        not_after=min(now + validity, ca_certificate.not_valid_after_utc),
+        extensions=ra_extensions(ra_public_key, ca_signer.public_key),
+    )
+    return await sign_certificate(template, ca_signer, hash)

@@ -1,0 +1,157 @@
+"""Building and signing X.509 structures with a key we never hold.
+
+`cryptography`'s builders want the private key in process, but ours lives on a
+token. So `cryptography` encodes each extension value (it does that well and
+strictly), asn1crypto assembles the TBSCertificate / CertificationRequestInfo /
+TBSCertList around them, and the `Signer` signs the DER on the token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from asn1crypto import algos, core
+from asn1crypto import csr as a_csr
+from asn1crypto import keys as a_keys
+from asn1crypto import x509 as a_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from scepd.keys.base import HashName, Signer
+
+# RFC 5280 4.1.2.2: at most 20 octets; CA/B Forum asks for at least 64 random bits.
+_SERIAL_BITS = 127
+
+
+def random_serial() -> int:
+    """A positive serial with 126 random bits; the top bit fixes its length to 16 octets."""
+    return secrets.randbits(_SERIAL_BITS - 1) | (1 << (_SERIAL_BITS - 1))
+
+
+def signature_algorithm(public_key: PublicKeyTypes, hash: HashName) -> algos.SignedDigestAlgorithm:
+    """The AlgorithmIdentifier matching what `Signer.sign` produces for this key type."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return algos.SignedDigestAlgorithm({"algorithm": f"{hash.value}_rsa"})
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return algos.SignedDigestAlgorithm({"algorithm": f"{hash.value}_ecdsa"})
+    raise ValueError(f"unsupported signing key type {type(public_key).__name__}")
+
+
+def _spki(public_key: PublicKeyTypes) -> a_keys.PublicKeyInfo:
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return a_keys.PublicKeyInfo.load(der)
+
+
+def _name(name: x509.Name) -> a_x509.Name:
+    return a_x509.Name.load(name.public_bytes())
+
+
+def _time(when: dt.datetime) -> a_x509.Time:
+    # RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050 on.
+    when = when.astimezone(dt.timezone.utc).replace(microsecond=0)
+    if when.year < 2050:
+        return a_x509.Time({"utc_time": when})
+    return a_x509.Time({"general_time": when})
+
+
+def _extension(ext: x509.Extension[x509.ExtensionType]) -> a_x509.Extension:
+    return a_x509.Extension(
+        {
+            "extn_id": ext.oid.dotted_string,
+            "critical": ext.critical,
+            "extn_value": core.ParsableOctetString(ext.value.public_bytes()),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class CertificateTemplate:
+    """Everything that goes into a certificate except the signature."""
+
+    serial: int
+    issuer: x509.Name
+    subject: x509.Name
+    public_key: PublicKeyTypes
+    not_before: dt.datetime
+    not_after: dt.datetime
+    extensions: Sequence[x509.Extension[x509.ExtensionType]]
+
+
+async def sign_certificate(
+    template: CertificateTemplate, signer: Signer, hash: HashName = HashName.SHA256
+) -> bytes:
+    """Return the DER certificate, its TBSCertificate signed by `signer`."""
+    sig_alg = signature_algorithm(signer.public_key, hash)
+    tbs = a_x509.TbsCertificate(
+        {
+            "version": "v3",
+            "serial_number": template.serial,
+            "signature": sig_alg,
+            "issuer": _name(template.issuer),
+            "validity": {
+                "not_before": _time(template.not_before),
+                "not_after": _time(template.not_after),
+            },
+            "subject": _name(template.subject),
+            "subject_public_key_info": _spki(template.public_key),
+            "extensions": [_extension(e) for e in template.extensions] or None,
+        }
+    )
+    if not template.extensions:
+        del tbs["extensions"]
+    tbs_der = tbs.dump()
+    signature = await signer.sign(tbs_der, hash)
+    cert = a_x509.Certificate(
+        {
+            "tbs_certificate": a_x509.TbsCertificate.load(tbs_der),
+            "signature_algorithm": sig_alg,
+            "signature_value": signature,
+        }
+    )
+    return cert.dump()
+
+
+async def sign_csr(
+    subject: x509.Name,
+    signer: Signer,
+    extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
+    hash: HashName = HashName.SHA256,
+) -> bytes:
+    """A PKCS#10 request for the token key, for an enterprise root to sign."""
+    attributes = []
+    if extensions:
+        attributes.append(
+            {
+                "type": "extension_request",
+                "values": [[_extension(e) for e in extensions]],
+            }
+        )
+    info = a_csr.CertificationRequestInfo(
+        {
+            "version": "v1",
+            "subject": _name(subject),
+            "subject_pk_info": _spki(signer.public_key),
+            "attributes": attributes,
+        }
+    )
+    info_der = info.dump()
+    signature = await signer.sign(info_der, hash)
+    req = a_csr.CertificationRequest(
+        {
+            "certification_request_info": a_csr.CertificationRequestInfo.load(info_der),
+            "signature_algorithm": signature_algorithm(signer.public_key, hash),
+            "signature": signature,
+        }
+    )
+    return req.dump()
+
+
+def key_identifier(public_key: PublicKeyTypes) -> x509.SubjectKeyIdentifier:
+    return x509.SubjectKeyIdentifier.from_public_key(public_key)  # type: ignore[arg-type]

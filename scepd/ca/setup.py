@@ -1,0 +1,122 @@
+"""Creating a CA on the token: key pair, self-signed certificate or CSR, RA.
+
+Key pairs are generated on the token (sensitive, never extractable); only
+certificates and requests, which are public, are written to disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from scepd.ca.authority import ca_extensions, ra_certificate, self_signed_ca
+from scepd.ca.certificates import sign_csr
+from scepd.keys.base import HashName
+from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key, key_exists
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    kind: str = "rsa"  # rsa | ec
+    size: int = 3072  # RSA bits
+    curve: str = "P-256"  # EC curve
+
+    def generate(self, token: TokenConfig, label: str) -> None:
+        if self.kind == "rsa":
+            if self.size not in (2048, 3072, 4096):
+                raise ValueError("RSA key size must be 2048, 3072 or 4096")
+            generate_key(token, label, "rsa", size=self.size)
+        elif self.kind == "ec":
+            if self.curve not in ("P-256", "P-384"):
+                raise ValueError("EC curve must be P-256 or P-384")
+            generate_key(token, label, "ec", curve=self.curve)
+        else:
+            raise ValueError("key type must be rsa or ec")
+
+
+def _pem(der: bytes) -> bytes:
+    return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+async def init_ca(
+    token: TokenConfig,
+    label: str,
+    cert_path: Path,
+    subject: x509.Name,
+    spec: KeySpec,
+    validity: dt.timedelta,
+    now: dt.datetime,
+    hash: HashName = HashName.SHA256,
+) -> x509.Certificate:
+    """Generate the CA key on the token and write its self-signed certificate."""
+    if key_exists(token, label):
+        raise FileExistsError(f"a key labelled {label!r} already exists on the token")
+    spec.generate(token, label)
+    async with TokenPool.open(replace(token, workers=0)) as pool:
+        der = await self_signed_ca(pool.key(label), subject, now, validity, hash)
+    _write_public(cert_path, _pem(der))
+    return x509.load_der_x509_certificate(der)
+
+
+async def ca_request(
+    token: TokenConfig, label: str, subject: x509.Name, spec: KeySpec | None, hash: HashName = HashName.SHA256
+) -> bytes:
+    """A PEM CSR for the token key (generated first if `spec` is given), for an enterprise root."""
+    if spec is not None:
+        if key_exists(token, label):
+            raise FileExistsError(f"a key labelled {label!r} already exists on the token")
+        spec.generate(token, label)
+    async with TokenPool.open(replace(token, workers=0)) as pool:
+        signer = pool.key(label)
+        exts = [e for e in ca_extensions(signer.public_key) if e.oid != x509.AuthorityKeyIdentifier.oid]
+        der = await sign_csr(subject, signer, exts, hash)
+    return x509.load_der_x509_csr(der).public_bytes(serialization.Encoding.PEM)
+
+
+async def import_ca_certificate(token: TokenConfig, label: str, cert_pem: bytes, cert_path: Path) -> x509.Certificate:
+    """Accept the enterprise root's answer only if it certifies the token key as a CA."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    async with TokenPool.open(replace(token, workers=0)) as pool:
+        if cert.public_key() != pool.key(label).public_key:
+            raise ValueError("the certificate does not belong to the CA key on the token")
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is None or not bc.ca:
+        raise ValueError("the certificate is not a CA certificate (basicConstraints cA=TRUE missing)")
+    _write_public(cert_path, cert_pem)
+    return cert
+
+
+async def init_ra(
+    token: TokenConfig,
+    ca_label: str,
+    ca_cert: x509.Certificate,
+    ra_label: str,
+    ra_cert_path: Path,
+    subject: x509.Name,
+    size: int,
+    validity: dt.timedelta,
+    now: dt.datetime,
+    hash: HashName = HashName.SHA256,
+) -> x509.Certificate:
+    """An RSA RA key on the token and its certificate signed by the CA (NDES-style)."""
+    if key_exists(token, ra_label):
+        raise FileExistsError(f"a key labelled {ra_label!r} already exists on the token")
+    KeySpec("rsa", size).generate(token, ra_label)
+    async with TokenPool.open(replace(token, workers=0)) as pool:
+        der = await ra_certificate(
+            pool.key(ca_label), ca_cert, pool.key(ra_label).public_key, subject, now, validity, hash
+        )
+    _write_public(ra_cert_path, _pem(der))
+    return x509.load_der_x509_certificate(der)

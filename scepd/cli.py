@@ -1,0 +1,270 @@
+"""The `scepd` command line: set up a CA on the token, run the daemon, admin tasks."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+from cryptography import x509
+
+from scepd import logs
+from scepd.config import Config, ConfigError, load, read_secret
+
+DEFAULT_CONFIG = os.environ.get("SCEPD_CONFIG", "/etc/scepd/scepd.toml")
+REPO = Path(__file__).resolve().parent.parent
+log = logging.getLogger("scepd")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _subject(text: str) -> x509.Name:
+    try:
+        return x509.Name.from_rfc4514_string(text)
+    except ValueError as e:
+        raise SystemExit(f"invalid subject {text!r}: {e}") from None
+
+
+def _config(args: argparse.Namespace) -> Config:
+    try:
+        return load(Path(args.config))
+    except ConfigError as e:
+        raise SystemExit(f"scepd: invalid configuration: {e}") from None
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(f"{config.path}: ok ({len(config.endpoints)} endpoint(s), {len(config.profiles)} profile(s))")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from scepd.server import serve
+
+    config = _config(args)
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+        config = replace(config, listen_host=host, listen_port=int(port))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, config)
+            for bind in binds:
+                for ep in config.endpoints:
+                    print(f"scepd: serving SCEP at {bind}{ep.path} (challenge: {ep.challenge})", flush=True)
+            if config.static_challenge_source and args.show_challenge:
+                secret = read_secret(config.static_challenge_source)
+                print(f"scepd: static challenge password: {secret}", flush=True)
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+DEFAULT_TOML = """\
+# scepd embedded default: SoftHSM2 token, SQLite store, static challenge.
+# Every setting is described in README.md ("Configuration").
+[server]
+listen = "{listen}"
+
+[token]
+module = "{module}"
+label = "scepd"
+pin = "file:secrets/token.pin"
+softhsm2_conf = "softhsm/softhsm2.conf"
+workers = {workers}
+
+[ca]
+key = "pkcs11:token=scepd;object=scepd-ca;type=private"
+certificate = "ca.pem"
+
+[store]
+path = "scepd.sqlite3"
+
+[challenge]
+static = "file:secrets/challenge"
+
+[endpoints.default]
+path = "/scep"
+challenge = "static"
+profile = "default"
+
+[profiles.default]
+validity_days = 365
+"""
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create the embedded default in a state directory; idempotent."""
+    state = Path(args.state).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["bash", str(REPO / "softhsm" / "init-token.sh"), str(state)], check=True,
+                   stdout=subprocess.DEVNULL)
+    secret_file = state / "secrets" / "challenge"
+    if not secret_file.exists():
+        secret_file.write_text((args.challenge or secrets.token_urlsafe(18)) + "\n")
+        secret_file.chmod(0o600)
+    config_file = state / "scepd.toml"
+    if not config_file.exists():
+        config_file.write_text(DEFAULT_TOML.format(
+            listen=args.listen, module=args.module, workers=args.workers))
+    config = load(config_file)
+    if not config.ca.certificate.exists():
+        from scepd.ca.setup import KeySpec, init_ca
+        from scepd.server import key_label, token_config
+
+        trio.run(init_ca, token_config(config), key_label(config.ca.key), config.ca.certificate,
+                 _subject(args.subject), KeySpec("rsa", 3072), dt.timedelta(days=3650), _now())
+        print(f"scepd: created CA {args.subject} on the token; certificate {config.ca.certificate}")
+    print(f"scepd: state ready in {state}; config {config_file}")
+    return 0
+
+
+def cmd_ca_init(args: argparse.Namespace) -> int:
+    from scepd.ca.setup import KeySpec, init_ca
+    from scepd.server import key_label, token_config
+
+    config = _config(args)
+    spec = KeySpec(args.key_type, args.key_size, args.curve)
+    cert = trio.run(init_ca, token_config(config), key_label(config.ca.key), config.ca.certificate,
+                    _subject(args.subject), spec, dt.timedelta(days=args.days), _now())
+    print(f"CA {cert.subject.rfc4514_string()} created; certificate written to {config.ca.certificate}")
+    return 0
+
+
+def cmd_ca_csr(args: argparse.Namespace) -> int:
+    from scepd.ca.setup import KeySpec, ca_request
+    from scepd.server import key_label, token_config
+
+    config = _config(args)
+    spec = KeySpec(args.key_type, args.key_size, args.curve) if args.generate else None
+    pem = trio.run(ca_request, token_config(config), key_label(config.ca.key), _subject(args.subject), spec)
+    Path(args.out).write_bytes(pem)
+    print(f"CSR for the CA key written to {args.out}")
+    return 0
+
+
+def cmd_ca_import(args: argparse.Namespace) -> int:
+    from scepd.ca.setup import import_ca_certificate
+    from scepd.server import key_label, token_config
+
+    config = _config(args)
+    cert = trio.run(import_ca_certificate, token_config(config), key_label(config.ca.key),
+                    Path(args.certificate).read_bytes(), config.ca.certificate)
+    print(f"imported {cert.subject.rfc4514_string()} as {config.ca.certificate}")
+    return 0
+
+
+def cmd_ca_ra(args: argparse.Namespace) -> int:
+    from scepd.ca.setup import init_ra
+    from scepd.server import key_label, token_config
+
+    config = _config(args)
+    if not (config.ca.ra_key and config.ca.ra_certificate):
+        raise SystemExit("set ca.ra_key and ca.ra_certificate in the configuration first")
+    ca_cert = x509.load_pem_x509_certificate(config.ca.certificate.read_bytes())
+    cert = trio.run(init_ra, token_config(config), key_label(config.ca.key), ca_cert,
+                    key_label(config.ca.ra_key), config.ca.ra_certificate, _subject(args.subject),
+                    args.key_size, dt.timedelta(days=args.days), _now())
+    print(f"RA {cert.subject.rfc4514_string()} created; certificate written to {config.ca.ra_certificate}")
+    return 0
+
+
+def cmd_challenge_mint(args: argparse.Namespace) -> int:
+    from scepd.challenge.onetime import mint_challenge
+    from scepd.store.sqlite import SqliteStore
+
+    config = _config(args)
+    ttl = dt.timedelta(minutes=args.ttl_minutes) if args.ttl_minutes else config.onetime_ttl
+
+    async def mint() -> str:
+        async with SqliteStore.open(config.store_path) as store:
+            return await mint_challenge(store, _now(), ttl, args.note)
+
+    print(trio.run(mint))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scepd", description="SCEP CA daemon with keys on a PKCS#11 token.")
+    p.add_argument("--log-level", default=os.environ.get("SCEPD_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"TOML configuration (default {DEFAULT_CONFIG})")
+        return sp
+
+    sp = sub.add_parser("init", help="create the embedded default (SoftHSM2 token, CA, config) in a state directory")
+    sp.add_argument("--state", default="var", help="state directory (default ./var)")
+    sp.add_argument("--listen", default="127.0.0.1:8080")
+    sp.add_argument("--challenge", help="static challenge to use (default: a random one)")
+    sp.add_argument("--subject", default="CN=scepd development CA,O=scepd")
+    sp.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so")
+    sp.add_argument("--workers", type=int, default=0, help="token worker processes (0: one in-process thread)")
+    sp.set_defaults(func=cmd_init)
+
+    sp = with_config(sub.add_parser("serve", help="run the daemon"))
+    sp.add_argument("--listen", help="HOST:PORT, overriding server.listen")
+    sp.add_argument("--show-challenge", action="store_true", help="print the static challenge (development only)")
+    sp.set_defaults(func=cmd_serve)
+
+    cfg = sub.add_parser("config", help="configuration tools").add_subparsers(dest="sub", required=True)
+    with_config(cfg.add_parser("check", help="validate the configuration file")).set_defaults(func=cmd_config_check)
+
+    ca = sub.add_parser("ca", help="CA key and certificate on the token").add_subparsers(dest="sub", required=True)
+
+    def key_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--key-type", choices=["rsa", "ec"], default="rsa")
+        sp.add_argument("--key-size", type=int, choices=[2048, 3072, 4096], default=3072)
+        sp.add_argument("--curve", choices=["P-256", "P-384"], default="P-256")
+        sp.add_argument("--subject", required=True, help="RFC 4514 subject, e.g. 'CN=Example SCEP CA,O=Example'")
+
+    sp = with_config(ca.add_parser("init", help="generate the CA key on the token and a self-signed certificate"))
+    key_opts(sp)
+    sp.add_argument("--days", type=int, default=3650)
+    sp.set_defaults(func=cmd_ca_init)
+    sp = with_config(ca.add_parser("csr", help="write a CSR for the CA key, for an enterprise root to sign"))
+    key_opts(sp)
+    sp.add_argument("--generate", action="store_true", help="generate the key on the token first")
+    sp.add_argument("--out", required=True)
+    sp.set_defaults(func=cmd_ca_csr)
+    sp = with_config(ca.add_parser("import", help="install the CA certificate signed by an enterprise root"))
+    sp.add_argument("certificate", help="PEM certificate for the CA key")
+    sp.set_defaults(func=cmd_ca_import)
+    sp = with_config(ca.add_parser("ra-init", help="generate an RSA RA key on the token and its CA-signed certificate"))
+    sp.add_argument("--subject", required=True)
+    sp.add_argument("--key-size", type=int, choices=[2048, 3072, 4096], default=2048)
+    sp.add_argument("--days", type=int, default=730)
+    sp.set_defaults(func=cmd_ca_ra)
+
+    ch = sub.add_parser("challenge", help="one-time challenges").add_subparsers(dest="sub", required=True)
+    sp = with_config(ch.add_parser("mint", help="print a new single-use challenge (stored only hashed)"))
+    sp.add_argument("--ttl-minutes", type=int)
+    sp.add_argument("--note", default="")
+    sp.set_defaults(func=cmd_challenge_mint)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        return int(args.func(args))
+    except (ConfigError, FileExistsError, ValueError) as e:
+        print(f"scepd: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

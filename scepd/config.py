@@ -1,0 +1,307 @@
+"""One TOML file configures the daemon; errors name the key and the reason.
+
+Secrets never live in the file: the token PIN and the static challenge are
+*sources* (`file:/path`, `env:NAME`, `credential:NAME` for systemd's
+LoadCredential), read when the daemon starts. Relative paths are resolved
+against the directory of the config file, so a config next to its state works
+from any working directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scepd.profiles import KEY_USAGES, Profile
+
+CHALLENGE_MODES = ("static", "onetime", "none")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration: `key` is the dotted TOML path at fault."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    module: str
+    label: str
+    pin_source: str
+    workers: int
+    softhsm2_conf: str | None
+
+
+@dataclass(frozen=True)
+class CaSettings:
+    key: str
+    certificate: Path
+    ra_key: str | None
+    ra_certificate: Path | None
+    hash: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    path: str
+    challenge: str
+    profile: str
+    renewal: bool  # accept a request signed by a valid certificate this CA issued
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    listen_host: str
+    listen_port: int
+    max_message_bytes: int
+    legacy_path: bool
+    token: TokenSettings
+    ca: CaSettings
+    store_path: Path
+    allow_sha1: bool
+    allow_single_des: bool
+    static_challenge_source: str | None
+    onetime_ttl: dt.timedelta
+    endpoints: tuple[Endpoint, ...]
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
+
+
+def read_secret(source: str, base: Path | None = None) -> str:
+    """Resolve `file:`, `env:` or `credential:` to the secret; never logs it."""
+    kind, _, rest = source.partition(":")
+    if kind == "file":
+        path = Path(rest)
+        if base is not None and not path.is_absolute():
+            path = base / path
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    if kind == "env":
+        try:
+            return os.environ[rest]
+        except KeyError:
+            raise ConfigError(source, f"environment variable {rest} is not set") from None
+    if kind == "credential":
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise ConfigError(source, "CREDENTIALS_DIRECTORY is not set (no systemd credentials)")
+        return (Path(directory) / rest).read_text(encoding="utf-8").rstrip("\r\n")
+    raise ConfigError(source, "a secret source must start with file:, env: or credential:")
+
+
+class _Reader:
+    """Typed access to a TOML table that reports the dotted key on error."""
+
+    def __init__(self, table: Mapping[str, Any], prefix: str) -> None:
+        self.table = table
+        self.prefix = prefix
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        self.seen.add(name)
+        if name not in self.table:
+            if default is ...:
+                raise ConfigError(self.key(name), "is required")
+            return default
+        value = self.table[name]
+        if isinstance(value, bool) and kind in (int, float):
+            raise ConfigError(self.key(name), f"must be {kind.__name__}, not a boolean")
+        if not isinstance(value, kind):
+            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise ConfigError(self.key(name), f"must be {expected}, got {type(value).__name__}")
+        return value
+
+    def sub(self, name: str) -> _Reader:
+        return _Reader(self.get(name, dict, {}), self.key(name))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.seen)
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown setting")
+
+
+def _secret_source(r: _Reader, name: str) -> str | None:
+    value = r.get(name, str, None)
+    if value is not None and value.split(":", 1)[0] not in ("file", "env", "credential"):
+        raise ConfigError(
+            r.key(name), "must be a secret source (file:PATH, env:NAME or credential:NAME), never the secret itself"
+        )
+    return value
+
+
+def _profile(name: str, r: _Reader) -> Profile:
+    days = r.get("validity_days", int, 365)
+    if not 1 <= days <= 3650:
+        raise ConfigError(r.key("validity_days"), "must be between 1 and 3650")
+    usage = r.get("key_usage", list, ["digital_signature", "key_encipherment"])
+    for u in usage:
+        if u not in KEY_USAGES:
+            raise ConfigError(r.key("key_usage"), f"unknown usage {u!r}; choose from {', '.join(KEY_USAGES)}")
+    eku = r.get("extended_key_usage", list, ["1.3.6.1.5.5.7.3.2"])
+    for oid in eku:
+        if not isinstance(oid, str) or not all(p.isdigit() for p in oid.split(".")):
+            raise ConfigError(r.key("extended_key_usage"), f"{oid!r} is not a dotted OID")
+    min_rsa = r.get("min_rsa_bits", int, 2048)
+    if min_rsa < 2048:
+        raise ConfigError(r.key("min_rsa_bits"), "must be at least 2048")
+    profile = Profile(
+        name=name,
+        validity=dt.timedelta(days=days),
+        key_usage=frozenset(usage),
+        extended_key_usage=tuple(eku),
+        min_rsa_bits=min_rsa,
+        min_ec_bits=r.get("min_ec_bits", int, 256),
+        copy_san=r.get("copy_san", bool, True),
+    )
+    r.done()
+    return profile
+
+
+def parse(data: Mapping[str, Any], path: Path) -> Config:
+    """Validate a TOML document already loaded into `data`."""
+    base = path.parent
+    root = _Reader(data, "")
+
+    def resolve(p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() else (base / q)
+
+    server = root.sub("server")
+    listen = server.get("listen", str, "127.0.0.1:8080")
+    host, sep, port_s = listen.rpartition(":")
+    if not sep or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ConfigError("server.listen", "must be HOST:PORT")
+    max_bytes = server.get("max_message_bytes", int, 256 * 1024)
+    if not 16 * 1024 <= max_bytes <= 16 * 1024 * 1024:
+        raise ConfigError("server.max_message_bytes", "must be between 16 KiB and 16 MiB")
+    legacy = server.get("legacy_path", bool, True)
+    server.done()
+
+    tok = root.sub("token")
+    pin = _secret_source(tok, "pin")
+    if pin is None:
+        raise ConfigError("token.pin", "is required (file:PATH, env:NAME or credential:NAME)")
+    conf = tok.get("softhsm2_conf", str, None)
+    workers = tok.get("workers", int, 0)
+    if not 0 <= workers <= 64:
+        raise ConfigError("token.workers", "must be between 0 (one in-process thread) and 64")
+    token = TokenSettings(
+        module=tok.get("module", str, "/usr/lib/softhsm/libsofthsm2.so"),
+        label=tok.get("label", str),
+        pin_source=pin if not pin.startswith("file:") else f"file:{resolve(pin[5:])}",
+        workers=workers,
+        softhsm2_conf=str(resolve(conf)) if conf else None,
+    )
+    tok.done()
+
+    car = root.sub("ca")
+    ca_key = car.get("key", str)
+    ra_key = car.get("ra_key", str, None)
+    ra_cert = car.get("ra_certificate", str, None)
+    if (ra_key is None) != (ra_cert is None):
+        raise ConfigError("ca.ra_key", "ra_key and ra_certificate go together")
+    hash_name = car.get("hash", str, "sha256")
+    if hash_name not in ("sha256", "sha384", "sha512"):
+        raise ConfigError("ca.hash", "must be sha256, sha384 or sha512")
+    for k, uri in (("key", ca_key), ("ra_key", ra_key)):
+        if uri is not None and not uri.startswith("pkcs11:"):
+            raise ConfigError(f"ca.{k}", "must be a PKCS#11 URI (pkcs11:object=...)")
+    ca = CaSettings(
+        key=ca_key,
+        certificate=resolve(car.get("certificate", str)),
+        ra_key=ra_key,
+        ra_certificate=resolve(ra_cert) if ra_cert else None,
+        hash=hash_name,
+    )
+    car.done()
+
+    st = root.sub("store")
+    store_path = resolve(st.get("path", str))
+    st.done()
+
+    sc = root.sub("scep")
+    allow_sha1 = sc.get("allow_sha1", bool, True)
+    allow_des = sc.get("allow_single_des", bool, False)
+    sc.done()
+
+    ch = root.sub("challenge")
+    static_src = _secret_source(ch, "static")
+    if static_src and static_src.startswith("file:"):
+        static_src = f"file:{resolve(static_src[5:])}"
+    ttl_minutes = ch.get("onetime_ttl_minutes", int, 60)
+    if not 1 <= ttl_minutes <= 60 * 24 * 30:
+        raise ConfigError("challenge.onetime_ttl_minutes", "must be between 1 and 43200")
+    ch.done()
+
+    profs_r = root.sub("profiles")
+    profiles: dict[str, Profile] = {}
+    for name in profs_r.table:
+        profiles[name] = _profile(name, profs_r.sub(name))
+    profiles.setdefault("default", Profile())
+
+    eps_r = root.sub("endpoints")
+    endpoints: list[Endpoint] = []
+    paths: set[str] = set()
+    for name in eps_r.table or {"default": {}}:
+        er = _Reader(eps_r.table.get(name, {}), f"endpoints.{name}")
+        ep = Endpoint(
+            name=name,
+            path=er.get("path", str, "/scep"),
+            challenge=er.get("challenge", str, "static"),
+            profile=er.get("profile", str, "default"),
+            renewal=er.get("renewal", bool, True),
+        )
+        er.done()
+        if not ep.path.startswith("/"):
+            raise ConfigError(er.key("path"), "must start with /")
+        if ep.path in paths:
+            raise ConfigError(er.key("path"), f"{ep.path} is used by another endpoint")
+        paths.add(ep.path)
+        if ep.challenge not in CHALLENGE_MODES:
+            raise ConfigError(er.key("challenge"), f"must be one of {', '.join(CHALLENGE_MODES)}")
+        if ep.challenge == "static" and not static_src:
+            raise ConfigError(er.key("challenge"), "static needs challenge.static (a secret source)")
+        if ep.profile not in profiles:
+            raise ConfigError(er.key("profile"), f"no profile named {ep.profile!r}")
+        endpoints.append(ep)
+    root.seen.update({"endpoints", "profiles"})
+    root.done()
+
+    return Config(
+        path=path,
+        listen_host=host,
+        listen_port=int(port_s),
+        max_message_bytes=max_bytes,
+        legacy_path=legacy,
+        token=token,
+        ca=ca,
+        store_path=store_path,
+        allow_sha1=allow_sha1,
+        allow_single_des=allow_des,
+        static_challenge_source=static_src,
+        onetime_ttl=dt.timedelta(minutes=ttl_minutes),
+        endpoints=tuple(endpoints),
+        profiles=profiles,
+    )
+
+
+def load(path: Path) -> Config:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), f"not valid TOML: {e}") from None
+    return parse(data, path.resolve())

@@ -1,0 +1,216 @@
+"""One SCEP endpoint's PKIOperation: request bytes in, signed CertRep bytes out.
+
+Everything a client can get wrong ends here as a signed FAILURE CertRep with
+a failInfo: an unparseable request is the only case left to HTTP (400), and a
+fault of the token or store is the daemon's, not the client's (503 upstream).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from scepd import metrics
+from scepd.ca.authority import CertificateAuthority
+from scepd.enroll.pipeline import Enrollment, Next, Pending, Rejected
+from scepd.keys.base import DecryptionError, HashName, RsaPadding
+from scepd.logs import audit
+from scepd.scep import (
+    ContentCipher,
+    MalformedMessage,
+    PkiMessage,
+    ScepError,
+    build_cert_rep,
+    open_envelope,
+    parse_issuer_and_serial,
+    parse_pki_message,
+    sign_cert_rep,
+)
+from scepd.scep.constants import FailInfo, MessageType, PkiStatus
+from scepd.store.base import Store
+
+log = logging.getLogger("scepd.scep")
+
+Clock = Callable[[], dt.datetime]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the reply carries; turned into a signed CertRep by `ScepService._reply`."""
+
+    status: PkiStatus
+    fail_info: FailInfo | None = None
+    reason: str | None = None
+    certificates: tuple[bytes, ...] = ()
+    profile: str = "-"
+
+
+class ScepService:
+    """The PKIOperation of one endpoint: its chain, shared CA and store."""
+
+    def __init__(
+        self,
+        *,
+        ca: CertificateAuthority,
+        store: Store,
+        chain: Next,
+        endpoint: str,
+        challenge_mode: str,
+        allow_sha1: bool = True,
+        allow_single_des: bool = False,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.ca = ca
+        self.store = store
+        self.chain = chain
+        self.endpoint = endpoint
+        self.challenge_mode = challenge_mode
+        self.allow_single_des = allow_single_des
+        hashes = {HashName.SHA256, HashName.SHA384, HashName.SHA512, HashName.SHA224}
+        if allow_sha1:
+            hashes.add(HashName.SHA1)
+        self.allowed_hashes = frozenset(hashes)
+        self.clock = clock
+
+    async def pki_operation(self, body: bytes) -> bytes:
+        """Answer one request; raises MalformedMessage when it is not SCEP at all."""
+        started = time.perf_counter()
+        try:
+            msg = parse_pki_message(body, allowed_hashes=self.allowed_hashes)
+        except ScepError as e:
+            if e.signer_certificate is None or e.sender_nonce is None:
+                # Without the requester's nonce there is nothing a client could match a reply to.
+                raise MalformedMessage(f"unusable request: {e.reason}") from e
+            operation = e.message_type.name if e.message_type else "unknown"
+            answer = Answer(PkiStatus.FAILURE, e.fail_info, e.reason)
+            self._account(operation, e.transaction_id or "", answer, started)
+            return await self._reply(
+                e.transaction_id or "", e.sender_nonce, e.signer_certificate, answer, None, HashName.SHA256
+            )
+        operation = msg.message_type.name
+        try:
+            answer = await self._dispatch(msg)
+        except ScepError as e:
+            answer = Answer(PkiStatus.FAILURE, e.fail_info, e.reason)
+        self._account(operation, msg.transaction_id, answer, started)
+        return await self._reply(
+            msg.transaction_id, msg.sender_nonce, msg.signer_certificate, answer, msg, msg.digest
+        )
+
+    async def _dispatch(self, msg: PkiMessage) -> Answer:
+        if msg.message_type in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ):
+            return await self._enroll(msg)
+        if msg.message_type is MessageType.GET_CERT:
+            return await self._get_cert(msg)
+        # CertPoll needs pending requests and GetCRL needs CRLs; both come with the
+        # certificate-lifecycle work. Until then they are answered, not dropped.
+        return Answer(
+            PkiStatus.FAILURE, FailInfo.BAD_REQUEST, f"{msg.message_type.name} is not supported"
+        )
+
+    async def _open(self, msg: PkiMessage) -> bytes:
+        env = msg.envelope
+        if env is None:
+            raise ScepError(FailInfo.BAD_REQUEST, "the request carries no pkcsPKIEnvelope")
+        if env.cipher is ContentCipher.DES_CBC and not self.allow_single_des:
+            raise ScepError(FailInfo.BAD_ALG, "single DES is refused by configuration")
+        try:
+            return await open_envelope(env, self.ca.ra_key)
+        except DecryptionError as e:
+            raise ScepError(FailInfo.BAD_MESSAGE_CHECK, "the envelope does not decrypt with our key") from e
+
+    async def _enroll(self, msg: PkiMessage) -> Answer:
+        content = await self._open(msg)
+        try:
+            csr = x509.load_der_x509_csr(content)
+        except ValueError:
+            return Answer(PkiStatus.FAILURE, FailInfo.BAD_REQUEST, "the envelope does not hold a PKCS#10 request")
+        try:
+            valid = csr.is_signature_valid
+        except Exception:  # cryptography raises for unsupported key types
+            valid = False
+        if not valid:
+            return Answer(PkiStatus.FAILURE, FailInfo.BAD_MESSAGE_CHECK, "the CSR signature does not verify")
+        enrollment = Enrollment(
+            transaction_id=msg.transaction_id,
+            message_type=msg.message_type,
+            csr=csr,
+            csr_der=content,
+            signer_certificate=msg.signer_certificate,
+            now=self.clock(),
+            endpoint=self.endpoint,
+            challenge_mode=self.challenge_mode,
+        )
+        try:
+            issued = await self.chain(enrollment)
+        except Rejected as e:
+            audit("rejected", transaction_id=msg.transaction_id, subject=csr.subject.rfc4514_string(),
+                  endpoint=self.endpoint, fail_info=e.fail_info.name, reason=e.reason)
+            return Answer(PkiStatus.FAILURE, e.fail_info, e.reason, profile=enrollment.profile_name)
+        except Pending:
+            return Answer(PkiStatus.PENDING, profile=enrollment.profile_name)
+        audit("issued", transaction_id=msg.transaction_id, subject=issued.certificate.subject.rfc4514_string(),
+              serial=f"{issued.serial:x}", endpoint=self.endpoint, profile=enrollment.profile_name,
+              challenge=enrollment.challenge_mode, reused=issued.reused)
+        return Answer(PkiStatus.SUCCESS, certificates=(issued.der,), profile=enrollment.profile_name)
+
+    async def _get_cert(self, msg: PkiMessage) -> Answer:
+        issuer, serial = parse_issuer_and_serial(await self._open(msg))
+        record = await self.store.get(serial) if issuer == self.ca.certificate.subject else None
+        if record is None:
+            return Answer(PkiStatus.FAILURE, FailInfo.BAD_CERT_ID, "no certificate with that issuer and serial")
+        return Answer(PkiStatus.SUCCESS, certificates=(record.der,))
+
+    async def _reply(
+        self,
+        transaction_id: str,
+        recipient_nonce: bytes,
+        recipient: x509.Certificate,
+        answer: Answer,
+        msg: PkiMessage | None,
+        digest: HashName,
+    ) -> bytes:
+        cipher, padding = ContentCipher.AES256_CBC, RsaPadding.PKCS1V15
+        if msg is not None and msg.envelope is not None:
+            # Mirror the client: it has shown it can open what it used itself.
+            cipher, padding = msg.envelope.cipher, msg.envelope.padding
+        certificates = answer.certificates
+        if certificates and not isinstance(recipient.public_key(), rsa.RSAPublicKey):
+            answer = Answer(PkiStatus.FAILURE, FailInfo.BAD_ALG, "the reply can only be enveloped to an RSA key")
+            certificates = ()
+        if digest not in self.allowed_hashes:
+            digest = HashName.SHA256
+        draft = build_cert_rep(
+            transaction_id=transaction_id,
+            recipient_nonce=recipient_nonce,
+            sender_nonce=os.urandom(16),
+            status=answer.status,
+            fail_info=answer.fail_info,
+            fail_info_text=answer.reason if answer.status is PkiStatus.FAILURE else None,
+            certificates=certificates,
+            recipient_certificate=recipient if certificates else None,
+            cipher=cipher,
+            recipient_padding=padding,
+            signer_certificate=self.ca.ra_certificate,
+            digest=digest,
+        )
+        return await sign_cert_rep(draft, self.ca.ra_key)
+
+    def _account(self, operation: str, transaction_id: str, answer: Answer, started: float) -> None:
+        outcome = answer.fail_info.name if answer.fail_info else answer.status.name
+        metrics.ENROLLMENTS.labels(operation, answer.profile, self.challenge_mode, outcome).inc()
+        metrics.ENROLLMENT_SECONDS.labels(operation).observe(time.perf_counter() - started)
+        if answer.status is PkiStatus.FAILURE:
+            log.info("scep_failure transaction_id=%s operation=%s fail_info=%s reason=%r",
+                     transaction_id, operation, outcome, answer.reason)

@@ -1,0 +1,103 @@
+"""The issuing end of the chain: idempotent retries, durable store, signing."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import trio
+from cryptography import x509
+
+from scepd import metrics
+from scepd.ca.authority import CertificateAuthority
+from scepd.enroll.pipeline import Enrollment, Issued, Next
+from scepd.profiles import Profile
+from scepd.store.base import CertificateRecord, CertStatus, SerialCollision, Store
+
+
+def csr_digest(csr_der: bytes) -> str:
+    return hashlib.sha256(csr_der).hexdigest()
+
+
+class IdempotentRetry:
+    """A retry with the same transactionID and CSR gets the certificate already issued.
+
+    Clients resend when a reply is lost; issuing a second certificate for the
+    same key would leave an orphan the admin never asked for. A per-transaction
+    lock closes the race between two copies of one request in flight at once.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._locks: dict[str, trio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    async def __call__(self, enrollment: Enrollment, next: Next) -> Issued:
+        tid = enrollment.transaction_id
+        lock = self._locks.setdefault(tid, trio.Lock())
+        self._users[tid] = self._users.get(tid, 0) + 1
+        try:
+            async with lock:
+                found = await self.store.find_by_transaction(tid, csr_digest(enrollment.csr_der))
+                if found is not None:
+                    cert = x509.load_der_x509_certificate(found.der)
+                    return Issued(cert, found.der, found.serial, reused=True)
+                return await next(enrollment)
+        finally:
+            self._users[tid] -= 1
+            if not self._users[tid]:
+                del self._users[tid], self._locks[tid]
+
+
+class StoreIssued:
+    """Record the certificate durably before anyone sees it.
+
+    Runs after signing on the way back, so a certificate that reaches a client
+    is always in the store. Serials are random: on the rare collision the
+    certificate is signed again with a fresh serial, never reused.
+    """
+
+    ATTEMPTS = 4
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def __call__(self, enrollment: Enrollment, next: Next) -> Issued:
+        for _ in range(self.ATTEMPTS):
+            issued = await next(enrollment)
+            cert = issued.certificate
+            record = CertificateRecord(
+                serial=issued.serial,
+                transaction_id=enrollment.transaction_id,
+                subject=cert.subject.rfc4514_string(),
+                requester=enrollment.signer_certificate.subject.rfc4514_string(),
+                csr_sha256=csr_digest(enrollment.csr_der),
+                profile=enrollment.profile_name,
+                not_before=cert.not_valid_before_utc,
+                not_after=cert.not_valid_after_utc,
+                issued_at=enrollment.now,
+                status=CertStatus.VALID,
+                der=issued.der,
+                renewal_of=enrollment.renewal_of,
+            )
+            try:
+                await self.store.put_issued(record)
+            except SerialCollision:
+                continue
+            metrics.CERTIFICATES_ISSUED.labels(profile=enrollment.profile_name).inc()
+            return issued
+        raise RuntimeError("random serials collided repeatedly; the serial source is broken")
+
+
+class SignCertificate:
+    """The terminal step: build the certificate from CSR and profile and sign it on the token."""
+
+    def __init__(self, ca: CertificateAuthority, profiles: Mapping[str, Profile]) -> None:
+        self.ca = ca
+        self.profiles = profiles
+
+    async def __call__(self, enrollment: Enrollment) -> Issued:
+        profile = self.profiles[enrollment.profile_name]
+        template = self.ca.template(enrollment.csr, profile, enrollment.now)
+        der = await self.ca.sign(template)
+        return Issued(x509.load_der_x509_certificate(der), der, template.serial)

@@ -1,0 +1,62 @@
+"""Prometheus metrics, one registry per process so tests can build several daemons.
+
+Names follow Prometheus conventions: `scepd_` prefix, base units, `_total` for
+counters. Modules record into the module-level objects below; `REGISTRY` is
+what the metrics listener exposes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Private-key operations: the signing metric this appliance exists to expose.
+KEY_OPERATION_SECONDS = Histogram(
+    "scepd_key_operation_seconds",
+    "Latency of private-key operations on the key backend, by key label, operation, mechanism and result.",
+    ["key", "operation", "mechanism", "result"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
+
+TOKEN_WORKERS = Gauge(
+    "scepd_token_workers",
+    "Token workers (each owns one PKCS#11 session) in the pool.",
+    registry=REGISTRY,
+)
+TOKEN_WORKERS_BUSY = Gauge(
+    "scepd_token_workers_busy",
+    "Token workers currently running an operation.",
+    registry=REGISTRY,
+)
+
+ENROLLMENTS = Counter(
+    "scepd_enrollments_total",
+    "SCEP operations answered, by operation, profile, challenge mode and outcome (status or failInfo).",
+    ["operation", "profile", "challenge", "outcome"],
+    registry=REGISTRY,
+)
+ENROLLMENT_SECONDS = Histogram(
+    "scepd_enrollment_seconds",
+    "Time from a parsed PKIOperation to its signed reply.",
+    ["operation"],
+    registry=REGISTRY,
+)
+CERTIFICATES_ISSUED = Counter(
+    "scepd_certificates_issued_total",
+    "Certificates issued and stored.",
+    ["profile"],
+    registry=REGISTRY,
+)
+HTTP_REQUESTS = Counter(
+    "scepd_http_requests_total",
+    "HTTP requests answered, by route and status code.",
+    ["route", "status"],
+    registry=REGISTRY,
+)
+CA_CERT_EXPIRY_SECONDS = Gauge(
+    "scepd_ca_certificate_expiry_seconds",
+    "Seconds until the CA certificate's notAfter.",
+    registry=REGISTRY,
+)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what scepd needs on a Debian machine (run as root for the Debian packages):
+# SoftHSM2 for the token, OpenSSL, and the SCEP clients the tests drive (certmonger,
+# micromdm's scep), then a virtual environment in .venv with scepd and its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debs=(softhsm2 opensc openssl certmonger scep sqlite3 python3-venv)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install.sh: missing Debian packages (${missing[*]}); run as root" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # certmonger's package enables a system daemon we do not use; tests run private instances.
+  systemctl disable --now certmonger >/dev/null 2>&1 || true
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
