@@ -1,0 +1,113 @@
+"""Outgoing CertRep (RFC 8894 3.3.2), built in two phases.
+
+`build_cert_rep` does everything but the signature and hands back the exact
+bytes to sign; the RA key (on a token, usually) signs them; `finish` puts the
+signature in. That keeps the codec free of key material and of I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from asn1crypto import core
+from cryptography import x509
+
+from scepd.keys.base import HashName, OaepParams, RsaPadding, Signer
+from scepd.scep.ciphers import ContentCipher
+from scepd.scep.certs_only import build_degenerate
+from scepd.scep.constants import (
+    OID_FAIL_INFO,
+    OID_FAIL_INFO_TEXT,
+    OID_MESSAGE_TYPE,
+    OID_PKI_STATUS,
+    OID_RECIPIENT_NONCE,
+    OID_SENDER_NONCE,
+    OID_TRANSACTION_ID,
+    FailInfo,
+    MessageType,
+    PkiStatus,
+)
+from scepd.scep.envelope import build_envelope
+from scepd.scep.signed import SignedDataDraft, attribute, draft_signed_data
+
+
+@dataclass(frozen=True)
+class CertRepDraft:
+    """A CertRep waiting for its signature over `to_be_signed` with `digest`."""
+
+    _draft: SignedDataDraft = field(repr=False)
+
+    @property
+    def to_be_signed(self) -> bytes:
+        return self._draft.to_be_signed
+
+    @property
+    def digest(self) -> HashName:
+        return self._draft.digest
+
+    def finish(self, signature: bytes) -> bytes:
+        """The complete DER ContentInfo; the signature is not checked here."""
+        return self._draft.finish(signature)
+
+
+def build_cert_rep(
+    *,
+    transaction_id: str,
+    recipient_nonce: bytes,
+    sender_nonce: bytes,
+    status: PkiStatus,
+    fail_info: FailInfo | None = None,
+    fail_info_text: str | None = None,
+    certificates: Sequence[bytes] = (),
+    crls: Sequence[bytes] = (),
+    recipient_certificate: x509.Certificate | None = None,
+    cipher: ContentCipher = ContentCipher.AES256_CBC,
+    recipient_padding: RsaPadding = RsaPadding.PKCS1V15,
+    recipient_oaep: OaepParams | None = None,
+    signer_certificate: x509.Certificate,
+    digest: HashName = HashName.SHA256,
+    extra_certificates: Sequence[bytes] = (),
+) -> CertRepDraft:
+    """Only SUCCESS carries content (certificates/CRLs enveloped to the requester);
+    FAILURE and PENDING are signed attributes over absent content."""
+    if status is PkiStatus.FAILURE and fail_info is None:
+        raise ValueError("a FAILURE CertRep needs a failInfo")
+    if status is not PkiStatus.FAILURE and fail_info is not None:
+        raise ValueError("failInfo is only allowed on FAILURE")
+    content: bytes | None = None
+    if status is PkiStatus.SUCCESS:
+        if recipient_certificate is None:
+            raise ValueError("a SUCCESS CertRep needs the recipient certificate to envelope to")
+        content = build_envelope(
+            build_degenerate(certificates, crls),
+            recipient_certificate,
+            cipher=cipher,
+            rsa_padding=recipient_padding,
+            oaep=recipient_oaep,
+        )
+    attrs = [
+        attribute(OID_MESSAGE_TYPE, core.PrintableString(MessageType.CERT_REP.value)),
+        attribute(OID_PKI_STATUS, core.PrintableString(status.value)),
+        attribute(OID_TRANSACTION_ID, core.PrintableString(transaction_id)),
+        # Echoed byte for byte: older iOS sends 8-byte nonces and matches them exactly.
+        attribute(OID_RECIPIENT_NONCE, core.OctetString(recipient_nonce)),
+        attribute(OID_SENDER_NONCE, core.OctetString(sender_nonce)),
+    ]
+    if fail_info is not None:
+        attrs.append(attribute(OID_FAIL_INFO, core.PrintableString(fail_info.value)))
+        if fail_info_text:
+            attrs.append(attribute(OID_FAIL_INFO_TEXT, core.UTF8String(fail_info_text)))
+    return CertRepDraft(
+        draft_signed_data(
+            content=content,
+            attributes=attrs,
+            signer_certificate=signer_certificate,
+            digest_name=digest,
+            certificates=extra_certificates,
+        )
+    )
+
+
+async def sign_cert_rep(draft: CertRepDraft, signer: Signer) -> bytes:
+    return draft.finish(await signer.sign(draft.to_be_signed, draft.digest))

@@ -1,0 +1,74 @@
+"""Content-encryption ciphers a SCEP envelope may use, and their CBC primitives.
+
+Kept apart from the CMS structures so the envelope code only deals with
+ASN.1, and so the list of what we accept is in one place.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
+
+
+class ContentCipher(enum.Enum):
+    """(OID, asn1crypto name, key size in bytes, block size in bytes)."""
+
+    AES128_CBC = ("2.16.840.1.101.3.4.1.2", "aes128_cbc", 16, 16)
+    AES192_CBC = ("2.16.840.1.101.3.4.1.22", "aes192_cbc", 24, 16)
+    AES256_CBC = ("2.16.840.1.101.3.4.1.42", "aes256_cbc", 32, 16)
+    DES3_CBC = ("1.2.840.113549.3.7", "tripledes_3key", 24, 8)
+    DES_CBC = ("1.3.14.3.2.7", "des", 8, 8)
+
+    @property
+    def oid(self) -> str:
+        return self.value[0]
+
+    @property
+    def asn1_name(self) -> str:
+        return self.value[1]
+
+    @property
+    def key_size(self) -> int:
+        return self.value[2]
+
+    @property
+    def block_size(self) -> int:
+        return self.value[3]
+
+    @classmethod
+    def from_oid(cls, oid: str) -> ContentCipher | None:
+        for cipher in cls:
+            if cipher.oid == oid:
+                return cipher
+        return None
+
+    def _algorithm(self, key: bytes) -> CipherAlgorithm:
+        if len(key) != self.key_size:
+            raise ValueError(f"{self.name} needs a {self.key_size}-byte key, got {len(key)}")
+        if self is ContentCipher.DES_CBC:
+            # cryptography has no single DES; EDE with K1=K2=K3 is exactly DES.
+            return TripleDES(key * 3)
+        if self is ContentCipher.DES3_CBC:
+            return TripleDES(key)
+        return algorithms.AES(key)
+
+    def encrypt(self, key: bytes, iv: bytes, plaintext: bytes) -> bytes:
+        """CBC with PKCS#7 padding, as CMS requires (RFC 5652 6.3)."""
+        pad = self.block_size - len(plaintext) % self.block_size
+        enc = Cipher(self._algorithm(key), modes.CBC(iv)).encryptor()
+        return enc.update(plaintext + bytes([pad]) * pad) + enc.finalize()
+
+    def decrypt(self, key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
+        """Raises ValueError on a wrong key/IV size or bad padding, never returns garbage lengths."""
+        if len(iv) != self.block_size:
+            raise ValueError(f"{self.name} needs a {self.block_size}-byte IV, got {len(iv)}")
+        if not ciphertext or len(ciphertext) % self.block_size:
+            raise ValueError("ciphertext is not a whole number of blocks")
+        dec = Cipher(self._algorithm(key), modes.CBC(iv)).decryptor()
+        padded = dec.update(ciphertext) + dec.finalize()
+        pad = padded[-1]
+        if not 1 <= pad <= self.block_size or padded[-pad:] != bytes([pad]) * pad:
+            raise ValueError("bad PKCS#7 padding")
+        return padded[:-pad]

@@ -1,0 +1,190 @@
+"""pkcsPKIEnvelope: CMS EnvelopedData with one RSA key-transport recipient.
+
+Parsing yields an `Envelope` whose content key is still wrapped; unwrapping
+needs the RA/CA private key, so it is asked of a `Decrypter` (token or
+software) and the codec only does the symmetric part.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from asn1crypto import algos, cms
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from scepd.keys.base import Decrypter, HashName, OaepParams, RsaPadding
+from scepd.scep.ciphers import ContentCipher
+from scepd.scep.constants import FailInfo
+from scepd.scep.errors import ScepError
+from scepd.scep.signed import ASN1_ERRORS, hash_algorithm, issuer_and_serial
+
+
+@dataclass(frozen=True)
+class Envelope:
+    padding: RsaPadding
+    oaep: OaepParams | None
+    encrypted_key: bytes
+    cipher: ContentCipher
+    iv: bytes
+    encrypted_content: bytes
+
+    def open(self, cek: bytes) -> bytes:
+        """Decrypt with an already unwrapped content key."""
+        try:
+            return self.cipher.decrypt(cek, self.iv, self.encrypted_content)
+        except ValueError as e:
+            raise ScepError(FailInfo.BAD_MESSAGE_CHECK, f"the envelope does not decrypt: {e}") from e
+
+
+async def open_envelope(env: Envelope, decrypter: Decrypter) -> bytes:
+    """Unwrap the content key with `decrypter`, then decrypt the content.
+
+    `DecryptionError` from the key backend propagates: the caller decides
+    whether that is the client's fault or ours.
+    """
+    cek = await decrypter.decrypt(env.encrypted_key, env.padding, env.oaep)
+    return env.open(cek)
+
+
+def _oaep_params(params: algos.RSAESOAEPParams) -> OaepParams:
+    def name(value: str) -> HashName:
+        try:
+            return HashName(value)
+        except ValueError:
+            raise ScepError(FailInfo.BAD_ALG, f"unsupported OAEP hash {value}") from None
+
+    if params["mask_gen_algorithm"]["algorithm"].native != "mgf1":
+        raise ScepError(FailInfo.BAD_ALG, "unsupported OAEP mask generation function")
+    source = params["p_source_algorithm"]
+    label = source["parameters"].native if source["algorithm"].native == "p_specified" else b""
+    return OaepParams(
+        hash=name(params["hash_algorithm"]["algorithm"].native),
+        mgf_hash=name(params["mask_gen_algorithm"]["parameters"]["algorithm"].native),
+        label=label or b"",
+    )
+
+
+def parse_envelope(data: bytes) -> Envelope:
+    """Parse a DER/BER ContentInfo(EnvelopedData).
+
+    Structural problems are BAD_REQUEST; a well-formed envelope using
+    algorithms we do not speak is BAD_ALG, so the client can tell them apart.
+    """
+    try:
+        info = cms.ContentInfo.load(data)
+        if info["content_type"].native != "enveloped_data":
+            raise ScepError(FailInfo.BAD_REQUEST, "the message content is not an EnvelopedData")
+        enveloped = info["content"]
+        ktri = next((r.chosen for r in enveloped["recipient_infos"] if r.name == "ktri"), None)
+        if ktri is None:
+            raise ScepError(FailInfo.BAD_ALG, "no key-transport recipient in the envelope")
+        key_alg = ktri["key_encryption_algorithm"]
+        transport = key_alg["algorithm"].dotted
+        oaep: OaepParams | None = None
+        if transport == "1.2.840.113549.1.1.1":
+            rsa_padding = RsaPadding.PKCS1V15
+        elif transport == "1.2.840.113549.1.1.7":
+            rsa_padding = RsaPadding.OAEP
+            params = key_alg["parameters"]
+            oaep = OaepParams() if params.native is None else _oaep_params(params)
+        else:
+            raise ScepError(FailInfo.BAD_ALG, f"unsupported key transport {transport}")
+        eci = enveloped["encrypted_content_info"]
+        content_alg = eci["content_encryption_algorithm"]
+        cipher = ContentCipher.from_oid(content_alg["algorithm"].dotted)
+        if cipher is None:
+            raise ScepError(
+                FailInfo.BAD_ALG, f"unsupported content cipher {content_alg['algorithm'].dotted}"
+            )
+        iv = content_alg["parameters"].native
+        if not isinstance(iv, bytes) or len(iv) != cipher.block_size:
+            raise ScepError(FailInfo.BAD_REQUEST, "the content cipher has no valid IV")
+        encrypted = eci["encrypted_content"].native
+        if not isinstance(encrypted, bytes) or not encrypted:
+            raise ScepError(FailInfo.BAD_REQUEST, "the envelope has no encrypted content")
+        encrypted_key = ktri["encrypted_key"].native
+        if not isinstance(encrypted_key, bytes):
+            raise ScepError(FailInfo.BAD_REQUEST, "the envelope has no encrypted key")
+    except ScepError:
+        raise
+    except ASN1_ERRORS as e:
+        raise ScepError(FailInfo.BAD_REQUEST, f"malformed EnvelopedData: {e}") from e
+    return Envelope(
+        padding=rsa_padding,
+        oaep=oaep,
+        encrypted_key=encrypted_key,
+        cipher=cipher,
+        iv=iv,
+        encrypted_content=encrypted,
+    )
+
+
+def _key_encryption_algorithm(rsa_padding: RsaPadding, oaep: OaepParams | None) -> cms.KeyEncryptionAlgorithm:
+    if rsa_padding is RsaPadding.PKCS1V15:
+        return cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15", "parameters": None})
+    oaep = oaep or OaepParams()
+    params: dict[str, object] = {
+        "hash_algorithm": {"algorithm": oaep.hash.value},
+        "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": oaep.mgf_hash.value}},
+    }
+    if oaep.label:
+        params["p_source_algorithm"] = {"algorithm": "p_specified", "parameters": oaep.label}
+    return cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep", "parameters": params})
+
+
+def wrap_key(
+    public_key: rsa.RSAPublicKey, cek: bytes, rsa_padding: RsaPadding, oaep: OaepParams | None
+) -> bytes:
+    if rsa_padding is RsaPadding.PKCS1V15:
+        return public_key.encrypt(cek, padding.PKCS1v15())
+    oaep = oaep or OaepParams()
+    return public_key.encrypt(
+        cek,
+        padding.OAEP(
+            mgf=padding.MGF1(hash_algorithm(oaep.mgf_hash)),
+            algorithm=hash_algorithm(oaep.hash),
+            label=oaep.label or None,
+        ),
+    )
+
+
+def build_envelope(
+    content: bytes,
+    recipient: x509.Certificate,
+    *,
+    cipher: ContentCipher = ContentCipher.AES256_CBC,
+    rsa_padding: RsaPadding = RsaPadding.PKCS1V15,
+    oaep: OaepParams | None = None,
+) -> bytes:
+    """Encrypt `content` to `recipient`'s RSA key; returns DER ContentInfo(EnvelopedData).
+
+    The encryptedContent is a primitive [0] OCTET STRING: some clients (and
+    strict DER) reject the constructed form.
+    """
+    public_key = recipient.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise ValueError("a SCEP envelope can only be made for an RSA recipient")
+    cek = os.urandom(cipher.key_size)
+    iv = os.urandom(cipher.block_size)
+    recipient_info = cms.KeyTransRecipientInfo(
+        {
+            "version": "v0",
+            "rid": cms.RecipientIdentifier({"issuer_and_serial_number": issuer_and_serial(recipient)}),
+            "key_encryption_algorithm": _key_encryption_algorithm(rsa_padding, oaep),
+            "encrypted_key": wrap_key(public_key, cek, rsa_padding, oaep),
+        }
+    )
+    enveloped = cms.EnvelopedData(
+        {
+            "version": "v0",
+            "recipient_infos": [cms.RecipientInfo({"ktri": recipient_info})],
+            "encrypted_content_info": {
+                "content_type": "data",
+                "content_encryption_algorithm": {"algorithm": cipher.asn1_name, "parameters": iv},
+                "encrypted_content": cipher.encrypt(cek, iv, content),
+            },
+        }
+    )
+    return cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
