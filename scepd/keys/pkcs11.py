@@ -1,0 +1,311 @@
+"""Keys on a PKCS#11 token, behind the Signer/Decrypter interface.
+
+All calls into the PKCS#11 module of a process go through ONE OS thread (see
+pkcs11_worker for why). `TokenConfig.workers` picks the mode:
+
+* 0: a `TokenPool` of one in-process worker, the module's dedicated thread;
+* N: N worker processes (fresh interpreters, `python -m
+  scepd.keys.pkcs11_worker`, never a fork), each loading the module, logging
+  in once and caching key handles; the event loop waits on their sockets
+  with `trio.lowlevel.wait_readable`, so it never blocks.
+
+Each call takes an idle worker from a Trio channel; `pool.size`/`pool.busy`
+and the TOKEN_WORKERS* gauges follow them. The sync helpers at the end are
+for the CLI (never on the event loop).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
+
+import trio
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+from scepd.keys.base import KeyBackendError
+from scepd.keys.pkcs11_key import Pkcs11Key
+from scepd.keys.pkcs11_worker import TokenSession
+from scepd.metrics import TOKEN_WORKERS, TOKEN_WORKERS_BUSY
+
+T = TypeVar("T")
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    module: str
+    token_label: str
+    pin: str = field(repr=False)
+    workers: int = 0
+    softhsm2_conf: str | None = None
+    timeout: float = 30.0  # seconds one token operation may take before its worker is declared hung
+
+
+def read_pin(source: str) -> str:
+    """A PIN from `file:PATH`, `env:NAME` or `credential:NAME` ($CREDENTIALS_DIRECTORY/NAME)."""
+    kind, _, name = source.partition(":")
+    if kind == "file" and name:
+        value = open(name, encoding="utf-8").read()
+    elif kind == "env" and name:
+        if name not in os.environ:
+            raise ValueError(f"PIN source {source}: environment variable {name} is not set")
+        value = os.environ[name]
+    elif kind == "credential" and name and "/" not in name:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise ValueError(f"PIN source {source}: $CREDENTIALS_DIRECTORY is not set (systemd LoadCredential=)")
+        value = open(os.path.join(directory, name), encoding="utf-8").read()
+    else:
+        raise ValueError(f"PIN source must be file:PATH, env:NAME or credential:NAME, not {source!r}")
+    return value.rstrip("\r\n")
+
+
+# --- the in-process thread ----------------------------------------------------------------
+
+_threads: dict[str, ThreadPoolExecutor] = {}
+_threads_lock = threading.Lock()
+
+
+def token_thread(module: str) -> ThreadPoolExecutor:
+    """The one thread of this process that may call into `module`."""
+    with _threads_lock:
+        if module not in _threads:
+            _threads[module] = ThreadPoolExecutor(1, thread_name_prefix=f"pkcs11:{os.path.basename(module)}")
+        return _threads[module]
+
+
+async def _wait_future(fut: Future[T]) -> T:
+    """Wait for a concurrent.futures.Future without holding a Trio thread."""
+    token, done = trio.lowlevel.current_trio_token(), trio.Event()
+
+    def wake(_: Future[T]) -> None:
+        try:
+            token.run_sync_soon(done.set)
+        except trio.RunFinishedError:
+            pass
+
+    fut.add_done_callback(wake)
+    await done.wait()
+    return fut.result()
+
+
+class _ThreadWorker:
+    def __init__(self, cfg: TokenConfig) -> None:
+        self._cfg, self._exec = cfg, token_thread(cfg.module)
+        self._session: TokenSession | None = None
+
+    async def start(self) -> list[tuple[str, str, bytes | None]]:
+        def start() -> list[tuple[str, str, bytes | None]]:
+            self._session = TokenSession(self._cfg)
+            return self._session.inventory()
+
+        try:
+            return await _wait_future(self._exec.submit(start))
+        except Exception as e:
+            raise KeyBackendError(f"token {self._cfg.token_label!r}: {type(e).__name__}: {e}") from e
+
+    async def call(self, op: str, *args: Any) -> tuple[str, Any]:
+        assert self._session is not None
+        return await _wait_future(self._exec.submit(self._session.dispatch, op, args))
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await _wait_future(self._exec.submit(session.close))
+
+
+class _ProcessWorker:
+    def __init__(self, cfg: TokenConfig, n: int) -> None:
+        self._cfg, self._n = cfg, n
+        self._conn: Any = None
+        self._proc: Any = None
+
+    async def start(self) -> list[tuple[str, str, bytes | None]]:
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        if self._cfg.softhsm2_conf:
+            env["SOFTHSM2_CONF"] = self._cfg.softhsm2_conf
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_SOURCE_ROOT, env.get("PYTHONPATH")]))
+        # A fresh interpreter (no fork of this threaded process, no re-import of __main__).
+        argv = [sys.executable, "-m", "scepd.keys.pkcs11_worker", str(child.fileno())]
+        try:
+            proc = await trio.to_thread.run_sync(
+                lambda: subprocess.Popen(argv, pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL))
+        finally:
+            child.close()
+        self._conn, self._proc = Connection(parent.detach()), proc
+        self._conn.send(asdict(self._cfg))  # the PIN goes over the socket, never argv or env
+        status, value = await self._receive()
+        if status != "ok":
+            await self.stop()
+            raise KeyBackendError(value)
+        return value  # type: ignore[no-any-return]
+
+    async def _receive(self) -> tuple[str, Any]:
+        with trio.move_on_after(self._cfg.timeout) as scope:
+            await trio.lowlevel.wait_readable(self._conn.fileno())
+        try:
+            if scope.cancelled_caught:
+                raise TimeoutError(f"no answer in {self._cfg.timeout} s")
+            return self._conn.recv()  # type: ignore[no-any-return]
+        except (EOFError, OSError, TimeoutError) as e:
+            await self.stop()  # the next call starts a fresh process
+            raise KeyBackendError(f"token worker {self._n} failed: {type(e).__name__}: {e}") from e
+
+    async def call(self, op: str, *args: Any) -> tuple[str, Any]:
+        if self._proc is None:
+            await self.start()
+        self._conn.send((op, args))
+        # Once sent, wait for the answer even if cancelled, so the pipe stays in step.
+        with trio.CancelScope(shield=True):
+            return await self._receive()
+
+    async def stop(self) -> None:
+        conn, proc, self._conn, self._proc = self._conn, self._proc, None, None
+        if conn is not None:
+            conn.close()  # the worker sees EOF and exits
+        if proc is not None:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(5):
+                    await trio.to_thread.run_sync(proc.wait, abandon_on_cancel=True)
+                if proc.poll() is None:
+                    proc.kill()
+                    await trio.to_thread.run_sync(proc.wait)
+
+
+class TokenPool:
+    """Token workers shared by every key on one token; `async with TokenPool.open(cfg) as pool`."""
+
+    def __init__(self, cfg: TokenConfig, workers: list[Any]) -> None:
+        self.cfg = cfg
+        self._workers = workers
+        self._idle_send, self._idle_recv = trio.open_memory_channel[Any](len(workers))
+        for w in workers:
+            self._idle_send.send_nowait(w)
+        self._keys: dict[str, Pkcs11Key] = {}
+        self.busy = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, cfg: TokenConfig) -> AsyncIterator[TokenPool]:
+        if cfg.workers < 0:
+            raise ValueError("workers must be >= 0")
+        workers: list[Any] = (
+            [_ThreadWorker(cfg)] if cfg.workers == 0 else [_ProcessWorker(cfg, i) for i in range(cfg.workers)]
+        )
+        started: list[Any] = []
+        inventories: list[Any] = []
+        errors: list[Exception] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                async def start(w: Any) -> None:
+                    try:
+                        inventories.append(await w.start())
+                        started.append(w)
+                    except KeyBackendError as e:
+                        errors.append(e)
+
+                for w in workers:
+                    nursery.start_soon(start, w)
+            if errors:
+                raise errors[0]
+            pool = cls(cfg, workers)
+            for label, kind, spki in inventories[0]:
+                if spki is not None:
+                    pool._keys[label] = Pkcs11Key(pool, label, kind, load_der_public_key(spki))
+            TOKEN_WORKERS.inc(pool.size)
+            try:
+                yield pool
+            finally:
+                TOKEN_WORKERS.dec(pool.size)
+        finally:
+            with trio.CancelScope(shield=True):
+                for w in started:
+                    await w.stop()
+
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    def key(self, label: str) -> Pkcs11Key:
+        """The key labelled `label` (private key on the token when the pool opened, with its public key)."""
+        try:
+            return self._keys[label]
+        except KeyError:
+            raise KeyBackendError(
+                f"no private key labelled {label!r} with a public key or certificate on token "
+                f"{self.cfg.token_label!r}") from None
+
+    def labels(self) -> list[str]:
+        return sorted(self._keys)
+
+    async def call(self, op: str, *args: Any, on_start: Callable[[], None] | None = None) -> tuple[str, Any]:
+        """Run `op` on an idle worker; returns the worker's (status, value) reply."""
+        worker = await self._idle_recv.receive()
+        self.busy += 1
+        TOKEN_WORKERS_BUSY.inc()
+        try:
+            if on_start is not None:
+                on_start()
+            return await worker.call(op, *args)  # type: ignore[no-any-return]
+        finally:
+            self.busy -= 1
+            TOKEN_WORKERS_BUSY.dec()
+            self._idle_send.send_nowait(worker)
+
+    async def ping(self) -> None:
+        """A cheap token round trip (random bytes) for readiness checks."""
+        status, value = await self.call("ping")
+        if status != "ok":
+            raise KeyBackendError(f"token ping failed: {value}")
+
+
+# --- sync helpers for the CLI ----------------------------------------------------------------
+
+
+def _on_token(cfg: TokenConfig, op: Callable[[TokenSession], T]) -> T:
+    def run() -> T:
+        session = TokenSession(cfg)
+        try:
+            return op(session)
+        finally:
+            session.close()
+
+    return token_thread(cfg.module).submit(run).result()
+
+
+def generate_key(cfg: TokenConfig, label: str, kind: str, size: int = 3072, curve: str = "P-256") -> PublicKeyTypes:
+    """Generate a key pair ON the token (sensitive, not extractable); refuses an existing label."""
+    return load_der_public_key(_on_token(cfg, lambda s: s.generate(label, kind, size, curve)))
+
+
+def find_public_key(cfg: TokenConfig, label: str) -> PublicKeyTypes | None:
+    der = _on_token(cfg, lambda s: s.public_key_der(label))
+    return None if der is None else load_der_public_key(der)
+
+
+def key_exists(cfg: TokenConfig, label: str) -> bool:
+    return _on_token(cfg, lambda s: s.exists(label))
+
+
+def store_certificate(cfg: TokenConfig, label: str, der: bytes) -> None:
+    """Store (or replace) the certificate labelled `label`, with its key's CKA_ID."""
+    _on_token(cfg, lambda s: s.store_certificate(label, der))
+
+
+def load_certificate(cfg: TokenConfig, label: str) -> bytes | None:
+    return _on_token(cfg, lambda s: s.load_certificate(label))
+
+
+__all__ = ["TokenConfig", "TokenPool", "Pkcs11Key", "read_pin", "generate_key", "find_public_key",
+           "key_exists", "store_certificate", "load_certificate", "token_thread"]

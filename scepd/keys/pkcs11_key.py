@@ -1,0 +1,91 @@
+"""`Pkcs11Key`: one private key on the token, signing and decrypting through a TokenPool."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from scepd.keys.base import DecryptionError, HashName, KeyBackendError, OaepParams, RsaPadding
+from scepd.metrics import KEY_OPERATION_SECONDS
+
+if TYPE_CHECKING:
+    from scepd.keys.pkcs11 import TokenPool
+
+# RSA: the token hashes and pads (CKM_SHA*_RSA_PKCS); measured no slower than
+# hashing here + CKM_RSA_PKCS over a DigestInfo, and correct by construction.
+_RSA_MECH = {HashName.SHA1: "SHA1_RSA_PKCS", HashName.SHA224: "SHA224_RSA_PKCS",
+             HashName.SHA256: "SHA256_RSA_PKCS", HashName.SHA384: "SHA384_RSA_PKCS",
+             HashName.SHA512: "SHA512_RSA_PKCS"}
+
+
+class Pkcs11Key:
+    """A Signer and (RSA) Decrypter whose private half never leaves the token."""
+
+    def __init__(self, pool: TokenPool, label: str, kind: str, public_key: PublicKeyTypes) -> None:
+        self._pool, self._label, self.kind, self._public = pool, label, kind, public_key
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @property
+    def public_key(self) -> PublicKeyTypes:
+        return self._public
+
+    async def _run(self, operation: str, mechanism: str, op: str, *args: Any) -> tuple[str, Any]:
+        started = 0.0
+
+        def on_start() -> None:
+            nonlocal started
+            started = time.perf_counter()
+
+        result = "error"
+        try:
+            reply = await self._pool.call(op, *args, on_start=on_start)
+            if reply[0] == "ok":
+                result = "ok"
+            return reply
+        finally:
+            if started:
+                KEY_OPERATION_SECONDS.labels(self._label, operation, mechanism, result).observe(
+                    time.perf_counter() - started)
+
+    async def sign(self, data: bytes, hash: HashName) -> bytes:
+        hash = HashName(hash)
+        if self.kind == "rsa":
+            mechanism = _RSA_MECH[hash]
+            status, value = await self._run("sign", mechanism, "sign", self._label, mechanism, bytes(data))
+        else:
+            mechanism = f"ECDSA_{hash.name}"
+            digest = hashlib.new(hash.value, data).digest()
+            status, value = await self._run("sign", mechanism, "sign", self._label, "ECDSA", digest)
+        if status != "ok":
+            raise KeyBackendError(f"sign with {self._label!r} ({mechanism}) failed: {value}")
+        if self.kind == "ec":
+            half = len(value) // 2
+            return encode_dss_signature(int.from_bytes(value[:half], "big"), int.from_bytes(value[half:], "big"))
+        return value  # type: ignore[no-any-return]
+
+    async def decrypt(self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None = None) -> bytes:
+        if self.kind != "rsa":
+            raise KeyBackendError(f"key {self._label!r} is not an RSA key and cannot decrypt")
+        if RsaPadding(padding) is RsaPadding.OAEP:
+            params = oaep or OaepParams()
+            mechanism = "RSA_PKCS_OAEP"
+            args: tuple[str, str, bytes] | None = (HashName(params.hash).value, HashName(params.mgf_hash).value,
+                                                   params.label)
+        else:
+            mechanism, args = "RSA_PKCS", None
+        status, value = await self._run("decrypt", mechanism, "decrypt", self._label, args, bytes(ciphertext))
+        if status == "decrypt":
+            raise DecryptionError(f"ciphertext does not decrypt under key {self._label!r} ({mechanism}): {value}")
+        if status != "ok":
+            raise KeyBackendError(f"decrypt with {self._label!r} ({mechanism}) failed: {value}")
+        return value  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Key(label={self._label!r}, kind={self.kind!r})"

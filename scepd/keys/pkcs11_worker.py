@@ -1,0 +1,275 @@
+"""The token side of scepd.keys.pkcs11: one PKCS#11 session, used by one thread.
+
+python-pkcs11 0.10.1 calls C_Initialize(NULL), which tells SoftHSM2 the
+application is single-threaded, so SoftHSM2 takes no locks of its own. Hence
+everything here is synchronous and a `TokenSession` is only ever touched by
+one OS thread: the module's dedicated thread in-process (workers=0), or the
+main thread of a worker process (`worker_main`, workers=N).
+
+Replies cross the process boundary as plain tuples: ("ok", value),
+("decrypt", message) for a ciphertext that does not decrypt, or ("backend",
+message) for a token fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import pkcs11
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.util import ec as p11ec
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from scepd.keys.pkcs11 import TokenConfig
+
+CURVES = {"P-256": "secp256r1", "P-384": "secp384r1"}
+_HASH_MECH = {"sha1": (Mechanism.SHA_1, MGF.SHA1), "sha224": (Mechanism.SHA224, MGF.SHA224),
+              "sha256": (Mechanism.SHA256, MGF.SHA256), "sha384": (Mechanism.SHA384, MGF.SHA384),
+              "sha512": (Mechanism.SHA512, MGF.SHA512)}
+# PKCS#11 return codes of C_Decrypt that mean "this ciphertext is not for this key". SoftHSM2
+# answers CKR_GENERAL_ERROR when OpenSSL rejects the padding, so that counts too.
+_BAD_CIPHERTEXT = (pkcs11.exceptions.EncryptedDataInvalid, pkcs11.exceptions.EncryptedDataLenRange,
+                   pkcs11.exceptions.DataInvalid, pkcs11.exceptions.DataLenRange, pkcs11.exceptions.GeneralError)
+_UNSUPPORTED = (pkcs11.exceptions.ArgumentsBad, pkcs11.exceptions.MechanismInvalid,
+                pkcs11.exceptions.MechanismParamInvalid)
+_loaded_conf: dict[str, str | None] = {}
+
+
+class BadCiphertext(Exception):
+    pass
+
+
+def _mgf1(seed: bytes, length: int, hash: str) -> bytes:
+    out = b"".join(hashlib.new(hash, seed + i.to_bytes(4, "big")).digest()
+                   for i in range(-(-length // hashlib.new(hash).digest_size)))
+    return out[:length]
+
+
+def oaep_decode(em: bytes, hash: str, mgf_hash: str, label: bytes) -> bytes | None:
+    """EME-OAEP decoding (RFC 8017 7.1.2 step 3); None on any error, without saying which."""
+    h_len, k = hashlib.new(hash).digest_size, len(em)
+    if k < 2 * h_len + 2:
+        return None
+    masked_seed, masked_db = em[1:1 + h_len], em[1 + h_len:]
+    seed = bytes(a ^ b for a, b in zip(masked_seed, _mgf1(masked_db, h_len, mgf_hash)))
+    db = bytes(a ^ b for a, b in zip(masked_db, _mgf1(seed, k - h_len - 1, mgf_hash)))
+    good = hmac.compare_digest(db[:h_len], hashlib.new(hash, label).digest()) & (em[0] == 0)
+    rest = db[h_len:]
+    sep = rest.find(b"\x01")
+    good &= sep >= 0 and not any(rest[:sep])
+    return rest[sep + 1:] if good else None
+
+
+def _load(cfg: TokenConfig) -> Any:
+    """Load the module once per process; SoftHSM2 reads SOFTHSM2_CONF only then."""
+    if cfg.module not in _loaded_conf:
+        if cfg.softhsm2_conf:
+            os.environ["SOFTHSM2_CONF"] = cfg.softhsm2_conf
+        _loaded_conf[cfg.module] = os.environ.get("SOFTHSM2_CONF")
+    elif cfg.softhsm2_conf and _loaded_conf[cfg.module] != cfg.softhsm2_conf:
+        raise RuntimeError(f"{cfg.module} is already loaded with SOFTHSM2_CONF={_loaded_conf[cfg.module]}")
+    return pkcs11.lib(cfg.module)
+
+
+class TokenSession:
+    """A logged-in R/W session on one token, with private-key handles cached by label."""
+
+    def __init__(self, cfg: TokenConfig) -> None:
+        token = _load(cfg).get_token(token_label=cfg.token_label)
+        try:
+            self.session = token.open(rw=True, user_pin=cfg.pin)
+        except pkcs11.exceptions.UserAlreadyLoggedIn:
+            # Login is token-wide: another session of this process already did it.
+            self.session = token.open(rw=True)
+        self._keys: dict[str, Any] = {}
+        self._raw_oaep: set[tuple[str, str, bytes]] = set()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _private(self, label: str) -> Any:
+        key = self._keys.get(label)
+        if key is None:
+            key = self._keys[label] = self.session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+        return key
+
+    def _find(self, cls: ObjectClass, label: str) -> Any | None:
+        found = list(self.session.get_objects({Attribute.CLASS: cls, Attribute.LABEL: label}))
+        return found[0] if found else None
+
+    def exists(self, label: str) -> bool:
+        return any(self._find(c, label) is not None for c in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY))
+
+    def public_key_der(self, label: str) -> bytes | None:
+        """SubjectPublicKeyInfo of `label`: its public key object, else its certificate, else None."""
+        pub = self._find(ObjectClass.PUBLIC_KEY, label)
+        if pub is not None:
+            if pub.key_type == KeyType.EC:
+                return p11ec.encode_ec_public_key(pub)
+            numbers = rsa.RSAPublicNumbers(int.from_bytes(pub[Attribute.PUBLIC_EXPONENT], "big"),
+                                           int.from_bytes(pub[Attribute.MODULUS], "big"))
+            return numbers.public_key().public_bytes(serialization.Encoding.DER,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+        cert = self.load_certificate(label)
+        if cert is not None:
+            from cryptography import x509
+
+            return x509.load_der_x509_certificate(cert).public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return None
+
+    def inventory(self) -> list[tuple[str, str, bytes | None]]:
+        """(label, 'rsa'|'ec', SPKI DER or None) for every private key on the token."""
+        out = []
+        for obj in list(self.session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})):
+            label = obj.label
+            if not label or obj.key_type not in (KeyType.RSA, KeyType.EC):
+                continue
+            self._keys[label] = obj
+            out.append((label, "rsa" if obj.key_type == KeyType.RSA else "ec", self.public_key_der(label)))
+        return out
+
+    def sign(self, label: str, mechanism: str, data: bytes) -> bytes:
+        return bytes(self._private(label).sign(data, mechanism=Mechanism[mechanism]))
+
+    def decrypt(self, label: str, oaep: tuple[str, str, bytes] | None, ciphertext: bytes) -> bytes:
+        key = self._private(label)
+        if oaep is None:
+            mech, param = Mechanism.RSA_PKCS, None
+        elif oaep[2] or oaep in self._raw_oaep:
+            # SoftHSM 2.6 fails OAEP labels with CKR_GENERAL_ERROR, indistinguishable from a bad ciphertext.
+            return self._decrypt_oaep_raw(key, oaep, ciphertext)
+        else:
+            mech, param = Mechanism.RSA_PKCS_OAEP, (_HASH_MECH[oaep[0]][0], _HASH_MECH[oaep[1]][1], None)
+        try:
+            return bytes(key.decrypt(ciphertext, mechanism=mech, mechanism_param=param))
+        except _BAD_CIPHERTEXT as e:
+            raise BadCiphertext(type(e).__name__) from None
+        except _UNSUPPORTED:
+            if oaep is None:
+                raise
+            # SoftHSM 2.6 only does OAEP with SHA-1: raw RSA on the token, OAEP decoding here.
+            self._raw_oaep.add(oaep)
+            return self._decrypt_oaep_raw(key, oaep, ciphertext)
+
+    def _decrypt_oaep_raw(self, key: Any, oaep: tuple[str, str, bytes], ciphertext: bytes) -> bytes:
+        k = len(key[Attribute.MODULUS])
+        if len(ciphertext) != k:
+            raise BadCiphertext("ciphertext length differs from the modulus length")
+        try:
+            em = bytes(key.decrypt(ciphertext, mechanism=Mechanism.RSA_X_509)).rjust(k, b"\0")
+        except _BAD_CIPHERTEXT as e:
+            raise BadCiphertext(type(e).__name__) from None
+        plain = oaep_decode(em, *oaep)
+        if plain is None:
+            raise BadCiphertext("OAEP decoding error")
+        return plain
+
+    def ping(self) -> None:
+        self.session.generate_random(64)
+
+    def generate(self, label: str, kind: str, size: int, curve: str) -> bytes:
+        if self.exists(label):
+            raise FileExistsError(f"a key labelled {label!r} already exists on the token")
+        key_id = secrets.token_bytes(16)
+        private = {Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+                   Attribute.EXTRACTABLE: False, Attribute.SIGN: True}
+        public = {Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.VERIFY: True}
+        if kind == "rsa":
+            if size not in (2048, 3072, 4096):
+                raise ValueError("RSA key size must be 2048, 3072 or 4096")
+            private |= {Attribute.DECRYPT: True, Attribute.UNWRAP: True}
+            public |= {Attribute.ENCRYPT: True, Attribute.WRAP: True}
+            self.session.generate_keypair(KeyType.RSA, size, id=key_id, label=label, store=True,
+                                          public_template=public, private_template=private)
+        elif kind == "ec":
+            if curve not in CURVES:
+                raise ValueError(f"EC curve must be one of {', '.join(CURVES)}")
+            params = self.session.create_domain_parameters(
+                KeyType.EC, {Attribute.EC_PARAMS: p11ec.encode_named_curve_parameters(CURVES[curve])}, local=True)
+            params.generate_keypair(id=key_id, label=label, store=True,
+                                    public_template=public, private_template=private)
+        else:
+            raise ValueError("key kind must be 'rsa' or 'ec'")
+        der = self.public_key_der(label)
+        assert der is not None
+        return der
+
+    def store_certificate(self, label: str, der: bytes) -> None:
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(der)
+        old = self._find(ObjectClass.CERTIFICATE, label)
+        if old is not None:
+            old.destroy()
+        key = self._find(ObjectClass.PRIVATE_KEY, label)
+        template = {
+            Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.CERTIFICATE_TYPE: pkcs11.CertificateType.X_509,
+            Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.LABEL: label, Attribute.VALUE: der,
+            Attribute.SUBJECT: cert.subject.public_bytes(), Attribute.ISSUER: cert.issuer.public_bytes(),
+            Attribute.SERIAL_NUMBER: cert.serial_number.to_bytes(20, "big").lstrip(b"\0") or b"\0",
+        }
+        if key is not None:
+            template[Attribute.ID] = key[Attribute.ID]
+        self.session.create_object(template)
+
+    def load_certificate(self, label: str) -> bytes | None:
+        cert = self._find(ObjectClass.CERTIFICATE, label)
+        return None if cert is None else bytes(cert[Attribute.VALUE])
+
+    def dispatch(self, op: str, args: tuple[Any, ...]) -> tuple[str, Any]:
+        try:
+            return ("ok", getattr(self, op)(*args))
+        except BadCiphertext as e:
+            return ("decrypt", str(e))
+        except pkcs11.exceptions.NoSuchKey:
+            return ("backend", f"no private key labelled {args[0]!r} on the token")
+        except Exception as e:  # noqa: BLE001 - every other fault is the backend's
+            return ("backend", f"{type(e).__name__}: {e}")
+
+
+def worker_main(conn: Connection, cfg: Any) -> None:
+    """Serve one worker process: log in once, then answer requests until EOF."""
+    try:
+        session = TokenSession(cfg)
+        inventory = session.inventory()
+    except Exception as e:  # noqa: BLE001
+        conn.send(("backend", f"token worker could not start: {type(e).__name__}: {e}"))
+        return
+    conn.send(("ok", inventory))
+    while True:
+        try:
+            op, args = conn.recv()
+        except (EOFError, OSError):
+            break
+        conn.send(session.dispatch(op, args))
+    session.close()
+
+
+def main(fd: int) -> None:
+    """`python -m scepd.keys.pkcs11_worker FD`: FD is a socket to the TokenPool; the config comes over it."""
+    import signal
+    from multiprocessing.connection import Connection
+    from types import SimpleNamespace
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop (EOF)
+    conn = Connection(fd)
+    try:
+        cfg = SimpleNamespace(**conn.recv())
+    except EOFError:
+        return
+    worker_main(conn, cfg)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(int(sys.argv[1]))
