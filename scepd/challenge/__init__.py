@@ -1,0 +1,1 @@
+"""Challenge providers: enrollment steps that decide whether a request is authorised."""

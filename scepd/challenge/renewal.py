@@ -1,0 +1,96 @@
+"""Renewal: a request signed by a certificate this CA issued needs no other secret.
+
+The client proves possession of the old certificate's key by signing the
+PKIMessage with it (RFC 8894 section 3.3.1.2); the service has already checked
+that signature. This step checks that the certificate itself is ours, current
+and still in good standing, and afterwards marks it superseded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from scepd.enroll.pipeline import Enrollment, Issued, Next, Rejected
+from scepd.scep.constants import FailInfo
+from scepd.store.base import CertStatus, Store
+
+
+class SignerIsIssuedCertificate:
+    """Accept an enrollment signed by a valid, unexpired certificate of this CA.
+
+    Renewals of one certificate are serialised (a per-serial lock held across
+    issuance), so two concurrent renewals cannot both succeed. A retry of a
+    renewal that already went through (same transactionID and CSR) is let
+    through although the old certificate is now superseded, so that the
+    idempotent-retry step further down can return the same new certificate.
+    """
+
+    def __init__(self, store: Store, ca_certificate: x509.Certificate) -> None:
+        self.store = store
+        self.ca_certificate = ca_certificate
+        self._locks: dict[int, trio.Lock] = {}
+        self._users: dict[int, int] = {}
+
+    def applies(self, enrollment: Enrollment) -> bool:
+        """Cheap pre-check for `FirstMatching`: does the signer claim this CA as issuer?"""
+        return enrollment.signer_certificate.issuer == self.ca_certificate.subject
+
+    async def __call__(self, enrollment: Enrollment, next: Next) -> Issued:
+        signer = enrollment.signer_certificate
+        self._check_issued_by_ca(signer)
+        if not signer.not_valid_before_utc <= enrollment.now <= signer.not_valid_after_utc:
+            raise Rejected(FailInfo.BAD_TIME, "signer certificate is expired or not yet valid")
+        serial = signer.serial_number
+        async with self._exclusive(serial):
+            await self._check_standing(enrollment, serial)
+            enrollment.renewal_of = serial
+            enrollment.challenge_mode = "renewal"
+            issued = await next(enrollment)
+            await self.store.mark_superseded(serial)
+            return issued
+
+    def _check_issued_by_ca(self, signer: x509.Certificate) -> None:
+        if signer.issuer != self.ca_certificate.subject:
+            raise Rejected(FailInfo.BAD_REQUEST, "signer certificate was not issued by this CA")
+        try:
+            signer.verify_directly_issued_by(self.ca_certificate)
+        except (ValueError, TypeError, InvalidSignature):
+            # Right name, wrong key: a look-alike CA, or a forgery.
+            raise Rejected(FailInfo.BAD_REQUEST, "signer certificate was not issued by this CA") from None
+
+    async def _check_standing(self, enrollment: Enrollment, serial: int) -> None:
+        record = await self.store.get(serial)
+        if record is None:
+            raise Rejected(FailInfo.BAD_REQUEST, "signer certificate is not known to this CA")
+        signer_der = enrollment.signer_certificate.public_bytes(Encoding.DER)
+        if record.der != signer_der:
+            raise Rejected(FailInfo.BAD_CERT_ID, "signer certificate differs from the one stored under its serial")
+        if record.status is CertStatus.REVOKED:
+            raise Rejected(FailInfo.BAD_CERT_ID, "signer certificate is revoked")
+        if record.status is CertStatus.SUPERSEDED and not await self._is_retry(enrollment, serial):
+            raise Rejected(FailInfo.BAD_CERT_ID, "signer certificate was already renewed")
+
+    async def _is_retry(self, enrollment: Enrollment, serial: int) -> bool:
+        csr_sha256 = hashlib.sha256(enrollment.csr_der).hexdigest()  # as scepd.enroll.steps.csr_digest
+        earlier = await self.store.find_by_transaction(enrollment.transaction_id, csr_sha256)
+        return earlier is not None and earlier.renewal_of == serial
+
+    @asynccontextmanager
+    async def _exclusive(self, serial: int) -> AsyncIterator[None]:
+        """Hold the per-serial lock; the table forgets it when its last user leaves."""
+        lock = self._locks.setdefault(serial, trio.Lock())
+        self._users[serial] = self._users.get(serial, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[serial] -= 1
+            if not self._users[serial]:
+                del self._users[serial], self._locks[serial]

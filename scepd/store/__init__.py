@@ -1,0 +1,1 @@
+"""Where issued certificates and one-time challenges are kept (see `base.Store`)."""

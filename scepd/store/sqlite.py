@@ -1,0 +1,331 @@
+"""The embedded store: one SQLite file in WAL mode, written durably.
+
+sqlite3 blocks, so every call runs in a worker thread; one connection is
+shared and a `CapacityLimiter(1)` makes sure only one thread uses it at a
+time. Calls are never abandoned on cancellation: the thread finishes (and
+commits or rolls back) before the limiter is released, so a cancelled request
+cannot leave a transaction half-open for the next one.
+
+`synchronous=FULL` because a certificate that reached a client must survive a
+power cut; WAL keeps readers from waiting on that fsync. `busy_timeout` lets a
+second process (`scepd challenge mint` beside the daemon) wait its turn.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from scepd.store.base import (
+    MAX_SERIAL,
+    CertificateRecord,
+    CertStatus,
+    SerialCollision,
+    StoreError,
+)
+
+T = TypeVar("T")
+
+# Each migration runs once, in one transaction, in order; append, never edit.
+MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
+    (
+        1,
+        (
+            """
+            CREATE TABLE certificates (
+                id                INTEGER PRIMARY KEY,
+                serial            TEXT NOT NULL UNIQUE
+                                  CHECK (length(serial) BETWEEN 1 AND 40 AND serial NOT GLOB '*[^0-9a-f]*'),
+                transaction_id    TEXT NOT NULL,
+                subject           TEXT NOT NULL,
+                requester         TEXT NOT NULL,
+                csr_sha256        TEXT NOT NULL,
+                profile           TEXT NOT NULL,
+                not_before        TEXT NOT NULL,
+                not_after         TEXT NOT NULL,
+                issued_at         TEXT NOT NULL,
+                status            TEXT NOT NULL CHECK (status IN ('valid', 'revoked', 'superseded')),
+                der               BLOB NOT NULL,
+                renewal_of        TEXT REFERENCES certificates (serial),
+                revoked_at        TEXT,
+                revocation_reason TEXT
+            )
+            """,
+            "CREATE INDEX certificates_by_transaction ON certificates (transaction_id, csr_sha256)",
+            "CREATE INDEX certificates_by_status ON certificates (status)",
+            """
+            CREATE TABLE challenges (
+                digest     TEXT PRIMARY KEY NOT NULL CHECK (length(digest) = 64),
+                expires_at TEXT NOT NULL,
+                used_at    TEXT,
+                note       TEXT NOT NULL DEFAULT ''
+            )
+            """,
+            "CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at TEXT NOT NULL)",
+        ),
+    ),
+)
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_COLUMNS = (
+    "serial, transaction_id, subject, requester, csr_sha256, profile, not_before, not_after,"
+    " issued_at, status, der, renewal_of, revoked_at, revocation_reason"
+)
+
+
+def encode_time(when: dt.datetime) -> str:
+    """Fixed-width ISO-8601 UTC, so SQL string comparison orders like time."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError("naive datetime: the store only takes timezone-aware times")
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def decode_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
+
+
+def encode_serial(serial: int) -> str:
+    if not 0 < serial <= MAX_SERIAL:
+        raise ValueError("a serial is a positive integer of at most 160 bits")
+    return f"{serial:x}"
+
+
+def _record(row: sqlite3.Row) -> CertificateRecord:
+    return CertificateRecord(
+        serial=int(row["serial"], 16),
+        transaction_id=row["transaction_id"],
+        subject=row["subject"],
+        requester=row["requester"],
+        csr_sha256=row["csr_sha256"],
+        profile=row["profile"],
+        not_before=decode_time(row["not_before"]),
+        not_after=decode_time(row["not_after"]),
+        issued_at=decode_time(row["issued_at"]),
+        status=CertStatus(row["status"]),
+        der=bytes(row["der"]),
+        renewal_of=int(row["renewal_of"], 16) if row["renewal_of"] is not None else None,
+        revoked_at=decode_time(row["revoked_at"]) if row["revoked_at"] is not None else None,
+        revocation_reason=row["revocation_reason"],
+    )
+
+
+def _write(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `work` in one write transaction; commit, or roll back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        # Some errors (disk full, I/O) already rolled back; a second ROLLBACK would mask them.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    def apply(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        latest = MIGRATIONS[-1][0]
+        if current > latest:
+            raise StoreError(f"the store has schema version {current}; this scepd knows up to {latest}")
+        now = encode_time(dt.datetime.now(dt.UTC))
+        for version, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, now))
+
+    _write(conn, apply)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; `_write` says where they start and end.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 5000")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path}: could not switch to WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        _migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class SqliteStore:
+    """`Store` on one SQLite file. Open with `async with SqliteStore.open(path) as store`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        self.path = path
+        self._limiter = trio.CapacityLimiter(1)
+
+    @classmethod
+    async def connect(cls, path: str | Path) -> SqliteStore:
+        """Open (creating and migrating as needed); the caller must `close()`."""
+        path = Path(path)
+        try:
+            conn = await trio.to_thread.run_sync(_connect, path)
+        except sqlite3.Error as e:
+            raise StoreError(f"{path}: {e}") from e
+        return cls(conn, path)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: str | Path) -> AsyncIterator[SqliteStore]:
+        store = await cls.connect(path)
+        try:
+            yield store
+        finally:
+            with trio.CancelScope(shield=True):
+                await store.close()
+
+    async def close(self) -> None:
+        async with self._limiter:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await trio.to_thread.run_sync(conn.close)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        async with self._limiter:
+            conn = self._conn
+            if conn is None:
+                raise StoreError("the store is closed")
+            try:
+                # The limiter is held by this task, so the thread has the connection to itself.
+                return await trio.to_thread.run_sync(work, conn)
+            except sqlite3.Error as e:
+                raise StoreError(str(e)) from e
+
+    async def _execute(self, sql: str, args: tuple[Any, ...]) -> int:
+        """One statement in its own write transaction; the number of rows it changed."""
+        return await self._run(lambda conn: _write(conn, lambda c: c.execute(sql, args).rowcount))
+
+    # -- certificates ---------------------------------------------------------
+
+    async def put_issued(self, record: CertificateRecord) -> None:
+        row: tuple[Any, ...] = (
+            encode_serial(record.serial),
+            record.transaction_id,
+            record.subject,
+            record.requester,
+            record.csr_sha256,
+            record.profile,
+            encode_time(record.not_before),
+            encode_time(record.not_after),
+            encode_time(record.issued_at),
+            CertStatus(record.status).value,
+            bytes(record.der),
+            encode_serial(record.renewal_of) if record.renewal_of is not None else None,
+            encode_time(record.revoked_at) if record.revoked_at is not None else None,
+            record.revocation_reason,
+        )
+
+        sql = f"INSERT INTO certificates ({_COLUMNS}) VALUES ({', '.join('?' * len(row))})"
+
+        def insert(conn: sqlite3.Connection) -> bool:
+            try:
+                _write(conn, lambda c: c.execute(sql, row))
+            except sqlite3.IntegrityError as e:
+                if "certificates.serial" in str(e) and "UNIQUE" in str(e):
+                    return False
+                raise
+            return True
+
+        if not await self._run(insert):
+            raise SerialCollision(record.serial)
+
+    async def find_by_transaction(self, transaction_id: str, csr_sha256: str) -> CertificateRecord | None:
+        def find(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            row: sqlite3.Row | None = conn.execute(
+                f"SELECT {_COLUMNS} FROM certificates WHERE transaction_id = ? AND csr_sha256 = ?"
+                " ORDER BY id DESC LIMIT 1",
+                (transaction_id, csr_sha256),
+            ).fetchone()
+            return row
+
+        row = await self._run(find)
+        return _record(row) if row is not None else None
+
+    async def get(self, serial: int) -> CertificateRecord | None:
+        if not 0 < serial <= MAX_SERIAL:
+            return None  # a client may ask for any serial; none outside the range exists
+
+        def get(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            row: sqlite3.Row | None = conn.execute(
+                f"SELECT {_COLUMNS} FROM certificates WHERE serial = ?", (encode_serial(serial),)
+            ).fetchone()
+            return row
+
+        row = await self._run(get)
+        return _record(row) if row is not None else None
+
+    async def mark_superseded(self, serial: int) -> bool:
+        changed = await self._execute(
+            "UPDATE certificates SET status = 'superseded' WHERE serial = ? AND status = 'valid'",
+            (encode_serial(serial),),
+        )
+        return changed == 1
+
+    async def revoke(self, serial: int, reason: str, when: dt.datetime) -> bool:
+        changed = await self._execute(
+            "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?"
+            " WHERE serial = ? AND status != 'revoked'",
+            (encode_time(when), reason, encode_serial(serial)),
+        )
+        return changed == 1
+
+    async def list_certificates(
+        self, status: CertStatus | None = None, limit: int = 100
+    ) -> list[CertificateRecord]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        where, args = ("", (limit,)) if status is None else ("WHERE status = ?", (CertStatus(status).value, limit))
+        query = f"SELECT {_COLUMNS} FROM certificates {where} ORDER BY id DESC LIMIT ?"
+        rows = await self._run(lambda conn: conn.execute(query, args).fetchall())
+        return [_record(row) for row in rows]
+
+    # -- one-time challenges --------------------------------------------------
+
+    async def add_challenge(self, digest: str, expires_at: dt.datetime, note: str = "") -> None:
+        if not _DIGEST.fullmatch(digest):
+            # Guards against storing a plaintext challenge by mistake.
+            raise ValueError("expected the lower-case hex SHA-256 digest of the challenge")
+        await self._execute(
+            "INSERT INTO challenges (digest, expires_at, note) VALUES (?, ?, ?)",
+            (digest, encode_time(expires_at), note),
+        )
+
+    async def consume_challenge(self, digest: str, now: dt.datetime) -> bool:
+        at = encode_time(now)
+        # The one UPDATE decides: a second caller finds used_at set and changes no row.
+        changed = await self._execute(
+            "UPDATE challenges SET used_at = ? WHERE digest = ? AND used_at IS NULL AND expires_at > ?",
+            (at, digest, at),
+        )
+        return changed == 1
+
+    # -- health ---------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Commit a one-row write: proves the file is writable and the lock obtainable."""
+        await self._execute(
+            "INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?)",
+            (encode_time(dt.datetime.now(dt.UTC)),),
+        )
