@@ -1,0 +1,112 @@
+"""Run a real scepd process for tests: its own SoftHSM2 token, CA, store and port.
+
+The daemon is set up with the same `scepd init` the README uses and started
+with `scepd serve` on an ephemeral loopback port, so tests talk real HTTP to
+the real thing. Teardown sends SIGTERM, as systemd would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+_SERVING = re.compile(r"serving SCEP at (http://[^\s]+?)(/\S*) ")
+
+
+@dataclass
+class Daemon:
+    state: Path
+    base_url: str  # http://127.0.0.1:PORT
+    path: str
+    challenge: str
+    proc: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.base_url + self.path
+
+    @property
+    def config(self) -> Path:
+        return self.state / "scepd.toml"
+
+    @property
+    def ca_pem(self) -> Path:
+        return self.state / "ca.pem"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def db(self) -> sqlite3.Connection:
+        """A read-only view of the daemon's store, to check what was recorded."""
+        return sqlite3.connect(f"file:{self.state / 'scepd.sqlite3'}?mode=ro", uri=True)
+
+    def log(self) -> str:
+        return "".join(self.output)
+
+
+def scepd(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scepd", *args], cwd=cwd or REPO, check=check,
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def init_state(state: Path, challenge: str, *, workers: int = 0, extra_toml: str = "") -> None:
+    scepd("init", "--state", str(state), "--listen", "127.0.0.1:0", "--challenge", challenge,
+          "--workers", str(workers), "--subject", f"CN=scepd test CA {state.name},O=scepd tests")
+    if extra_toml:
+        config = state / "scepd.toml"
+        config.write_text(config.read_text() + "\n" + extra_toml)
+
+
+@contextmanager
+def running(state: Path, challenge: str, path: str = "/scep", timeout: float = 60) -> Iterator[Daemon]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scepd", "serve", "--config", str(state / "scepd.toml")],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output: list[str] = []
+    found = threading.Event()
+    base: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            m = _SERVING.search(line)
+            if m and not found.is_set():
+                base.append(m.group(1))
+                found.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    while not found.wait(0.1):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("scepd did not start:\n" + "".join(output))
+    daemon = Daemon(state, base[0], path, challenge, proc, output)
+    try:
+        yield daemon
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        reader.join(5)

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from tests.daemon import Daemon, init_state, running, scepd
+from tests.scep_client import Client
+
+CHALLENGE = "e2e-static-challenge-7Qx"
+
+
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """scepd with a lone CA key (the simple default), static challenge."""
+    state = tmp_path_factory.mktemp("scepd-ca")
+    init_state(state, CHALLENGE)
+    with running(state, CHALLENGE) as d:
+        yield d
+    assert "Traceback" not in d.log(), d.log()
+
+
+@pytest.fixture(scope="session")
+def daemon_ra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """scepd with a separate RA key for envelopes and replies (NDES style), 2 token workers."""
+    state = tmp_path_factory.mktemp("scepd-ra")
+    init_state(state, CHALLENGE, workers=2)
+    config = state / "scepd.toml"
+    text = config.read_text().replace(
+        'certificate = "ca.pem"',
+        'certificate = "ca.pem"\nra_key = "pkcs11:token=scepd;object=scepd-ra;type=private"\nra_certificate = "ra.pem"',
+    )
+    config.write_text(text)
+    scepd("ca", "ra-init", "--config", str(config), "--subject", "CN=scepd test RA,O=scepd tests")
+    with running(state, CHALLENGE) as d:
+        yield d
+    assert "Traceback" not in d.log(), d.log()
+
+
+@pytest.fixture
+async def client(daemon: Daemon) -> AsyncIterator[Client]:
+    async with httpx.AsyncClient(timeout=30) as http:
+        c = Client(daemon.url, http)
+        await c.get_ca_cert()
+        yield c
+
+
+@pytest.fixture
+async def ra_client(daemon_ra: Daemon) -> AsyncIterator[Client]:
+    async with httpx.AsyncClient(timeout=30) as http:
+        c = Client(daemon_ra.url, http)
+        await c.get_ca_cert()
+        yield c

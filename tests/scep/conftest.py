@@ -1,0 +1,158 @@
+"""In-memory keys and certificates for the codec tests.
+
+`SoftKey` is a minimal Signer/Decrypter over a cryptography private key, just
+enough for the codec; the real software backend lives in scepd/keys.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+from dataclasses import dataclass
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from scepd.keys.base import DecryptionError, HashName, OaepParams, RsaPadding
+from scepd.scep import CertRepDraft, ContentCipher, build_cert_rep, open_envelope, parse_pki_message, sign_cert_rep
+from scepd.scep.client import build_pki_message, make_self_signed
+from scepd.scep.constants import MessageType, PkiStatus
+
+NOW = dt.datetime(2025, 1, 15, 12, 0, tzinfo=dt.timezone.utc)
+HASHES = {n: getattr(hashes, n.name)() for n in HashName}
+
+
+@dataclass
+class SoftKey:
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    label: str = "test"
+
+    @property
+    def public_key(self) -> PublicKeyTypes:
+        return self.key.public_key()
+
+    async def sign(self, data: bytes, hash: HashName) -> bytes:
+        if isinstance(self.key, rsa.RSAPrivateKey):
+            return self.key.sign(data, padding.PKCS1v15(), HASHES[hash])
+        return self.key.sign(data, ec.ECDSA(HASHES[hash]))
+
+    async def decrypt(self, ciphertext: bytes, pad: RsaPadding, oaep: OaepParams | None = None) -> bytes:
+        assert isinstance(self.key, rsa.RSAPrivateKey)
+        if pad is RsaPadding.PKCS1V15:
+            p: padding.AsymmetricPadding = padding.PKCS1v15()
+        else:
+            o = oaep or OaepParams()
+            p = padding.OAEP(mgf=padding.MGF1(HASHES[o.mgf_hash]), algorithm=HASHES[o.hash], label=o.label or None)
+        try:
+            return self.key.decrypt(ciphertext, p)
+        except ValueError as e:
+            raise DecryptionError(str(e)) from e
+
+
+def name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def issue(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, cn: str,
+          ca_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | None = None,
+          ca_name: x509.Name | None = None) -> x509.Certificate:
+    ca_key = ca_key or key
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name(cn))
+        .issuer_name(ca_name or name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=365))
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+@dataclass
+class Party:
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @property
+    def soft(self) -> SoftKey:
+        return SoftKey(self.key)
+
+    @property
+    def der(self) -> bytes:
+        return self.cert.public_bytes(Encoding.DER)
+
+
+@pytest.fixture(scope="session")
+def ra() -> Party:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return Party(key, issue(key, "Test RA"))
+
+
+@pytest.fixture(scope="session")
+def ec_ra() -> Party:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return Party(key, issue(key, "Test EC RA"))
+
+
+@pytest.fixture(scope="session")
+def requester() -> Party:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return Party(key, make_self_signed(key, name("device-1"), NOW))
+
+
+@pytest.fixture(scope="session")
+def csr_der(requester: Party) -> bytes:
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name("device-1")).sign(requester.key, hashes.SHA256())
+    return csr.public_bytes(Encoding.DER)
+
+
+@pytest.fixture(scope="session")
+def request_der(ra: Party, requester: Party, csr_der: bytes) -> bytes:
+    return request(ra, requester, csr_der)
+
+
+def request(ra: Party, requester: Party, payload: bytes, **kw: object) -> bytes:
+    args: dict[str, object] = dict(
+        message_type=MessageType.PKCS_REQ,
+        payload=payload,
+        transaction_id=secrets.token_hex(16),
+        sender_nonce=os.urandom(16),
+        recipient_certificate=ra.cert,
+        signer_certificate=requester.cert,
+        signer_key=requester.key,
+    )
+    args.update(kw)
+    return build_pki_message(**args)  # type: ignore[arg-type]
+
+
+async def serve(ra: Party, body: bytes, *, issued: list[bytes] | None = None,
+                status: PkiStatus = PkiStatus.SUCCESS, **kw: object) -> tuple[bytes, bytes]:
+    """A toy server: parse, open, answer. Returns (opened payload, CertRep)."""
+    msg = parse_pki_message(body)
+    assert msg.envelope is not None
+    payload = await open_envelope(msg.envelope, ra.soft)
+    draft: CertRepDraft = build_cert_rep(
+        transaction_id=msg.transaction_id,
+        recipient_nonce=msg.sender_nonce,
+        sender_nonce=os.urandom(16),
+        status=status,
+        certificates=issued or [],
+        recipient_certificate=msg.signer_certificate if status is PkiStatus.SUCCESS else None,
+        cipher=msg.envelope.cipher,
+        recipient_padding=msg.envelope.padding,
+        recipient_oaep=msg.envelope.oaep,
+        signer_certificate=ra.cert,
+        digest=msg.digest,
+        **kw,  # type: ignore[arg-type]
+    )
+    return payload, await sign_cert_rep(draft, ra.soft)
+
+
+__all__ = ["ContentCipher", "NOW", "Party", "SoftKey", "issue", "name", "request", "serve"]

@@ -1,0 +1,304 @@
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+
+from scepd.store.base import (
+    MAX_SERIAL,
+    CertificateRecord,
+    CertStatus,
+    SerialCollision,
+    StoreError,
+)
+from scepd.store.sqlite import MIGRATIONS, SqliteStore
+
+UTC = dt.UTC
+NOW = dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+DIGEST = "ab" * 32
+
+
+def record(serial: int, **changes: object) -> CertificateRecord:
+    fields: dict[str, object] = {
+        "serial": serial,
+        "transaction_id": f"tx-{serial:x}",
+        "subject": "CN=device-1,O=Example",
+        "requester": "CN=device-1",
+        "csr_sha256": "cd" * 32,
+        "profile": "default",
+        "not_before": NOW - dt.timedelta(minutes=5),
+        "not_after": NOW + dt.timedelta(days=365),
+        "issued_at": NOW,
+        "status": CertStatus.VALID,
+        "der": b"\x30\x03\x02\x01" + str(serial).encode(),
+    }
+    fields.update(changes)
+    return CertificateRecord(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with SqliteStore.open(tmp_path / "scepd.db") as s:
+        yield s
+
+
+async def test_put_get_round_trip_keeps_every_field(store: SqliteStore) -> None:
+    serial = MAX_SERIAL  # full 160 bits: would overflow an SQLite INTEGER
+    rec = record(serial, renewal_of=None, profile="wifi")
+    await store.put_issued(rec)
+    got = await store.get(serial)
+    assert got == rec
+    assert got is not None and got.not_after.tzinfo is not None
+    assert got.not_after.utcoffset() == dt.timedelta(0)
+
+
+async def test_serial_is_stored_as_lower_case_hex(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SqliteStore.open(path) as store:
+        await store.put_issued(record(0xABCDEF0123))
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT serial FROM certificates").fetchall() == [("abcdef0123",)]
+
+
+async def test_non_utc_times_come_back_as_the_same_instant_in_utc(store: SqliteStore) -> None:
+    cet = dt.timezone(dt.timedelta(hours=1))
+    rec = record(7, issued_at=NOW.astimezone(cet))
+    await store.put_issued(rec)
+    got = await store.get(7)
+    assert got is not None and got.issued_at == NOW and got.issued_at.tzinfo == UTC
+
+
+async def test_naive_datetimes_and_bad_serials_are_refused(store: SqliteStore) -> None:
+    with pytest.raises(ValueError):
+        await store.put_issued(record(8, issued_at=NOW.replace(tzinfo=None)))
+    for bad in (0, -1, MAX_SERIAL + 1):
+        with pytest.raises(ValueError):
+            await store.put_issued(record(bad))
+    assert await store.list_certificates() == []
+    assert await store.get(MAX_SERIAL + 1) is None  # a client may ask; nothing is there
+
+
+async def test_duplicate_serial_raises_serial_collision_and_keeps_the_first(store: SqliteStore) -> None:
+    await store.put_issued(record(42, transaction_id="first"))
+    with pytest.raises(SerialCollision) as info:
+        await store.put_issued(record(42, transaction_id="second"))
+    assert info.value.serial == 42
+    got = await store.get(42)
+    assert got is not None and got.transaction_id == "first"
+
+
+async def test_renewal_of_must_name_a_stored_certificate(store: SqliteStore) -> None:
+    await store.put_issued(record(1))
+    await store.put_issued(record(2, renewal_of=1))
+    got = await store.get(2)
+    assert got is not None and got.renewal_of == 1
+    with pytest.raises(StoreError) as info:  # foreign key, not a serial collision
+        await store.put_issued(record(3, renewal_of=999))
+    assert not isinstance(info.value, SerialCollision)
+
+
+async def test_find_by_transaction_needs_same_transaction_and_csr(store: SqliteStore) -> None:
+    await store.put_issued(record(10, transaction_id="tx", csr_sha256="11" * 32))
+    await store.put_issued(record(11, transaction_id="tx-other", csr_sha256="11" * 32))
+    found = await store.find_by_transaction("tx", "11" * 32)
+    assert found is not None and found.serial == 10
+    assert await store.find_by_transaction("tx", "22" * 32) is None
+    assert await store.find_by_transaction("nope", "11" * 32) is None
+
+
+async def test_find_by_transaction_returns_the_latest_issue(store: SqliteStore) -> None:
+    await store.put_issued(record(20, transaction_id="tx", csr_sha256="11" * 32))
+    await store.put_issued(record(21, transaction_id="tx", csr_sha256="11" * 32))
+    found = await store.find_by_transaction("tx", "11" * 32)
+    assert found is not None and found.serial == 21
+
+
+async def test_revoke_semantics(store: SqliteStore) -> None:
+    await store.put_issued(record(5))
+    when = NOW + dt.timedelta(days=1)
+    assert await store.revoke(5, "keyCompromise", when) is True
+    got = await store.get(5)
+    assert got is not None
+    assert (got.status, got.revoked_at, got.revocation_reason) == (CertStatus.REVOKED, when, "keyCompromise")
+    # Already revoked: no change, the first revocation stands.
+    assert await store.revoke(5, "superseded", when + dt.timedelta(days=1)) is False
+    again = await store.get(5)
+    assert again == got
+    assert await store.revoke(6, "keyCompromise", when) is False  # unknown
+
+
+async def test_superseded_can_still_be_revoked_but_revoked_is_not_superseded(store: SqliteStore) -> None:
+    await store.put_issued(record(1))
+    await store.put_issued(record(2))
+    assert await store.mark_superseded(1) is True
+    assert await store.mark_superseded(1) is False
+    assert await store.revoke(1, "cessationOfOperation", NOW) is True
+    assert await store.revoke(2, "keyCompromise", NOW) is True
+    assert await store.mark_superseded(2) is False
+    got = await store.get(2)
+    assert got is not None and got.status is CertStatus.REVOKED
+    assert await store.mark_superseded(3) is False
+
+
+async def test_list_certificates_filters_and_limits_newest_first(store: SqliteStore) -> None:
+    for serial in range(1, 6):
+        await store.put_issued(record(serial))
+    await store.revoke(2, "keyCompromise", NOW)
+    await store.mark_superseded(3)
+    assert [r.serial for r in await store.list_certificates()] == [5, 4, 3, 2, 1]
+    assert [r.serial for r in await store.list_certificates(limit=2)] == [5, 4]
+    assert [r.serial for r in await store.list_certificates(CertStatus.VALID)] == [5, 4, 1]
+    assert [r.serial for r in await store.list_certificates(CertStatus.REVOKED)] == [2]
+    assert [r.serial for r in await store.list_certificates(CertStatus.SUPERSEDED)] == [3]
+    with pytest.raises(ValueError):
+        await store.list_certificates(limit=0)
+
+
+async def test_challenge_is_consumed_once_only(store: SqliteStore) -> None:
+    await store.add_challenge(DIGEST, NOW + dt.timedelta(hours=1), note="laptop 7")
+    assert await store.consume_challenge(DIGEST, NOW) is True
+    assert await store.consume_challenge(DIGEST, NOW) is False
+    assert await store.consume_challenge(DIGEST, NOW + dt.timedelta(seconds=1)) is False
+
+
+async def test_unknown_challenge_is_refused(store: SqliteStore) -> None:
+    assert await store.consume_challenge("cd" * 32, NOW) is False
+
+
+async def test_expired_challenge_is_refused_and_stays_unused(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    expires = NOW + dt.timedelta(hours=1)
+    async with SqliteStore.open(path) as store:
+        await store.add_challenge(DIGEST, expires)
+        assert await store.consume_challenge(DIGEST, expires) is False  # expiry instant is already too late
+        assert await store.consume_challenge(DIGEST, expires + dt.timedelta(days=1)) is False
+        assert await store.consume_challenge(DIGEST, expires - dt.timedelta(microseconds=1)) is True
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT used_at IS NOT NULL FROM challenges").fetchall() == [(1,)]
+
+
+async def test_challenge_expiry_compares_instants_across_offsets(store: SqliteStore) -> None:
+    await store.add_challenge(DIGEST, NOW)
+    later_elsewhere = (NOW + dt.timedelta(minutes=1)).astimezone(dt.timezone(dt.timedelta(hours=-8)))
+    assert await store.consume_challenge(DIGEST, later_elsewhere) is False
+
+
+async def test_add_challenge_takes_only_a_digest(store: SqliteStore) -> None:
+    for not_a_digest in ("plaintext-challenge", "AB" * 32, "ab" * 31):
+        with pytest.raises(ValueError):
+            await store.add_challenge(not_a_digest, NOW)
+
+
+async def test_200_concurrent_inserts_are_all_stored(store: SqliteStore) -> None:
+    serials = {secrets.randbits(159) + 1 for _ in range(200)}
+    async with trio.open_nursery() as nursery:
+        for serial in serials:
+            nursery.start_soon(store.put_issued, record(serial))
+    stored = await store.list_certificates(limit=1000)
+    assert {r.serial for r in stored} == serials
+    for serial in list(serials)[:10]:
+        assert await store.get(serial) is not None
+
+
+async def test_50_concurrent_consumers_of_one_challenge_exactly_one_wins(store: SqliteStore) -> None:
+    await store.add_challenge(DIGEST, NOW + dt.timedelta(hours=1))
+    results: list[bool] = []
+
+    async def consume() -> None:
+        results.append(await store.consume_challenge(DIGEST, NOW))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(50):
+            nursery.start_soon(consume)
+    assert len(results) == 50
+    assert results.count(True) == 1
+
+
+async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "durable.db"
+    async with SqliteStore.open(path) as store:
+        await store.put_issued(record(99))
+        await store.add_challenge(DIGEST, NOW + dt.timedelta(hours=1))
+        await store.revoke(99, "keyCompromise", NOW)
+    async with SqliteStore.open(path) as store:
+        got = await store.get(99)
+        assert got is not None and got.status is CertStatus.REVOKED and got.der == record(99).der
+        assert await store.consume_challenge(DIGEST, NOW) is True
+    async with SqliteStore.open(path) as store:
+        assert await store.consume_challenge(DIGEST, NOW) is False
+
+
+async def test_wal_full_sync_and_foreign_keys_are_set(store: SqliteStore) -> None:
+    def pragmas(conn: sqlite3.Connection) -> tuple[str, int, int]:
+        return (
+            conn.execute("PRAGMA journal_mode").fetchone()[0],
+            conn.execute("PRAGMA synchronous").fetchone()[0],
+            conn.execute("PRAGMA foreign_keys").fetchone()[0],
+        )
+
+    assert await store._run(pragmas) == ("wal", 2, 1)  # synchronous 2 = FULL
+
+
+async def test_wal_mode_is_persistent_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    async with SqliteStore.open(path):
+        pass
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_schema_version_is_recorded_and_migrations_are_not_rerun(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    for _ in range(2):  # the second open must not try to create the tables again
+        async with SqliteStore.open(path):
+            pass
+    with sqlite3.connect(path) as db:
+        versions = [v for (v,) in db.execute("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == [v for v, _ in MIGRATIONS]
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    async with SqliteStore.open(path):
+        pass
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO schema_version VALUES (?, '2099-01-01T00:00:00.000000Z')", (MIGRATIONS[-1][0] + 1,))
+    with pytest.raises(StoreError, match="schema version"):
+        async with SqliteStore.open(path):
+            pass
+
+
+async def test_ping_commits_a_write(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    async with SqliteStore.open(path) as store:
+        await store.ping()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM health").fetchone()[0] == 1
+
+
+async def test_ping_fails_when_the_file_is_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    async with SqliteStore.open(path) as store:
+        store._conn.execute("PRAGMA query_only = ON")  # type: ignore[union-attr]
+        with pytest.raises(StoreError):
+            await store.ping()
+
+
+async def test_closed_store_raises_store_error(tmp_path: Path) -> None:
+    store = await SqliteStore.connect(tmp_path / "x.db")
+    await store.close()
+    await store.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        await store.get(1)
+
+
+async def test_cancelled_caller_does_not_break_the_connection(store: SqliteStore) -> None:
+    with trio.move_on_after(0):
+        await store.put_issued(record(1))
+    # Whether or not the insert ran, the connection is usable and not stuck in a transaction.
+    await store.put_issued(record(2))
+    assert await store.get(2) is not None

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scepd.config import ConfigError, parse, read_secret
+
+BASE: dict[str, Any] = {
+    "token": {"label": "scepd", "pin": "file:secrets/pin"},
+    "ca": {"key": "pkcs11:object=ca", "certificate": "ca.pem"},
+    "store": {"path": "db.sqlite3"},
+    "challenge": {"static": "env:SCEPD_CHALLENGE"},
+}
+
+
+def with_(**changes: Any) -> dict[str, Any]:
+    data = {k: dict(v) for k, v in BASE.items()}
+    for dotted, value in changes.items():
+        section, _, key = dotted.partition("__")
+        data.setdefault(section, {})
+        if value is None:
+            data[section].pop(key, None)
+        else:
+            data[section][key] = value
+    return data
+
+
+def test_defaults_resolve_relative_paths() -> None:
+    config = parse(with_(), Path("/etc/scepd/scepd.toml"))
+    assert config.ca.certificate == Path("/etc/scepd/ca.pem")
+    assert config.token.pin_source == "file:/etc/scepd/secrets/pin"
+    assert config.listen_port == 8080
+    assert [e.path for e in config.endpoints] == ["/scep"]
+    assert config.profiles["default"].validity == dt.timedelta(days=365)
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "words"),
+    [
+        ({"token__pin": "hunter2"}, "token.pin", "secret source"),
+        ({"token__pin": None}, "token.pin", "required"),
+        ({"ca__key": "/path/to/key.pem"}, "ca.key", "PKCS#11 URI"),
+        ({"server__listen": "localhost"}, "server.listen", "HOST:PORT"),
+        ({"token__workers": -1}, "token.workers", "between"),
+        ({"token__workers": True}, "token.workers", "boolean"),
+        ({"token__colour": "blue"}, "token.colour", "unknown"),
+        ({"challenge__static": None}, "endpoints.default.challenge", "challenge.static"),
+        ({"ca__ra_key": "pkcs11:object=ra"}, "ca.ra_key", "go together"),
+        ({"ca__hash": "md5"}, "ca.hash", "sha256"),
+    ],
+)
+def test_invalid_settings_name_the_key(changes: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(with_(**changes), Path("/x/scepd.toml"))
+    assert info.value.key == key
+    assert words in str(info.value)
+
+
+def test_endpoint_must_name_existing_profile() -> None:
+    data = with_()
+    data["endpoints"] = {"intune": {"path": "/intune", "challenge": "onetime", "profile": "device"}}
+    with pytest.raises(ConfigError) as info:
+        parse(data, Path("/x/scepd.toml"))
+    assert info.value.key == "endpoints.intune.profile"
+
+
+def test_profile_validation() -> None:
+    data = with_()
+    data["profiles"] = {"device": {"min_rsa_bits": 1024}}
+    with pytest.raises(ConfigError) as info:
+        parse(data, Path("/x/scepd.toml"))
+    assert info.value.key == "profiles.device.min_rsa_bits"
+
+
+def test_secret_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pin").write_text("1234\n")
+    assert read_secret(f"file:{tmp_path / 'pin'}") == "1234"
+    monkeypatch.setenv("SCEPD_TEST_SECRET", "s3cret")
+    assert read_secret("env:SCEPD_TEST_SECRET") == "s3cret"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert read_secret("credential:pin") == "1234"
+    with pytest.raises(ConfigError):
+        read_secret("plain-secret")
