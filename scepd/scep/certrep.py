@@ -70,12 +70,15 @@ def build_cert_rep(
     extra_certificates: Sequence[bytes] = (),
 ) -> CertRepDraft:
     """Only SUCCESS carries content (certificates/CRLs enveloped to the requester);
-    FAILURE and PENDING are signed attributes over absent content."""
+    FAILURE and PENDING are signed attributes over empty content."""
     if status is PkiStatus.FAILURE and fail_info is None:
         raise ValueError("a FAILURE CertRep needs a failInfo")
     if status is not PkiStatus.FAILURE and fail_info is not None:
         raise ValueError("failInfo is only allowed on FAILURE")
-    content: bytes | None = None
+    # FAILURE and PENDING carry an empty eContent rather than none: OpenSSL's
+    # PKCS7_verify (certmonger) reads absent content as detached and fails with
+    # "no content", while an empty OCTET STRING verifies everywhere.
+    content = b""
     if status is PkiStatus.SUCCESS:
         if recipient_certificate is None:
             raise ValueError("a SUCCESS CertRep needs the recipient certificate to envelope to")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from asn1crypto import algos, cms
+from asn1crypto import algos, cms, parser
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -66,6 +66,45 @@ def _oaep_params(params: algos.RSAESOAEPParams) -> OaepParams:
     )
 
 
+def _tlvs(data: bytes) -> list[tuple[int, int, int, bytes, bytes, bytes]]:
+    """The BER values that follow one another in `data`."""
+    values, pointer = [], 0
+    while pointer < len(data):
+        length = parser.peek(data[pointer:])
+        values.append(parser.parse(data[pointer : pointer + length], strict=True))
+        pointer += length
+    return values
+
+
+def _octets(method: int, body: bytes, depth: int = 0) -> bytes:
+    """The value of a BER OCTET STRING, primitive or constructed from chunks."""
+    if method == 0:
+        return body
+    if depth > 4:
+        raise ValueError("constructed OCTET STRING nested too deeply")
+    chunks = []
+    for cls, inner_method, tag, _header, inner, _trailer in _tlvs(body):
+        if cls != 0 or tag != 4:
+            raise ValueError("a constructed OCTET STRING may only hold OCTET STRINGs")
+        chunks.append(_octets(inner_method, inner, depth + 1))
+    return b"".join(chunks)
+
+
+def _encrypted_content(eci: cms.EncryptedContentInfo) -> bytes | None:
+    """encryptedContent, also in the constructed BER form Go's pkcs7 (micromdm) sends.
+
+    asn1crypto refuses a constructed implicitly tagged OCTET STRING, so the
+    field is read from the raw values: contentType, algorithm, then [0].
+    """
+    fields = _tlvs(eci.contents)
+    if len(fields) < 3:
+        return None
+    cls, method, tag, _header, body, _trailer = fields[2]
+    if cls != 2 or tag != 0:
+        raise ValueError("encryptedContent must be [0]")
+    return _octets(method, body)
+
+
 def parse_envelope(data: bytes) -> Envelope:
     """Parse a DER/BER ContentInfo(EnvelopedData).
 
@@ -101,7 +140,7 @@ def parse_envelope(data: bytes) -> Envelope:
         iv = content_alg["parameters"].native
         if not isinstance(iv, bytes) or len(iv) != cipher.block_size:
             raise ScepError(FailInfo.BAD_REQUEST, "the content cipher has no valid IV")
-        encrypted = eci["encrypted_content"].native
+        encrypted = _encrypted_content(eci)
         if not isinstance(encrypted, bytes) or not encrypted:
             raise ScepError(FailInfo.BAD_REQUEST, "the envelope has no encrypted content")
         encrypted_key = ktri["encrypted_key"].native

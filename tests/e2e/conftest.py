@@ -23,9 +23,10 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="session")
 def daemon_ra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """scepd with a separate RA key for envelopes and replies (NDES style), 2 token workers."""
+    """scepd with a separate RA key for envelopes and replies (NDES style), 2 token workers,
+    and single DES allowed for legacy clients, as NDES deployments often must."""
     state = tmp_path_factory.mktemp("scepd-ra")
-    init_state(state, CHALLENGE, workers=2)
+    init_state(state, CHALLENGE, workers=2, extra_toml="[scep]\nallow_single_des = true\n")
     config = state / "scepd.toml"
     text = config.read_text().replace(
         'certificate = "ca.pem"',
@@ -33,6 +34,17 @@ def daemon_ra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     )
     config.write_text(text)
     scepd("ca", "ra-init", "--config", str(config), "--subject", "CN=scepd test RA,O=scepd tests")
+    with running(state, CHALLENGE) as d:
+        yield d
+    assert "Traceback" not in d.log(), d.log()
+
+
+@pytest.fixture(scope="session")
+def daemon_legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """scepd that accepts single-DES envelopes, for legacy clients such as micromdm's
+    scepclient 2.1 (its Go pkcs7 encrypts with DES-CBC whatever GetCACaps says)."""
+    state = tmp_path_factory.mktemp("scepd-legacy")
+    init_state(state, CHALLENGE, extra_toml="[scep]\nallow_single_des = true\n")
     with running(state, CHALLENGE) as d:
         yield d
     assert "Traceback" not in d.log(), d.log()

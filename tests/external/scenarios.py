@@ -66,11 +66,15 @@ def certmonger_rejected_with_wrong_challenge(target: ScepTarget, workdir: Path, 
     return res
 
 
-def scepclient_enrolls(target: ScepTarget, workdir: Path) -> scepclient.ScepclientResult:
+def scepclient_enrolls(target: ScepTarget, workdir: Path, *,
+                       pinned_pem: Path | None = None) -> scepclient.ScepclientResult:
+    """pinned_pem: the certificate scepclient selects by fingerprint (default the CA).
+    It envelopes to that certificate and accepts only replies it signed, so in front
+    of an RA it is the RA that gets pinned, as admins pin an NDES RA."""
     cn = unique_cn("scepclient")
-    ca_der = openssl_cli.x509_to_der(target.ca_pem_path)
+    pinned_der = openssl_cli.x509_to_der(pinned_pem or target.ca_pem_path)
     res = scepclient.enroll(workdir, target.url, target.challenge, cn=cn,
-                            ca_fingerprint=scepclient.ca_fingerprint(ca_der))
+                            ca_fingerprint=scepclient.ca_fingerprint(pinned_der))
     assert res.issued, res.output
     assert res.cert_path is not None
     assert openssl_cli.verify(res.cert_path, target.ca_pem_path), res.output
