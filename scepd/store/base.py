@@ -41,6 +41,49 @@ class CertificateRecord:
     revocation_reason: str | None = None
 
 
+class NotificationKind(str, enum.Enum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True)
+class NotificationRecord:
+    """What scepd told Intune about one transaction, and whether Intune took it."""
+
+    transaction_id: str
+    serial: int | None  # the certificate it concerns; None for a failure notification
+    kind: NotificationKind
+    delivered: bool  # Intune answered Success
+    detail: str  # Intune's code, or the error that kept the call from succeeding
+    at: dt.datetime
+
+
+class RevocationOutcome(str, enum.Enum):
+    """What became of one revocation request that Intune handed us."""
+
+    REVOKED = "revoked"
+    NOT_FOUND = "not_found"  # no certificate of ours with that serial
+    ALREADY_REVOKED = "already_revoked"
+
+
+@dataclass(frozen=True)
+class RevocationRequestRecord:
+    request_context: str
+    serial_text: str  # as Intune sent it
+    outcome: RevocationOutcome
+    received_at: dt.datetime
+    uploaded_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class RevokedEntry:
+    """One line of the CRL."""
+
+    serial: int
+    revoked_at: dt.datetime
+    reason: str | None
+
+
 class StoreError(Exception):
     """The store failed (disk, lock, corruption): the daemon's fault, not the client's."""
 
@@ -80,6 +123,32 @@ class Store(Protocol):
 
     async def consume_challenge(self, digest: str, now: dt.datetime) -> bool:
         """Atomically use the challenge: True only once, and only before it expires."""
+
+    async def record_notification(self, record: NotificationRecord) -> None:
+        """Keep the outcome of a success or failure notification, for the operator."""
+
+    async def notifications(self, transaction_id: str | None = None, limit: int = 100) -> list[NotificationRecord]:
+        """Newest first."""
+
+    async def apply_revocation_request(
+        self, request_context: str, serial_text: str, serial: int | None, reason: str, when: dt.datetime
+    ) -> RevocationRequestRecord:
+        """Revoke and remember the request in one transaction.
+
+        A request seen before (Intune re-offers what was not acknowledged) gets
+        its first outcome back unchanged, so it is never counted twice.
+        """
+
+    async def unuploaded_revocation_requests(self) -> list[RevocationRequestRecord]:
+        """Requests whose result Intune has not yet acknowledged, oldest first."""
+
+    async def mark_revocation_uploaded(self, request_contexts: list[str], when: dt.datetime) -> None: ...
+
+    async def revoked_entries(self) -> list[RevokedEntry]:
+        """Every revoked certificate, for the CRL."""
+
+    async def next_crl_number(self) -> int:
+        """A CRL number higher than any handed out before, durably (RFC 5280 5.2.3)."""
 
     async def ping(self) -> None:
         """Raise `StoreError` unless the store can commit a write (readiness)."""

@@ -27,6 +27,11 @@ from scepd.store.base import (
     MAX_SERIAL,
     CertificateRecord,
     CertStatus,
+    NotificationKind,
+    NotificationRecord,
+    RevocationOutcome,
+    RevocationRequestRecord,
+    RevokedEntry,
     SerialCollision,
     StoreError,
 )
@@ -71,6 +76,33 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
             "CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at TEXT NOT NULL)",
         ),
     ),
+    (
+        2,
+        (
+            """
+            CREATE TABLE intune_notifications (
+                id             INTEGER PRIMARY KEY,
+                transaction_id TEXT NOT NULL,
+                serial         TEXT,
+                kind           TEXT NOT NULL CHECK (kind IN ('success', 'failure')),
+                delivered      INTEGER NOT NULL CHECK (delivered IN (0, 1)),
+                detail         TEXT NOT NULL,
+                at             TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX intune_notifications_tid ON intune_notifications (transaction_id)",
+            """
+            CREATE TABLE intune_revocations (
+                request_context TEXT PRIMARY KEY NOT NULL,
+                serial_text     TEXT NOT NULL,
+                outcome         TEXT NOT NULL CHECK (outcome IN ('revoked', 'not_found', 'already_revoked')),
+                received_at     TEXT NOT NULL,
+                uploaded_at     TEXT
+            )
+            """,
+            "CREATE TABLE crl_state (id INTEGER PRIMARY KEY CHECK (id = 1), number INTEGER NOT NULL)",
+        ),
+    ),
 )
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -113,6 +145,16 @@ def _record(row: sqlite3.Row) -> CertificateRecord:
         renewal_of=int(row["renewal_of"], 16) if row["renewal_of"] is not None else None,
         revoked_at=decode_time(row["revoked_at"]) if row["revoked_at"] is not None else None,
         revocation_reason=row["revocation_reason"],
+    )
+
+
+def _revocation(row: sqlite3.Row) -> RevocationRequestRecord:
+    return RevocationRequestRecord(
+        request_context=row["request_context"],
+        serial_text=row["serial_text"],
+        outcome=RevocationOutcome(row["outcome"]),
+        received_at=decode_time(row["received_at"]),
+        uploaded_at=decode_time(row["uploaded_at"]) if row["uploaded_at"] is not None else None,
     )
 
 
@@ -320,6 +362,121 @@ class SqliteStore:
             (at, digest, at),
         )
         return changed == 1
+
+    # -- Intune notifications and revocation requests -------------------------
+
+    async def record_notification(self, record: NotificationRecord) -> None:
+        await self._execute(
+            "INSERT INTO intune_notifications (transaction_id, serial, kind, delivered, detail, at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.transaction_id,
+                encode_serial(record.serial) if record.serial is not None else None,
+                NotificationKind(record.kind).value,
+                int(record.delivered),
+                record.detail,
+                encode_time(record.at),
+            ),
+        )
+
+    async def notifications(self, transaction_id: str | None = None, limit: int = 100) -> list[NotificationRecord]:
+        where, args = ("", (limit,)) if transaction_id is None else ("WHERE transaction_id = ?", (transaction_id, limit))
+        query = (
+            "SELECT transaction_id, serial, kind, delivered, detail, at FROM intune_notifications"
+            f" {where} ORDER BY id DESC LIMIT ?"
+        )
+        rows = await self._run(lambda conn: conn.execute(query, args).fetchall())
+        return [
+            NotificationRecord(
+                transaction_id=row["transaction_id"],
+                serial=int(row["serial"], 16) if row["serial"] is not None else None,
+                kind=NotificationKind(row["kind"]),
+                delivered=bool(row["delivered"]),
+                detail=row["detail"],
+                at=decode_time(row["at"]),
+            )
+            for row in rows
+        ]
+
+    async def apply_revocation_request(
+        self, request_context: str, serial_text: str, serial: int | None, reason: str, when: dt.datetime
+    ) -> RevocationRequestRecord:
+        at = encode_time(when)
+
+        def apply(conn: sqlite3.Connection) -> sqlite3.Row:
+            seen = conn.execute(
+                "SELECT * FROM intune_revocations WHERE request_context = ?", (request_context,)
+            ).fetchone()
+            if seen is not None:
+                return seen
+            outcome = RevocationOutcome.NOT_FOUND
+            if serial is not None and 0 < serial <= MAX_SERIAL:
+                changed = conn.execute(
+                    "UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ?"
+                    " WHERE serial = ? AND status != 'revoked'",
+                    (at, reason, encode_serial(serial)),
+                ).rowcount
+                if changed:
+                    outcome = RevocationOutcome.REVOKED
+                elif conn.execute(
+                    "SELECT 1 FROM certificates WHERE serial = ?", (encode_serial(serial),)
+                ).fetchone():
+                    outcome = RevocationOutcome.ALREADY_REVOKED
+            conn.execute(
+                "INSERT INTO intune_revocations (request_context, serial_text, outcome, received_at)"
+                " VALUES (?, ?, ?, ?)",
+                (request_context, serial_text, outcome.value, at),
+            )
+            row: sqlite3.Row = conn.execute(
+                "SELECT * FROM intune_revocations WHERE request_context = ?", (request_context,)
+            ).fetchone()
+            return row
+
+        return _revocation(await self._run(lambda conn: _write(conn, apply)))
+
+    async def unuploaded_revocation_requests(self) -> list[RevocationRequestRecord]:
+        rows = await self._run(
+            lambda conn: conn.execute(
+                "SELECT * FROM intune_revocations WHERE uploaded_at IS NULL ORDER BY received_at, request_context"
+            ).fetchall()
+        )
+        return [_revocation(row) for row in rows]
+
+    async def mark_revocation_uploaded(self, request_contexts: list[str], when: dt.datetime) -> None:
+        at = encode_time(when)
+
+        def mark(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE intune_revocations SET uploaded_at = ? WHERE request_context = ?",
+                [(at, context) for context in request_contexts],
+            )
+
+        await self._run(lambda conn: _write(conn, mark))
+
+    # -- CRL ------------------------------------------------------------------
+
+    async def revoked_entries(self) -> list[RevokedEntry]:
+        rows = await self._run(
+            lambda conn: conn.execute(
+                "SELECT serial, revoked_at, revocation_reason FROM certificates"
+                " WHERE status = 'revoked' ORDER BY revoked_at, serial"
+            ).fetchall()
+        )
+        return [
+            RevokedEntry(int(row["serial"], 16), decode_time(row["revoked_at"]), row["revocation_reason"])
+            for row in rows
+        ]
+
+    async def next_crl_number(self) -> int:
+        def bump(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "INSERT INTO crl_state (id, number) VALUES (1, 1)"
+                " ON CONFLICT (id) DO UPDATE SET number = number + 1"
+            )
+            number: int = conn.execute("SELECT number FROM crl_state WHERE id = 1").fetchone()[0]
+            return number
+
+        return await self._run(lambda conn: _write(conn, bump))
 
     # -- health ---------------------------------------------------------------
 

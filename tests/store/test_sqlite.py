@@ -302,3 +302,52 @@ async def test_cancelled_caller_does_not_break_the_connection(store: SqliteStore
     # Whether or not the insert ran, the connection is usable and not stuck in a transaction.
     await store.put_issued(record(2))
     assert await store.get(2) is not None
+
+
+# -- Intune notifications, revocation requests, CRL --------------------------
+
+async def test_notifications_are_kept_newest_first(store: SqliteStore) -> None:
+    from scepd.store.base import NotificationKind, NotificationRecord
+
+    first = NotificationRecord("tx-1", 0x1234, NotificationKind.SUCCESS, True, "Success", NOW)
+    second = NotificationRecord("tx-2", None, NotificationKind.FAILURE, False, "HTTP 500", NOW)
+    await store.record_notification(first)
+    await store.record_notification(second)
+    assert await store.notifications() == [second, first]
+    assert await store.notifications("tx-1") == [first]
+
+
+async def test_revocation_request_applies_once_and_remembers_outcome(store: SqliteStore) -> None:
+    from scepd.store.base import RevocationOutcome
+
+    await store.put_issued(record(0xABC))
+    later = NOW + dt.timedelta(hours=1)
+    got = await store.apply_revocation_request("ctx-1", "0ABC", 0xABC, "cessationOfOperation", later)
+    assert got.outcome is RevocationOutcome.REVOKED and got.uploaded_at is None
+    cert = await store.get(0xABC)
+    assert cert is not None and cert.status is CertStatus.REVOKED
+    assert cert.revocation_reason == "cessationOfOperation" and cert.revoked_at == later
+    # Re-offered by Intune (not yet acknowledged): the first outcome, not a "conflict".
+    again = await store.apply_revocation_request("ctx-1", "0ABC", 0xABC, "cessationOfOperation", later)
+    assert again.outcome is RevocationOutcome.REVOKED
+    # A different request for the same certificate is a conflict; an unknown serial is not found.
+    dup = await store.apply_revocation_request("ctx-2", "abc", 0xABC, "cessationOfOperation", later)
+    assert dup.outcome is RevocationOutcome.ALREADY_REVOKED
+    missing = await store.apply_revocation_request("ctx-3", "FFFF", 0xFFFF, "cessationOfOperation", later)
+    assert missing.outcome is RevocationOutcome.NOT_FOUND
+    junk = await store.apply_revocation_request("ctx-4", "not hex", None, "cessationOfOperation", later)
+    assert junk.outcome is RevocationOutcome.NOT_FOUND
+    pending = await store.unuploaded_revocation_requests()
+    assert [r.request_context for r in pending] == ["ctx-1", "ctx-2", "ctx-3", "ctx-4"]
+    await store.mark_revocation_uploaded(["ctx-1", "ctx-3"], later)
+    assert [r.request_context for r in await store.unuploaded_revocation_requests()] == ["ctx-2", "ctx-4"]
+    entries = await store.revoked_entries()
+    assert [(e.serial, e.reason) for e in entries] == [(0xABC, "cessationOfOperation")]
+
+
+async def test_crl_number_is_monotonic_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "crl.db"
+    async with SqliteStore.open(path) as s:
+        assert [await s.next_crl_number() for _ in range(3)] == [1, 2, 3]
+    async with SqliteStore.open(path) as s:
+        assert await s.next_crl_number() == 4
