@@ -132,8 +132,8 @@ class Store(Protocol):
 
     async def apply_revocation_request(
         self, request_context: str, serial_text: str, serial: int | None, reason: str, when: dt.datetime
-    ) -> RevocationRequestRecord:
-        """Revoke and remember the request in one transaction.
+    ) -> tuple[RevocationRequestRecord, bool]:
+        """Revoke and remember the request in one transaction; True if it is new.
 
         A request seen before (Intune re-offers what was not acknowledged) gets
         its first outcome back unchanged, so it is never counted twice.

@@ -400,15 +400,15 @@ class SqliteStore:
 
     async def apply_revocation_request(
         self, request_context: str, serial_text: str, serial: int | None, reason: str, when: dt.datetime
-    ) -> RevocationRequestRecord:
+    ) -> tuple[RevocationRequestRecord, bool]:
         at = encode_time(when)
 
-        def apply(conn: sqlite3.Connection) -> sqlite3.Row:
+        def apply(conn: sqlite3.Connection) -> tuple[sqlite3.Row, bool]:
             seen = conn.execute(
                 "SELECT * FROM intune_revocations WHERE request_context = ?", (request_context,)
             ).fetchone()
             if seen is not None:
-                return seen
+                return seen, False
             outcome = RevocationOutcome.NOT_FOUND
             if serial is not None and 0 < serial <= MAX_SERIAL:
                 changed = conn.execute(
@@ -430,9 +430,10 @@ class SqliteStore:
             row: sqlite3.Row = conn.execute(
                 "SELECT * FROM intune_revocations WHERE request_context = ?", (request_context,)
             ).fetchone()
-            return row
+            return row, True
 
-        return _revocation(await self._run(lambda conn: _write(conn, apply)))
+        row, created = await self._run(lambda conn: _write(conn, apply))
+        return _revocation(row), created
 
     async def unuploaded_revocation_requests(self) -> list[RevocationRequestRecord]:
         rows = await self._run(

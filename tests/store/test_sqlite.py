@@ -322,20 +322,20 @@ async def test_revocation_request_applies_once_and_remembers_outcome(store: Sqli
 
     await store.put_issued(record(0xABC))
     later = NOW + dt.timedelta(hours=1)
-    got = await store.apply_revocation_request("ctx-1", "0ABC", 0xABC, "cessationOfOperation", later)
-    assert got.outcome is RevocationOutcome.REVOKED and got.uploaded_at is None
+    got, created = await store.apply_revocation_request("ctx-1", "0ABC", 0xABC, "cessationOfOperation", later)
+    assert created and got.outcome is RevocationOutcome.REVOKED and got.uploaded_at is None
     cert = await store.get(0xABC)
     assert cert is not None and cert.status is CertStatus.REVOKED
     assert cert.revocation_reason == "cessationOfOperation" and cert.revoked_at == later
     # Re-offered by Intune (not yet acknowledged): the first outcome, not a "conflict".
-    again = await store.apply_revocation_request("ctx-1", "0ABC", 0xABC, "cessationOfOperation", later)
-    assert again.outcome is RevocationOutcome.REVOKED
+    again, created = await store.apply_revocation_request("ctx-1", "0ABC", 0xABC, "cessationOfOperation", later)
+    assert not created and again.outcome is RevocationOutcome.REVOKED
     # A different request for the same certificate is a conflict; an unknown serial is not found.
-    dup = await store.apply_revocation_request("ctx-2", "abc", 0xABC, "cessationOfOperation", later)
+    dup, _ = await store.apply_revocation_request("ctx-2", "abc", 0xABC, "cessationOfOperation", later)
     assert dup.outcome is RevocationOutcome.ALREADY_REVOKED
-    missing = await store.apply_revocation_request("ctx-3", "FFFF", 0xFFFF, "cessationOfOperation", later)
+    missing, _ = await store.apply_revocation_request("ctx-3", "FFFF", 0xFFFF, "cessationOfOperation", later)
     assert missing.outcome is RevocationOutcome.NOT_FOUND
-    junk = await store.apply_revocation_request("ctx-4", "not hex", None, "cessationOfOperation", later)
+    junk, _ = await store.apply_revocation_request("ctx-4", "not hex", None, "cessationOfOperation", later)
     assert junk.outcome is RevocationOutcome.NOT_FOUND
     pending = await store.unuploaded_revocation_requests()
     assert [r.request_context for r in pending] == ["ctx-1", "ctx-2", "ctx-3", "ctx-4"]
