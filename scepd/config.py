@@ -19,7 +19,7 @@ from typing import Any
 
 from scepd.profiles import KEY_USAGES, Profile
 
-CHALLENGE_MODES = ("static", "onetime", "none")
+CHALLENGE_MODES = ("static", "onetime", "intune", "none")
 
 
 class ConfigError(ValueError):
@@ -59,6 +59,27 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class IntuneConfig:
+    """The [intune] table: the Entra app and where to reach Entra, Graph and Intune."""
+
+    tenant: str
+    client_id: str
+    client_secret_source: str | None  # file:/env:/credential:, never the secret
+    client_certificate: Path | None  # with client_key: a JWT assertion signed on the token
+    client_key: str | None  # PKCS#11 URI
+    authority: str
+    graph_url: str
+    intune_resource_url: str
+    intune_app_id: str
+    provider_name: str
+    timeout_seconds: float
+    retries: int
+    revocation_interval_seconds: float
+    revocation_batch: int
+    revocation_issuer_name: str | None  # None: the CA certificate's subject
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     listen_host: str
@@ -74,6 +95,7 @@ class Config:
     onetime_ttl: dt.timedelta
     endpoints: tuple[Endpoint, ...]
     profiles: Mapping[str, Profile] = field(default_factory=dict)
+    intune: IntuneConfig | None = None
 
 
 def read_secret(source: str, base: Path | None = None) -> str:
@@ -168,6 +190,60 @@ def _profile(name: str, r: _Reader) -> Profile:
     return profile
 
 
+def _url(r: _Reader, name: str, default: str) -> str:
+    value = r.get(name, str, default)
+    if not value.startswith(("https://", "http://")):
+        raise ConfigError(r.key(name), "must be an http(s) URL")
+    return value
+
+
+def _intune(r: _Reader, resolve: Any) -> IntuneConfig:
+    from scepd.intune import contract
+
+    secret = _secret_source(r, "client_secret")
+    if secret and secret.startswith("file:"):
+        secret = f"file:{resolve(secret[5:])}"
+    cert = r.get("client_certificate", str, None)
+    key = r.get("client_key", str, None)
+    if (cert is None) != (key is None):
+        raise ConfigError(r.key("client_key"), "client_certificate and client_key go together")
+    if key is not None and not key.startswith("pkcs11:"):
+        raise ConfigError(r.key("client_key"), "must be a PKCS#11 URI (the key stays on the token)")
+    if (secret is None) == (cert is None):
+        raise ConfigError(r.key("client_secret"), "give either client_secret or client_certificate + client_key")
+    timeout = r.get("timeout_seconds", (int, float), 30)
+    if not 0 < timeout <= 120:
+        raise ConfigError(r.key("timeout_seconds"), "must be between 0 and 120")
+    retries = r.get("retries", int, 2)
+    if not 0 <= retries <= 5:
+        raise ConfigError(r.key("retries"), "must be between 0 and 5")
+    interval = r.get("revocation_interval_seconds", (int, float), 3600)
+    if not 1 <= interval <= 86400:
+        raise ConfigError(r.key("revocation_interval_seconds"), "must be between 1 and 86400")
+    batch = r.get("revocation_batch", int, 100)
+    if not 1 <= batch <= contract.MAX_REVOCATION_BATCH:
+        raise ConfigError(r.key("revocation_batch"), f"must be between 1 and {contract.MAX_REVOCATION_BATCH}")
+    config = IntuneConfig(
+        tenant=r.get("tenant", str),
+        client_id=r.get("client_id", str),
+        client_secret_source=secret,
+        client_certificate=resolve(cert) if cert else None,
+        client_key=key,
+        authority=_url(r, "authority", contract.DEFAULT_AUTHORITY),
+        graph_url=_url(r, "graph_url", contract.DEFAULT_GRAPH_URL),
+        intune_resource_url=_url(r, "intune_resource_url", contract.DEFAULT_INTUNE_RESOURCE_URL),
+        intune_app_id=r.get("intune_app_id", str, contract.INTUNE_APP_ID),
+        provider_name=r.get("provider_name", str, "scepd/0.1.0"),
+        timeout_seconds=float(timeout),
+        retries=retries,
+        revocation_interval_seconds=float(interval),
+        revocation_batch=batch,
+        revocation_issuer_name=r.get("revocation_issuer_name", str, None),
+    )
+    r.done()
+    return config
+
+
 def parse(data: Mapping[str, Any], path: Path) -> Config:
     """Validate a TOML document already loaded into `data`."""
     base = path.parent
@@ -244,6 +320,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         raise ConfigError("challenge.onetime_ttl_minutes", "must be between 1 and 43200")
     ch.done()
 
+    intune = _intune(root.sub("intune"), resolve) if "intune" in data else None
+    root.seen.add("intune")
+
     profs_r = root.sub("profiles")
     profiles: dict[str, Profile] = {}
     for name in profs_r.table:
@@ -260,7 +339,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
             path=er.get("path", str, "/scep"),
             challenge=er.get("challenge", str, "static"),
             profile=er.get("profile", str, "default"),
-            renewal=er.get("renewal", bool, True),
+            # Intune renews by a fresh enrollment with a fresh challenge (contract §9): a request
+            # signed by an old certificate must not skip Intune's validation unless asked for.
+            renewal=er.get("renewal", bool, er.table.get("challenge", "static") != "intune"),
         )
         er.done()
         if not ep.path.startswith("/"):
@@ -272,6 +353,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
             raise ConfigError(er.key("challenge"), f"must be one of {', '.join(CHALLENGE_MODES)}")
         if ep.challenge == "static" and not static_src:
             raise ConfigError(er.key("challenge"), "static needs challenge.static (a secret source)")
+        if ep.challenge == "intune" and intune is None:
+            raise ConfigError(er.key("challenge"), "intune needs an [intune] table")
         if ep.profile not in profiles:
             raise ConfigError(er.key("profile"), f"no profile named {ep.profile!r}")
         endpoints.append(ep)
@@ -293,6 +376,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         onetime_ttl=dt.timedelta(minutes=ttl_minutes),
         endpoints=tuple(endpoints),
         profiles=profiles,
+        intune=intune,
     )
 
 

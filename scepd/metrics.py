@@ -60,3 +60,30 @@ CA_CERT_EXPIRY_SECONDS = Gauge(
     "Seconds until the CA certificate's notAfter.",
     registry=REGISTRY,
 )
+
+INTUNE_CALLS = Counter(
+    "scepd_intune_calls_total",
+    "Intune and Entra calls by action (token, discovery, validate, success_notification, ...) and result"
+    " (ok, http_NNN, transport, timeout, bad_response, service_not_found).",
+    ["action", "result"],
+    registry=REGISTRY,
+)
+INTUNE_CALL_SECONDS = Histogram(
+    "scepd_intune_call_seconds",
+    "Latency of one logical Intune call, retries included.",
+    ["action"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+INTUNE_VERDICTS = Counter(
+    "scepd_intune_verdicts_total",
+    "Codes Intune answered to validateRequest and the notifications (Success, ChallengeExpired, ...).",
+    ["action", "code"],
+    registry=REGISTRY,
+)
+INTUNE_REVOCATIONS = Counter(
+    "scepd_intune_revocation_requests_total",
+    "Revocation requests pulled from Intune, by outcome (revoked, not_found, already_revoked).",
+    ["outcome"],
+    registry=REGISTRY,
+)

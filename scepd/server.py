@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import trio
 from cryptography import x509
 from hypercorn.config import Config as HypercornConfig
@@ -23,11 +24,15 @@ from scepd.challenge.anyof import FirstMatching
 from scepd.challenge.onetime import OneTimeChallenge
 from scepd.challenge.renewal import SignerIsIssuedCertificate
 from scepd.challenge.static import StaticChallenge
-from scepd.config import Config, Endpoint, read_secret
+from scepd.config import Config, Endpoint, IntuneConfig, read_secret
 from scepd.enroll.pipeline import Step, compose
 from scepd.enroll.service import ScepService
 from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
-from scepd.http.app import LEGACY_PATH, Site, create_app
+from scepd.http.app import LEGACY_PATH, Background, Site, create_app
+from scepd.intune.auth import ClientCertificate, ClientSecret, Credential
+from scepd.intune.client import IntuneClient, IntuneSettings
+from scepd.intune.revocation import RevocationSync
+from scepd.intune.step import IntuneChallenge
 from scepd.keys.base import HashName
 from scepd.keys.pkcs11 import TokenConfig, TokenPool
 from scepd.keys.uri import Pkcs11Uri
@@ -83,10 +88,15 @@ def load_ca(config: Config, pool: TokenPool) -> CertificateAuthority:
     )
 
 
-def challenge_step(config: Config, endpoint: Endpoint, ca: CertificateAuthority, store: Store) -> Step | None:
-    if endpoint.challenge == "static":
+def challenge_step(
+    config: Config, endpoint: Endpoint, ca: CertificateAuthority, store: Store, intune: Step | None = None
+) -> Step | None:
+    if endpoint.challenge == "intune":
+        assert intune is not None  # config.parse requires [intune] for such endpoints
+        primary: Step | None = intune
+    elif endpoint.challenge == "static":
         assert config.static_challenge_source is not None  # config.parse guarantees it
-        primary: Step | None = StaticChallenge(read_secret(config.static_challenge_source))
+        primary = StaticChallenge(read_secret(config.static_challenge_source))
     elif endpoint.challenge == "onetime":
         primary = OneTimeChallenge(store)
     else:
@@ -97,11 +107,13 @@ def challenge_step(config: Config, endpoint: Endpoint, ca: CertificateAuthority,
     return FirstMatching(renewal, primary) if primary is not None else renewal
 
 
-def build_services(config: Config, ca: CertificateAuthority, store: Store) -> dict[str, ScepService]:
+def build_services(
+    config: Config, ca: CertificateAuthority, store: Store, intune: Step | None = None
+) -> dict[str, ScepService]:
     services: dict[str, ScepService] = {}
     for endpoint in config.endpoints:
         steps: list[Step] = []
-        challenge = challenge_step(config, endpoint, ca, store)
+        challenge = challenge_step(config, endpoint, ca, store, intune)
         if challenge is not None:
             steps.append(challenge)
         steps += [
@@ -120,16 +132,60 @@ def build_services(config: Config, ca: CertificateAuthority, store: Store) -> di
     return services
 
 
+def intune_credential(settings: IntuneConfig, pool: TokenPool) -> Credential:
+    if settings.client_secret_source is not None:
+        return ClientSecret(read_secret(settings.client_secret_source))
+    assert settings.client_certificate is not None and settings.client_key is not None
+    certificate = x509.load_pem_x509_certificate(settings.client_certificate.read_bytes())
+    signer = pool.key(key_label(settings.client_key))
+    if signer.public_key != certificate.public_key():
+        raise ValueError("intune.client_certificate does not match intune.client_key")
+    return ClientCertificate(certificate, signer)
+
+
+def intune_client(settings: IntuneConfig, pool: TokenPool, http: httpx.AsyncClient) -> IntuneClient:
+    return IntuneClient(
+        IntuneSettings(
+            tenant=settings.tenant,
+            client_id=settings.client_id,
+            provider_name=settings.provider_name,
+            authority=settings.authority,
+            graph_url=settings.graph_url,
+            intune_resource_url=settings.intune_resource_url,
+            intune_app_id=settings.intune_app_id,
+            timeout=settings.timeout_seconds,
+            retries=settings.retries,
+        ),
+        intune_credential(settings, pool),
+        http,
+    )
+
+
 @asynccontextmanager
 async def open_site(config: Config) -> AsyncIterator[Site]:
     async with TokenPool.open(token_config(config)) as pool:
-        async with SqliteStore.open(config.store_path) as store:
+        async with SqliteStore.open(config.store_path) as store, httpx.AsyncClient() as http:
             ca = load_ca(config, pool)
+            intune: IntuneChallenge | None = None
+            background: list[Background] = []
+            if config.intune is not None:
+                client = intune_client(config.intune, pool, http)
+                issuer = ca.certificate.subject.rfc4514_string()
+                intune = IntuneChallenge(client, store, certificate_authority=issuer)
+                sync = RevocationSync(
+                    client,
+                    store,
+                    issuer_name=config.intune.revocation_issuer_name or issuer,
+                    interval=config.intune.revocation_interval_seconds,
+                    batch=config.intune.revocation_batch,
+                )
+                background.append(sync.run)
             yield Site(
                 ca=ca,
-                services=build_services(config, ca, store),
+                services=build_services(config, ca, store, intune),
                 caps=capabilities(config),
                 max_message_bytes=config.max_message_bytes,
+                background=tuple(background),
             )
 
 
@@ -151,9 +207,13 @@ async def serve(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled or `shutdown` is set; reports the bound URLs on start."""
-    async with open_site(config) as site:
+    async with open_site(config) as site, trio.open_nursery() as nursery:
+        for task in site.background:
+            await nursery.start(task)
         app = create_app(site)
         trigger = shutdown.wait if shutdown is not None else None
         await hypercorn_serve(
             app, hypercorn_config(config, port=port), shutdown_trigger=trigger, task_status=task_status  # type: ignore[arg-type]
         )
+        # hypercorn has drained its connections: the background loops go with it.
+        nursery.cancel_scope.cancel()

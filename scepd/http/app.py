@@ -12,7 +12,7 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from quart import Response, request
@@ -41,6 +41,10 @@ class BadRequest(Exception):
     """Answered as HTTP 400 with the message as a short plain-text reason."""
 
 
+Background = Callable[..., Awaitable[None]]
+"""A loop that runs beside the server (`await nursery.start(loop)`): revocation sync, CRL refresh."""
+
+
 @dataclass(frozen=True)
 class Site:
     """What the app serves: the CA, and one service per SCEP path."""
@@ -49,6 +53,7 @@ class Site:
     services: Mapping[str, ScepService]
     caps: tuple[str, ...]
     max_message_bytes: int
+    background: tuple[Background, ...] = ()
 
 
 def decode_get_message(value: str) -> bytes:

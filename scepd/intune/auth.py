@@ -1,0 +1,184 @@
+"""Entra ID client-credentials tokens for Graph and Intune (contract §1).
+
+MSAL for Python is synchronous (it drives `requests`), so it would need a
+thread per call and still hide the HTTP exchange from our timeouts and
+metrics. The grant itself is one form POST, so it is spoken here directly on
+the daemon's httpx client. Tokens are cached per scope and refreshed ahead of
+expiry; one lock per scope keeps a burst of enrollments from fetching the
+same token many times at once.
+
+A client certificate may stand in for the secret: the RS256 JWT assertion
+(contract §1.1) is signed by a `Signer`, so its private key can stay on the
+PKCS#11 token like the CA's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from scepd.intune.errors import IntuneAuthError, IntuneTransportError
+from scepd.keys.base import HashName, Signer
+
+log = logging.getLogger("scepd.intune")
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_LIFETIME = 60  # seconds, as EJBCA's certificate authenticator uses (§1.1)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class Credential(Protocol):
+    """What proves the app's identity in the token request."""
+
+    async def form(self, client_id: str, token_url: str) -> dict[str, str]: ...
+
+
+class ClientSecret:
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("the Intune client secret is empty")
+        self._secret = secret
+
+    async def form(self, client_id: str, token_url: str) -> dict[str, str]:
+        return {"client_secret": self._secret}
+
+    def __repr__(self) -> str:
+        return "ClientSecret(<secret>)"
+
+
+class ClientCertificate:
+    """A JWT client assertion signed with the certificate's key (RS256)."""
+
+    def __init__(self, certificate: x509.Certificate, signer: Signer, clock: Callable[[], float] = time.time) -> None:
+        self.certificate = certificate
+        self.signer = signer
+        self.clock = clock
+
+    async def form(self, client_id: str, token_url: str) -> dict[str, str]:
+        der = self.certificate.public_bytes(Encoding.DER)
+        header = {
+            "alg": "RS256",
+            "typ": "JWT",
+            "x5t": b64url(hashlib.sha1(der).digest()),
+            "x5c": [base64.b64encode(der).decode("ascii")],
+        }
+        now = int(self.clock())
+        claims = {
+            "aud": token_url,
+            "iss": client_id,
+            "sub": client_id,
+            "jti": str(uuid.uuid4()),
+            "nbf": now,
+            "exp": now + ASSERTION_LIFETIME,
+        }
+        signing_input = (
+            b64url(json.dumps(header, separators=(",", ":")).encode())
+            + "."
+            + b64url(json.dumps(claims, separators=(",", ":")).encode())
+        )
+        signature = await self.signer.sign(signing_input.encode("ascii"), HashName.SHA256)
+        return {
+            "client_assertion_type": JWT_BEARER,
+            "client_assertion": signing_input + "." + b64url(signature),
+        }
+
+
+@dataclass
+class _Cached:
+    token: str
+    refresh_at: float  # monotonic time after which a new token is fetched
+    expires_at: float
+
+
+class TokenSource:
+    """Bearer tokens by scope, cached until shortly before they expire."""
+
+    REFRESH_MARGIN = 300.0  # refresh 5 minutes early, as PIMP does (§1.3)
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        authority: str,
+        tenant: str,
+        client_id: str,
+        credential: Credential,
+        timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        observe: Callable[[str, str, float], None] | None = None,
+    ) -> None:
+        self.http = http
+        self.token_url = f"{authority.rstrip('/')}/{tenant}/oauth2/v2.0/token"
+        self.client_id = client_id
+        self.credential = credential
+        self.timeout = timeout
+        self.clock = clock
+        self.observe = observe
+        self._cache: dict[str, _Cached] = {}
+        self._locks: dict[str, trio.Lock] = {}
+
+    async def token(self, scope: str) -> str:
+        lock = self._locks.setdefault(scope, trio.Lock())
+        async with lock:
+            cached = self._cache.get(scope)
+            if cached is not None and self.clock() < cached.refresh_at:
+                return cached.token
+            fresh = await self._fetch(scope)
+            self._cache[scope] = fresh
+            return fresh.token
+
+    def invalidate(self, scope: str, token: str) -> None:
+        """Drop `token` after a 401, unless another task already replaced it."""
+        cached = self._cache.get(scope)
+        if cached is not None and cached.token == token:
+            del self._cache[scope]
+
+    async def _fetch(self, scope: str) -> _Cached:
+        form = {"grant_type": "client_credentials", "client_id": self.client_id, "scope": scope}
+        form.update(await self.credential.form(self.client_id, self.token_url))
+        started = self.clock()
+        result = "error"
+        try:
+            try:
+                response = await self.http.post(self.token_url, data=form, timeout=self.timeout)
+            except httpx.TransportError as e:
+                result = "transport"
+                raise IntuneTransportError("token", f"token endpoint unreachable: {type(e).__name__}") from e
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            if response.status_code != 200 or not isinstance(body, dict):
+                result = f"http_{response.status_code}"
+                error = body.get("error", "") if isinstance(body, dict) else ""
+                raise IntuneAuthError(f"token request refused: HTTP {response.status_code} {error}".strip())
+            token, lifetime = body.get("access_token"), body.get("expires_in")
+            if isinstance(lifetime, str) and lifetime.isdigit():
+                lifetime = int(lifetime)
+            if not isinstance(token, str) or not token or not isinstance(lifetime, int) or lifetime <= 0:
+                result = "bad_response"
+                raise IntuneAuthError("token response lacks access_token or expires_in")
+            result = "success"
+        finally:
+            if self.observe is not None:
+                self.observe("token", result, self.clock() - started)
+        now = self.clock()
+        # A short-lived token is refreshed at half its life rather than never used.
+        margin = min(self.REFRESH_MARGIN, lifetime / 2)
+        log.info("event=intune_token scope=%s expires_in=%d", scope, lifetime)
+        return _Cached(token, now + lifetime - margin, now + lifetime)

@@ -1,0 +1,156 @@
+"""The Intune challenge as one step of the enrollment chain (contract §0, §4, §5).
+
+Before: `validateRequest` with the whole CSR; only `Success` lets the chain go
+on, and anything else (another code, an HTTP error, a timeout, nonsense) is a
+FAILURE with badRequest. After: `successNotification` before the certificate
+leaves; if Intune does not take it, the certificate is not delivered and is
+revoked in the store, so nothing Intune never heard of stays valid. If the
+chain fails after a successful validation, `failureNotification` tells
+Intune why. Every notification's outcome is recorded in the store.
+
+A device that lost the reply and resends the same request (same
+transactionID and CSR) gets the certificate again without a second
+validation, but only if Intune was told of it: its one-time challenge is
+spent, so asking again could only fail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+import trio
+from cryptography import x509
+
+from scepd import metrics
+from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
+from scepd.enroll.steps import csr_digest
+from scepd.intune import contract
+from scepd.intune.client import IntuneClient, Verdict
+from scepd.intune.errors import IntuneError
+from scepd.logs import audit
+from scepd.scep.constants import FailInfo
+from scepd.store.base import CertStatus, NotificationKind, NotificationRecord, Store
+
+log = logging.getLogger("scepd.intune")
+
+UNDELIVERED_REASON = "cessationOfOperation"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class IntuneChallenge:
+    def __init__(
+        self,
+        client: IntuneClient,
+        store: Store,
+        *,
+        ca_configuration: str | None = None,
+        certificate_authority: str | None = None,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.ca_configuration = ca_configuration
+        self.certificate_authority = certificate_authority
+        self.clock = clock
+
+    def applies(self, enrollment: Enrollment) -> bool:
+        return True
+
+    async def __call__(self, enrollment: Enrollment, next: Next) -> Issued:
+        tid = enrollment.transaction_id
+        delivered = await self._already_delivered(enrollment)
+        if delivered is not None:
+            return delivered
+        try:
+            verdict = await self.client.validate(tid, enrollment.csr_der)
+        except IntuneError as e:
+            metrics.INTUNE_VERDICTS.labels("validate", e.code).inc()
+            log.warning("event=intune_validate_failed transaction_id=%s error=%s", tid, e.code)
+            raise Rejected(FailInfo.BAD_REQUEST, f"Intune validation could not be done ({e.code})") from e
+        metrics.INTUNE_VERDICTS.labels("validate", verdict.code[:64]).inc()
+        if not verdict.success:
+            log.warning("event=intune_validate_rejected transaction_id=%s code=%s", tid, verdict.code)
+            raise Rejected(FailInfo.BAD_REQUEST, f"Intune rejected the request: {verdict.code}")
+        enrollment.challenge_mode = "intune"
+
+        try:
+            issued = await next(enrollment)
+        except Pending:
+            raise
+        except Rejected as e:
+            await self._notify_failure(enrollment, contract.HRESULT_POLICY_REFUSED, e.reason)
+            raise
+        except BaseException as e:
+            if isinstance(e, Exception):
+                await self._notify_failure(enrollment, contract.HRESULT_CA_FAILURE, "the CA could not issue the certificate")
+            raise
+
+        if await self._notify_success(enrollment, issued):
+            return issued
+        with trio.CancelScope(shield=True):
+            await self.store.revoke(issued.serial, UNDELIVERED_REASON, self.clock())
+        audit("revoked", transaction_id=tid, serial=f"{issued.serial:x}", reason=UNDELIVERED_REASON,
+              source="intune_success_notification_failed")
+        raise Rejected(FailInfo.BAD_REQUEST, "Intune did not acknowledge the certificate; it was not delivered")
+
+    async def _already_delivered(self, enrollment: Enrollment) -> Issued | None:
+        found = await self.store.find_by_transaction(enrollment.transaction_id, csr_digest(enrollment.csr_der))
+        if found is None:
+            return None
+        told = await self.store.notifications(enrollment.transaction_id)
+        if not any(n.serial == found.serial and n.kind is NotificationKind.SUCCESS and n.delivered for n in told):
+            return None
+        if found.status is CertStatus.REVOKED:
+            return None
+        enrollment.challenge_mode = "intune"
+        cert = x509.load_der_x509_certificate(found.der)
+        return Issued(cert, found.der, found.serial, reused=True)
+
+    async def _notify_success(self, enrollment: Enrollment, issued: Issued) -> bool:
+        verdict: Verdict | None = None
+        try:
+            verdict = await self.client.notify_success(
+                enrollment.transaction_id,
+                enrollment.csr_der,
+                issued.certificate,
+                ca_configuration=self.ca_configuration,
+                certificate_authority=self.certificate_authority,
+            )
+            detail = verdict.code
+        except IntuneError as e:
+            detail = f"{e.code}: {e}"[:200]
+        ok = verdict is not None and verdict.success
+        metrics.INTUNE_VERDICTS.labels("success_notification", (verdict.code if verdict else "error")[:64]).inc()
+        await self._record(enrollment, issued.serial, NotificationKind.SUCCESS, ok, detail)
+        if not ok:
+            log.warning("event=intune_success_notification_failed transaction_id=%s detail=%r",
+                        enrollment.transaction_id, detail)
+        return ok
+
+    async def _notify_failure(self, enrollment: Enrollment, hresult: int, description: str) -> None:
+        """Best effort, and shielded: the client's FAILURE answer does not depend on it."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.client.settings.timeout * (self.client.settings.retries + 1) + 5):
+                verdict: Verdict | None = None
+                try:
+                    verdict = await self.client.notify_failure(
+                        enrollment.transaction_id, enrollment.csr_der, hresult, description
+                    )
+                    detail = verdict.code
+                except IntuneError as e:
+                    detail = f"{e.code}: {e}"[:200]
+                ok = verdict is not None and verdict.success
+                metrics.INTUNE_VERDICTS.labels("failure_notification", (verdict.code if verdict else "error")[:64]).inc()
+                await self._record(enrollment, None, NotificationKind.FAILURE, ok, f"hResult=0x{hresult:08X} {detail}")
+
+    async def _record(
+        self, enrollment: Enrollment, serial: int | None, kind: NotificationKind, delivered: bool, detail: str
+    ) -> None:
+        await self.store.record_notification(
+            NotificationRecord(enrollment.transaction_id, serial, kind, delivered, detail, self.clock())
+        )
