@@ -196,6 +196,74 @@ def cmd_challenge_mint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def]
+    """Run `work(client, store, ca_subject, intune_config)` with the daemon's Intune client, token and store."""
+    import httpx
+
+    from scepd.keys.pkcs11 import TokenPool
+    from scepd.server import intune_client, load_ca, token_config
+    from scepd.store.sqlite import SqliteStore
+
+    config = _config(args)
+    if config.intune is None:
+        raise SystemExit("scepd: the configuration has no [intune] table")
+    settings = config.intune
+
+    async def main():  # type: ignore[no-untyped-def]
+        async with TokenPool.open(token_config(config)) as pool:
+            async with SqliteStore.open(config.store_path) as store, httpx.AsyncClient() as http:
+                ca = load_ca(config, pool)
+                issuer = ca.certificate.subject.rfc4514_string()
+                return await work(intune_client(settings, pool, http), store, issuer, settings)
+
+    return trio.run(main)
+
+
+def cmd_intune_check(args: argparse.Namespace) -> int:
+    from scepd.intune.errors import IntuneError
+
+    async def check(client, store, issuer, settings):  # type: ignore[no-untyped-def]
+        try:
+            await client.check()
+        except IntuneError as e:
+            print(f"scepd: Intune is not usable: {e}", file=sys.stderr)
+            return 1
+        print("Intune: tokens obtained; discovery lists the SCEP validation and PKI connector services")
+        return 0
+
+    return int(_with_intune(args, check))
+
+
+def cmd_intune_notifications(args: argparse.Namespace) -> int:
+    from scepd.store.sqlite import SqliteStore
+
+    config = _config(args)
+
+    async def listing() -> None:
+        async with SqliteStore.open(config.store_path) as store:
+            for n in await store.notifications(args.transaction, args.limit):
+                serial = f"{n.serial:x}" if n.serial is not None else "-"
+                state = "delivered" if n.delivered else "NOT-DELIVERED"
+                print(f"{n.at.isoformat()} {n.kind.value:<7} {state:<13} serial={serial} "
+                      f"transaction_id={n.transaction_id} detail={n.detail}")
+
+    trio.run(listing)
+    return 0
+
+
+def cmd_intune_sync(args: argparse.Namespace) -> int:
+    from scepd.intune.revocation import RevocationSync
+
+    async def sync(client, store, issuer, settings):  # type: ignore[no-untyped-def]
+        report = await RevocationSync(
+            client, store, issuer_name=settings.revocation_issuer_name or issuer, batch=settings.revocation_batch
+        ).sync_once()
+        print(f"downloaded={report.downloaded} revoked={report.revoked} uploaded={report.uploaded}")
+        return 0
+
+    return int(_with_intune(args, sync))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scepd", description="SCEP CA daemon with keys on a PKCS#11 token.")
     p.add_argument("--log-level", default=os.environ.get("SCEPD_LOG_LEVEL", "INFO"))
@@ -253,6 +321,16 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--ttl-minutes", type=int)
     sp.add_argument("--note", default="")
     sp.set_defaults(func=cmd_challenge_mint)
+
+    it = sub.add_parser("intune", help="Microsoft Intune integration").add_subparsers(dest="sub", required=True)
+    sp = with_config(it.add_parser("check", help="get Entra tokens and discover the Intune services"))
+    sp.set_defaults(func=cmd_intune_check)
+    sp = with_config(it.add_parser("notifications", help="what Intune was told about issued certificates"))
+    sp.add_argument("--transaction", help="only this SCEP transactionID")
+    sp.add_argument("--limit", type=int, default=50)
+    sp.set_defaults(func=cmd_intune_notifications)
+    sp = with_config(it.add_parser("sync", help="pull Intune's revocation requests now (the daemon also does it on a timer)"))
+    sp.set_defaults(func=cmd_intune_sync)
     return p
 
 
