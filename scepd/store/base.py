@@ -84,6 +84,14 @@ class RevokedEntry:
     reason: str | None
 
 
+@dataclass(frozen=True)
+class RevocationState:
+    """A cheap fingerprint of the revoked set; revocations are final, so any new one changes it."""
+
+    count: int
+    latest: dt.datetime | None  # the newest revoked_at
+
+
 class StoreError(Exception):
     """The store failed (disk, lock, corruption): the daemon's fault, not the client's."""
 
@@ -146,6 +154,9 @@ class Store(Protocol):
 
     async def revoked_entries(self) -> list[RevokedEntry]:
         """Every revoked certificate, for the CRL."""
+
+    async def revocation_state(self) -> RevocationState:
+        """How many certificates are revoked and the latest revocation time, without reading them all."""
 
     async def next_crl_number(self) -> int:
         """A CRL number higher than any handed out before, durably (RFC 5280 5.2.3)."""

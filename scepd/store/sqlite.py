@@ -31,6 +31,7 @@ from scepd.store.base import (
     NotificationRecord,
     RevocationOutcome,
     RevocationRequestRecord,
+    RevocationState,
     RevokedEntry,
     SerialCollision,
     StoreError,
@@ -467,6 +468,14 @@ class SqliteStore:
             RevokedEntry(int(row["serial"], 16), decode_time(row["revoked_at"]), row["revocation_reason"])
             for row in rows
         ]
+
+    async def revocation_state(self) -> RevocationState:
+        row = await self._run(
+            lambda conn: conn.execute(
+                "SELECT count(*), max(revoked_at) FROM certificates WHERE status = 'revoked'"
+            ).fetchone()
+        )
+        return RevocationState(row[0], decode_time(row[1]) if row[1] is not None else None)
 
     async def next_crl_number(self) -> int:
         def bump(conn: sqlite3.Connection) -> int:

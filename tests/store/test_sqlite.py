@@ -12,6 +12,7 @@ from scepd.store.base import (
     MAX_SERIAL,
     CertificateRecord,
     CertStatus,
+    RevocationState,
     SerialCollision,
     StoreError,
 )
@@ -351,3 +352,19 @@ async def test_crl_number_is_monotonic_across_reopen(tmp_path: Path) -> None:
         assert [await s.next_crl_number() for _ in range(3)] == [1, 2, 3]
     async with SqliteStore.open(path) as s:
         assert await s.next_crl_number() == 4
+
+
+async def test_revocation_state_changes_with_every_revocation(store: SqliteStore) -> None:
+    assert await store.revocation_state() == RevocationState(0, None)
+    for serial in (1, 2, 3):
+        await store.put_issued(record(serial))
+    await store.mark_superseded(3)
+    assert await store.revocation_state() == RevocationState(0, None)
+    await store.revoke(1, "keyCompromise", NOW)
+    first = await store.revocation_state()
+    assert first == RevocationState(1, NOW)
+    # Even a revocation backdated before the latest one changes the fingerprint (the count).
+    await store.revoke(2, "superseded", NOW - dt.timedelta(days=1))
+    assert await store.revocation_state() == RevocationState(2, NOW)
+    await store.revoke(2, "keyCompromise", NOW + dt.timedelta(days=1))  # already revoked: no change
+    assert await store.revocation_state() == RevocationState(2, NOW)
