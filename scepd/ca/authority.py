@@ -9,16 +9,20 @@ certificates and CRLs.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from scepd.ca.certificates import CertificateTemplate, key_identifier, random_serial, sign_certificate
+from scepd.ca.crl import Crl, CrlTemplate, sign_crl
 from scepd.keys.base import Decrypter, HashName, Signer
 from scepd.profiles import Profile
+from scepd.store.base import RevokedEntry
 
 
 class KeyAndDecrypter(Signer, Decrypter, Protocol):
@@ -32,6 +36,16 @@ class CertificateAuthority:
     ra_certificate: x509.Certificate
     ra_key: KeyAndDecrypter
     hash: HashName = HashName.SHA256
+    # Where relying parties find revocation status and the CA certificate; when
+    # set, every issued certificate points there (CRL DP, AIA).
+    crl_url: str | None = None
+    ocsp_url: str | None = None
+    issuer_url: str | None = None
+
+    @property
+    def key_id(self) -> bytes:
+        """The authority key identifier of everything this CA signs (certificates and CRLs)."""
+        return key_identifier(self.signer.public_key).digest
 
     @property
     def has_ra(self) -> bool:
@@ -61,9 +75,10 @@ class CertificateAuthority:
             x509.Extension(
                 x509.AuthorityKeyIdentifier.oid,
                 False,
-                x509.AuthorityKeyIdentifier(key_identifier(self.signer.public_key).digest, None, None),
+                x509.AuthorityKeyIdentifier(self.key_id, None, None),
             )
         )
+        exts += self.locator_extensions()
         return CertificateTemplate(
             serial=serial if serial is not None else random_serial(),
             issuer=self.certificate.subject,
@@ -74,8 +89,42 @@ class CertificateAuthority:
             extensions=exts,
         )
 
+    def locator_extensions(self) -> list[x509.Extension[x509.ExtensionType]]:
+        """CRL distribution point and authority information access, for the URLs configured."""
+        exts: list[x509.Extension[x509.ExtensionType]] = []
+        if self.crl_url:
+            point = x509.DistributionPoint([x509.UniformResourceIdentifier(self.crl_url)], None, None, None)
+            exts.append(x509.Extension(x509.CRLDistributionPoints.oid, False, x509.CRLDistributionPoints([point])))
+        access = []
+        if self.ocsp_url:
+            access.append(x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
+                                                 x509.UniformResourceIdentifier(self.ocsp_url)))
+        if self.issuer_url:
+            access.append(x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
+                                                 x509.UniformResourceIdentifier(self.issuer_url)))
+        if access:
+            exts.append(x509.Extension(x509.AuthorityInformationAccess.oid, False,
+                                       x509.AuthorityInformationAccess(access)))
+        return exts
+
     async def sign(self, template: CertificateTemplate) -> bytes:
         return await sign_certificate(template, self.signer, self.hash)
+
+    def crl_template(
+        self, entries: Sequence[RevokedEntry], number: int, now: dt.datetime, lifetime: dt.timedelta
+    ) -> CrlTemplate:
+        """This CA's CRL listing `entries`, valid from `now` for `lifetime`."""
+        return CrlTemplate(
+            issuer=self.certificate.subject,
+            authority_key_id=self.key_id,
+            number=number,
+            this_update=now,
+            next_update=now + lifetime,
+            entries=entries,
+        )
+
+    async def sign_crl(self, template: CrlTemplate) -> Crl:
+        return await sign_crl(template, self.signer, self.hash)
 
 
 def ca_extensions(public_key: rsa.RSAPublicKey | object, issuer_key: object | None = None) -> list[x509.Extension[x509.ExtensionType]]:

@@ -1,0 +1,44 @@
+"""Where issued certificates tell relying parties to look: CRL DP and AIA."""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import AuthorityInformationAccessOID
+
+from scepd.keys.software import SoftwareKey
+from tests.ca.conftest import issue, make_ca
+
+
+async def test_no_urls_no_locator_extensions() -> None:
+    ca = await make_ca(SoftwareKey(ec.generate_private_key(ec.SECP256R1())))
+    cert = await issue(ca, "plain")
+    oids = {e.oid for e in cert.extensions}
+    assert x509.CRLDistributionPoints.oid not in oids
+    assert x509.AuthorityInformationAccess.oid not in oids
+
+
+async def test_configured_urls_are_in_issued_certificates() -> None:
+    ca = await make_ca(
+        SoftwareKey(ec.generate_private_key(ec.SECP256R1())),
+        crl_url="http://pki.example/crl/ca.crl",
+        ocsp_url="http://ocsp.example/",
+        issuer_url="http://pki.example/ca.cer",
+    )
+    cert = await issue(ca, "located")
+    cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)
+    assert not cdp.critical
+    assert [p.full_name for p in cdp.value] == [[x509.UniformResourceIdentifier("http://pki.example/crl/ca.crl")]]
+    aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    assert [(a.access_method, a.access_location.value) for a in aia] == [
+        (AuthorityInformationAccessOID.OCSP, "http://ocsp.example/"),
+        (AuthorityInformationAccessOID.CA_ISSUERS, "http://pki.example/ca.cer"),
+    ]
+
+
+async def test_only_ocsp_url() -> None:
+    ca = await make_ca(SoftwareKey(ec.generate_private_key(ec.SECP256R1())), ocsp_url="http://ocsp.example/")
+    cert = await issue(ca, "ocsp-only")
+    aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    assert [a.access_method for a in aia] == [AuthorityInformationAccessOID.OCSP]
+    assert x509.CRLDistributionPoints.oid not in {e.oid for e in cert.extensions}
