@@ -47,6 +47,9 @@ class CaSettings:
     ra_key: str | None
     ra_certificate: Path | None
     hash: str
+    crl_url: str | None = None  # put into issued certificates as CRL distribution point
+    ocsp_url: str | None = None  # authority information access: OCSP responder
+    issuer_url: str | None = None  # authority information access: CA issuers
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,16 @@ class IntuneConfig:
 
 
 @dataclass(frozen=True)
+class CrlSettings:
+    """The [crl] table: where the daemon serves its CRL and how often it re-signs it."""
+
+    path: str = "/crl/ca.crl"
+    lifetime: dt.timedelta = dt.timedelta(hours=24)
+    file: Path | None = None  # on-disk copy of the latest CRL (DER, PEM if it ends in .pem)
+    check_interval_seconds: float = 10.0  # how often to look for revocations made elsewhere
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     listen_host: str
@@ -96,6 +109,7 @@ class Config:
     endpoints: tuple[Endpoint, ...]
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     intune: IntuneConfig | None = None
+    crl: CrlSettings = field(default_factory=CrlSettings)
 
 
 def read_secret(source: str, base: Path | None = None) -> str:
@@ -244,6 +258,34 @@ def _intune(r: _Reader, resolve: Any) -> IntuneConfig:
     return config
 
 
+def _optional_url(r: _Reader, name: str) -> str | None:
+    value: str | None = r.get(name, str, None)
+    if value is not None and not value.startswith(("http://", "https://", "ldap://")):
+        raise ConfigError(r.key(name), "must be an http(s) or ldap URL")
+    return value
+
+
+def _crl(r: _Reader, resolve: Any) -> CrlSettings:
+    path = r.get("path", str, CrlSettings.path)
+    if not path.startswith("/"):
+        raise ConfigError(r.key("path"), "must start with /")
+    hours = r.get("lifetime_hours", (int, float), 24)
+    if not 0 < hours <= 24 * 366:
+        raise ConfigError(r.key("lifetime_hours"), "must be more than 0 and at most 8784 (a year)")
+    check = r.get("check_interval_seconds", (int, float), 10)
+    if not 0.1 <= check <= 3600:
+        raise ConfigError(r.key("check_interval_seconds"), "must be between 0.1 and 3600")
+    file = r.get("file", str, None)
+    settings = CrlSettings(
+        path=path,
+        lifetime=dt.timedelta(hours=hours),
+        file=resolve(file) if file else None,
+        check_interval_seconds=float(check),
+    )
+    r.done()
+    return settings
+
+
 def parse(data: Mapping[str, Any], path: Path) -> Config:
     """Validate a TOML document already loaded into `data`."""
     base = path.parent
@@ -299,12 +341,17 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         ra_key=ra_key,
         ra_certificate=resolve(ra_cert) if ra_cert else None,
         hash=hash_name,
+        crl_url=_optional_url(car, "crl_url"),
+        ocsp_url=_optional_url(car, "ocsp_url"),
+        issuer_url=_optional_url(car, "issuer_url"),
     )
     car.done()
 
     st = root.sub("store")
     store_path = resolve(st.get("path", str))
     st.done()
+
+    crl = _crl(root.sub("crl"), resolve)
 
     sc = root.sub("scep")
     allow_sha1 = sc.get("allow_sha1", bool, True)
@@ -359,6 +406,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
             raise ConfigError(er.key("profile"), f"no profile named {ep.profile!r}")
         endpoints.append(ep)
     root.seen.update({"endpoints", "profiles"})
+    if crl.path in paths:
+        raise ConfigError("crl.path", f"{crl.path} is already a SCEP endpoint path")
     root.done()
 
     return Config(
@@ -377,6 +426,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         endpoints=tuple(endpoints),
         profiles=profiles,
         intune=intune,
+        crl=crl,
     )
 
 

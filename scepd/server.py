@@ -20,6 +20,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from scepd.ca.authority import CertificateAuthority
+from scepd.ca.publisher import CrlPublisher
 from scepd.challenge.anyof import FirstMatching
 from scepd.challenge.onetime import OneTimeChallenge
 from scepd.challenge.renewal import SignerIsIssuedCertificate
@@ -85,6 +86,7 @@ def load_ca(config: Config, pool: TokenPool) -> CertificateAuthority:
     return CertificateAuthority(
         certificate=cert, signer=signer, ra_certificate=ra_cert, ra_key=ra_key,  # type: ignore[arg-type]
         hash=HashName(config.ca.hash),
+        crl_url=config.ca.crl_url, ocsp_url=config.ca.ocsp_url, issuer_url=config.ca.issuer_url,
     )
 
 
@@ -108,7 +110,8 @@ def challenge_step(
 
 
 def build_services(
-    config: Config, ca: CertificateAuthority, store: Store, intune: Step | None = None
+    config: Config, ca: CertificateAuthority, store: Store, intune: Step | None = None,
+    crl: CrlPublisher | None = None,
 ) -> dict[str, ScepService]:
     services: dict[str, ScepService] = {}
     for endpoint in config.endpoints:
@@ -125,7 +128,7 @@ def build_services(
         services[endpoint.path] = ScepService(
             ca=ca, store=store, chain=chain, endpoint=endpoint.name,
             challenge_mode=endpoint.challenge, allow_sha1=config.allow_sha1,
-            allow_single_des=config.allow_single_des,
+            allow_single_des=config.allow_single_des, crl=crl,
         )
     if config.legacy_path and LEGACY_PATH not in services:
         services[LEGACY_PATH] = services[config.endpoints[0].path]
@@ -168,6 +171,11 @@ async def open_site(config: Config) -> AsyncIterator[Site]:
             ca = load_ca(config, pool)
             intune: IntuneChallenge | None = None
             background: list[Background] = []
+            crl = CrlPublisher(
+                ca, store, lifetime=config.crl.lifetime, file=config.crl.file,
+                check_interval=config.crl.check_interval_seconds,
+            )
+            background.append(crl.run)
             if config.intune is not None:
                 client = intune_client(config.intune, pool, http)
                 issuer = ca.certificate.subject.rfc4514_string()
@@ -178,14 +186,17 @@ async def open_site(config: Config) -> AsyncIterator[Site]:
                     issuer_name=config.intune.revocation_issuer_name or issuer,
                     interval=config.intune.revocation_interval_seconds,
                     batch=config.intune.revocation_batch,
+                    on_revoked=crl.refresh,
                 )
                 background.append(sync.run)
             yield Site(
                 ca=ca,
-                services=build_services(config, ca, store, intune),
+                services=build_services(config, ca, store, intune, crl),
                 caps=capabilities(config),
                 max_message_bytes=config.max_message_bytes,
                 background=tuple(background),
+                crl=crl,
+                crl_path=config.crl.path,
             )
 
 

@@ -84,3 +84,46 @@ def test_secret_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert read_secret("credential:pin") == "1234"
     with pytest.raises(ConfigError):
         read_secret("plain-secret")
+
+
+def test_crl_defaults_and_settings() -> None:
+    config = parse(with_(), Path("/etc/scepd/scepd.toml"))
+    assert config.crl.path == "/crl/ca.crl"
+    assert config.crl.lifetime == dt.timedelta(hours=24)
+    assert config.crl.file is None
+    assert config.crl.check_interval_seconds == 10
+    assert (config.ca.crl_url, config.ca.ocsp_url, config.ca.issuer_url) == (None, None, None)
+
+    config = parse(
+        with_(crl__path="/pki/scepd.crl", crl__lifetime_hours=1.5, crl__file="ca.crl", crl__check_interval_seconds=2,
+              ca__crl_url="http://pki.example/crl/ca.crl", ca__ocsp_url="http://ocsp.example/",
+              ca__issuer_url="http://pki.example/ca.cer"),
+        Path("/etc/scepd/scepd.toml"),
+    )
+    assert config.crl.path == "/pki/scepd.crl"
+    assert config.crl.lifetime == dt.timedelta(minutes=90)
+    assert config.crl.file == Path("/etc/scepd/ca.crl")
+    assert config.crl.check_interval_seconds == 2.0
+    assert config.ca.crl_url == "http://pki.example/crl/ca.crl"
+    assert config.ca.ocsp_url == "http://ocsp.example/"
+    assert config.ca.issuer_url == "http://pki.example/ca.cer"
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "words"),
+    [
+        ({"crl__path": "crl"}, "crl.path", "start with /"),
+        ({"crl__path": "/scep"}, "crl.path", "SCEP endpoint"),
+        ({"crl__lifetime_hours": 0}, "crl.lifetime_hours", "more than 0"),
+        ({"crl__lifetime_hours": "24"}, "crl.lifetime_hours", "int or float"),
+        ({"crl__check_interval_seconds": 0}, "crl.check_interval_seconds", "between"),
+        ({"crl__refresh": True}, "crl.refresh", "unknown"),
+        ({"ca__crl_url": "ftp://pki.example/ca.crl"}, "ca.crl_url", "URL"),
+        ({"ca__ocsp_url": "ocsp.example"}, "ca.ocsp_url", "URL"),
+    ],
+)
+def test_invalid_crl_settings_name_the_key(changes: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(with_(**changes), Path("/x/scepd.toml"))
+    assert info.value.key == key
+    assert words in str(info.value)

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
+from scepd.ca.publisher import CrlPublisher
 from scepd.enroll.pipeline import Enrollment, Next, Pending, Rejected
 from scepd.keys.base import DecryptionError, HashName, RsaPadding
 from scepd.logs import audit
@@ -54,6 +55,7 @@ class Answer:
     reason: str | None = None
     certificates: tuple[bytes, ...] = ()
     profile: str = "-"
+    crls: tuple[bytes, ...] = ()
 
 
 class ScepService:
@@ -70,6 +72,7 @@ class ScepService:
         allow_sha1: bool = True,
         allow_single_des: bool = False,
         clock: Clock = utcnow,
+        crl: CrlPublisher | None = None,
     ) -> None:
         self.ca = ca
         self.store = store
@@ -82,6 +85,7 @@ class ScepService:
             hashes.add(HashName.SHA1)
         self.allowed_hashes = frozenset(hashes)
         self.clock = clock
+        self.crl = crl
 
     async def pki_operation(self, body: bytes) -> bytes:
         """Answer one request; raises MalformedMessage when it is not SCEP at all."""
@@ -113,8 +117,10 @@ class ScepService:
             return await self._enroll(msg)
         if msg.message_type is MessageType.GET_CERT:
             return await self._get_cert(msg)
-        # CertPoll needs pending requests and GetCRL needs CRLs; both come with the
-        # certificate-lifecycle work. Until then they are answered, not dropped.
+        if msg.message_type is MessageType.GET_CRL and self.crl is not None:
+            return await self._get_crl(msg)
+        # CertPoll needs pending requests, which come with the certificate-lifecycle
+        # work. Until then it is answered, not dropped.
         return Answer(
             PkiStatus.FAILURE, FailInfo.BAD_REQUEST, f"{msg.message_type.name} is not supported"
         )
@@ -172,6 +178,16 @@ class ScepService:
             return Answer(PkiStatus.FAILURE, FailInfo.BAD_CERT_ID, "no certificate with that issuer and serial")
         return Answer(PkiStatus.SUCCESS, certificates=(record.der,))
 
+    async def _get_crl(self, msg: PkiMessage) -> Answer:
+        """RFC 8894 3.3.4: the payload names a certificate (issuer and serial) whose
+        status the client wants; we have one CRL, for everything our CA issued."""
+        assert self.crl is not None
+        issuer, _ = parse_issuer_and_serial(await self._open(msg))
+        if issuer != self.ca.certificate.subject:
+            return Answer(PkiStatus.FAILURE, FailInfo.BAD_CERT_ID, "that issuer is not this CA")
+        crl = await self.crl.get()
+        return Answer(PkiStatus.SUCCESS, crls=(crl.der,))
+
     async def _reply(
         self,
         transaction_id: str,
@@ -185,10 +201,10 @@ class ScepService:
         if msg is not None and msg.envelope is not None:
             # Mirror the client: it has shown it can open what it used itself.
             cipher, padding = msg.envelope.cipher, msg.envelope.padding
-        certificates = answer.certificates
-        if certificates and not isinstance(recipient.public_key(), rsa.RSAPublicKey):
+        certificates, crls = answer.certificates, answer.crls
+        if (certificates or crls) and not isinstance(recipient.public_key(), rsa.RSAPublicKey):
             answer = Answer(PkiStatus.FAILURE, FailInfo.BAD_ALG, "the reply can only be enveloped to an RSA key")
-            certificates = ()
+            certificates, crls = (), ()
         if digest not in self.allowed_hashes:
             digest = HashName.SHA256
         draft = build_cert_rep(
@@ -199,7 +215,8 @@ class ScepService:
             fail_info=answer.fail_info,
             fail_info_text=answer.reason if answer.status is PkiStatus.FAILURE else None,
             certificates=certificates,
-            recipient_certificate=recipient if certificates else None,
+            crls=crls,
+            recipient_certificate=recipient if certificates or crls else None,
             cipher=cipher,
             recipient_padding=padding,
             signer_certificate=self.ca.ra_certificate,

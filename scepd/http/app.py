@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
+from scepd.ca.publisher import CrlPublisher
 from scepd.enroll.service import ScepService
 from scepd.keys.base import KeyBackendError
 from scepd.scep import MalformedMessage, build_certs_only, caps_text
@@ -32,6 +33,8 @@ from scepd.scep.constants import (
 )
 
 log = logging.getLogger("scepd.http")
+
+CONTENT_TYPE_CRL = "application/pkix-crl"  # RFC 5280 4.2.1.13, DER
 
 LEGACY_PATH = "/cgi-bin/pkiclient.exe"
 _B64_JUNK = re.compile(r"[\r\n\t]")
@@ -54,6 +57,8 @@ class Site:
     caps: tuple[str, ...]
     max_message_bytes: int
     background: tuple[Background, ...] = ()
+    crl: CrlPublisher | None = None  # serves the CRL at crl_path when set
+    crl_path: str = "/crl/ca.crl"
 
 
 def decode_get_message(value: str) -> bytes:
@@ -107,6 +112,17 @@ def create_app(site: Site) -> QuartTrio:
 
     for path in site.services:
         app.add_url_rule(path, f"scep:{path}", scep, methods=["GET", "POST"])
+
+    publisher = site.crl
+    if publisher is not None:
+
+        async def crl() -> Response:
+            current = publisher.current
+            if current is None:  # only before the first one is signed at start-up
+                return _text(503, "no CRL has been published yet")
+            return Response(current.der, content_type=CONTENT_TYPE_CRL)
+
+        app.add_url_rule(site.crl_path, "crl", crl, methods=["GET"])
 
     @app.route("/healthz")
     async def healthz() -> Response:

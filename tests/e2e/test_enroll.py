@@ -248,7 +248,7 @@ async def test_get_cert_by_issuer_and_serial(client: Client) -> None:
     assert none.status is PkiStatus.FAILURE and none.fail_info is FailInfo.BAD_CERT_ID
 
 
-@pytest.mark.parametrize("message_type", [MessageType.GET_CRL, MessageType.CERT_POLL])
+@pytest.mark.parametrize("message_type", [MessageType.CERT_POLL])  # GetCRL: tests/e2e/test_crl.py
 async def test_unsupported_operations_get_signed_failure(client: Client, message_type: MessageType) -> None:
     from scepd.scep.client import issuer_and_serial
 
