@@ -15,7 +15,7 @@ from pathlib import Path
 import trio
 from cryptography import x509
 
-from scepd import logs
+from scepd import cli_certs, logs
 from scepd.config import Config, ConfigError, load, read_secret
 
 DEFAULT_CONFIG = os.environ.get("SCEPD_CONFIG", "/etc/scepd/scepd.toml")
@@ -91,6 +91,9 @@ certificate = "ca.pem"
 
 [store]
 path = "scepd.sqlite3"
+
+[crl]
+file = "ca.crl"
 
 [challenge]
 static = "file:secrets/challenge"
@@ -331,6 +334,8 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_intune_notifications)
     sp = with_config(it.add_parser("sync", help="pull Intune's revocation requests now (the daemon also does it on a timer)"))
     sp.set_defaults(func=cmd_intune_sync)
+
+    cli_certs.add_commands(sub, with_config)
     return p
 
 
