@@ -232,8 +232,8 @@ def _intune(r: _Reader, resolve: Any) -> IntuneConfig:
     if not 0 <= retries <= 5:
         raise ConfigError(r.key("retries"), "must be between 0 and 5")
     interval = r.get("revocation_interval_seconds", (int, float), 3600)
-    if not 1 <= interval <= 86400:
-        raise ConfigError(r.key("revocation_interval_seconds"), "must be between 1 and 86400")
+    if not 0.1 <= interval <= 86400:
+        raise ConfigError(r.key("revocation_interval_seconds"), "must be between 0.1 and 86400")
     batch = r.get("revocation_batch", int, 100)
     if not 1 <= batch <= contract.MAX_REVOCATION_BATCH:
         raise ConfigError(r.key("revocation_batch"), f"must be between 1 and {contract.MAX_REVOCATION_BATCH}")

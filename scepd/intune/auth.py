@@ -119,6 +119,8 @@ class TokenSource:
         client_id: str,
         credential: Credential,
         timeout: float = 30.0,
+        retries: int = 2,
+        backoff: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
@@ -127,6 +129,8 @@ class TokenSource:
         self.client_id = client_id
         self.credential = credential
         self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
         self.clock = clock
         self.observe = observe
         self._cache: dict[str, _Cached] = {}
@@ -149,36 +153,47 @@ class TokenSource:
             del self._cache[scope]
 
     async def _fetch(self, scope: str) -> _Cached:
-        form = {"grant_type": "client_credentials", "client_id": self.client_id, "scope": scope}
-        form.update(await self.credential.form(self.client_id, self.token_url))
         started = self.clock()
         result = "error"
         try:
-            try:
-                response = await self.http.post(self.token_url, data=form, timeout=self.timeout)
-            except httpx.TransportError as e:
-                result = "transport"
-                raise IntuneTransportError("token", f"token endpoint unreachable: {type(e).__name__}") from e
-            try:
-                body = response.json()
-            except ValueError:
-                body = {}
-            if response.status_code != 200 or not isinstance(body, dict):
-                result = f"http_{response.status_code}"
-                error = body.get("error", "") if isinstance(body, dict) else ""
-                raise IntuneAuthError(f"token request refused: HTTP {response.status_code} {error}".strip())
-            token, lifetime = body.get("access_token"), body.get("expires_in")
-            if isinstance(lifetime, str) and lifetime.isdigit():
-                lifetime = int(lifetime)
-            if not isinstance(token, str) or not token or not isinstance(lifetime, int) or lifetime <= 0:
-                result = "bad_response"
-                raise IntuneAuthError("token response lacks access_token or expires_in")
-            result = "success"
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    await trio.sleep(self.backoff * 2 ** (attempt - 1))
+                # A fresh assertion each try: it carries its own jti and a 60 s life.
+                form = {"grant_type": "client_credentials", "client_id": self.client_id, "scope": scope}
+                form.update(await self.credential.form(self.client_id, self.token_url))
+                try:
+                    response = await self.http.post(self.token_url, data=form, timeout=self.timeout)
+                except httpx.TransportError as e:
+                    result = "transport"
+                    failure: Exception = IntuneTransportError("token", f"token endpoint unreachable: {type(e).__name__}")
+                    continue
+                if response.status_code == 429 or response.status_code >= 500:
+                    result = f"http_{response.status_code}"
+                    failure = IntuneAuthError(f"token endpoint answered HTTP {response.status_code}")
+                    continue
+                cached, result = self._parse(response)
+                return cached
+            raise failure
         finally:
             if self.observe is not None:
                 self.observe("token", result, self.clock() - started)
+
+    def _parse(self, response: httpx.Response) -> tuple[_Cached, str]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code != 200 or not isinstance(body, dict):
+            error = body.get("error", "") if isinstance(body, dict) else ""
+            raise IntuneAuthError(f"token request refused: HTTP {response.status_code} {error}".strip())
+        token, lifetime = body.get("access_token"), body.get("expires_in")
+        if isinstance(lifetime, str) and lifetime.isdigit():
+            lifetime = int(lifetime)
+        if not isinstance(token, str) or not token or not isinstance(lifetime, int) or lifetime <= 0:
+            raise IntuneAuthError("token response lacks access_token or expires_in")
         now = self.clock()
         # A short-lived token is refreshed at half its life rather than never used.
         margin = min(self.REFRESH_MARGIN, lifetime / 2)
-        log.info("event=intune_token scope=%s expires_in=%d", scope, lifetime)
-        return _Cached(token, now + lifetime - margin, now + lifetime)
+        log.info("event=intune_token expires_in=%d", lifetime)
+        return _Cached(token, now + lifetime - margin, now + lifetime), "success"

@@ -141,6 +141,8 @@ class IntuneClient:
             client_id=settings.client_id,
             credential=credential,
             timeout=settings.timeout,
+            retries=settings.retries,
+            backoff=settings.backoff,
             clock=clock,
             observe=_observe,
         )

@@ -1,0 +1,339 @@
+"""Intune enrollments end to end: a real scepd, a real SoftHSM2 token, the fake Intune on loopback.
+
+Every fault the fake can play ends in a clean FAILURE or a later success, and
+never in a certificate issued without a Success validation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from scepd.scep.constants import FailInfo, PkiStatus
+from tests.daemon import Daemon, init_state, running
+from tests.e2e.conftest import CHALLENGE
+from tests.fake_intune.server import running_fake_intune
+from tests.fake_intune.state import FakeIntune
+from tests.scep_client import Client, make_csr, rsa_key
+
+INTUNE_PATH = "/intune"
+
+
+def intune_toml(fake: FakeIntune, secret_file: Path, interval: float) -> str:
+    return (
+        fake.config_snippet(f"file:{secret_file}")
+        + "timeout_seconds = 2\n"
+        + "retries = 2\n"
+        + f"revocation_interval_seconds = {interval}\n"
+        + "\n[endpoints.intune]\n"
+        + f'path = "{INTUNE_PATH}"\n'
+        + 'challenge = "intune"\n'
+    )
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeIntune]:
+    with running_fake_intune() as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def intune_state(tmp_path_factory: pytest.TempPathFactory, fake: FakeIntune) -> Path:
+    state = tmp_path_factory.mktemp("scepd-intune")
+    secret = state / "intune-client-secret"
+    secret.write_text(fake.client_secret or "")
+    init_state(state, CHALLENGE, extra_toml=intune_toml(fake, secret, interval=0.3))
+    return state
+
+
+@pytest.fixture(scope="module")
+def daemon_intune(intune_state: Path) -> Iterator[Daemon]:
+    with running(intune_state, CHALLENGE, path=INTUNE_PATH) as d:
+        yield d
+    assert "Traceback" not in d.log(), d.log()
+
+
+@pytest.fixture(autouse=True)
+def clean_fake(fake: FakeIntune) -> None:
+    fake.clear_faults()
+    fake.set_discovery()
+
+
+@pytest.fixture
+async def client(daemon_intune: Daemon) -> AsyncIterator[Client]:
+    async with httpx.AsyncClient(timeout=60) as http:
+        c = Client(daemon_intune.url, http)
+        await c.get_ca_cert()
+        yield c
+
+
+def serials(daemon: Daemon, status: str | None = None) -> set[int]:
+    with daemon.db() as db:
+        query = "SELECT serial FROM certificates" + (" WHERE status = ?" if status else "")
+        return {int(r[0], 16) for r in db.execute(query, (status,) if status else ())}
+
+
+def transaction_certificates(daemon: Daemon, tid: str) -> list[tuple[int, str]]:
+    with daemon.db() as db:
+        rows = db.execute("SELECT serial, status FROM certificates WHERE transaction_id = ?", (tid,)).fetchall()
+    return [(int(s, 16), st) for s, st in rows]
+
+
+def notifications(daemon: Daemon, tid: str) -> list[tuple[str, int, str]]:
+    with daemon.db() as db:
+        return db.execute(
+            "SELECT kind, delivered, detail FROM intune_notifications WHERE transaction_id = ? ORDER BY id", (tid,)
+        ).fetchall()
+
+
+async def enroll(client: Client, fake: FakeIntune, cn: str, *, subject: str | None = None, tid: str | None = None,
+                 challenge: str | None = None, key=None):  # type: ignore[no-untyped-def]
+    key = key or rsa_key()
+    challenge = challenge or fake.mint_challenge(subject or f"CN={cn}", ttl=600)
+    body = client.message(make_csr(key, cn, challenge), key, transaction_id=tid)
+    rep = await client.send(body, key)
+    return rep, challenge
+
+
+async def test_device_enrolls_and_intune_hears_of_it(daemon_intune: Daemon, client: Client, fake: FakeIntune) -> None:
+    rep, _ = await enroll(client, fake, "device-ok", tid="tid-ok")
+    assert rep.status is PkiStatus.SUCCESS, rep.fail_info_text
+    cert = rep.certificates[0]
+    assert cert.subject.rfc4514_string() == "CN=device-ok"
+    validations = [c for c in fake.calls("validate") if c.status == 200]
+    assert any(c.body["request"]["transactionId"] == "tid-ok" for c in validations)
+    [success] = fake.notifications("success")["tid-ok"]
+    sent = success.body
+    assert int(sent["certificateSerialNumber"], 16) == cert.serial_number
+    assert sent["certificateThumbprint"] == cert.fingerprint(hashes.SHA1()).hex().upper()
+    assert sent["certificateExpirationDateUtc"].startswith(cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%S."))
+    assert success.validated
+    assert transaction_certificates(daemon_intune, "tid-ok") == [(cert.serial_number, "valid")]
+    assert notifications(daemon_intune, "tid-ok") == [("success", 1, "Success")]
+
+
+@pytest.mark.parametrize("case", ["subject-mismatch", "expired", "reused", "unknown", "untargeted", "no-challenge"])
+async def test_rejected_challenges_issue_nothing(daemon_intune: Daemon, client: Client, fake: FakeIntune,
+                                                 case: str) -> None:
+    cn, tid = f"device-{case}", f"tid-{case}"
+    key = rsa_key()
+    if case == "subject-mismatch":
+        challenge = fake.mint_challenge("CN=someone-else", ttl=600)
+    elif case == "expired":
+        challenge = fake.mint_challenge(f"CN={cn}", ttl=1)
+        fake.advance_clock(5)
+    elif case == "reused":
+        challenge = fake.mint_challenge(f"CN={cn}", ttl=600)
+        first, _ = await enroll(client, fake, cn, challenge=challenge, tid=tid + "-first", key=key)
+        assert first.status is PkiStatus.SUCCESS
+    elif case == "unknown":
+        challenge = "not-a-challenge-intune-minted"
+    elif case == "untargeted":
+        challenge = fake.mint_challenge(f"CN={cn}", ttl=600, targeted=False)
+    else:
+        challenge = None
+    before = serials(daemon_intune)
+    body = client.message(make_csr(key, cn, challenge), key, transaction_id=tid)
+    rep = await client.send(body, key)
+    assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_REQUEST
+    assert rep.fail_info_text and "Intune rejected" in rep.fail_info_text
+    assert serials(daemon_intune) == before
+    assert transaction_certificates(daemon_intune, tid) == []
+    assert tid not in fake.notifications("success")
+
+
+@pytest.mark.parametrize(
+    ("route", "fault", "recovers"),
+    [
+        ("validate", "500-once", True),
+        ("validate", "429-once", True),
+        ("validate", "drop-once", True),
+        ("validate", "401-once", True),
+        ("token", "500-once", True),
+        ("discovery", "500-once", True),
+        ("validate", "500-always", False),
+        ("validate", "slow", False),
+        ("validate", "drop-always", False),
+        ("discovery", "no-provider", False),
+    ],
+)
+async def test_faults_end_in_failure_or_later_success(daemon_intune: Daemon, client: Client, fake: FakeIntune,
+                                                      route: str, fault: str, recovers: bool) -> None:
+    tid = f"tid-{route}-{fault}"
+    if route in ("token", "discovery"):
+        fake.expire_tokens()  # make the daemon come back for a token, and so rediscover after the 401
+    match fault:
+        case "500-once":
+            fake.fail(route, 500, times=1)
+        case "429-once":
+            fake.fail(route, 429, times=1, retry_after=0.2)
+        case "401-once":
+            fake.fail(route, 401, times=1)
+        case "drop-once":
+            fake.drop(route, times=1)
+        case "500-always":
+            fake.fail(route, 500, times=100)
+        case "drop-always":
+            fake.drop(route, times=100)
+        case "slow":
+            fake.slow(route, 5.0, times=100)
+        case "no-provider":
+            fake.expire_tokens()
+            fake.set_discovery(omit=["ScepRequestValidationFEService"])
+            fake.fail("validate", 404, times=1)  # the cached service answers 404: the daemon rediscovers
+    before = serials(daemon_intune)
+    started = time.monotonic()
+    rep, _ = await enroll(client, fake, f"device-{route}-{fault}", tid=tid)
+    assert time.monotonic() - started < 30  # bounded: timeouts and retries are bounded
+    fake.clear_faults()
+    if recovers:
+        assert rep.status is PkiStatus.SUCCESS, rep.fail_info_text
+        assert len(fake.notifications("success").get(tid, [])) == 1
+    else:
+        assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_REQUEST, rep
+        assert serials(daemon_intune) == before
+        assert tid not in fake.notifications("success")
+    # Whatever happened, nothing was issued without a Success validation for this transaction.
+    issued = transaction_certificates(daemon_intune, tid)
+    validated = [c for c in fake.calls("validate")
+                 if c.status == 200 and c.body["request"]["transactionId"] == tid]
+    assert not issued or validated
+
+
+async def test_success_notification_failure_withholds_certificate(daemon_intune: Daemon, client: Client,
+                                                                  fake: FakeIntune) -> None:
+    fake.fail("success", 500, times=100)
+    rep, _ = await enroll(client, fake, "device-unnotified", tid="tid-unnotified")
+    fake.clear_faults()
+    assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_REQUEST
+    assert "not delivered" in (rep.fail_info_text or "")
+    [(serial, status)] = transaction_certificates(daemon_intune, "tid-unnotified")
+    assert status == "revoked"  # issued and stored, never delivered, so not left valid
+    [(kind, delivered, detail)] = notifications(daemon_intune, "tid-unnotified")
+    assert (kind, delivered) == ("success", 0) and "http_500" in detail
+
+
+async def test_policy_refusal_after_validation_notifies_failure(daemon_intune: Daemon, client: Client,
+                                                                 fake: FakeIntune) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    rep, _ = await enroll(client, fake, "device-small-key", tid="tid-small", key=small)
+    assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_ALG
+    [failure] = fake.notifications("failure")["tid-small"]
+    sent = failure.body
+    assert sent["hResult"] == 0x80070057 and 0 < len(sent["errorDescription"]) <= 255
+    assert transaction_certificates(daemon_intune, "tid-small") == []
+    [(kind, delivered, _)] = notifications(daemon_intune, "tid-small")
+    assert (kind, delivered) == ("failure", 1)
+
+
+async def test_resent_request_gets_same_certificate_without_revalidation(client: Client, fake: FakeIntune) -> None:
+    key = rsa_key()
+    challenge = fake.mint_challenge("CN=device-resend", ttl=600)
+    body = client.message(make_csr(key, "device-resend", challenge), key, transaction_id="tid-resend")
+    first = await client.send(body, key)
+    validations = len(fake.calls("validate"))
+    second = await client.send(body, key)
+    assert first.status is second.status is PkiStatus.SUCCESS
+    assert first.certificates[0].serial_number == second.certificates[0].serial_number
+    assert len(fake.calls("validate")) == validations
+
+
+async def test_concurrent_enrollments_overlap_their_intune_calls(daemon_intune: Daemon, client: Client,
+                                                                  fake: FakeIntune) -> None:
+    """With Intune answering slowly, 8 devices at once each get a certificate (correctness;
+    the overlap itself is measured by the benchmark, not timed here)."""
+    fake.slow("validate", 0.2, times=8)
+    results: list[PkiStatus] = []
+
+    async def one(n: int) -> None:
+        rep, _ = await enroll(client, fake, f"device-par-{n}", tid=f"tid-par-{n}")
+        results.append(rep.status)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(8):
+            nursery.start_soon(one, n)
+    assert results == [PkiStatus.SUCCESS] * 8
+
+
+async def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.1)
+
+
+async def test_revocation_requests_are_applied_uploaded_and_listed_in_crl(
+    daemon_intune: Daemon, client: Client, fake: FakeIntune
+) -> None:
+    rep, _ = await enroll(client, fake, "device-wiped", tid="tid-wiped")
+    assert rep.status is PkiStatus.SUCCESS
+    serial = rep.certificates[0].serial_number
+    wiped = fake.revoke_notified("tid-wiped")
+    unknown = fake.queue_revocation("0BADC0FFEE", issuer_name=rep.certificates[0].issuer.rfc4514_string())
+    await wait_for(lambda: all(fake.revocation_results().get(c) for c in (wiped, unknown)))
+    [result] = fake.revocation_results()[wiped]
+    assert result.succeeded and result.error_code == "None"
+    [missing] = fake.revocation_results()[unknown]
+    assert not missing.succeeded and missing.error_code == "CertificateNotFoundError"
+    assert serial in serials(daemon_intune, "revoked")
+    # A second request for the same certificate: Conflict.
+    again = fake.queue_revocation(format(serial, "X"), issuer_name=rep.certificates[0].issuer.rfc4514_string())
+    await wait_for(lambda: bool(fake.revocation_results().get(again)))
+    assert fake.revocation_results()[again][0].error_code == "ConflictError"
+
+    async def listed() -> bool:
+        r = httpx.get(daemon_intune.base_url + "/crl/ca.crl", timeout=10)
+        crl = x509.load_der_x509_crl(r.content)
+        return crl.get_revoked_certificate_by_serial_number(serial) is not None
+
+    with trio.fail_after(20):
+        while not await listed():
+            await trio.sleep(0.2)
+
+
+def test_revocation_survives_outage_and_restart(intune_state: Path, daemon_intune: Daemon, fake: FakeIntune) -> None:
+    """Uploads fail, the daemon restarts, Intune re-offers the request: it is applied once and
+    acknowledged once, with its first outcome (not a Conflict)."""
+
+    async def enroll_one() -> x509.Certificate:
+        async with httpx.AsyncClient(timeout=60) as http:
+            c = Client(daemon_intune.url, http)
+            await c.get_ca_cert()
+            rep, _ = await enroll(c, fake, "device-restart", tid="tid-restart")
+            assert rep.status is PkiStatus.SUCCESS
+            return rep.certificates[0]
+
+    cert = trio.run(enroll_one)
+    fake.fail("upload", 500, times=1000)
+    context = fake.revoke_notified("tid-restart")
+    deadline = time.monotonic() + 20
+    while cert.serial_number not in serials(daemon_intune, "revoked"):
+        assert time.monotonic() < deadline, "not revoked while Intune refuses uploads"
+        time.sleep(0.1)
+    assert not fake.revocation_results().get(context)
+    daemon_intune.proc.terminate()
+    daemon_intune.proc.wait(15)
+    fake.clear_faults()
+    with running(intune_state, CHALLENGE, path=INTUNE_PATH) as again:
+        deadline = time.monotonic() + 20
+        while not fake.revocation_results().get(context):
+            assert time.monotonic() < deadline, again.log()
+            time.sleep(0.1)
+        time.sleep(1.0)  # a few more sync rounds: nothing further may be uploaded for it
+        results = fake.revocation_results()[context]
+        assert [(r.succeeded, r.error_code) for r in results] == [(True, "None")]
+        with again.db() as db:
+            [(outcome, uploaded)] = db.execute(
+                "SELECT outcome, uploaded_at IS NOT NULL FROM intune_revocations WHERE request_context = ?",
+                (context,),
+            ).fetchall()
+        assert (outcome, uploaded) == ("revoked", 1)
+        assert "Traceback" not in again.log(), again.log()
