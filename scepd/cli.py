@@ -237,6 +237,20 @@ def cmd_intune_check(args: argparse.Namespace) -> int:
     return int(_with_intune(args, check))
 
 
+def cmd_intune_credential(args: argparse.Namespace) -> int:
+    from scepd.intune.credential import create_app_credential
+    from scepd.server import token_config
+
+    config = _config(args)
+    cert = trio.run(create_app_credential, token_config(config), args.label, _subject(args.subject),
+                    Path(args.out), dt.timedelta(days=args.days), _now())
+    print(f"key {args.label!r} generated on the token; certificate {cert.subject.rfc4514_string()} written to "
+          f"{args.out}\nupload it to the Entra app registration, then set in [intune]:\n"
+          f'client_certificate = "{Path(args.out).resolve()}"\n'
+          f'client_key = "pkcs11:token={config.token.label};object={args.label};type=private"')
+    return 0
+
+
 def cmd_intune_notifications(args: argparse.Namespace) -> int:
     from scepd.store.sqlite import SqliteStore
 
@@ -328,6 +342,12 @@ def parser() -> argparse.ArgumentParser:
     it = sub.add_parser("intune", help="Microsoft Intune integration").add_subparsers(dest="sub", required=True)
     sp = with_config(it.add_parser("check", help="get Entra tokens and discover the Intune services"))
     sp.set_defaults(func=cmd_intune_check)
+    sp = with_config(it.add_parser("credential", help="generate the Entra app's key on the token and its certificate"))
+    sp.add_argument("--label", default="scepd-intune", help="token object label for the key")
+    sp.add_argument("--subject", default="CN=scepd Intune connector")
+    sp.add_argument("--days", type=int, default=730)
+    sp.add_argument("--out", required=True, help="where to write the certificate (PEM) to upload to Entra")
+    sp.set_defaults(func=cmd_intune_credential)
     sp = with_config(it.add_parser("notifications", help="what Intune was told about issued certificates"))
     sp.add_argument("--transaction", help="only this SCEP transactionID")
     sp.add_argument("--limit", type=int, default=50)

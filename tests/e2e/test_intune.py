@@ -264,6 +264,51 @@ async def test_concurrent_enrollments_overlap_their_intune_calls(daemon_intune: 
     assert results == [PkiStatus.SUCCESS] * 8
 
 
+async def test_static_endpoint_beside_intune_endpoint(daemon_intune: Daemon, fake: FakeIntune) -> None:
+    """One daemon, two SCEP paths: Intune devices on /intune, other clients on /scep with the static secret."""
+    validations = len(fake.calls("validate"))
+    async with httpx.AsyncClient(timeout=60) as http:
+        c = Client(daemon_intune.base_url + "/scep", http)
+        await c.get_ca_cert()
+        rep, _ = await c.enroll("static-client", CHALLENGE)
+    assert rep.status is PkiStatus.SUCCESS
+    assert len(fake.calls("validate")) == validations
+
+
+def test_certificate_credential_signed_on_the_token(tmp_path_factory: pytest.TempPathFactory,
+                                                    fake: FakeIntune) -> None:
+    """The Entra app authenticates with a JWT assertion whose key was generated on the token."""
+    from tests.daemon import scepd
+
+    state = tmp_path_factory.mktemp("scepd-intune-cert")
+    init_state(state, CHALLENGE)
+    out = scepd("intune", "credential", "--config", str(state / "scepd.toml"), "--out", str(state / "intune-app.pem"))
+    assert "generated on the token" in out.stdout
+    app_cert = x509.load_pem_x509_certificate((state / "intune-app.pem").read_bytes())
+    fake.add_client_certificate(app_cert)
+    toml = intune_toml(fake, state / "unused", interval=3600).replace(
+        f'client_secret = "file:{state / "unused"}"',
+        f'client_certificate = "intune-app.pem"\nclient_key = "pkcs11:token=scepd;object=scepd-intune;type=private"',
+    )
+    assert "client_secret" not in toml
+    config = state / "scepd.toml"
+    config.write_text(config.read_text() + "\n" + toml)
+    tokens_before = len(fake.calls("token"))
+
+    async def enroll_one(url: str) -> PkiStatus:
+        async with httpx.AsyncClient(timeout=60) as http:
+            c = Client(url, http)
+            await c.get_ca_cert()
+            rep, _ = await enroll(c, fake, "device-jwt", tid="tid-jwt")
+            return rep.status
+
+    with running(state, CHALLENGE, path=INTUNE_PATH) as d:
+        assert trio.run(enroll_one, d.url) is PkiStatus.SUCCESS
+    token_calls = fake.calls("token")[tokens_before:]
+    assert token_calls and all(c.status == 200 for c in token_calls)
+    assert all("client_assertion" in c.body and "client_secret" not in c.body for c in token_calls)
+
+
 async def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(timeout):
         while not predicate():
