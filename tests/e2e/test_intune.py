@@ -309,6 +309,25 @@ def test_certificate_credential_signed_on_the_token(tmp_path_factory: pytest.Tem
     assert all("client_assertion" in c.body and "client_secret" not in c.body for c in token_calls)
 
 
+def test_certmonger_enrolls_with_intune_challenge(daemon_intune: Daemon, fake: FakeIntune, tmp_path: Path) -> None:
+    """A client we did not write, carrying a multi-kB Intune challenge in a GET query."""
+    from tests.external import certmonger, openssl_cli, scenarios
+
+    cn = scenarios.unique_cn("intune-cm")
+    challenge = fake.mint_challenge(f"CN={cn}", ttl=600)
+    assert len(challenge) > 2000
+    with certmonger.CertmongerInstance(tmp_path / "cm") as cm:
+        cm.add_scep_ca("intune", daemon_intune.url, signing_ca=daemon_intune.ca_pem)
+        res = cm.request("intune", subject=f"CN={cn}", challenge=challenge, timeout=60)
+        assert res.status == "MONITORING", f"{res.listing}\n{cm.log_tail(60)}"
+    assert res.cert_path is not None
+    assert openssl_cli.verify(res.cert_path, daemon_intune.ca_pem)
+    cert = x509.load_pem_x509_certificate(res.cert_path.read_bytes())
+    assert cert.serial_number in serials(daemon_intune, "valid")
+    notified = [n for ns in fake.notifications("success").values() for n in ns]
+    assert any(int(n.body["certificateSerialNumber"], 16) == cert.serial_number for n in notified)
+
+
 async def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     with trio.fail_after(timeout):
         while not predicate():
