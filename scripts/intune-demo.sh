@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# An Intune enrollment end to end on one machine (fake Intune, scepd, certmonger): see README "Microsoft Intune".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || ./scripts/install.sh
+exec .venv/bin/python scripts/intune_demo.py "$@"
