@@ -264,6 +264,28 @@ async def test_concurrent_enrollments_overlap_their_intune_calls(daemon_intune: 
     assert results == [PkiStatus.SUCCESS] * 8
 
 
+async def test_tokens_and_discovery_are_cached_and_refreshed_ahead_of_expiry(client: Client,
+                                                                           fake: FakeIntune) -> None:
+    await enroll(client, fake, "device-warm", tid="tid-warm")  # tokens and the service map are now cached
+    tokens, discoveries = len(fake.calls("token")), len(fake.calls("discovery"))
+    for n in range(3):
+        rep, _ = await enroll(client, fake, f"device-cached-{n}", tid=f"tid-cached-{n}")
+        assert rep.status is PkiStatus.SUCCESS
+    assert len(fake.calls("token")) == tokens and len(fake.calls("discovery")) == discoveries
+
+    fake.set_token_lifetime(4)  # short-lived tokens are refreshed at half their life
+    fake.expire_tokens()
+    await enroll(client, fake, "device-short-token", tid="tid-short-token")
+    issued = len(fake.calls("token"))
+    await trio.sleep(2.5)
+    scep_calls = len(fake.calls("validate"))
+    rep, _ = await enroll(client, fake, "device-refreshed", tid="tid-refreshed")
+    fake.set_token_lifetime(3599)
+    assert rep.status is PkiStatus.SUCCESS
+    assert len(fake.calls("token")) > issued  # fetched again before it expired ...
+    assert all(c.status == 200 for c in fake.calls("validate")[scep_calls:])  # ... so no 401 on the way
+
+
 async def test_static_endpoint_beside_intune_endpoint(daemon_intune: Daemon, fake: FakeIntune) -> None:
     """One daemon, two SCEP paths: Intune devices on /intune, other clients on /scep with the static secret."""
     validations = len(fake.calls("validate"))
