@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scepd.intune import contract
+from scepd.intune.client import IntuneSettings
 from scepd.profiles import KEY_USAGES, Profile
 
 CHALLENGE_MODES = ("static", "onetime", "intune", "none")
@@ -63,20 +65,12 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class IntuneConfig:
-    """The [intune] table: the Entra app and where to reach Entra, Graph and Intune."""
+    """The [intune] table: the Entra app, where to reach Entra, Graph and Intune, and revocation polling."""
 
-    tenant: str
-    client_id: str
+    client: IntuneSettings
     client_secret_source: str | None  # file:/env:/credential:, never the secret
     client_certificate: Path | None  # with client_key: a JWT assertion signed on the token
     client_key: str | None  # PKCS#11 URI
-    authority: str
-    graph_url: str
-    intune_resource_url: str
-    intune_app_id: str
-    provider_name: str
-    timeout_seconds: float
-    retries: int
     revocation_interval_seconds: float
     revocation_batch: int
     revocation_issuer_name: str | None  # None: the CA certificate's subject
@@ -212,8 +206,6 @@ def _url(r: _Reader, name: str, default: str) -> str:
 
 
 def _intune(r: _Reader, resolve: Any) -> IntuneConfig:
-    from scepd.intune import contract
-
     secret = _secret_source(r, "client_secret")
     if secret and secret.startswith("file:"):
         secret = f"file:{resolve(secret[5:])}"
@@ -238,18 +230,20 @@ def _intune(r: _Reader, resolve: Any) -> IntuneConfig:
     if not 1 <= batch <= contract.MAX_REVOCATION_BATCH:
         raise ConfigError(r.key("revocation_batch"), f"must be between 1 and {contract.MAX_REVOCATION_BATCH}")
     config = IntuneConfig(
-        tenant=r.get("tenant", str),
-        client_id=r.get("client_id", str),
+        client=IntuneSettings(
+            tenant=r.get("tenant", str),
+            client_id=r.get("client_id", str),
+            provider_name=r.get("provider_name", str, "scepd/0.1.0"),
+            authority=_url(r, "authority", contract.DEFAULT_AUTHORITY),
+            graph_url=_url(r, "graph_url", contract.DEFAULT_GRAPH_URL),
+            intune_resource_url=_url(r, "intune_resource_url", contract.DEFAULT_INTUNE_RESOURCE_URL),
+            intune_app_id=r.get("intune_app_id", str, contract.INTUNE_APP_ID),
+            timeout=float(timeout),
+            retries=retries,
+        ),
         client_secret_source=secret,
         client_certificate=resolve(cert) if cert else None,
         client_key=key,
-        authority=_url(r, "authority", contract.DEFAULT_AUTHORITY),
-        graph_url=_url(r, "graph_url", contract.DEFAULT_GRAPH_URL),
-        intune_resource_url=_url(r, "intune_resource_url", contract.DEFAULT_INTUNE_RESOURCE_URL),
-        intune_app_id=r.get("intune_app_id", str, contract.INTUNE_APP_ID),
-        provider_name=r.get("provider_name", str, "scepd/0.1.0"),
-        timeout_seconds=float(timeout),
-        retries=retries,
         revocation_interval_seconds=float(interval),
         revocation_batch=batch,
         revocation_issuer_name=r.get("revocation_issuer_name", str, None),

@@ -31,7 +31,7 @@ from scepd.enroll.service import ScepService
 from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
 from scepd.http.app import LEGACY_PATH, Background, Site, create_app
 from scepd.intune.auth import ClientCertificate, ClientSecret, Credential
-from scepd.intune.client import IntuneClient, IntuneSettings
+from scepd.intune.client import IntuneClient
 from scepd.intune.revocation import RevocationSync
 from scepd.intune.step import IntuneChallenge
 from scepd.keys.base import HashName
@@ -147,21 +147,7 @@ def intune_credential(settings: IntuneConfig, pool: TokenPool) -> Credential:
 
 
 def intune_client(settings: IntuneConfig, pool: TokenPool, http: httpx.AsyncClient) -> IntuneClient:
-    return IntuneClient(
-        IntuneSettings(
-            tenant=settings.tenant,
-            client_id=settings.client_id,
-            provider_name=settings.provider_name,
-            authority=settings.authority,
-            graph_url=settings.graph_url,
-            intune_resource_url=settings.intune_resource_url,
-            intune_app_id=settings.intune_app_id,
-            timeout=settings.timeout_seconds,
-            retries=settings.retries,
-        ),
-        intune_credential(settings, pool),
-        http,
-    )
+    return IntuneClient(settings.client, intune_credential(settings, pool), http)
 
 
 @asynccontextmanager

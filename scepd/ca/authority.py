@@ -185,9 +185,15 @@ def ra_extensions(public_key: object, ca_public_key: object) -> list[x509.Extens
     ]
 
 
-async def self_signed_ca(
-    signer: Signer, subject: x509.Name, now: dt.datetime, validity: dt.timedelta, hash: HashName = HashName.SHA256
+async def self_signed(
+    signer: Signer,
+    subject: x509.Name,
+    now: dt.datetime,
+    validity: dt.timedelta,
+    extensions: Sequence[x509.Extension[x509.ExtensionType]],
+    hash: HashName = HashName.SHA256,
 ) -> bytes:
+    """A certificate for the signer's own key, signed by it (a root CA, an app credential)."""
     template = CertificateTemplate(
         serial=random_serial(),
         issuer=subject,
@@ -195,9 +201,15 @@ async def self_signed_ca(
         public_key=signer.public_key,
         not_before=now - dt.timedelta(minutes=5),
         not_after=now + validity,
-        extensions=ca_extensions(signer.public_key),
+        extensions=extensions,
     )
     return await sign_certificate(template, signer, hash)
+
+
+async def self_signed_ca(
+    signer: Signer, subject: x509.Name, now: dt.datetime, validity: dt.timedelta, hash: HashName = HashName.SHA256
+) -> bytes:
+    return await self_signed(signer, subject, now, validity, ca_extensions(signer.public_key), hash)
 
 
 async def ra_certificate(

@@ -16,7 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from scepd.ca.certificates import CertificateTemplate, key_identifier, random_serial, sign_certificate
+from scepd.ca.authority import self_signed
+from scepd.ca.certificates import key_identifier
 from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key, key_exists
 
 
@@ -27,29 +28,15 @@ async def create_app_credential(
     if key_exists(token, label):
         raise FileExistsError(f"a key labelled {label!r} already exists on the token")
     generate_key(token, label, "rsa", size=2048)
+    extensions = [
+        x509.Extension(x509.BasicConstraints.oid, True, x509.BasicConstraints(ca=False, path_length=None)),
+        x509.Extension(x509.KeyUsage.oid, True, x509.KeyUsage(True, False, False, False, False, False, False, False, False)),
+        x509.Extension(x509.ExtendedKeyUsage.oid, False, x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])),
+    ]
     async with TokenPool.open(replace(token, workers=0)) as pool:
         signer = pool.key(label)
-        template = CertificateTemplate(
-            serial=random_serial(),
-            issuer=subject,
-            subject=subject,
-            public_key=signer.public_key,
-            not_before=now - dt.timedelta(minutes=5),
-            not_after=now + validity,
-            extensions=[
-                x509.Extension(x509.BasicConstraints.oid, True, x509.BasicConstraints(ca=False, path_length=None)),
-                x509.Extension(
-                    x509.KeyUsage.oid,
-                    True,
-                    x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                ),
-                x509.Extension(
-                    x509.ExtendedKeyUsage.oid, False, x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
-                ),
-                x509.Extension(x509.SubjectKeyIdentifier.oid, False, key_identifier(signer.public_key)),
-            ],
-        )
-        der = await sign_certificate(template, signer)
+        extensions.append(x509.Extension(x509.SubjectKeyIdentifier.oid, False, key_identifier(signer.public_key)))
+        der = await self_signed(signer, subject, now, validity, extensions)
     cert = x509.load_der_x509_certificate(der)
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
