@@ -165,7 +165,11 @@ class _ProcessWorker:
     async def call(self, op: str, *args: Any) -> tuple[str, Any]:
         if self._proc is None:
             await self.start()
-        self._conn.send((op, args))
+        try:
+            self._conn.send((op, args))
+        except OSError as e:  # the worker died since its last answer (EPIPE): same as dying mid-call
+            await self.stop()  # the next call starts a fresh process
+            raise KeyBackendError(f"token worker {self._n} failed: {type(e).__name__}: {e}") from e
         # Once sent, wait for the answer even if cancelled, so the pipe stays in step.
         with trio.CancelScope(shield=True):
             return await self._receive()
