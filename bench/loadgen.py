@@ -10,16 +10,27 @@ outside the timed window.
 
 With --pid, the server's CPU time (its own and its child processes', such as
 token workers) is read from /proc before and after, and reported per enrollment.
+The load generator's own CPU time in the timed window is reported too: it
+shares the machine with the server.
+
+--warmup W enrolls W extra clients before the clock starts (imports, caches,
+connections). --keys FILE keeps the generated client keys in FILE (PKCS#8 DER,
+length-prefixed) and reuses them on the next run, so a benchmark that runs the
+same load against several servers pays for key generation once; every request
+still gets its own subject, transaction ID and nonce. --json prints one JSON
+object instead of the text line.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -45,16 +56,35 @@ def _keygen(_: int) -> bytes:
                              serialization.NoEncryption())
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants still running.
+
+    A child is listed under the thread that started it, so every thread's
+    `children` file is read: scepd starts token worker processes from a
+    Trio worker thread, not from the main thread.
+    """
+    seen, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{tid}/children").read_text().split()]
+            except OSError:
+                pass
+    return seen
+
+
 def cpu_seconds(pid: int) -> float:
-    """utime+stime of pid and its children still running (token worker processes)."""
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
-    except OSError:
-        pass
+    """utime+stime of pid and its descendants still running (token worker processes)."""
     total = 0
-    for p in pids:
+    for p in process_tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -71,10 +101,31 @@ def fetch_ca(url: str) -> list[x509.Certificate]:
     return [x509.load_der_x509_certificate(r.content)]
 
 
-def prepare(url: str, challenge: str, n: int) -> tuple[list[x509.Certificate], list[tuple[rsa.RSAPrivateKey, bytes]]]:
+def client_keys(n: int, cache: Path | None = None) -> list[rsa.RSAPrivateKey]:
+    """n RSA-2048 keys: generated on every core, or the first n kept in `cache`."""
+    ders: list[bytes] = []
+    if cache is not None and cache.exists():
+        data, pos = cache.read_bytes(), 0
+        while pos < len(data) and len(ders) < n:
+            size = int.from_bytes(data[pos:pos + 4], "big")
+            ders.append(data[pos + 4:pos + 4 + size])
+            pos += 4 + size
+    if len(ders) < n:
+        with ProcessPoolExecutor() as pool:
+            ders += list(pool.map(_keygen, range(n - len(ders)), chunksize=8))
+        if cache is not None:
+            tmp = cache.with_name(cache.name + ".tmp")
+            tmp.write_bytes(b"".join(len(d).to_bytes(4, "big") + d for d in ders))
+            tmp.replace(cache)
+    keys = [serialization.load_der_private_key(d, None) for d in ders[:n]]
+    assert all(isinstance(k, rsa.RSAPrivateKey) and k.key_size == 2048 for k in keys)
+    return keys  # type: ignore[return-value]
+
+
+def prepare(url: str, challenge: str, n: int, cache: Path | None = None
+            ) -> tuple[list[x509.Certificate], list[tuple[rsa.RSAPrivateKey, bytes]]]:
     ca_certs = fetch_ca(url)
-    with ProcessPoolExecutor() as pool:
-        keys = [serialization.load_der_private_key(d, None) for d in pool.map(_keygen, range(n))]
+    keys = client_keys(n, cache)
     messages = []
     now = __import__("datetime").datetime.now(__import__("datetime").timezone.utc)
     for i, key in enumerate(keys):
@@ -93,62 +144,109 @@ def prepare(url: str, challenge: str, n: int) -> tuple[list[x509.Certificate], l
     return ca_certs, messages
 
 
-async def run(url: str, messages: list[tuple[rsa.RSAPrivateKey, bytes]], concurrency: int) -> tuple[float, list[float], list[bytes]]:
+async def run(url: str, messages: list[tuple[rsa.RSAPrivateKey, bytes]], concurrency: int, warmup: int = 0,
+              pid: int | None = None) -> tuple[float, float, float | None, list[float], list[bytes | int]]:
+    """POST every message, `concurrency` at a time, over keep-alive connections.
+
+    The first `warmup` messages go before the clock starts. Returns the
+    elapsed wall time, this process's CPU time and the server's (with `pid`)
+    over the same window, each request's latency and each reply (the body, or
+    the HTTP status when it is not 200).
+    """
     latencies: list[float] = []
-    replies: list[bytes] = [b""] * len(messages)
-    queue = iter(enumerate(messages))
+    replies: list[bytes | int] = [b""] * len(messages)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
 
-        async def worker() -> None:
+        async def worker(queue: Iterator[tuple[int, tuple[rsa.RSAPrivateKey, bytes]]], timed: bool) -> None:
             for i, (_, body) in queue:
                 t0 = time.perf_counter()
                 r = await http.post(url, params={"operation": "PKIOperation"}, content=body,
                                     headers={"content-type": "application/x-pki-message"})
-                latencies.append(time.perf_counter() - t0)
-                r.raise_for_status()
-                replies[i] = r.content
+                if timed:
+                    latencies.append(time.perf_counter() - t0)
+                replies[i] = r.content if r.status_code == 200 else r.status_code
 
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for _ in range(concurrency):
-                nursery.start_soon(worker)
-        elapsed = time.perf_counter() - start
-    return elapsed, latencies, replies
+        async def batch(items: list[tuple[int, tuple[rsa.RSAPrivateKey, bytes]]], timed: bool) -> None:
+            queue = iter(items)
+            async with trio.open_nursery() as nursery:
+                for _ in range(concurrency):
+                    nursery.start_soon(worker, queue, timed)
+
+        indexed = list(enumerate(messages))
+        await batch(indexed[:warmup], False)
+        server = cpu_seconds(pid) if pid else 0.0
+        start, cpu = time.perf_counter(), time.process_time()
+        await batch(indexed[warmup:], True)
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        server_cpu = cpu_seconds(pid) - server if pid else None
+    return elapsed, cpu, server_cpu, latencies, replies
 
 
 def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if len(values) > 1 else values[0]
 
 
+def check(messages: list[tuple[rsa.RSAPrivateKey, bytes]], replies: list[bytes | int],
+          ca_certs: list[x509.Certificate]) -> tuple[int, dict[str, int]]:
+    """Open every reply: (number of verified certificates, count of each other outcome)."""
+    ok, failures = 0, dict[str, int]()
+    for (key, _), reply in zip(messages, replies):
+        if isinstance(reply, int):
+            outcome = f"HTTP {reply}"
+        else:
+            try:
+                rep = parse_cert_rep(reply, decrypt_key=key, trusted_signers=ca_certs)
+                if rep.status is PkiStatus.SUCCESS and rep.certificates:
+                    rep.certificates[0].verify_directly_issued_by(ca_certs[-1])
+                    ok += 1
+                    continue
+                outcome = f"{rep.status.name} {rep.fail_info.name if rep.fail_info else ''}".strip()
+            except Exception as e:  # noqa: BLE001 - a broken reply is counted, not fatal
+                outcome = f"unreadable reply ({type(e).__name__})"
+        failures[outcome] = failures.get(outcome, 0) + 1
+    return ok, failures
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", required=True)
     ap.add_argument("--challenge", required=True)
-    ap.add_argument("-n", type=int, default=400, help="enrollments (fresh RSA-2048 clients)")
+    ap.add_argument("-n", type=int, default=400, help="timed enrollments (fresh RSA-2048 clients)")
     ap.add_argument("-c", type=int, default=8, help="concurrency")
+    ap.add_argument("--warmup", type=int, default=0, help="untimed enrollments first (default 0)")
     ap.add_argument("--pid", type=int, help="server PID, to report its CPU time per enrollment")
+    ap.add_argument("--keys", type=Path, help="cache of client keys, reused by later runs")
     ap.add_argument("--label", default="server")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
 
-    ca_certs, messages = prepare(args.url, args.challenge, args.n)
-    cpu0 = cpu_seconds(args.pid) if args.pid else 0.0
-    elapsed, latencies, replies = trio.run(run, args.url, messages, args.c)
-    cpu1 = cpu_seconds(args.pid) if args.pid else 0.0
-
-    ok = 0
-    for (key, _), reply in zip(messages, replies):
-        rep = parse_cert_rep(reply, decrypt_key=key, trusted_signers=ca_certs)
-        if rep.status is PkiStatus.SUCCESS and rep.certificates:
-            rep.certificates[0].verify_directly_issued_by(ca_certs[-1])
-            ok += 1
-    rate = args.n / elapsed
-    line = (f"{args.label}: n={args.n} c={args.c} ok={ok} {rate:.1f} enrollments/s "
-            f"p50={pct(latencies, 50) * 1000:.1f}ms p95={pct(latencies, 95) * 1000:.1f}ms "
-            f"p99={pct(latencies, 99) * 1000:.1f}ms")
-    if args.pid:
-        line += f" server_cpu={((cpu1 - cpu0) / args.n) * 1000:.2f}ms/enrollment"
-    print(line, flush=True)
+    ca_certs, messages = prepare(args.url, args.challenge, args.warmup + args.n, args.keys)
+    elapsed, client_cpu, server_cpu, latencies, replies = trio.run(
+        run, args.url, messages, args.c, args.warmup, args.pid)
+    # The warm-up's replies are checked too, but only the timed ones are counted.
+    _, fail_warm = check(messages[:args.warmup], replies[:args.warmup], ca_certs)
+    ok, failures = check(messages[args.warmup:], replies[args.warmup:], ca_certs)
+    result = {
+        "label": args.label, "n": args.n, "c": args.c, "warmup": args.warmup, "ok": ok,
+        "failures": failures, "warmup_failures": fail_warm,
+        "seconds": elapsed, "rate": args.n / elapsed,
+        "p50_ms": pct(latencies, 50) * 1000, "p95_ms": pct(latencies, 95) * 1000,
+        "p99_ms": pct(latencies, 99) * 1000,
+        "client_cpu_ms": client_cpu / args.n * 1000,
+        "server_cpu_ms": server_cpu / args.n * 1000 if server_cpu is not None else None,
+    }
+    if args.json:
+        print(json.dumps(result), flush=True)
+    else:
+        line = (f"{args.label}: n={args.n} c={args.c} ok={ok} {result['rate']:.1f} enrollments/s "
+                f"p50={result['p50_ms']:.1f}ms p95={result['p95_ms']:.1f}ms p99={result['p99_ms']:.1f}ms "
+                f"client_cpu={result['client_cpu_ms']:.2f}ms/enrollment")
+        if args.pid:
+            line += f" server_cpu={result['server_cpu_ms']:.2f}ms/enrollment"
+        if failures:
+            line += " failures=" + ", ".join(f"{k}: {v}" for k, v in sorted(failures.items()))
+        print(line, flush=True)
     return 0 if ok == args.n else 1
 
 
