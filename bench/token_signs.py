@@ -1,0 +1,150 @@
+"""Raw RSA private-key operations on scepd's token through PKCS#11: the ceiling.
+
+Opens the token and the CA key named by a scepd configuration (the daemon's
+own config loading and TokenPool, nothing duplicated) and measures, for the
+private-key operations an enrollment costs (about three: open the request's
+envelope, sign the certificate, sign the CertRep):
+
+* ``direct``: TokenSession.sign/decrypt in a loop on this thread: the bare
+  PKCS#11 call, no pool, no event loop. Its CPU per operation is what the
+  token itself spends, and the budget the daemon is compared with.
+* ``workers=0``: Pkcs11Key.sign/decrypt through a TokenPool with its one
+  in-process token thread, from `--tasks` concurrent Trio tasks, as the
+  daemon does it.
+* ``workers=N``: the same through N worker processes, from 2N tasks.
+
+For each it prints operations per second and CPU milliseconds per
+operation: this process and, for worker mode, its worker processes.
+
+    python bench/token_signs.py --config STATE/scepd.toml [-n 2000] [--workers 0,2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import trio  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
+from loadgen import cpu_seconds  # noqa: E402  (bench/ is this script's sys.path[0])
+
+from scepd.config import load  # noqa: E402
+from scepd.keys.base import HashName, RsaPadding  # noqa: E402
+from scepd.keys.pkcs11 import TokenConfig, TokenPool, token_thread  # noqa: E402
+from scepd.keys.pkcs11_worker import TokenSession  # noqa: E402
+from scepd.server import key_label, token_config  # noqa: E402
+
+# What the daemon signs and decrypts: a tbsCertificate / signed attributes, and a CEK.
+TBS = os.urandom(900)
+CEK = os.urandom(32)
+
+
+def _result(mode: str, op: str, n: int, seconds: float, cpu: float, tasks: int) -> dict[str, object]:
+    return {"mode": mode, "op": op, "n": n, "tasks": tasks, "seconds": seconds,
+            "per_second": n / seconds, "cpu_ms": cpu / n * 1000}
+
+
+def direct(cfg: TokenConfig, label: str, n: int, ciphertext: bytes) -> list[dict[str, object]]:
+    """The bare PKCS#11 calls, on the module's own thread (one thread per module and process)."""
+
+    def bench() -> list[dict[str, object]]:
+        session = TokenSession(cfg)
+        try:
+            out = []
+            session.sign(label, "SHA256_RSA_PKCS", TBS)  # warm: key handle, module
+            for op, call in (("sign", lambda: session.sign(label, "SHA256_RSA_PKCS", TBS)),
+                             ("decrypt", lambda: session.decrypt(label, None, ciphertext))):
+                t0, c0 = time.perf_counter(), time.thread_time()
+                for _ in range(n):
+                    call()
+                out.append(_result("direct", op, n, time.perf_counter() - t0, time.thread_time() - c0, 1))
+            return out
+        finally:
+            session.close()
+
+    return token_thread(cfg.module).submit(bench).result()
+
+
+async def pooled(cfg: TokenConfig, label: str, n: int, tasks: int, ciphertext: bytes) -> list[dict[str, object]]:
+    """Through TokenPool/Pkcs11Key, as the daemon calls the token, from `tasks` Trio tasks."""
+    mode = f"workers={cfg.workers}"
+    out = []
+    async with TokenPool.open(cfg) as pool:
+        key = pool.key(label)
+        assert isinstance(key.public_key, rsa.RSAPublicKey)
+
+        async def sign() -> None:
+            await key.sign(TBS, HashName.SHA256)
+
+        async def decrypt() -> None:
+            assert await key.decrypt(ciphertext, RsaPadding.PKCS1V15) == CEK
+
+        for op, call in (("sign", sign), ("decrypt", decrypt)):
+            await run_tasks(call, tasks * 4, tasks)  # warm every worker
+            t0, c0 = time.perf_counter(), cpu_seconds(os.getpid())
+            await run_tasks(call, n, tasks)
+            out.append(_result(mode, op, n, time.perf_counter() - t0, cpu_seconds(os.getpid()) - c0, tasks))
+    return out
+
+
+async def run_tasks(call: Callable[[], Awaitable[None]], n: int, tasks: int) -> None:
+    todo = iter(range(n))
+
+    async def worker() -> None:
+        for _ in todo:
+            await call()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(tasks):
+            nursery.start_soon(worker)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, type=Path, help="scepd TOML; its token and ca.key are used")
+    ap.add_argument("-n", type=int, default=2000, help="operations per measurement")
+    ap.add_argument("--workers", default="0,2", help="comma-separated token.workers values to measure")
+    ap.add_argument("--tasks", type=int, default=4, help="concurrent tasks for workers=0 (workers=N uses 2N)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    config = load(args.config)
+    cfg = token_config(config)
+    label = key_label(config.ca.key)
+    results: list[dict[str, object]] = []
+
+    async def public_key() -> rsa.RSAPublicKey:
+        async with TokenPool.open(replace(cfg, workers=0)) as pool:
+            pub = pool.key(label).public_key
+            assert isinstance(pub, rsa.RSAPublicKey), "the CA key must be RSA"
+            return pub
+
+    pub = trio.run(public_key)
+    ciphertext = pub.encrypt(CEK, padding.PKCS1v15())
+    results += direct(cfg, label, args.n, ciphertext)
+    for workers in (int(w) for w in args.workers.split(",")):
+        tasks = args.tasks if workers == 0 else 2 * workers
+        results += trio.run(pooled, replace(cfg, workers=workers), label, args.n, tasks, ciphertext)
+
+    info = {"key": label, "key_bits": pub.key_size, "token": cfg.token_label, "module": cfg.module,
+            "results": results}
+    if args.json:
+        print(json.dumps(info), flush=True)
+    else:
+        print(f"token {cfg.token_label!r} ({cfg.module}), key {label!r}: RSA-{pub.key_size}")
+        for r in results:
+            print(f"  {r['mode']:<10} {r['op']:<8} tasks={r['tasks']:<2} n={r['n']:<5} "
+                  f"{r['per_second']:8.1f}/s  cpu={r['cpu_ms']:.3f} ms/op", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
