@@ -17,9 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from scepd.intune import contract
 from scepd.intune.client import IntuneSettings
-from scepd.profiles import KEY_USAGES, Profile
+from scepd.profiles import (
+    CERT_TYPES,
+    CSR_HASHES,
+    KEY_TYPES,
+    KEY_USAGES,
+    ON_DISALLOWED,
+    SAN_FORMS,
+    SUBJECT_ATTRIBUTES,
+    Profile,
+)
 
 CHALLENGE_MODES = ("static", "onetime", "intune", "none")
 
@@ -185,17 +196,67 @@ def _profile(name: str, r: _Reader) -> Profile:
     min_rsa = r.get("min_rsa_bits", int, 2048)
     if min_rsa < 2048:
         raise ConfigError(r.key("min_rsa_bits"), "must be at least 2048")
+    min_ec = r.get("min_ec_bits", int, 256)
+    if min_ec not in (256, 384, 521):
+        raise ConfigError(r.key("min_ec_bits"), "must be 256, 384 or 521 (P-256 and up)")
+    cert_type = r.get("type", str, "device")
+    if cert_type not in CERT_TYPES:
+        raise ConfigError(r.key("type"), f"must be one of {', '.join(CERT_TYPES)}")
+    on_disallowed = r.get("on_disallowed", str, "refuse")
+    if on_disallowed not in ON_DISALLOWED:
+        raise ConfigError(r.key("on_disallowed"), f"must be one of {', '.join(ON_DISALLOWED)}")
+    subject_accept = _choices(r, "subject_accept", SUBJECT_ATTRIBUTES, None)
+    suffix = r.get("subject_suffix", str, "")
+    if suffix:
+        try:
+            x509.Name.from_rfc4514_string(suffix)
+        except ValueError as e:
+            raise ConfigError(r.key("subject_suffix"), f"not an RFC 4514 name: {e}") from None
+    ttl_hours = r.get("pending_ttl_hours", (int, float), 72)
+    if not 0 < ttl_hours <= 24 * 90:
+        raise ConfigError(r.key("pending_ttl_hours"), "must be more than 0 and at most 2160 (90 days)")
     profile = Profile(
         name=name,
+        certificate_type=cert_type,
         validity=dt.timedelta(days=days),
         key_usage=frozenset(usage),
         extended_key_usage=tuple(eku),
         min_rsa_bits=min_rsa,
-        min_ec_bits=r.get("min_ec_bits", int, 256),
+        min_ec_bits=min_ec,
+        allowed_key_types=_choices(r, "key_types", KEY_TYPES, KEY_TYPES),
+        allowed_csr_hashes=_choices(r, "csr_hashes", CSR_HASHES, CSR_HASHES),
         copy_san=r.get("copy_san", bool, True),
+        subject_accept=subject_accept,
+        subject_suffix=suffix,
+        san_accept=_choices(r, "san_accept", SAN_FORMS, SAN_FORMS),
+        san_uri_prefixes=tuple(_strings(r, "san_uri_prefixes")),
+        san_dns_suffixes=tuple(s.lower().lstrip(".") for s in _strings(r, "san_dns_suffixes")),
+        on_disallowed=on_disallowed,
+        revoke_superseded=r.get("revoke_superseded", bool, False),
+        approval=r.get("approval", bool, False),
+        pending_ttl=dt.timedelta(hours=ttl_hours),
     )
     r.done()
     return profile
+
+
+def _strings(r: _Reader, name: str) -> list[str]:
+    values = r.get(name, list, [])
+    if not all(isinstance(v, str) and v for v in values):
+        raise ConfigError(r.key(name), "must be a list of non-empty strings")
+    return values
+
+
+def _choices(r: _Reader, name: str, allowed: Any, default: Any) -> Any:
+    """A list whose every entry is one of `allowed`, as a frozenset; `default` when absent."""
+    if name not in r.table:
+        r.seen.add(name)
+        return frozenset(default) if default is not None else None
+    values = _strings(r, name)
+    for v in values:
+        if v not in allowed:
+            raise ConfigError(r.key(name), f"unknown value {v!r}; choose from {', '.join(allowed)}")
+    return frozenset(values)
 
 
 def _url(r: _Reader, name: str, default: str) -> str:

@@ -82,7 +82,7 @@ class CertificateAuthority:
         return CertificateTemplate(
             serial=serial if serial is not None else random_serial(),
             issuer=self.certificate.subject,
-            subject=csr.subject,
+            subject=profile.subject(csr),
             public_key=csr.public_key(),
             not_before=not_before,
             not_after=not_after,

@@ -168,7 +168,7 @@ class ScepService:
             return Answer(PkiStatus.PENDING, profile=enrollment.profile_name)
         audit("issued", transaction_id=msg.transaction_id, subject=issued.certificate.subject.rfc4514_string(),
               serial=f"{issued.serial:x}", endpoint=self.endpoint, profile=enrollment.profile_name,
-              challenge=enrollment.challenge_mode, reused=issued.reused)
+              type=enrollment.notes.get("certificate_type"), challenge=enrollment.challenge_mode, reused=issued.reused)
         return Answer(PkiStatus.SUCCESS, certificates=(issued.der,), profile=enrollment.profile_name)
 
     async def _get_cert(self, msg: PkiMessage) -> Answer:

@@ -64,3 +64,68 @@ async def ra_client(daemon_ra: Daemon) -> AsyncIterator[Client]:
         c = Client(daemon_ra.url, http)
         await c.get_ca_cert()
         yield c
+
+
+SID_PREFIX = "tag:microsoft.com,2022-09-14:sid:"
+LIFECYCLE_TOML = f"""
+[endpoints.strict]
+path = "/strict"
+challenge = "static"
+profile = "strict"
+
+[endpoints.trim]
+path = "/trim"
+challenge = "static"
+profile = "trim"
+
+[endpoints.held]
+path = "/held"
+challenge = "static"
+profile = "held"
+
+[endpoints.brief]
+path = "/brief"
+challenge = "static"
+profile = "brief"
+
+[profiles.strict]
+type = "device"
+validity_days = 30
+key_usage = ["digital_signature"]
+extended_key_usage = ["1.3.6.1.5.5.7.3.2", "1.3.6.1.5.5.7.3.1"]
+subject_accept = ["CN"]
+subject_suffix = "O=scepd e2e,C=DE"
+san_accept = ["dns", "uri"]
+san_uri_prefixes = ["{SID_PREFIX}"]
+csr_hashes = ["sha256", "sha384", "sha512"]
+
+[profiles.trim]
+type = "user"
+subject_accept = ["CN"]
+san_accept = ["upn", "email", "uri"]
+on_disallowed = "trim"
+revoke_superseded = true
+
+[profiles.held]
+approval = true
+
+[profiles.brief]
+approval = true
+pending_ttl_hours = 0.001
+"""
+
+
+@pytest.fixture(scope="session")
+def daemon_lifecycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """scepd with endpoints whose profiles restrict names, trim, and hold requests for approval."""
+    state = tmp_path_factory.mktemp("scepd-lifecycle")
+    init_state(state, CHALLENGE, extra_toml=LIFECYCLE_TOML)
+    with running(state, CHALLENGE) as d:
+        yield d
+    assert "Traceback" not in d.log(), d.log()
+
+
+async def lifecycle_client(daemon: Daemon, path: str, http: httpx.AsyncClient) -> Client:
+    c = Client(daemon.base_url + path, http)
+    await c.get_ca_cert()
+    return c
