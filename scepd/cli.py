@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -56,8 +57,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = replace(config, listen_host=host, listen_port=int(port))
 
     async def main() -> None:
+        def on_metrics(binds: list[str]) -> None:
+            for bind in binds:
+                print(f"scepd: serving metrics at {bind}/metrics (health: {bind}/readyz)", flush=True)
+
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(serve, config)
+            binds = await nursery.start(partial(serve, config, signals=True, on_metrics=on_metrics))
             for bind in binds:
                 for ep in config.endpoints:
                     print(f"scepd: serving SCEP at {bind}{ep.path} (challenge: {ep.challenge})", flush=True)
@@ -77,6 +82,9 @@ DEFAULT_TOML = """\
 # Every setting is described in README.md ("Configuration").
 [server]
 listen = "{listen}"
+
+[metrics]
+listen = "{metrics_listen}"
 
 [token]
 module = "{module}"
@@ -120,8 +128,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         secret_file.chmod(0o600)
     config_file = state / "scepd.toml"
     if not config_file.exists():
+        # A free SCEP port (tests, several instances) gets a free metrics port too.
+        metrics_listen = args.metrics_listen or ("127.0.0.1:0" if args.listen.endswith(":0") else "127.0.0.1:9108")
         config_file.write_text(DEFAULT_TOML.format(
-            listen=args.listen, module=args.module, workers=args.workers))
+            listen=args.listen, metrics_listen=metrics_listen, module=args.module, workers=args.workers))
     config = load(config_file)
     if not config.ca.certificate.exists():
         from scepd.ca.setup import KeySpec, init_ca
@@ -293,6 +303,8 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("init", help="create the embedded default (SoftHSM2 token, CA, config) in a state directory")
     sp.add_argument("--state", default="var", help="state directory (default ./var)")
     sp.add_argument("--listen", default="127.0.0.1:8080")
+    sp.add_argument("--metrics-listen", help="HOST:PORT of the metrics listener (default 127.0.0.1:9108;"
+                    " 127.0.0.1:0 when --listen has port 0)")
     sp.add_argument("--challenge", help="static challenge to use (default: a random one)")
     sp.add_argument("--subject", default="CN=scepd development CA,O=scepd")
     sp.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so")

@@ -98,6 +98,15 @@ class CrlSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """The [metrics] table: the operator's listener (Prometheus /metrics, /healthz, /readyz)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9108
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     listen_host: str
@@ -115,6 +124,7 @@ class Config:
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     intune: IntuneConfig | None = None
     crl: CrlSettings = field(default_factory=CrlSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def read_secret(source: str, base: Path | None = None) -> str:
@@ -408,6 +418,14 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
 
     crl = _crl(root.sub("crl"), resolve)
 
+    mr = root.sub("metrics")
+    metrics_listen = mr.get("listen", str, "127.0.0.1:9108")
+    m_host, m_sep, m_port = metrics_listen.rpartition(":")
+    if not m_sep or not m_host or not m_port.isdigit() or not 0 <= int(m_port) <= 65535:
+        raise ConfigError("metrics.listen", "must be HOST:PORT")
+    metrics = MetricsSettings(enabled=mr.get("enabled", bool, True), host=m_host, port=int(m_port))
+    mr.done()
+
     sc = root.sub("scep")
     allow_sha1 = sc.get("allow_sha1", bool, True)
     allow_des = sc.get("allow_single_des", bool, False)
@@ -482,6 +500,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         profiles=profiles,
         intune=intune,
         crl=crl,
+        metrics=metrics,
     )
 
 

@@ -87,3 +87,27 @@ INTUNE_REVOCATIONS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+
+# Store-derived gauges: refreshed from the store when scraped (`refresh_store_gauges`).
+CERTIFICATES = Gauge(
+    "scepd_certificates",
+    "Certificates in the store by status (valid, revoked, superseded; valid includes expired ones).",
+    ["status"],
+    registry=REGISTRY,
+)
+REQUESTS_PENDING = Gauge(
+    "scepd_requests_pending",
+    "Certificate requests held for manual approval.",
+    registry=REGISTRY,
+)
+CRL_NEXT_UPDATE_SECONDS = Gauge(
+    "scepd_crl_next_update_seconds",
+    "Seconds until the current CRL's nextUpdate (negative once it has passed).",
+    registry=REGISTRY,
+)
+READY = Gauge(
+    "scepd_ready",
+    "1 when a readiness check passed at its last run, 0 when it failed, by check (token, store, intune).",
+    ["check"],
+    registry=REGISTRY,
+)

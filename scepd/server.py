@@ -8,10 +8,13 @@ the store in order.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import httpx
 import trio
@@ -19,6 +22,7 @@ from cryptography import x509
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.publisher import CrlPublisher
 from scepd.challenge.anyof import FirstMatching
@@ -29,7 +33,9 @@ from scepd.config import Config, Endpoint, IntuneConfig, read_secret
 from scepd.enroll.pipeline import Step, compose
 from scepd.enroll.service import ScepService
 from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
+from scepd.health import Readiness
 from scepd.http.app import LEGACY_PATH, Background, Site, create_app
+from scepd.http.metrics_app import create_metrics_app
 from scepd.intune.auth import ClientCertificate, ClientSecret, Credential
 from scepd.intune.client import IntuneClient
 from scepd.intune.revocation import RevocationSync
@@ -38,8 +44,10 @@ from scepd.keys.base import HashName
 from scepd.keys.pkcs11 import TokenConfig, TokenPool
 from scepd.keys.uri import Pkcs11Uri
 from scepd.profiles import ProfileStep
+from scepd.reload import reload_config
 from scepd.store.base import Store
 from scepd.store.sqlite import SqliteStore
+from scepd.systemd import Notifier, watchdog, watchdog_interval
 
 log = logging.getLogger("scepd")
 
@@ -120,7 +128,7 @@ def build_services(
         if challenge is not None:
             steps.append(challenge)
         steps += [
-            ProfileStep(config.profiles[endpoint.profile]),
+            ProfileStep(config.profiles[endpoint.profile], store),
             IdempotentRetry(store),
             StoreIssued(store),
         ]
@@ -156,6 +164,7 @@ async def open_site(config: Config) -> AsyncIterator[Site]:
         async with SqliteStore.open(config.store_path) as store, httpx.AsyncClient() as http:
             ca = load_ca(config, pool)
             intune: IntuneChallenge | None = None
+            intune_check = None
             background: list[Background] = []
             crl = CrlPublisher(
                 ca, store, lifetime=config.crl.lifetime, file=config.crl.file,
@@ -164,6 +173,7 @@ async def open_site(config: Config) -> AsyncIterator[Site]:
             background.append(crl.run)
             if config.intune is not None:
                 client = intune_client(config.intune, pool, http)
+                intune_check = client.check
                 issuer = ca.certificate.subject.rfc4514_string()
                 intune = IntuneChallenge(client, store, certificate_authority=issuer)
                 sync = RevocationSync(
@@ -175,6 +185,12 @@ async def open_site(config: Config) -> AsyncIterator[Site]:
                     on_revoked=crl.refresh,
                 )
                 background.append(sync.run)
+            watch_gauges(ca, crl)
+
+            async def refresh_metrics() -> None:
+                for status, count in (await store.certificate_counts()).items():
+                    metrics.CERTIFICATES.labels(status).set(count)
+
             yield Site(
                 ca=ca,
                 services=build_services(config, ca, store, intune, crl),
@@ -183,7 +199,21 @@ async def open_site(config: Config) -> AsyncIterator[Site]:
                 background=tuple(background),
                 crl=crl,
                 crl_path=config.crl.path,
+                readiness=Readiness.build(token=pool.ping, store=store.ping, intune=intune_check),
+                refresh_metrics=refresh_metrics,
+                rebuild=lambda new: build_services(new, ca, store, intune, crl),
             )
+
+
+def watch_gauges(ca: CertificateAuthority, crl: CrlPublisher) -> None:
+    """Seconds-until gauges, computed when scraped."""
+
+    def until(when: dt.datetime | None) -> float:
+        return float("nan") if when is None else (when - dt.datetime.now(dt.timezone.utc)).total_seconds()
+
+    metrics.CA_CERT_EXPIRY_SECONDS.set_function(lambda: until(ca.certificate.not_valid_after_utc))
+    metrics.CRL_NEXT_UPDATE_SECONDS.set_function(
+        lambda: until(crl.current.next_update if crl.current is not None else None))
 
 
 def hypercorn_config(config: Config, host: str | None = None, port: int | None = None) -> HypercornConfig:
@@ -196,21 +226,85 @@ def hypercorn_config(config: Config, host: str | None = None, port: int | None =
     return hc
 
 
+def metrics_hypercorn_config(config: Config) -> HypercornConfig:
+    hc = HypercornConfig()
+    hc.bind = [f"{config.metrics.host}:{config.metrics.port}"]
+    hc.accesslog = None
+    hc.graceful_timeout = 2
+    return hc
+
+
+async def handle_signals(
+    config: Config, site: Site, shutdown: trio.Event, notifier: Notifier,
+    *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """SIGTERM/SIGINT: graceful shutdown. SIGHUP: reload profiles and endpoint chains."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                if site.rebuild is None or not isinstance(site.services, dict):
+                    continue
+                notifier.reloading()
+                config = await reload_config(config, site.services, site.rebuild)
+                notifier.ready()
+            elif not shutdown.is_set():
+                log.info("event=shutdown_requested signal=%s", signal.Signals(signum).name)
+                notifier.stopping()
+                shutdown.set()
+
+
 async def serve(
     config: Config,
     *,
     port: int | None = None,
     shutdown: trio.Event | None = None,
+    signals: bool = False,
+    on_metrics: Callable[[list[str]], None] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled or `shutdown` is set; reports the bound URLs on start."""
-    async with open_site(config) as site, trio.open_nursery() as nursery:
-        for task in site.background:
-            await nursery.start(task)
-        app = create_app(site)
-        trigger = shutdown.wait if shutdown is not None else None
-        await hypercorn_serve(
-            app, hypercorn_config(config, port=port), shutdown_trigger=trigger, task_status=task_status  # type: ignore[arg-type]
-        )
-        # hypercorn has drained its connections: the background loops go with it.
-        nursery.cancel_scope.cancel()
+    """Serve until cancelled or `shutdown` is set (or, with `signals`, SIGTERM); reports the bound URLs on start.
+
+    On shutdown hypercorn stops accepting and gives requests in flight
+    `graceful_timeout` seconds; then the background loops are cancelled and
+    `open_site` closes the token sessions and the store.
+    """
+    notifier = Notifier.from_environment()
+    shutdown = shutdown if shutdown is not None else trio.Event()
+    try:
+        async with open_site(config) as site, trio.open_nursery() as nursery:
+            if signals:
+                await nursery.start(handle_signals, config, site, shutdown, notifier)
+            for task in site.background:
+                await nursery.start(task)
+            if config.metrics.enabled:
+                metrics_app = create_metrics_app(site.readiness, site.refresh_metrics)
+                metrics_binds = await nursery.start(partial(
+                    hypercorn_serve, metrics_app, metrics_hypercorn_config(config),  # type: ignore[arg-type]
+                    shutdown_trigger=shutdown.wait))
+                if on_metrics is not None:
+                    on_metrics(metrics_binds)
+
+            async def scep(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+                await hypercorn_serve(
+                    create_app(site), hypercorn_config(config, port=port),  # type: ignore[arg-type]
+                    shutdown_trigger=shutdown.wait, task_status=task_status,
+                )
+                # hypercorn has drained its connections: the background loops go with it.
+                nursery.cancel_scope.cancel()
+
+            binds = await nursery.start(scep)
+            interval = watchdog_interval()
+            if notifier.enabled and interval is not None and site.readiness is not None:
+                readiness = site.readiness
+
+                async def healthy() -> bool:
+                    return all(r.ok for r in await readiness.run(("token", "store")))
+
+                await nursery.start(watchdog, notifier, interval, healthy)
+            notifier.ready(f"serving SCEP at {', '.join(binds)}")
+            task_status.started(binds)
+    finally:
+        if not shutdown.is_set():
+            notifier.stopping()
+        notifier.close()

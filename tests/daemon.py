@@ -22,6 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 _SERVING = re.compile(r"serving SCEP at (http://[^\s]+?)(/\S*) ")
+_METRICS = re.compile(r"serving metrics at (http://[^\s]+?)/metrics")
 
 
 @dataclass
@@ -32,6 +33,12 @@ class Daemon:
     challenge: str
     proc: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
+    metrics_base: str | None = None  # http://127.0.0.1:PORT of the metrics listener, when enabled
+
+    @property
+    def metrics_url(self) -> str:
+        assert self.metrics_base is not None, "the daemon printed no metrics URL"
+        return self.metrics_base + "/metrics"
 
     @property
     def url(self) -> str:
@@ -72,8 +79,10 @@ def init_state(state: Path, challenge: str, *, workers: int = 0, extra_toml: str
 
 
 @contextmanager
-def running(state: Path, challenge: str, path: str = "/scep", timeout: float = 60) -> Iterator[Daemon]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def running(
+    state: Path, challenge: str, path: str = "/scep", timeout: float = 60, env: dict[str, str] | None = None
+) -> Iterator[Daemon]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "scepd", "serve", "--config", str(state / "scepd.toml")],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -81,11 +90,14 @@ def running(state: Path, challenge: str, path: str = "/scep", timeout: float = 6
     output: list[str] = []
     found = threading.Event()
     base: list[str] = []
+    metrics_base: list[str] = []
 
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             output.append(line)
+            if (mm := _METRICS.search(line)) and not metrics_base:
+                metrics_base.append(mm.group(1))
             m = _SERVING.search(line)
             if m and not found.is_set():
                 base.append(m.group(1))
@@ -98,7 +110,7 @@ def running(state: Path, challenge: str, path: str = "/scep", timeout: float = 6
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError("scepd did not start:\n" + "".join(output))
-    daemon = Daemon(state, base[0], path, challenge, proc, output)
+    daemon = Daemon(state, base[0], path, challenge, proc, output, metrics_base[0] if metrics_base else None)
     try:
         yield daemon
     finally:

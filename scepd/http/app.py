@@ -23,6 +23,7 @@ from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.publisher import CrlPublisher
 from scepd.enroll.service import ScepService
+from scepd.health import Readiness
 from scepd.keys.base import KeyBackendError
 from scepd.scep import MalformedMessage, build_certs_only, caps_text
 from scepd.scep.constants import (
@@ -59,6 +60,9 @@ class Site:
     background: tuple[Background, ...] = ()
     crl: CrlPublisher | None = None  # serves the CRL at crl_path when set
     crl_path: str = "/crl/ca.crl"
+    readiness: Readiness | None = None  # answers /readyz when set
+    refresh_metrics: Callable[[], Awaitable[None]] | None = None  # store-derived gauges, run on scrape
+    rebuild: Callable[..., Mapping[str, ScepService]] | None = None  # services from a reloaded Config (SIGHUP)
 
 
 def decode_get_message(value: str) -> bytes:
@@ -127,6 +131,13 @@ def create_app(site: Site) -> QuartTrio:
     @app.route("/healthz")
     async def healthz() -> Response:
         return Response('{"status": "alive"}\n', content_type="application/json")
+
+    @app.route("/readyz")
+    async def readyz() -> Response:
+        if site.readiness is None:
+            return Response('{"status": "ready", "checks": {}}\n', content_type="application/json")
+        status, body = await site.readiness.report()
+        return Response(body, status=status, content_type="application/json")
 
     @app.errorhandler(BadRequest)
     async def bad_request(e: BadRequest) -> Response:

@@ -488,6 +488,17 @@ class SqliteStore:
 
         return await self._run(lambda conn: _write(conn, bump))
 
+    # -- health and metrics ---------------------------------------------------
+
+    async def certificate_counts(self) -> dict[str, int]:
+        """Certificates by status, for the metrics gauges."""
+        rows = await self._run(
+            lambda conn: conn.execute("SELECT status, count(*) FROM certificates GROUP BY status").fetchall()
+        )
+        counts = {status.value: 0 for status in CertStatus}
+        counts.update({row[0]: row[1] for row in rows})
+        return counts
+
     # -- health ---------------------------------------------------------------
 
     async def ping(self) -> None:

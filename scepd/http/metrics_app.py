@@ -1,0 +1,56 @@
+"""The operator's listener: Prometheus exposition, liveness and readiness.
+
+It is a separate app on its own (loopback by default) listener, so the
+metrics never share a port with what devices reach, and a scrape never
+queues behind enrollments. Store-derived gauges are refreshed when scraped,
+from the same async store the daemon uses (a custom collector would have to
+block the event loop for it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from quart import Response
+from quart_trio import QuartTrio
+
+from scepd import metrics
+from scepd.health import Readiness
+
+log = logging.getLogger("scepd.metrics")
+
+Refresh = Callable[[], Awaitable[None]]
+
+
+def create_metrics_app(readiness: Readiness | None, refresh: Refresh | None = None) -> QuartTrio:
+    app = QuartTrio("scepd-metrics")
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+
+    @app.route("/metrics")
+    async def exposition() -> Response:
+        # Bounded, so a stuck dependency shows up as stale gauges, not a scrape timeout.
+        with trio.move_on_after(3):
+            if refresh is not None:
+                try:
+                    await refresh()
+                except Exception as e:
+                    log.warning("event=metrics_refresh_failed error=%r", str(e))
+            if readiness is not None:
+                await readiness.run()  # keeps scepd_ready{check} current
+        return Response(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+    @app.route("/healthz")
+    async def healthz() -> Response:
+        return Response('{"status": "alive"}\n', content_type="application/json")
+
+    @app.route("/readyz")
+    async def readyz() -> Response:
+        if readiness is None:
+            return Response('{"status": "ready", "checks": {}}\n', content_type="application/json")
+        status, body = await readiness.report()
+        return Response(body, status=status, content_type="application/json")
+
+    return app
