@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 from cryptography import x509
 
-from scepd import cli_certs, logs
+from scepd import cli_certs, cli_pending, logs
 from scepd.config import Config, ConfigError, load, read_secret
 
 DEFAULT_CONFIG = os.environ.get("SCEPD_CONFIG", "/etc/scepd/scepd.toml")
@@ -368,6 +368,7 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_intune_sync)
 
     cli_certs.add_commands(sub, with_config)
+    cli_pending.add_commands(sub, with_config)
     return p
 
 

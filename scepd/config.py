@@ -477,6 +477,10 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
             raise ConfigError(er.key("challenge"), "intune needs an [intune] table")
         if ep.profile not in profiles:
             raise ConfigError(er.key("profile"), f"no profile named {ep.profile!r}")
+        if ep.challenge == "intune" and profiles[ep.profile].approval:
+            # A held request would be issued on a later poll, after Intune's validation
+            # and without the success notification the contract requires before delivery.
+            raise ConfigError(er.key("profile"), f"profile {ep.profile!r} requires approval, which Intune endpoints cannot use")
         endpoints.append(ep)
     root.seen.update({"endpoints", "profiles"})
     if crl.path in paths:

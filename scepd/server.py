@@ -30,6 +30,7 @@ from scepd.challenge.onetime import OneTimeChallenge
 from scepd.challenge.renewal import SignerIsIssuedCertificate
 from scepd.challenge.static import StaticChallenge
 from scepd.config import Config, Endpoint, IntuneConfig, read_secret
+from scepd.enroll.approval import ApprovalGate
 from scepd.enroll.pipeline import Step, compose
 from scepd.enroll.service import ScepService
 from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
@@ -127,16 +128,17 @@ def build_services(
         challenge = challenge_step(config, endpoint, ca, store, intune)
         if challenge is not None:
             steps.append(challenge)
-        steps += [
-            ProfileStep(config.profiles[endpoint.profile], store),
-            IdempotentRetry(store),
-            StoreIssued(store),
-        ]
-        chain = compose(steps, SignCertificate(ca, config.profiles))
+        profile = config.profiles[endpoint.profile]
+        policy = ProfileStep(profile, store)
+        issue = compose([IdempotentRetry(store), StoreIssued(store)], SignCertificate(ca, config.profiles))
+        # Polls of held requests are answered on every endpoint, so a request held
+        # before a reload turned approval off can still be collected.
+        approval = ApprovalGate(store, profile.pending_ttl, release=compose([policy], issue))
+        steps += [policy, approval] if profile.approval else [policy]
         services[endpoint.path] = ScepService(
-            ca=ca, store=store, chain=chain, endpoint=endpoint.name,
+            ca=ca, store=store, chain=compose(steps, issue), endpoint=endpoint.name,
             challenge_mode=endpoint.challenge, allow_sha1=config.allow_sha1,
-            allow_single_des=config.allow_single_des, crl=crl,
+            allow_single_des=config.allow_single_des, crl=crl, approval=approval,
         )
     if config.legacy_path and LEGACY_PATH not in services:
         services[LEGACY_PATH] = services[config.endpoints[0].path]
@@ -190,6 +192,7 @@ async def open_site(config: Config) -> AsyncIterator[Site]:
             async def refresh_metrics() -> None:
                 for status, count in (await store.certificate_counts()).items():
                     metrics.CERTIFICATES.labels(status).set(count)
+                metrics.REQUESTS_PENDING.set(await store.pending_count(dt.datetime.now(dt.timezone.utc)))
 
             yield Site(
                 ca=ca,

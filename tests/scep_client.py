@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from scepd.keys.base import HashName, OaepParams, RsaPadding
 from scepd.scep import ContentCipher, parse_certs_only
-from scepd.scep.client import CertRep, build_pki_message, make_self_signed, parse_cert_rep
+from scepd.scep.client import CertRep, build_pki_message, issuer_and_subject, make_self_signed, parse_cert_rep
 from scepd.scep.constants import MessageType
 
 _RSA_KEYS: list[rsa.RSAPrivateKey] = []
@@ -127,6 +127,16 @@ class Client:
         assert r.status_code == 200, (r.status_code, r.text)
         assert r.headers["content-type"] == "application/x-pki-message"
         return parse_cert_rep(r.content, decrypt_key=key, trusted_signers=self.ca_certs)
+
+    async def poll(
+        self, csr: x509.CertificateSigningRequest, key: rsa.RSAPrivateKey, signer: x509.Certificate,
+        transaction_id: str, *, use_get: bool = False,
+    ) -> CertRep:
+        """CertPoll (GetCertInitial) for a held request: same transactionID, same signer key."""
+        payload = issuer_and_subject(self.ca_certs[-1].subject, csr.subject)
+        body = self.message(csr, key, message_type=MessageType.CERT_POLL, signer=signer,
+                            transaction_id=transaction_id, payload=payload)
+        return await self.send(body, key, use_get=use_get)
 
     async def enroll(self, cn: str, challenge: str | None, **kw: object) -> tuple[CertRep, rsa.RSAPrivateKey]:
         key = rsa_key()

@@ -127,3 +127,17 @@ def test_invalid_crl_settings_name_the_key(changes: dict[str, Any], key: str, wo
         parse(with_(**changes), Path("/x/scepd.toml"))
     assert info.value.key == key
     assert words in str(info.value)
+
+
+def test_approval_profiles_cannot_serve_intune_endpoints() -> None:
+    """A held Intune request would be issued on a poll without the success notification."""
+    data = with_()
+    data["intune"] = {"tenant": "contoso.onmicrosoft.com", "client_id": "app", "client_secret": "env:SECRET"}
+    data["profiles"] = {"held": {"approval": True}}
+    data["endpoints"] = {"intune": {"path": "/intune", "challenge": "intune", "profile": "held"}}
+    with pytest.raises(ConfigError) as info:
+        parse(data, Path("/x/scepd.toml"))
+    assert info.value.key == "endpoints.intune.profile"
+    assert "approval" in str(info.value)
+    data["endpoints"]["intune"]["challenge"] = "onetime"
+    assert parse(data, Path("/x/scepd.toml")).profiles["held"].approval

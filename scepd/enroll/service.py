@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.publisher import CrlPublisher
-from scepd.enroll.pipeline import Enrollment, Next, Pending, Rejected
+from scepd.enroll.approval import ApprovalGate
+from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
 from scepd.keys.base import DecryptionError, HashName, RsaPadding
 from scepd.logs import audit
 from scepd.scep import (
@@ -31,6 +32,7 @@ from scepd.scep import (
     build_cert_rep,
     open_envelope,
     parse_issuer_and_serial,
+    parse_issuer_and_subject,
     parse_pki_message,
     sign_cert_rep,
 )
@@ -73,6 +75,7 @@ class ScepService:
         allow_single_des: bool = False,
         clock: Clock = utcnow,
         crl: CrlPublisher | None = None,
+        approval: ApprovalGate | None = None,
     ) -> None:
         self.ca = ca
         self.store = store
@@ -86,6 +89,7 @@ class ScepService:
         self.allowed_hashes = frozenset(hashes)
         self.clock = clock
         self.crl = crl
+        self.approval = approval
 
     async def pki_operation(self, body: bytes) -> bytes:
         """Answer one request; raises MalformedMessage when it is not SCEP at all."""
@@ -119,8 +123,8 @@ class ScepService:
             return await self._get_cert(msg)
         if msg.message_type is MessageType.GET_CRL and self.crl is not None:
             return await self._get_crl(msg)
-        # CertPoll needs pending requests, which come with the certificate-lifecycle
-        # work. Until then it is answered, not dropped.
+        if msg.message_type is MessageType.CERT_POLL:
+            return await self._poll(msg)
         return Answer(
             PkiStatus.FAILURE, FailInfo.BAD_REQUEST, f"{msg.message_type.name} is not supported"
         )
@@ -158,15 +162,34 @@ class ScepService:
             endpoint=self.endpoint,
             challenge_mode=self.challenge_mode,
         )
+        return await self._answer(enrollment, self.chain(enrollment))
+
+    async def _poll(self, msg: PkiMessage) -> Answer:
+        issuer, subject = parse_issuer_and_subject(await self._open(msg))
+        if issuer != self.ca.certificate.subject:
+            return Answer(PkiStatus.FAILURE, FailInfo.BAD_CERT_ID, "that issuer is not this CA")
+        if self.approval is None:
+            return Answer(PkiStatus.FAILURE, FailInfo.BAD_CERT_ID, "no request is held for this transaction")
         try:
-            issued = await self.chain(enrollment)
+            held, enrollment = await self.approval.held_for(
+                msg.transaction_id, subject, msg.signer_certificate, self.clock()
+            )
         except Rejected as e:
-            audit("rejected", transaction_id=msg.transaction_id, subject=csr.subject.rfc4514_string(),
+            return Answer(PkiStatus.FAILURE, e.fail_info, e.reason)
+        return await self._answer(enrollment, self.approval.poll(held, enrollment))
+
+    async def _answer(self, enrollment: Enrollment, outcome: Awaitable[Issued]) -> Answer:
+        """Await the chain (or a poll) and turn its outcome into an answer and an audit event."""
+        requested = enrollment.csr.subject.rfc4514_string()
+        try:
+            issued = await outcome
+        except Rejected as e:
+            audit("rejected", transaction_id=enrollment.transaction_id, subject=requested,
                   endpoint=self.endpoint, fail_info=e.fail_info.name, reason=e.reason)
             return Answer(PkiStatus.FAILURE, e.fail_info, e.reason, profile=enrollment.profile_name)
         except Pending:
             return Answer(PkiStatus.PENDING, profile=enrollment.profile_name)
-        audit("issued", transaction_id=msg.transaction_id, subject=issued.certificate.subject.rfc4514_string(),
+        audit("issued", transaction_id=enrollment.transaction_id, subject=issued.certificate.subject.rfc4514_string(),
               serial=f"{issued.serial:x}", endpoint=self.endpoint, profile=enrollment.profile_name,
               type=enrollment.notes.get("certificate_type"), challenge=enrollment.challenge_mode, reused=issued.reused)
         return Answer(PkiStatus.SUCCESS, certificates=(issued.der,), profile=enrollment.profile_name)

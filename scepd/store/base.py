@@ -92,6 +92,42 @@ class RevocationState:
     latest: dt.datetime | None  # the newest revoked_at
 
 
+class PendingStatus(str, enum.Enum):
+    PENDING = "pending"  # waiting for an operator
+    APPROVED = "approved"  # the next poll (or resend) issues
+    REJECTED = "rejected"
+    EXPIRED = "expired"  # nobody decided within the profile's pending_ttl
+    ISSUED = "issued"  # approved and issued: `serial` names the certificate
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """A request held for manual approval, with what is needed to issue it later.
+
+    The challenge was checked when the request arrived (a one-time or Intune
+    challenge cannot be checked twice), so issuing on a later poll needs only
+    the CSR, the profile and the key the client signs its polls with.
+    """
+
+    id: int
+    transaction_id: str
+    csr_sha256: str
+    csr_der: bytes
+    signer_der: bytes  # the certificate that signed the request; polls must come from its key
+    subject: str  # RFC 4514, as the CSR asks
+    endpoint: str
+    profile: str
+    challenge_mode: str
+    message_type: str  # MessageType name: PKCS_REQ or RENEWAL_REQ
+    renewal_of: int | None
+    received_at: dt.datetime
+    expires_at: dt.datetime
+    status: PendingStatus
+    decided_at: dt.datetime | None = None
+    reason: str = ""  # the operator's note on approval or rejection
+    serial: int | None = None
+
+
 class StoreError(Exception):
     """The store failed (disk, lock, corruption): the daemon's fault, not the client's."""
 
@@ -160,6 +196,32 @@ class Store(Protocol):
 
     async def next_crl_number(self) -> int:
         """A CRL number higher than any handed out before, durably (RFC 5280 5.2.3)."""
+
+    async def hold_request(self, record: PendingRecord) -> tuple[PendingRecord, bool]:
+        """Keep a request for approval (`record.id` is ignored); True if it is new.
+
+        The same transactionID and CSR again (a client resending) gets the
+        request already held back, whatever its status.
+        """
+
+    async def find_pending(self, transaction_id: str, csr_sha256: str | None = None) -> PendingRecord | None:
+        """The newest held request for this transaction (and CSR, when given)."""
+
+    async def get_pending(self, request_id: int) -> PendingRecord | None: ...
+
+    async def list_pending(self, status: PendingStatus | None = None, limit: int = 100) -> list[PendingRecord]:
+        """Newest first."""
+
+    async def decide_pending(
+        self, request_id: int, approve: bool, reason: str, now: dt.datetime
+    ) -> PendingRecord | None:
+        """pending -> approved/rejected, only while unexpired; None when the request is not pending."""
+
+    async def mark_pending_issued(self, request_id: int, serial: int) -> None:
+        """approved -> issued, naming the certificate."""
+
+    async def expire_pending(self, now: dt.datetime) -> int:
+        """pending -> expired for every request past its expiry; how many."""
 
     async def ping(self) -> None:
         """Raise `StoreError` unless the store can commit a write (readiness)."""

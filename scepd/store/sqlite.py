@@ -29,6 +29,8 @@ from scepd.store.base import (
     CertStatus,
     NotificationKind,
     NotificationRecord,
+    PendingRecord,
+    PendingStatus,
     RevocationOutcome,
     RevocationRequestRecord,
     RevocationState,
@@ -104,6 +106,35 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
             "CREATE TABLE crl_state (id INTEGER PRIMARY KEY CHECK (id = 1), number INTEGER NOT NULL)",
         ),
     ),
+    (
+        3,
+        (
+            """
+            CREATE TABLE pending_requests (
+                id             INTEGER PRIMARY KEY,
+                transaction_id TEXT NOT NULL,
+                csr_sha256     TEXT NOT NULL,
+                csr_der        BLOB NOT NULL,
+                signer_der     BLOB NOT NULL,
+                subject        TEXT NOT NULL,
+                endpoint       TEXT NOT NULL,
+                profile        TEXT NOT NULL,
+                challenge_mode TEXT NOT NULL,
+                message_type   TEXT NOT NULL,
+                renewal_of     TEXT,
+                received_at    TEXT NOT NULL,
+                expires_at     TEXT NOT NULL,
+                status         TEXT NOT NULL
+                               CHECK (status IN ('pending', 'approved', 'rejected', 'expired', 'issued')),
+                decided_at     TEXT,
+                reason         TEXT NOT NULL DEFAULT '',
+                serial         TEXT REFERENCES certificates (serial),
+                UNIQUE (transaction_id, csr_sha256)
+            )
+            """,
+            "CREATE INDEX pending_requests_by_status ON pending_requests (status, expires_at)",
+        ),
+    ),
 )
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -146,6 +177,37 @@ def _record(row: sqlite3.Row) -> CertificateRecord:
         renewal_of=int(row["renewal_of"], 16) if row["renewal_of"] is not None else None,
         revoked_at=decode_time(row["revoked_at"]) if row["revoked_at"] is not None else None,
         revocation_reason=row["revocation_reason"],
+    )
+
+
+_PENDING_COLUMNS = (
+    "id, transaction_id, csr_sha256, csr_der, signer_der, subject, endpoint, profile, challenge_mode,"
+    " message_type, renewal_of, received_at, expires_at, status, decided_at, reason, serial"
+)
+
+
+def _pending(row: sqlite3.Row) -> PendingRecord:
+    def when(name: str) -> dt.datetime | None:
+        return decode_time(row[name]) if row[name] is not None else None
+
+    return PendingRecord(
+        id=row["id"],
+        transaction_id=row["transaction_id"],
+        csr_sha256=row["csr_sha256"],
+        csr_der=bytes(row["csr_der"]),
+        signer_der=bytes(row["signer_der"]),
+        subject=row["subject"],
+        endpoint=row["endpoint"],
+        profile=row["profile"],
+        challenge_mode=row["challenge_mode"],
+        message_type=row["message_type"],
+        renewal_of=int(row["renewal_of"], 16) if row["renewal_of"] is not None else None,
+        received_at=decode_time(row["received_at"]),
+        expires_at=decode_time(row["expires_at"]),
+        status=PendingStatus(row["status"]),
+        decided_at=when("decided_at"),
+        reason=row["reason"],
+        serial=int(row["serial"], 16) if row["serial"] is not None else None,
     )
 
 
@@ -488,6 +550,94 @@ class SqliteStore:
 
         return await self._run(lambda conn: _write(conn, bump))
 
+    # -- requests held for approval --------------------------------------------
+
+    async def hold_request(self, record: PendingRecord) -> tuple[PendingRecord, bool]:
+        row: tuple[Any, ...] = (
+            record.transaction_id, record.csr_sha256, bytes(record.csr_der), bytes(record.signer_der),
+            record.subject, record.endpoint, record.profile, record.challenge_mode, record.message_type,
+            encode_serial(record.renewal_of) if record.renewal_of is not None else None,
+            encode_time(record.received_at), encode_time(record.expires_at), PendingStatus.PENDING.value,
+        )
+        columns = (
+            "transaction_id, csr_sha256, csr_der, signer_der, subject, endpoint, profile, challenge_mode,"
+            " message_type, renewal_of, received_at, expires_at, status"
+        )
+
+        def hold(conn: sqlite3.Connection) -> tuple[sqlite3.Row, bool]:
+            new = conn.execute(
+                f"INSERT INTO pending_requests ({columns}) VALUES ({', '.join('?' * len(row))})"
+                " ON CONFLICT (transaction_id, csr_sha256) DO NOTHING",
+                row,
+            ).rowcount == 1
+            held: sqlite3.Row = conn.execute(
+                f"SELECT {_PENDING_COLUMNS} FROM pending_requests WHERE transaction_id = ? AND csr_sha256 = ?",
+                (record.transaction_id, record.csr_sha256),
+            ).fetchone()
+            return held, new
+
+        held, new = await self._run(lambda conn: _write(conn, hold))
+        return _pending(held), new
+
+    async def find_pending(self, transaction_id: str, csr_sha256: str | None = None) -> PendingRecord | None:
+        where, args = "transaction_id = ?", [transaction_id]
+        if csr_sha256 is not None:
+            where, args = where + " AND csr_sha256 = ?", [transaction_id, csr_sha256]
+        query = f"SELECT {_PENDING_COLUMNS} FROM pending_requests WHERE {where} ORDER BY id DESC LIMIT 1"
+        row = await self._run(lambda conn: conn.execute(query, args).fetchone())
+        return _pending(row) if row is not None else None
+
+    async def get_pending(self, request_id: int) -> PendingRecord | None:
+        query = f"SELECT {_PENDING_COLUMNS} FROM pending_requests WHERE id = ?"
+        row = await self._run(lambda conn: conn.execute(query, (request_id,)).fetchone())
+        return _pending(row) if row is not None else None
+
+    async def list_pending(self, status: PendingStatus | None = None, limit: int = 100) -> list[PendingRecord]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        where, args = ("", (limit,)) if status is None else ("WHERE status = ?", (PendingStatus(status).value, limit))
+        query = f"SELECT {_PENDING_COLUMNS} FROM pending_requests {where} ORDER BY id DESC LIMIT ?"
+        rows = await self._run(lambda conn: conn.execute(query, args).fetchall())
+        return [_pending(row) for row in rows]
+
+    async def decide_pending(
+        self, request_id: int, approve: bool, reason: str, now: dt.datetime
+    ) -> PendingRecord | None:
+        status = PendingStatus.APPROVED if approve else PendingStatus.REJECTED
+        at = encode_time(now)
+
+        def decide(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            # One UPDATE decides, so two operators (or an operator and the expiry) cannot both win.
+            changed = conn.execute(
+                "UPDATE pending_requests SET status = ?, decided_at = ?, reason = ?"
+                " WHERE id = ? AND status = 'pending' AND expires_at > ?",
+                (status.value, at, reason, request_id, at),
+            ).rowcount
+            if changed != 1:
+                return None
+            row: sqlite3.Row = conn.execute(
+                f"SELECT {_PENDING_COLUMNS} FROM pending_requests WHERE id = ?", (request_id,)
+            ).fetchone()
+            return row
+
+        row = await self._run(lambda conn: _write(conn, decide))
+        return _pending(row) if row is not None else None
+
+    async def mark_pending_issued(self, request_id: int, serial: int) -> None:
+        await self._execute(
+            "UPDATE pending_requests SET status = 'issued', serial = ?"
+            " WHERE id = ? AND status IN ('approved', 'issued')",
+            (encode_serial(serial), request_id),
+        )
+
+    async def expire_pending(self, now: dt.datetime) -> int:
+        at = encode_time(now)
+        return await self._execute(
+            "UPDATE pending_requests SET status = 'expired', decided_at = ?"
+            " WHERE status = 'pending' AND expires_at <= ?",
+            (at, at),
+        )
+
     # -- health and metrics ---------------------------------------------------
 
     async def certificate_counts(self) -> dict[str, int]:
@@ -498,6 +648,16 @@ class SqliteStore:
         counts = {status.value: 0 for status in CertStatus}
         counts.update({row[0]: row[1] for row in rows})
         return counts
+
+    async def pending_count(self, now: dt.datetime) -> int:
+        """Requests still waiting for a decision (unexpired), for the metrics gauge."""
+        row = await self._run(
+            lambda conn: conn.execute(
+                "SELECT count(*) FROM pending_requests WHERE status = 'pending' AND expires_at > ?",
+                (encode_time(now),),
+            ).fetchone()
+        )
+        return int(row[0])
 
     # -- health ---------------------------------------------------------------
 
