@@ -12,6 +12,7 @@ import datetime as dt
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from asn1crypto import algos, core
 from asn1crypto import csr as a_csr
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from scepd import der
 from scepd.keys.base import HashName, Signer
 
 # RFC 5280 4.1.2.2: at most 20 octets; CA/B Forum asks for at least 64 random bits.
@@ -87,35 +89,49 @@ class CertificateTemplate:
 async def sign_certificate(
     template: CertificateTemplate, signer: Signer, hash: HashName = HashName.SHA256
 ) -> bytes:
-    """Return the DER certificate, its TBSCertificate signed by `signer`."""
-    sig_alg = signature_algorithm(signer.public_key, hash)
-    tbs = a_x509.TbsCertificate(
-        {
-            "version": "v3",
-            "serial_number": template.serial,
-            "signature": sig_alg,
-            "issuer": _name(template.issuer),
-            "validity": {
-                "not_before": _time(template.not_before),
-                "not_after": _time(template.not_after),
-            },
-            "subject": _name(template.subject),
-            "subject_public_key_info": _spki(template.public_key),
-            "extensions": [_extension(e) for e in template.extensions] or None,
-        }
+    """Return the DER certificate, its TBSCertificate signed by `signer`.
+
+    Assembled from DER parts (scepd.der): names, key and extension values come
+    encoded from `cryptography`; this runs once per enrollment.
+    """
+    sig_alg = signature_algorithm_der(signer.public_key, hash)
+    extensions = b""
+    if template.extensions:
+        extensions = der.explicit(3, der.sequence(*(_extension_der(e) for e in template.extensions)))
+    tbs_der = der.sequence(
+        der.explicit(0, der.integer(2)),  # v3
+        der.integer(template.serial),
+        sig_alg,
+        template.issuer.public_bytes(),
+        der.sequence(der.x509_time(template.not_before), der.x509_time(template.not_after)),
+        template.subject.public_bytes(),
+        template.public_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        extensions,
     )
-    if not template.extensions:
-        del tbs["extensions"]
-    tbs_der = tbs.dump()
     signature = await signer.sign(tbs_der, hash)
-    cert = a_x509.Certificate(
-        {
-            "tbs_certificate": a_x509.TbsCertificate.load(tbs_der),
-            "signature_algorithm": sig_alg,
-            "signature_value": signature,
-        }
-    )
-    return cert.dump()
+    return der.sequence(tbs_der, sig_alg, der.bit_string(signature))
+
+
+def _extension_der(ext: x509.Extension[x509.ExtensionType]) -> bytes:
+    # DER leaves out a BOOLEAN that equals its DEFAULT (critical FALSE).
+    critical = b"\x01\x01\xff" if ext.critical else b""
+    return der.sequence(der.oid(ext.oid.dotted_string), critical, der.octet_string(ext.value.public_bytes()))
+
+
+@lru_cache(maxsize=16)
+def _signature_algorithm_der(kind: str, hash: HashName) -> bytes:
+    return algos.SignedDigestAlgorithm({"algorithm": f"{hash.value}_{kind}"}).dump()
+
+
+def signature_algorithm_der(public_key: PublicKeyTypes, hash: HashName) -> bytes:
+    """`signature_algorithm` encoded, cached: it is the same for every certificate."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return _signature_algorithm_der("rsa", hash)
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return _signature_algorithm_der("ecdsa", hash)
+    raise ValueError(f"unsupported signing key type {type(public_key).__name__}")
 
 
 async def sign_csr(

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from asn1crypto import core
 from cryptography import x509
 
+from scepd import der
 from scepd.keys.base import HashName, OaepParams, RsaPadding, Signer
-from scepd.scep.ciphers import ContentCipher
 from scepd.scep.certs_only import build_degenerate
+from scepd.scep.ciphers import ContentCipher
 from scepd.scep.constants import (
     OID_FAIL_INFO,
     OID_FAIL_INFO_TEXT,
@@ -29,7 +30,7 @@ from scepd.scep.constants import (
     PkiStatus,
 )
 from scepd.scep.envelope import build_envelope
-from scepd.scep.signed import SignedDataDraft, attribute, draft_signed_data
+from scepd.scep.signed import SignedDataDraft, attribute_der, draft_signed_data
 
 
 @dataclass(frozen=True)
@@ -90,17 +91,19 @@ def build_cert_rep(
             oaep=recipient_oaep,
         )
     attrs = [
-        attribute(OID_MESSAGE_TYPE, core.PrintableString(MessageType.CERT_REP.value)),
-        attribute(OID_PKI_STATUS, core.PrintableString(status.value)),
-        attribute(OID_TRANSACTION_ID, core.PrintableString(transaction_id)),
+        attribute_der(OID_MESSAGE_TYPE, der.printable_string(MessageType.CERT_REP.value)),
+        attribute_der(OID_PKI_STATUS, der.printable_string(status.value)),
+        # asn1crypto's PrintableString, as before (latin-1, no character-set check),
+        # so a transactionID goes back encoded exactly as it always was.
+        attribute_der(OID_TRANSACTION_ID, core.PrintableString(transaction_id).dump()),
         # Echoed byte for byte: older iOS sends 8-byte nonces and matches them exactly.
-        attribute(OID_RECIPIENT_NONCE, core.OctetString(recipient_nonce)),
-        attribute(OID_SENDER_NONCE, core.OctetString(sender_nonce)),
+        attribute_der(OID_RECIPIENT_NONCE, der.octet_string(recipient_nonce)),
+        attribute_der(OID_SENDER_NONCE, der.octet_string(sender_nonce)),
     ]
     if fail_info is not None:
-        attrs.append(attribute(OID_FAIL_INFO, core.PrintableString(fail_info.value)))
+        attrs.append(attribute_der(OID_FAIL_INFO, der.printable_string(fail_info.value)))
         if fail_info_text:
-            attrs.append(attribute(OID_FAIL_INFO_TEXT, core.UTF8String(fail_info_text)))
+            attrs.append(attribute_der(OID_FAIL_INFO_TEXT, der.utf8_string(fail_info_text)))
     return CertRepDraft(
         draft_signed_data(
             content=content,

@@ -7,25 +7,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from asn1crypto import cms, crl
+from asn1crypto import cms
 from cryptography import x509
 
+from scepd.keys.base import HashName
 from scepd.scep.errors import MalformedMessage
-from scepd.scep.signed import ASN1_ERRORS, ordered_certificates
+from scepd.scep.signed import ASN1_ERRORS, signed_data_der
 
 
 def build_degenerate(certificates: Sequence[bytes], crls: Sequence[bytes] = ()) -> bytes:
-    """DER ContentInfo(SignedData) with no signers and no content."""
-    fields: dict[str, object] = {
-        "version": "v1",
-        "digest_algorithms": [],
-        "encap_content_info": {"content_type": "data"},
-        "certificates": ordered_certificates(certificates),
-        "signer_infos": [],
-    }
-    if crls:
-        fields["crls"] = [crl.CertificateList.load(c) for c in crls]
-    return cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData(fields)}).dump()
+    """DER ContentInfo(SignedData) with no signers and no content; certificates in the given order."""
+    return signed_data_der(
+        digest_name=HashName.SHA256, content=None, certificates=certificates, crls=crls,
+        signer_infos=[], digest_algorithms=[],
+    )
 
 
 def build_certs_only(certificates: Sequence[bytes]) -> bytes:

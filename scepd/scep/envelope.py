@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 from asn1crypto import algos, cms, parser
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from scepd import der
 from scepd.keys.base import Decrypter, HashName, OaepParams, RsaPadding
 from scepd.scep.ciphers import ContentCipher
 from scepd.scep.constants import FailInfo
 from scepd.scep.errors import ScepError
-from scepd.scep.signed import ASN1_ERRORS, hash_algorithm, issuer_and_serial
+from scepd.scep.signed import ASN1_ERRORS, hash_algorithm, issuer_and_serial_der
 
 
 @dataclass(frozen=True)
@@ -207,23 +209,26 @@ def build_envelope(
         raise ValueError("a SCEP envelope can only be made for an RSA recipient")
     cek = os.urandom(cipher.key_size)
     iv = os.urandom(cipher.block_size)
-    recipient_info = cms.KeyTransRecipientInfo(
-        {
-            "version": "v0",
-            "rid": cms.RecipientIdentifier({"issuer_and_serial_number": issuer_and_serial(recipient)}),
-            "key_encryption_algorithm": _key_encryption_algorithm(rsa_padding, oaep),
-            "encrypted_key": wrap_key(public_key, cek, rsa_padding, oaep),
-        }
+    recipient_info = der.sequence(
+        der.integer(0),
+        issuer_and_serial_der(recipient),
+        _key_encryption_algorithm_der(rsa_padding, oaep),
+        der.octet_string(wrap_key(public_key, cek, rsa_padding, oaep)),
     )
-    enveloped = cms.EnvelopedData(
-        {
-            "version": "v0",
-            "recipient_infos": [cms.RecipientInfo({"ktri": recipient_info})],
-            "encrypted_content_info": {
-                "content_type": "data",
-                "content_encryption_algorithm": {"algorithm": cipher.asn1_name, "parameters": iv},
-                "encrypted_content": cipher.encrypt(cek, iv, content),
-            },
-        }
+    encrypted_content_info = der.sequence(
+        _OID_DATA,
+        der.sequence(der.oid(cipher.oid), der.octet_string(iv)),
+        # [0] IMPLICIT OCTET STRING, primitive (0x80): strict DER, which some clients require.
+        der.tlv(0x80, cipher.encrypt(cek, iv, content)),
     )
-    return cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
+    enveloped = der.sequence(der.integer(0), der.set_of([recipient_info]), encrypted_content_info)
+    return der.sequence(_OID_ENVELOPED_DATA, der.explicit(0, enveloped))
+
+
+_OID_DATA = der.oid("1.2.840.113549.1.7.1")
+_OID_ENVELOPED_DATA = der.oid("1.2.840.113549.1.7.3")
+
+
+@lru_cache(maxsize=32)
+def _key_encryption_algorithm_der(rsa_padding: RsaPadding, oaep: OaepParams | None) -> bytes:
+    return _key_encryption_algorithm(rsa_padding, oaep).dump()

@@ -8,8 +8,9 @@ Private keys never appear here: signing is the caller's business.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from scepd import der
 from scepd.keys.base import HashName
 
 # asn1crypto parses lazily, so a malformed field surfaces as one of these at first
@@ -71,16 +73,6 @@ def der_set(contents: bytes) -> bytes:
     return b"\x31" + length + contents
 
 
-def ordered_certificates(certificates: Iterable[bytes]) -> cms.CertificateSet:
-    """A CertificateSet kept in the caller's order.
-
-    DER would sort the SET OF, but clients read GetCACert and CertRep bags in
-    order (RA before CA, issued certificate first), as OpenSSL writes them;
-    a parsed value keeps its bytes, so load it rather than build it.
-    """
-    return cms.CertificateSet.load(der_set(b"".join(certificates)))
-
-
 def sorted_attributes(attrs: Iterable[cms.CMSAttribute]) -> cms.CMSAttributes:
     """DER requires a SET OF sorted by encoding; asn1crypto keeps insertion order."""
     return cms.CMSAttributes(sorted(attrs, key=lambda a: a.dump()))
@@ -90,15 +82,19 @@ def attribute(oid: str, value: core.Asn1Value) -> cms.CMSAttribute:
     return cms.CMSAttribute({"type": oid, "values": [value]})
 
 
-def signed_attrs_candidates(signer_info: cms.SignerInfo) -> list[bytes]:
+def signed_attrs_candidates(signer_info: cms.SignerInfo) -> Iterator[bytes]:
     """The byte strings the signer may have signed: its own encoding re-tagged as SET,
-    then a canonical re-encoding for clients that sent BER or unsorted attributes."""
+    then a canonical re-encoding for clients that sent BER or unsorted attributes.
+
+    Lazy: the re-encoding is costly and almost never needed, so callers that stop
+    at the first candidate that verifies never pay for it.
+    """
     attrs = signer_info["signed_attrs"]
-    out = [der_set(attrs.contents)]
+    first = der_set(attrs.contents)
+    yield first
     canonical = sorted_attributes(attrs.untag().copy()).dump(force=True)
-    if canonical not in out:
-        out.append(canonical)
-    return out
+    if canonical != first:
+        yield canonical
 
 
 def attribute_values(signer_info: cms.SignerInfo) -> dict[str, list[core.Asn1Value]]:
@@ -108,16 +104,6 @@ def attribute_values(signer_info: cms.SignerInfo) -> dict[str, list[core.Asn1Val
         oid = attr["type"].dotted
         out.setdefault(oid, []).extend(core.load(v.dump()) for v in attr["values"])
     return out
-
-
-def signature_algorithm(public_key: object, digest_name: HashName) -> algos.SignedDigestAlgorithm:
-    """What goes in SignerInfo.signatureAlgorithm: rsaEncryption for RSA (what every
-    SCEP client expects), ecdsa-with-SHAx for EC."""
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"})
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return algos.SignedDigestAlgorithm({"algorithm": f"{digest_name.value}_ecdsa"})
-    raise ValueError(f"cannot sign a CMS message with a {type(public_key).__name__} key")
 
 
 def verify(
@@ -166,7 +152,10 @@ def find_signer(
     for cert in candidates:
         if sid.name == "issuer_and_serial_number":
             ias = sid.chosen
-            if cert.serial_number == ias["serial_number"].native and cert.issuer == ias["issuer"]:
+            if cert.serial_number != ias["serial_number"].native:
+                continue
+            # Byte-equal names are equal; only otherwise pay for RFC 4518 comparison.
+            if cert.issuer.dump() == ias["issuer"].dump() or cert.issuer == ias["issuer"]:
                 return cert
         elif sid.name == "subject_key_identifier":
             ski = sid.chosen.native
@@ -183,55 +172,99 @@ def embedded_certificates(signed_data: cms.SignedData) -> list[asn1_x509.Certifi
     return [c.chosen for c in certs if c.name == "certificate"]
 
 
-def issuer_and_serial(certificate: x509.Certificate) -> cms.IssuerAndSerialNumber:
+@lru_cache(maxsize=64)
+def issuer_and_serial_der(certificate: x509.Certificate) -> bytes:
+    """IssuerAndSerialNumber with the issuer exactly as the certificate encodes it.
+
+    Cached: the RA certificate names itself in every reply.
+    """
     parsed = asn1_x509.Certificate.load(certificate.public_bytes(Encoding.DER))
-    return cms.IssuerAndSerialNumber({"issuer": parsed.issuer, "serial_number": parsed.serial_number})
+    tbs = parsed["tbs_certificate"]
+    return der.sequence(tbs["issuer"].dump(), tbs["serial_number"].dump())
+
+
+@lru_cache(maxsize=16)
+def digest_algorithm_der(name: HashName) -> bytes:
+    return algos.DigestAlgorithm({"algorithm": name.value}).dump()
+
+
+def signature_algorithm_der(public_key: object, digest_name: HashName) -> bytes:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return _RSA_SIGNATURE_ALGORITHM
+    return _ecdsa_signature_algorithm(digest_name)
+
+
+@lru_cache(maxsize=16)
+def _ecdsa_signature_algorithm(digest_name: HashName) -> bytes:
+    return algos.SignedDigestAlgorithm({"algorithm": f"{digest_name.value}_ecdsa"}).dump()
+
+
+_RSA_SIGNATURE_ALGORITHM = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump()
+_OID_DATA = der.oid("1.2.840.113549.1.7.1")
+_OID_SIGNED_DATA = der.oid("1.2.840.113549.1.7.2")
+_OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
+_OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+
+
+def attribute_der(oid: str, value: bytes) -> bytes:
+    """One CMS Attribute with a single, already encoded, value."""
+    return der.sequence(der.oid(oid), der.set_of([value]))
+
+
+def signed_data_der(
+    *,
+    digest_name: HashName,
+    content: bytes | None,
+    certificates: Sequence[bytes],
+    signer_infos: Sequence[bytes],
+    crls: Sequence[bytes] = (),
+    digest_algorithms: Sequence[bytes] | None = None,
+) -> bytes:
+    """ContentInfo(SignedData v1) over id-data; certificates kept in the given order."""
+    encap = der.sequence(_OID_DATA, der.explicit(0, der.octet_string(content)) if content is not None else b"")
+    signed_data = der.sequence(
+        der.integer(1),
+        der.set_of(digest_algorithms if digest_algorithms is not None else [digest_algorithm_der(digest_name)]),
+        encap,
+        der.implicit_constructed(0, b"".join(certificates)) if certificates else b"",
+        der.implicit_constructed(1, b"".join(crls)) if crls else b"",
+        der.set_of(signer_infos),
+    )
+    return der.sequence(_OID_SIGNED_DATA, der.explicit(0, signed_data))
 
 
 @dataclass(frozen=True)
 class SignedDataDraft:
     """Everything of a SignedData except the signature, so the signing can happen elsewhere."""
 
-    to_be_signed: bytes
+    to_be_signed: bytes  # the DER SET OF signed attributes
     digest: HashName
     encap_content: bytes | None
-    signed_attrs: cms.CMSAttributes
     signer_certificate: x509.Certificate
     certificates: tuple[bytes, ...]
 
     def finish(self, signature: bytes) -> bytes:
-        algorithm = signature_algorithm(self.signer_certificate.public_key(), self.digest)
-        signer_info = cms.SignerInfo(
-            {
-                "version": "v1",
-                "sid": cms.SignerIdentifier(
-                    {"issuer_and_serial_number": issuer_and_serial(self.signer_certificate)}
-                ),
-                "digest_algorithm": algos.DigestAlgorithm({"algorithm": self.digest.value}),
-                "signed_attrs": self.signed_attrs,
-                "signature_algorithm": algorithm,
-                "signature": signature,
-            }
+        signer_info = der.sequence(
+            der.integer(1),
+            issuer_and_serial_der(self.signer_certificate),
+            digest_algorithm_der(self.digest),
+            # [0] IMPLICIT SignedAttributes: the same content under a context tag.
+            b"\xa0" + self.to_be_signed[1:],
+            signature_algorithm_der(self.signer_certificate.public_key(), self.digest),
+            der.octet_string(signature),
         )
-        encap: dict[str, object] = {"content_type": "data"}
-        if self.encap_content is not None:
-            encap["content"] = self.encap_content
-        signed_data = cms.SignedData(
-            {
-                "version": "v1",
-                "digest_algorithms": [algos.DigestAlgorithm({"algorithm": self.digest.value})],
-                "encap_content_info": encap,
-                "certificates": ordered_certificates(self.certificates),
-                "signer_infos": [signer_info],
-            }
+        return signed_data_der(
+            digest_name=self.digest,
+            content=self.encap_content,
+            certificates=self.certificates,
+            signer_infos=[signer_info],
         )
-        return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
 
 
 def draft_signed_data(
     *,
     content: bytes | None,
-    attributes: Iterable[cms.CMSAttribute],
+    attributes: Iterable[cms.CMSAttribute | bytes],
     signer_certificate: x509.Certificate,
     digest_name: HashName,
     certificates: Iterable[bytes],
@@ -239,21 +272,20 @@ def draft_signed_data(
 ) -> SignedDataDraft:
     """Add contentType and messageDigest to `attributes` and fix the bytes to sign.
 
-    With no content the digest is of the empty string, which is what a verifier
-    of detached content with nothing attached computes.
+    Attributes are DER (`attribute_der`) or asn1crypto values. With no content the
+    digest is of the empty string, which is what a verifier of detached content
+    with nothing attached computes.
     """
-    base = [attribute("1.2.840.113549.1.9.4", core.OctetString(digest(digest_name, content or b"")))]
+    encoded = [a if isinstance(a, bytes) else a.dump() for a in attributes]
+    encoded.append(attribute_der(_OID_MESSAGE_DIGEST, der.octet_string(digest(digest_name, content or b""))))
     if include_content_type:
-        base.append(attribute("1.2.840.113549.1.9.3", cms.ContentType("data")))
-    attrs = sorted_attributes([*base, *attributes])
+        encoded.append(attribute_der(_OID_CONTENT_TYPE, _OID_DATA))
     signer_der = signer_certificate.public_bytes(Encoding.DER)
     certs = (signer_der, *(c for c in certificates if c != signer_der))
     return SignedDataDraft(
-        to_be_signed=attrs.dump(),
+        to_be_signed=der.set_of(encoded),
         digest=digest_name,
         encap_content=content,
-        signed_attrs=attrs,
         signer_certificate=signer_certificate,
         certificates=certs,
     )
-

@@ -1,0 +1,122 @@
+"""CPU of one enrollment inside scepd, without HTTP and without the token.
+
+    .venv/bin/python bench/pipeline_cpu.py [-n 300] [--profile]
+
+Runs `ScepService.pki_operation` (parse, verify, decrypt, CSR check, static
+challenge, profile, idempotent retry, SQLite store, sign, CertRep) on
+pre-built PKCSReq messages, with an RSA-2048 CA key held in process, and
+prints the CPU time per enrollment. The three in-process RSA-2048 private-key
+operations are measured alone and subtracted, which leaves scepd's own cost:
+the part that `bench/run.py` compares with what the token spends. `--profile`
+prints the functions that take the most of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import os
+import pstats
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import trio  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
+
+from scepd.ca.authority import CertificateAuthority  # noqa: E402
+from scepd.challenge.static import StaticChallenge  # noqa: E402
+from scepd.enroll.pipeline import compose  # noqa: E402
+from scepd.enroll.service import ScepService  # noqa: E402
+from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued  # noqa: E402
+from scepd.keys.software import SoftwareKey  # noqa: E402
+from scepd.profiles import Profile, ProfileStep  # noqa: E402
+from scepd.scep.client import build_pki_message, make_self_signed, parse_cert_rep  # noqa: E402
+from scepd.scep.constants import MessageType, PkiStatus  # noqa: E402
+from scepd.store.sqlite import SqliteStore  # noqa: E402
+from tests.scep_client import make_csr  # noqa: E402
+
+CHALLENGE = "bench"
+
+
+async def make_ca() -> tuple[CertificateAuthority, SoftwareKey]:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from scepd.ca.authority import self_signed_ca
+
+    key = SoftwareKey(rsa.generate_private_key(public_exponent=65537, key_size=2048), label="bench-ca")
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pipeline bench CA")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = x509.load_der_x509_certificate(await self_signed_ca(key, subject, now, dt.timedelta(days=365)))
+    return CertificateAuthority(certificate=cert, signer=key, ra_certificate=cert, ra_key=key), key
+
+
+def private_ops_ms(key: rsa.RSAPrivateKey, n: int = 200) -> float:
+    """CPU of two RSA-2048 signs and one decrypt, in process: what the token would do."""
+    ciphertext = key.public_key().encrypt(os.urandom(32), padding.PKCS1v15())
+    start = time.process_time()
+    for _ in range(n):
+        key.sign(b"x" * 600, padding.PKCS1v15(), hashes.SHA256())
+        key.sign(b"y" * 900, padding.PKCS1v15(), hashes.SHA256())
+        key.decrypt(ciphertext, padding.PKCS1v15())
+    return (time.process_time() - start) * 1000 / n
+
+
+async def main(n: int, profile: bool) -> None:
+    ca, ca_key = await make_ca()
+    clients = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(8)]
+    now = dt.datetime.now(dt.timezone.utc)
+    messages = []
+    for i in range(n):
+        key = clients[i % len(clients)]
+        csr = make_csr(key, f"bench-{i}-{secrets.token_hex(4)}", CHALLENGE)
+        signer = make_self_signed(key, csr.subject, now)
+        body = build_pki_message(
+            message_type=MessageType.PKCS_REQ, payload=csr.public_bytes(serialization.Encoding.DER),
+            transaction_id=secrets.token_hex(16), sender_nonce=os.urandom(16),
+            recipient_certificate=ca.certificate, signer_certificate=signer, signer_key=key,
+        )
+        messages.append((body, key))
+    with tempfile.TemporaryDirectory() as tmp:
+        async with SqliteStore.open(Path(tmp) / "bench.sqlite3") as store:
+            profile_ = Profile()
+            chain = compose(
+                [StaticChallenge(CHALLENGE), ProfileStep(profile_, store), IdempotentRetry(store), StoreIssued(store)],
+                SignCertificate(ca, {"default": profile_}),
+            )
+            service = ScepService(ca=ca, store=store, chain=chain, endpoint="bench", challenge_mode="static")
+            replies = []
+            prof = cProfile.Profile() if profile else None
+            start_cpu, start_wall = time.process_time(), time.perf_counter()
+            if prof:
+                prof.enable()
+            for body, _ in messages:
+                replies.append(await service.pki_operation(body))
+            if prof:
+                prof.disable()
+            cpu = (time.process_time() - start_cpu) * 1000 / n
+            wall = (time.perf_counter() - start_wall) * 1000 / n
+    for reply, (_, key) in zip(replies, messages):
+        assert parse_cert_rep(reply, decrypt_key=key, trusted_signers=[ca.certificate]).status is PkiStatus.SUCCESS
+    token = private_ops_ms(ca_key.private_key)  # type: ignore[arg-type]
+    print(f"pki_operation: n={n} cpu={cpu:.2f} ms/enrollment wall={wall:.2f} ms "
+          f"(process CPU, all threads; SQLite fsync waits are wall time only)")
+    print(f"in-process RSA-2048 private-key operations (2 signs + 1 decrypt): {token:.2f} ms")
+    print(f"scepd's own CPU per enrollment, without HTTP: {cpu - token:.2f} ms")
+    if prof:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=300)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    trio.run(main, args.n, args.profile)
