@@ -63,6 +63,8 @@ class CaSettings:
     crl_url: str | None = None  # put into issued certificates as CRL distribution point
     ocsp_url: str | None = None  # authority information access: OCSP responder
     issuer_url: str | None = None  # authority information access: CA issuers
+    next_certificate: Path | None = None  # rollover CA certificate (and new RA), served by GetNextCACert
+    expiry_warning_days: int = 30  # warn (log) when the CA certificate ends within this many days
 
 
 @dataclass(frozen=True)
@@ -400,6 +402,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     for k, uri in (("key", ca_key), ("ra_key", ra_key)):
         if uri is not None and not uri.startswith("pkcs11:"):
             raise ConfigError(f"ca.{k}", "must be a PKCS#11 URI (pkcs11:object=...)")
+    next_cert = car.get("next_certificate", str, None)
     ca = CaSettings(
         key=ca_key,
         certificate=resolve(car.get("certificate", str)),
@@ -409,7 +412,11 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         crl_url=_optional_url(car, "crl_url"),
         ocsp_url=_optional_url(car, "ocsp_url"),
         issuer_url=_optional_url(car, "issuer_url"),
+        next_certificate=resolve(next_cert) if next_cert else None,
+        expiry_warning_days=car.get("expiry_warning_days", int, 30),
     )
+    if not 1 <= ca.expiry_warning_days <= 7300:
+        raise ConfigError("ca.expiry_warning_days", "must be between 1 and 7300 (20 years)")
     car.done()
 
     st = root.sub("store")

@@ -19,11 +19,13 @@ from functools import partial
 import httpx
 import trio
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
+from scepd.ca.expiry import watch_expiry
 from scepd.ca.publisher import CrlPublisher
 from scepd.challenge.anyof import FirstMatching
 from scepd.challenge.onetime import OneTimeChallenge
@@ -78,6 +80,8 @@ def capabilities(config: Config) -> tuple[str, ...]:
     caps = ["POSTPKIOperation", "SHA-256", "SHA-512", "AES", "DES3", "SCEPStandard", "Renewal"]
     if config.allow_sha1:
         caps.insert(1, "SHA-1")
+    if config.ca.next_certificate is not None:
+        caps.append("GetNextCACert")
     return tuple(caps)
 
 
@@ -96,7 +100,28 @@ def load_ca(config: Config, pool: TokenPool) -> CertificateAuthority:
         certificate=cert, signer=signer, ra_certificate=ra_cert, ra_key=ra_key,  # type: ignore[arg-type]
         hash=HashName(config.ca.hash),
         crl_url=config.ca.crl_url, ocsp_url=config.ca.ocsp_url, issuer_url=config.ca.issuer_url,
+        next_chain_der=load_next_chain(config, cert),
     )
+
+
+def load_next_chain(config: Config, current: x509.Certificate) -> tuple[bytes, ...]:
+    """The rollover CA certificate (and new RA certificates) from ca.next_certificate, checked."""
+    if config.ca.next_certificate is None:
+        return ()
+    certs = x509.load_pem_x509_certificates(config.ca.next_certificate.read_bytes())
+    nxt = certs[0]
+    try:
+        is_ca = nxt.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ValueError(f"ca.next_certificate {config.ca.next_certificate}: the first certificate is not a CA")
+    if nxt == current:
+        raise ValueError(f"ca.next_certificate {config.ca.next_certificate} is the current CA certificate")
+    if nxt.not_valid_before_utc > current.not_valid_after_utc:
+        log.warning("event=next_ca_gap next_not_before=%s current_not_after=%s",
+                    nxt.not_valid_before_utc.isoformat(), current.not_valid_after_utc.isoformat())
+    return tuple(c.public_bytes(Encoding.DER) for c in certs)
 
 
 def challenge_step(
@@ -173,6 +198,9 @@ async def open_site(config: Config) -> AsyncIterator[Site]:
                 check_interval=config.crl.check_interval_seconds,
             )
             background.append(crl.run)
+            background.append(partial(
+                watch_expiry, ca.certificate, dt.timedelta(days=config.ca.expiry_warning_days),
+                rollover=bool(ca.next_chain_der), clock=lambda: dt.datetime.now(dt.timezone.utc)))
             if config.intune is not None:
                 client = intune_client(config.intune, pool, http)
                 intune_check = client.check

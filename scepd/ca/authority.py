@@ -41,6 +41,8 @@ class CertificateAuthority:
     crl_url: str | None = None
     ocsp_url: str | None = None
     issuer_url: str | None = None
+    # The rollover CA certificate (first) and any new RA certificates, DER, for GetNextCACert.
+    next_chain_der: tuple[bytes, ...] = ()
 
     @property
     def key_id(self) -> bytes:

@@ -25,10 +25,11 @@ from scepd.ca.publisher import CrlPublisher
 from scepd.enroll.service import ScepService
 from scepd.health import Readiness
 from scepd.keys.base import KeyBackendError
-from scepd.scep import MalformedMessage, build_certs_only, caps_text
+from scepd.scep import MalformedMessage, build_certs_only, build_next_ca_cert, caps_text, sign_next_ca_cert
 from scepd.scep.constants import (
     CONTENT_TYPE_CA_CERT,
     CONTENT_TYPE_CA_RA_CERT,
+    CONTENT_TYPE_NEXT_CA_CERT,
     CONTENT_TYPE_CAPS,
     CONTENT_TYPE_PKI_MESSAGE,
 )
@@ -96,6 +97,12 @@ def create_app(site: Site) -> QuartTrio:
             if len(chain) == 1:
                 return Response(chain[0], content_type=CONTENT_TYPE_CA_CERT)
             return Response(build_certs_only(chain), content_type=CONTENT_TYPE_CA_RA_CERT)
+        if operation == "GetNextCACert":
+            if not site.ca.next_chain_der:
+                return _text(404, "no rollover CA certificate is configured (GetCACaps does not offer GetNextCACert)")
+            draft = build_next_ca_cert(site.ca.next_chain_der, signer_certificate=site.ca.certificate,
+                                       digest=site.ca.hash)
+            return Response(await sign_next_ca_cert(draft, site.ca.signer), content_type=CONTENT_TYPE_NEXT_CA_CERT)
         if operation != "PKIOperation":
             return _text(400, f"unknown operation {operation[:40]!r}")
         if request.method == "POST":

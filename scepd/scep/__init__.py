@@ -18,6 +18,7 @@ from scepd.scep.message import (
     parse_issuer_and_subject,
     parse_pki_message,
 )
+from scepd.scep.next_ca import build_next_ca_cert, sign_next_ca_cert
 
 __all__ = [
     "CertRepDraft",
@@ -29,6 +30,7 @@ __all__ = [
     "build_cert_rep",
     "build_certs_only",
     "build_envelope",
+    "build_next_ca_cert",
     "caps_text",
     "open_envelope",
     "parse_certs_only",
@@ -37,4 +39,5 @@ __all__ = [
     "parse_issuer_and_subject",
     "parse_pki_message",
     "sign_cert_rep",
+    "sign_next_ca_cert",
 ]

@@ -42,5 +42,6 @@ OID_FAIL_INFO_TEXT = "1.3.6.1.5.5.7.24.1"  # id-scep-failInfoText (RFC 8894)
 CONTENT_TYPE_CA_CERT = "application/x-x509-ca-cert"
 CONTENT_TYPE_CA_RA_CERT = "application/x-x509-ca-ra-cert"
 CONTENT_TYPE_NEXT_CA_CERT = "application/x-x509-next-ca-cert"
+CONTENT_TYPE_NEXT_CA_CERT = "application/x-x509-next-ca-cert"
 CONTENT_TYPE_PKI_MESSAGE = "application/x-pki-message"
 CONTENT_TYPE_CAPS = "text/plain"
