@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(softhsm2 opensc openssl certmonger scep sqlite3 python3-venv)
+debs=(softhsm2 opensc openssl certmonger scep sqlite3 python3-venv systemd prometheus)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +19,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # certmonger's package enables a system daemon we do not use; tests run private instances.
   systemctl disable --now certmonger >/dev/null 2>&1 || true
+  # prometheus is installed for promtool (tests/test_deploy.py); its server is not wanted here.
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 python=${PYTHON:-python3}
