@@ -79,7 +79,7 @@ def cmd_cert_list(args: argparse.Namespace) -> int:
 
     async def listing() -> list[CertificateRecord]:
         async with SqliteStore.open(config.store_path) as store:
-            return await store.list_certificates(status, args.limit)
+            return await store.list_certificates(status, args.limit, getattr(args, "text", None))
 
     print(f"{'SERIAL':<40} {'STATUS':<10} {'NOT AFTER':<20} SUBJECT")
     for r in trio.run(listing):
@@ -214,9 +214,15 @@ def cmd_crl_export(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_config: WithConfig) -> None:
-    cert = sub.add_parser("cert", help="issued certificates: list, show, export, revoke")
+    cert = sub.add_parser("cert", help="issued certificates: list, search, show, export, revoke")
     cs = cert.add_subparsers(dest="sub", required=True)
     sp = with_config(cs.add_parser("list", help="issued certificates, newest first"))
+    sp.add_argument("--status", choices=[s.value for s in CertStatus])
+    sp.add_argument("--limit", type=int, default=100)
+    sp.set_defaults(func=cmd_cert_list)
+    sp = with_config(cs.add_parser("search", help="certificates whose subject or requester contains TEXT, whose"
+                                                 " transaction ID is TEXT, or whose serial starts with TEXT"))
+    sp.add_argument("text")
     sp.add_argument("--status", choices=[s.value for s in CertStatus])
     sp.add_argument("--limit", type=int, default=100)
     sp.set_defaults(func=cmd_cert_list)

@@ -158,9 +158,9 @@ class Store(Protocol):
         """valid/superseded -> revoked; False when unknown or already revoked."""
 
     async def list_certificates(
-        self, status: CertStatus | None = None, limit: int = 100
+        self, status: CertStatus | None = None, limit: int = 100, search: str | None = None
     ) -> list[CertificateRecord]:
-        """Newest first."""
+        """Newest first; `search` matches subject or requester text, a transaction ID or a serial prefix."""
 
     async def add_challenge(self, digest: str, expires_at: dt.datetime, note: str = "") -> None:
         """Remember a one-time challenge by its hex SHA-256 digest, never the challenge itself."""

@@ -138,6 +138,7 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
 )
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_HEX = re.compile(r"[0-9a-f]+")
 _COLUMNS = (
     "serial, transaction_id, subject, requester, csr_sha256, profile, not_before, not_after,"
     " issued_at, status, der, renewal_of, revoked_at, revocation_reason"
@@ -397,13 +398,29 @@ class SqliteStore:
         return changed == 1
 
     async def list_certificates(
-        self, status: CertStatus | None = None, limit: int = 100
+        self, status: CertStatus | None = None, limit: int = 100, search: str | None = None
     ) -> list[CertificateRecord]:
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        where, args = ("", (limit,)) if status is None else ("WHERE status = ?", (CertStatus(status).value, limit))
+        clauses: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            clauses.append("status = ?")
+            args.append(CertStatus(status).value)
+        if search:
+            # Subject or requester text (case-insensitive, wildcards literal), a whole
+            # transaction ID, or the start of a hexadecimal serial.
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search) + "%"
+            alternatives = ["subject LIKE ? ESCAPE '\\'", "requester LIKE ? ESCAPE '\\'", "transaction_id = ?"]
+            args += [pattern, pattern, search]
+            serial = search.lower().removeprefix("0x").replace(":", "")
+            if serial and _HEX.fullmatch(serial):
+                alternatives.append("serial LIKE ?")
+                args.append(serial + "%")
+            clauses.append("(" + " OR ".join(alternatives) + ")")
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         query = f"SELECT {_COLUMNS} FROM certificates {where} ORDER BY id DESC LIMIT ?"
-        rows = await self._run(lambda conn: conn.execute(query, args).fetchall())
+        rows = await self._run(lambda conn: conn.execute(query, [*args, limit]).fetchall())
         return [_record(row) for row in rows]
 
     # -- one-time challenges --------------------------------------------------

@@ -141,6 +141,9 @@ async def test_cli_revocation_reaches_the_served_crl(crl_daemon: Daemon, tmp_pat
 
     listing = scepd("cert", "list", "--status", "revoked", "-c", config).stdout
     assert serial in listing and f"{valid.serial_number:x}" not in listing
+    found = scepd("cert", "search", "to-revoke", "-c", config).stdout
+    assert serial in found and "revoked" in found and f"{valid.serial_number:x}" not in found
+    assert serial in scepd("cert", "search", serial[:8], "-c", config).stdout
     shown = scepd("cert", "show", serial.upper(), "-c", config).stdout
     assert "reason:         keyCompromise" in shown and "CN=to-revoke" in shown
     assert x509.load_pem_x509_certificate(shown[shown.index("-----BEGIN"):].encode()) == revoked

@@ -159,6 +159,26 @@ async def test_list_certificates_filters_and_limits_newest_first(store: SqliteSt
         await store.list_certificates(limit=0)
 
 
+async def test_search_matches_subject_requester_transaction_and_serial_prefix(store: SqliteStore) -> None:
+    await store.put_issued(record(0xABC1, subject="CN=laptop-7,O=Example", requester="CN=laptop-7"))
+    await store.put_issued(record(0xABC2, subject="CN=printer-2,O=Example", requester="CN=old printer"))
+    await store.put_issued(record(0xDEF3, subject="CN=100%_real", transaction_id="tx-exact"))
+    await store.revoke(0xABC2, "keyCompromise", NOW)
+
+    async def found(text: str, status: CertStatus | None = None) -> list[int]:
+        return [r.serial for r in await store.list_certificates(status, search=text)]
+
+    assert await found("LAPTOP") == [0xABC1]  # case-insensitive text
+    assert await found("old printer") == [0xABC2]  # the requester
+    assert await found("tx-exact") == [0xDEF3]
+    assert await found("tx-ex") == []  # transaction IDs match whole
+    assert await found("abc") == [0xABC2, 0xABC1]  # serial prefix, newest first
+    assert await found("0xAB:C1") == [0xABC1]
+    assert await found("abc", CertStatus.VALID) == [0xABC1]
+    assert await found("100%_") == [0xDEF3]  # LIKE wildcards are taken literally
+    assert await found("%") == [0xDEF3]
+
+
 async def test_challenge_is_consumed_once_only(store: SqliteStore) -> None:
     await store.add_challenge(DIGEST, NOW + dt.timedelta(hours=1), note="laptop 7")
     assert await store.consume_challenge(DIGEST, NOW) is True
