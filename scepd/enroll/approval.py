@@ -42,11 +42,11 @@ class ApprovalGate:
 
     async def __call__(self, enrollment: Enrollment, next: Next) -> Issued:
         held = await self.store.find_pending(enrollment.transaction_id)
-        if held is not None and _same_key(held, enrollment.csr):
+        reviewed = x509.load_der_x509_csr(held.csr_der) if held is not None else None
+        if held is not None and reviewed is not None and reviewed.public_key() == enrollment.csr.public_key():
             # A resend of a held request. Clients rebuild the CSR when they resend
             # (certmonger's subject key identifier changes each time), so it is
             # matched by transaction and key; what is issued is what the operator saw.
-            reviewed = x509.load_der_x509_csr(held.csr_der)
             if not _asks_the_same(reviewed, enrollment.csr):
                 raise Rejected(FailInfo.BAD_REQUEST, "a resent request must ask for the names of the held request")
             enrollment.csr, enrollment.csr_der = reviewed, held.csr_der
@@ -131,10 +131,6 @@ class ApprovalGate:
             if enrollment.renewal_of is not None:
                 await self.store.mark_superseded(enrollment.renewal_of)
         return issued
-
-
-def _same_key(held: PendingRecord, csr: x509.CertificateSigningRequest) -> bool:
-    return x509.load_der_x509_csr(held.csr_der).public_key() == csr.public_key()
 
 
 def _sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
