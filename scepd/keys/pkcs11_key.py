@@ -46,8 +46,9 @@ class Pkcs11Key:
         result = "error"
         try:
             reply = await self._pool.call(op, *args, on_start=on_start)
-            if reply[0] == "ok":
-                result = "ok"
+            # "undecryptable": the token worked, the ciphertext was not for this key (a
+            # client's mistake), which an operator must not read as a token fault.
+            result = {"ok": "ok", "decrypt": "undecryptable"}.get(reply[0], "error")
             return reply
         finally:
             if started:

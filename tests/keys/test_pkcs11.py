@@ -172,13 +172,16 @@ async def test_metrics(token_config: Callable[..., TokenConfig], keys: dict[str,
                     return s.value
         return 0.0
 
-    before = (count("sign", "SHA256_RSA_PKCS", "ok"), count("decrypt", "RSA_PKCS", "error"))
+    before = (count("sign", "SHA256_RSA_PKCS", "ok"), count("decrypt", "RSA_PKCS", "undecryptable"),
+              count("decrypt", "RSA_PKCS", "error"))
     async with TokenPool.open(token_config()) as pool:
         await pool.key(label).sign(b"x", HashName.SHA256)
         with pytest.raises(DecryptionError):
             await pool.key(label).decrypt(b"\x00" * 256, RsaPadding.PKCS1V15)
     assert count("sign", "SHA256_RSA_PKCS", "ok") == before[0] + 1
-    assert count("decrypt", "RSA_PKCS", "error") == before[1] + 1
+    # A ciphertext that is not for this key is the client's fault, not the token's.
+    assert count("decrypt", "RSA_PKCS", "undecryptable") == before[1] + 1
+    assert count("decrypt", "RSA_PKCS", "error") == before[2]
 
 
 async def test_wrong_pin(token_config: Callable[..., TokenConfig]) -> None:
