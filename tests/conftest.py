@@ -1,12 +1,16 @@
-"""Shared fixtures: one SoftHSM2 token per test session (see tests/softhsm.py)."""
+"""Shared fixtures: one SoftHSM2 token per test session (see tests/softhsm.py), a fresh SQLite store,
+and the in-memory CA and chain terminal of tests/challenge/pki.py."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
+from scepd.store.sqlite import SqliteStore
+from tests.challenge.pki import Ca, Terminal
 from tests.softhsm import SoftHsmToken, make_token
 
 
@@ -33,3 +37,19 @@ def token_config(softhsm_token: SoftHsmToken):  # type: ignore[no-untyped-def]
                            workers=workers, softhsm2_conf=str(softhsm_token.conf))
 
     return make
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore.open(tmp_path / "scepd.db") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def ca() -> Ca:
+    return Ca()
+
+
+@pytest.fixture
+def terminal(ca: Ca) -> Terminal:
+    return Terminal(ca)

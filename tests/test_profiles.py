@@ -57,22 +57,6 @@ def refused(profile: Profile, csr: x509.CertificateSigningRequest) -> Rejected:
     return info.value
 
 
-@pytest.fixture(scope="module")
-def ca() -> Ca:
-    return Ca()
-
-
-@pytest.fixture
-def terminal(ca: Ca) -> Terminal:
-    return Terminal(ca)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> Any:
-    async with SqliteStore.open(tmp_path / "scepd.db") as s:
-        yield s
-
-
 # -- names -------------------------------------------------------------------
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from pathlib import Path
 
-import pytest
 import trio
 
 from scepd.store.base import PendingRecord, PendingStatus
@@ -35,12 +33,6 @@ def held(transaction_id: str = "tx-1", csr: bytes = b"csr-1", **changes: object)
     }
     fields.update(changes)
     return PendingRecord(**fields)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with SqliteStore.open(tmp_path / "scepd.db") as s:
-        yield s
 
 
 async def test_hold_keeps_every_field_and_a_resend_gets_the_same_request(store: SqliteStore) -> None:

@@ -41,12 +41,6 @@ def record(serial: int, **changes: object) -> CertificateRecord:
     return CertificateRecord(**fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with SqliteStore.open(tmp_path / "scepd.db") as s:
-        yield s
-
-
 async def test_put_get_round_trip_keeps_every_field(store: SqliteStore) -> None:
     serial = MAX_SERIAL  # full 160 bits: would overflow an SQLite INTEGER
     rec = record(serial, renewal_of=None, profile="wifi")
