@@ -121,9 +121,9 @@ class Profile:
                 f"CSR signature hash {name} is not allowed by profile {self.name!r}"
                 f" (allowed: {', '.join(sorted(self.allowed_csr_hashes))})",
             )
-        self.subject(csr)
+        subject = self.subject(csr)  # raises for a disallowed attribute in refuse mode
         sans = self.subject_alt_names(csr)
-        if len(self.subject(csr)) == 0 and not sans:
+        if len(subject) == 0 and not sans:
             raise Rejected(FailInfo.BAD_REQUEST, f"the request names no subject or subjectAltName that profile {self.name!r} accepts")
 
     def _check_key(self, csr: x509.CertificateSigningRequest) -> None:
