@@ -24,13 +24,20 @@ from scepd.ca.authority import CertificateAuthority
 from scepd.ca.publisher import CrlPublisher
 from scepd.enroll.service import ScepService
 from scepd.health import Readiness
+from scepd.http.health_routes import add_health_routes
 from scepd.keys.base import KeyBackendError
-from scepd.scep import MalformedMessage, build_certs_only, build_next_ca_cert, caps_text, sign_next_ca_cert
+from scepd.scep import (
+    MalformedMessage,
+    build_certs_only,
+    build_next_ca_cert,
+    caps_text,
+    sign_next_ca_cert,
+)
 from scepd.scep.constants import (
     CONTENT_TYPE_CA_CERT,
     CONTENT_TYPE_CA_RA_CERT,
-    CONTENT_TYPE_NEXT_CA_CERT,
     CONTENT_TYPE_CAPS,
+    CONTENT_TYPE_NEXT_CA_CERT,
     CONTENT_TYPE_PKI_MESSAGE,
 )
 
@@ -135,16 +142,7 @@ def create_app(site: Site) -> QuartTrio:
 
         app.add_url_rule(site.crl_path, "crl", crl, methods=["GET"])
 
-    @app.route("/healthz")
-    async def healthz() -> Response:
-        return Response('{"status": "alive"}\n', content_type="application/json")
-
-    @app.route("/readyz")
-    async def readyz() -> Response:
-        if site.readiness is None:
-            return Response('{"status": "ready", "checks": {}}\n', content_type="application/json")
-        status, body = await site.readiness.report()
-        return Response(body, status=status, content_type="application/json")
+    add_health_routes(app, site.readiness)
 
     @app.errorhandler(BadRequest)
     async def bad_request(e: BadRequest) -> Response:

@@ -19,6 +19,7 @@ from quart_trio import QuartTrio
 
 from scepd import metrics
 from scepd.health import Readiness
+from scepd.http.health_routes import add_health_routes
 
 log = logging.getLogger("scepd.metrics")
 
@@ -42,15 +43,5 @@ def create_metrics_app(readiness: Readiness | None, refresh: Refresh | None = No
                 await readiness.run()  # keeps scepd_ready{check} current
         return Response(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
 
-    @app.route("/healthz")
-    async def healthz() -> Response:
-        return Response('{"status": "alive"}\n', content_type="application/json")
-
-    @app.route("/readyz")
-    async def readyz() -> Response:
-        if readiness is None:
-            return Response('{"status": "ready", "checks": {}}\n', content_type="application/json")
-        status, body = await readiness.report()
-        return Response(body, status=status, content_type="application/json")
-
+    add_health_routes(app, readiness)
     return app

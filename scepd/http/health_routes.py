@@ -1,0 +1,21 @@
+"""/healthz and /readyz, the same on the SCEP listener and the metrics listener."""
+
+from __future__ import annotations
+
+from quart import Response
+from quart_trio import QuartTrio
+
+from scepd.health import Readiness
+
+
+def add_health_routes(app: QuartTrio, readiness: Readiness | None) -> None:
+    @app.route("/healthz")
+    async def healthz() -> Response:
+        return Response('{"status": "alive"}\n', content_type="application/json")
+
+    @app.route("/readyz")
+    async def readyz() -> Response:
+        if readiness is None:
+            return Response('{"status": "ready", "checks": {}}\n', content_type="application/json")
+        status, body = await readiness.report()
+        return Response(body, status=status, content_type="application/json")
