@@ -1,13 +1,27 @@
 """Prometheus metrics, one registry per process so tests can build several daemons.
 
 Names follow Prometheus conventions: `scepd_` prefix, base units, `_total` for
-counters. Modules record into the module-level objects below; `REGISTRY` is
-what the metrics listener exposes.
+counters. Modules record into the module-level objects below; `exposition()`
+is what the metrics listener serves: `REGISTRY`, or, when `server.processes`
+runs several serving processes (`PROMETHEUS_MULTIPROC_DIR` set before this
+module is imported), the sum over all of them from prometheus-client's
+multiprocess files. Each gauge says how its per-process values combine:
+token gauges add up; the store, CA, CRL and readiness gauges are set only by
+the primary process, when scraped, and the most recent value is served.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -24,11 +38,13 @@ TOKEN_WORKERS = Gauge(
     "scepd_token_workers",
     "Token workers (each owns one PKCS#11 session) in the pool.",
     registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 TOKEN_WORKERS_BUSY = Gauge(
     "scepd_token_workers_busy",
     "Token workers currently running an operation.",
     registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 
 ENROLLMENTS = Counter(
@@ -59,6 +75,7 @@ CA_CERT_EXPIRY_SECONDS = Gauge(
     "scepd_ca_certificate_expiry_seconds",
     "Seconds until the CA certificate's notAfter.",
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 
 INTUNE_CALLS = Counter(
@@ -94,20 +111,34 @@ CERTIFICATES = Gauge(
     "Certificates in the store by status (valid, revoked, superseded; valid includes expired ones).",
     ["status"],
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 REQUESTS_PENDING = Gauge(
     "scepd_requests_pending",
     "Certificate requests held for manual approval.",
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 CRL_NEXT_UPDATE_SECONDS = Gauge(
     "scepd_crl_next_update_seconds",
     "Seconds until the current CRL's nextUpdate (negative once it has passed).",
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 READY = Gauge(
     "scepd_ready",
     "1 when a readiness check passed at its last run, 0 when it failed, by check (token, store, intune).",
     ["check"],
     registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
+
+
+def exposition() -> bytes:
+    """The text the metrics listener serves: this process, or all serving processes."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return generate_latest(registry)

@@ -88,6 +88,17 @@ class Crl:
     next_update: dt.datetime
     revoked: int  # number of entries
 
+    @classmethod
+    def from_der(cls, der: bytes) -> Crl:
+        """A CRL this CA signed earlier, read back (a serving process takes the primary's from the store)."""
+        crl = x509.load_der_x509_crl(der)
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        next_update = crl.next_update_utc
+        if next_update is None:
+            raise ValueError("a CRL without nextUpdate was not signed by scepd")
+        return cls(der=der, number=number, this_update=crl.last_update_utc, next_update=next_update,
+                   revoked=len(crl))
+
     @property
     def pem(self) -> bytes:
         b64 = base64.encodebytes(self.der).replace(b"\n", b"")

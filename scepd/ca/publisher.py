@@ -12,6 +12,10 @@ and (optionally) a copy on disk. It signs a new one
 
 Regenerations never overlap (a `trio.Lock`); each takes a fresh CRL number
 from the store, so numbers stay monotonic across restarts and processes.
+
+Each signed CRL is also kept in the store. With `server.processes` above 1,
+only the primary process signs (`run`); the serving processes beside it
+`follow`: they serve the stored CRL and re-read it every `check_interval`.
 """
 
 from __future__ import annotations
@@ -101,6 +105,10 @@ class CrlPublisher:
             template = self.ca.crl_template(entries, number, self.clock(), self.lifetime)
             crl = await self.ca.sign_crl(template)
             self._current, self._state = crl, state
+            try:
+                await self.store.save_crl(crl.number, crl.der)
+            except StoreError as e:  # the serving processes keep the previous one a while longer
+                log.warning("event=crl_store_failed number=%d error=%r", crl.number, str(e))
             log.info("event=crl_published number=%d revoked=%d next_update=%s",
                      crl.number, crl.revoked, crl.next_update.isoformat())
             if self.file is not None:
@@ -135,6 +143,26 @@ class CrlPublisher:
             except (KeyBackendError, StoreError) as e:
                 log.warning("event=crl_refresh_failed error=%r", str(e))
                 await trio.sleep(self.check_interval)
+
+    async def follow(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the CRL the primary process signed; sign one only if the store holds none yet."""
+        await self._load()
+        if self._current is None:
+            await self.refresh()
+        task_status.started()
+        while True:
+            await trio.sleep(self.check_interval)
+            try:
+                await self._load()
+            except StoreError as e:
+                log.warning("event=crl_load_failed error=%r", str(e))
+
+    async def _load(self) -> None:
+        der = await self.store.latest_crl()
+        if der is not None:
+            crl = Crl.from_der(der)
+            if self._current is None or crl.number > self._current.number:
+                self._current = crl
 
     def _next_check(self) -> float:
         """Seconds to the next fingerprint check, or sooner when the CRL falls due."""

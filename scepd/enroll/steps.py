@@ -81,9 +81,15 @@ class StoreIssued:
                 renewal_of=enrollment.renewal_of,
             )
             try:
-                await self.store.put_issued(record)
+                earlier = await self.store.put_issued(record, once=True)
             except SerialCollision:
                 continue
+            if earlier is not None:
+                # IdempotentRetry's lock covers one process; a copy of this request
+                # issued by another serving process wins, and this certificate,
+                # never recorded, is never sent.
+                cert = x509.load_der_x509_certificate(earlier.der)
+                return Issued(cert, earlier.der, earlier.serial, reused=True)
             metrics.CERTIFICATES_ISSUED.labels(profile=enrollment.profile_name).inc()
             return issued
         raise RuntimeError("random serials collided repeatedly; the serial source is broken")

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response
 from quart_trio import QuartTrio
 
@@ -41,7 +41,7 @@ def create_metrics_app(readiness: Readiness | None, refresh: Refresh | None = No
                     log.warning("event=metrics_refresh_failed error=%r", str(e))
             if readiness is not None:
                 await readiness.run()  # keeps scepd_ready{check} current
-        return Response(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
     add_health_routes(app, readiness)
     return app

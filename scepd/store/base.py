@@ -143,8 +143,14 @@ class SerialCollision(StoreError):
 class Store(Protocol):
     async def close(self) -> None: ...
 
-    async def put_issued(self, record: CertificateRecord) -> None:
-        """Insert durably (on disk when this returns). Raises `SerialCollision`."""
+    async def put_issued(self, record: CertificateRecord, *, once: bool = False) -> CertificateRecord | None:
+        """Insert durably (on disk when this returns). Raises `SerialCollision`.
+
+        With `once`, the check and the insert are one transaction: if a certificate
+        for the same transactionID and CSR is stored already (the same request,
+        issued meanwhile by another serving process), nothing is stored and that
+        earlier record is returned. Otherwise returns None.
+        """
 
     async def find_by_transaction(self, transaction_id: str, csr_sha256: str) -> CertificateRecord | None:
         """The certificate issued for this transactionID and CSR, whatever its status now."""
@@ -196,6 +202,12 @@ class Store(Protocol):
 
     async def next_crl_number(self) -> int:
         """A CRL number higher than any handed out before, durably (RFC 5280 5.2.3)."""
+
+    async def save_crl(self, number: int, der: bytes) -> None:
+        """Keep `der` as the current CRL, unless one with a higher number is kept already."""
+
+    async def latest_crl(self) -> bytes | None:
+        """The CRL kept by `save_crl`, if any."""
 
     async def hold_request(self, record: PendingRecord) -> tuple[PendingRecord, bool]:
         """Keep a request for approval (`record.id` is ignored); True if it is new.

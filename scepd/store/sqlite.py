@@ -135,6 +135,13 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
             "CREATE INDEX pending_requests_by_status ON pending_requests (status, expires_at)",
         ),
     ),
+    (
+        4,
+        (
+            # The CRL the primary process signed last, for the serving processes beside it.
+            "CREATE TABLE crl_current (id INTEGER PRIMARY KEY CHECK (id = 1), number INTEGER NOT NULL, der BLOB NOT NULL)",
+        ),
+    ),
 )
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -325,7 +332,7 @@ class SqliteStore:
 
     # -- certificates ---------------------------------------------------------
 
-    async def put_issued(self, record: CertificateRecord) -> None:
+    async def put_issued(self, record: CertificateRecord, *, once: bool = False) -> CertificateRecord | None:
         row: tuple[Any, ...] = (
             encode_serial(record.serial),
             record.transaction_id,
@@ -345,17 +352,28 @@ class SqliteStore:
 
         sql = f"INSERT INTO certificates ({_COLUMNS}) VALUES ({', '.join('?' * len(row))})"
 
-        def insert(conn: sqlite3.Connection) -> bool:
+        def put(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            if once:
+                earlier: sqlite3.Row | None = conn.execute(
+                    f"SELECT {_COLUMNS} FROM certificates WHERE transaction_id = ? AND csr_sha256 = ?"
+                    " ORDER BY id DESC LIMIT 1", (record.transaction_id, record.csr_sha256)).fetchone()
+                if earlier is not None:
+                    return earlier
+            conn.execute(sql, row)
+            return None
+
+        def insert(conn: sqlite3.Connection) -> sqlite3.Row | None | bool:
             try:
-                _write(conn, lambda c: c.execute(sql, row))
+                return _write(conn, put)
             except sqlite3.IntegrityError as e:
                 if "certificates.serial" in str(e) and "UNIQUE" in str(e):
                     return False
                 raise
-            return True
 
-        if not await self._run(insert):
+        result = await self._run(insert)
+        if result is False:
             raise SerialCollision(record.serial)
+        return _record(result) if isinstance(result, sqlite3.Row) else None
 
     async def find_by_transaction(self, transaction_id: str, csr_sha256: str) -> CertificateRecord | None:
         def find(conn: sqlite3.Connection) -> sqlite3.Row | None:
@@ -566,6 +584,19 @@ class SqliteStore:
             return number
 
         return await self._run(lambda conn: _write(conn, bump))
+
+    async def save_crl(self, number: int, der: bytes) -> None:
+        # A slower writer never replaces a newer CRL with an older one.
+        await self._execute(
+            "INSERT INTO crl_current (id, number, der) VALUES (1, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET number = excluded.number, der = excluded.der"
+            " WHERE excluded.number > crl_current.number",
+            (number, bytes(der)),
+        )
+
+    async def latest_crl(self) -> bytes | None:
+        row = await self._run(lambda conn: conn.execute("SELECT der FROM crl_current WHERE id = 1").fetchone())
+        return bytes(row[0]) if row is not None else None
 
     # -- requests held for approval --------------------------------------------
 

@@ -177,3 +177,36 @@ async def test_run_survives_a_store_fault(
             assert publisher.current is not None and publisher.current.number == 1  # still served
             nursery.cancel_scope.cancel()
     assert "crl_refresh_failed" in caplog.text
+
+
+async def test_a_follower_serves_the_stored_crl_and_picks_up_newer_ones(
+    ca: CertificateAuthority, store: SqliteStore
+) -> None:
+    """A serving process beside the primary (server.processes): it never signs while the store has a CRL."""
+    primary = CrlPublisher(ca, store, lifetime=LIFETIME)
+    signed = await primary.get()
+    follower = CrlPublisher(ca, store, lifetime=LIFETIME, check_interval=0.05)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follower.follow)
+        assert follower.current is not None and follower.current.der == signed.der
+        assert (follower.current.number, follower.current.revoked, follower.current.next_update) == (
+            signed.number, 0, signed.next_update)
+        await store.revoke(3, "superseded", NOW)
+        await primary.refresh()
+        with trio.fail_after(5):
+            while follower.current.number != signed.number + 1:
+                await trio.sleep(0.01)
+        assert serials(follower) == [3]
+        nursery.cancel_scope.cancel()
+    # An older CRL is never stored over a newer one, whoever writes last.
+    await store.save_crl(signed.number, signed.der)
+    assert await store.latest_crl() == primary.current.der  # type: ignore[union-attr]
+
+
+async def test_a_follower_signs_only_when_the_store_has_no_crl(ca: CertificateAuthority, store: SqliteStore) -> None:
+    assert await store.latest_crl() is None
+    follower = CrlPublisher(ca, store, lifetime=LIFETIME)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follower.follow)
+        nursery.cancel_scope.cancel()
+    assert follower.current is not None and await store.latest_crl() == follower.current.der

@@ -382,3 +382,13 @@ async def test_revocation_state_changes_with_every_revocation(store: SqliteStore
     assert await store.revocation_state() == RevocationState(2, NOW)
     await store.revoke(2, "keyCompromise", NOW + dt.timedelta(days=1))  # already revoked: no change
     assert await store.revocation_state() == RevocationState(2, NOW)
+
+
+async def test_put_issued_once_keeps_the_first_certificate_for_a_request(store: SqliteStore) -> None:
+    """Two serving processes issuing copies of one request: the second store write loses, and learns the first."""
+    assert await store.put_issued(record(30, transaction_id="tx-once", csr_sha256="33" * 32), once=True) is None
+    earlier = await store.put_issued(record(31, transaction_id="tx-once", csr_sha256="33" * 32), once=True)
+    assert earlier is not None and earlier.serial == 30
+    assert await store.get(31) is None
+    # Another CSR under the same transaction is another request.
+    assert await store.put_issued(record(32, transaction_id="tx-once", csr_sha256="44" * 32), once=True) is None
