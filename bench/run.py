@@ -1,11 +1,12 @@
 """The whole benchmark on this machine, in one command: scepd against micromdm's scepserver.
 
-    .venv/bin/python bench/run.py [-n 500] [--warmup 20] [--concurrency 1,4,16] [--workers 0,2] [--rounds 3]
+    .venv/bin/python bench/run.py [-n 500] [--warmup 20] [--concurrency 1,4,16] [--scepd 0x1,2x1,0x2] [--rounds 3]
 
 It creates a throw-away scepd state (`scepd init`, then an RSA-2048 CA key on
 the token, so that both servers sign with RSA-2048), then for each server in
-turn: scepd with `token.workers = 0`, scepd with `token.workers = 2`, and
-micromdm's `scepserver` (Debian package `scep`, CA key in process memory)
+turn: each scepd variant of --scepd (`token.workers` x `server.processes`:
+by default one token thread, two token worker processes, and two serving
+processes each with its own token thread), and micromdm's `scepserver` (Debian package `scep`, CA key in process memory)
 with an RSA-2048 depot. Each is started, enrolled by bench/loadgen.py at every
 concurrency (fresh RSA-2048 clients, the server's CPU read from /proc via
 --pid), and stopped. Then bench/token_signs.py measures the raw RSA-2048
@@ -160,18 +161,21 @@ def setup_scepd(state: Path) -> Path:
     return config
 
 
-def with_workers(config: Path, workers: int) -> Path:
+def with_workers(config: Path, workers: int, processes: int = 1) -> Path:
     text, count = re.subn(r"(?m)^workers = \d+$", f"workers = {workers}", config.read_text())
     if count != 1:
         raise RuntimeError(f"{config}: no single 'workers = N' line under [token]")
-    out = config.with_name(f"scepd-workers{workers}.toml")
+    text, count = re.subn(r"(?m)^\[server\]\n(processes = \d+\n)?", f"[server]\nprocesses = {processes}\n", text)
+    if count != 1:
+        raise RuntimeError(f"{config}: no single [server] table")
+    out = config.with_name(f"scepd-workers{workers}-processes{processes}.toml")
     out.write_text(text)
     return out
 
 
 @contextmanager
-def scepd_server(config: Path, workers: int, timeout: float = 60) -> Iterator[Server]:
-    cfg = with_workers(config, workers)
+def scepd_server(config: Path, workers: int, processes: int = 1, timeout: float = 60) -> Iterator[Server]:
+    cfg = with_workers(config, workers, processes)
     out, err = cfg.with_suffix(".stdout"), cfg.with_suffix(".log")
     with open(out, "wb") as o, open(err, "wb") as e:
         proc = subprocess.Popen([SCEPD, "serve", "--config", str(cfg), "--listen", "127.0.0.1:0"],
@@ -187,7 +191,7 @@ def scepd_server(config: Path, workers: int, timeout: float = 60) -> Iterator[Se
             else:
                 time.sleep(0.1)
         wait_for_scep(url, proc=proc)
-        yield Server(f"scepd workers={workers}", url, proc, err)
+        yield Server(f"scepd w={workers} p={processes}", url, proc, err)
     finally:
         stop(proc)
 
@@ -367,7 +371,8 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=500, help="timed enrollments per server, concurrency and round (500)")
     ap.add_argument("--warmup", type=int, default=20, help="untimed enrollments before each run (default 20)")
     ap.add_argument("--concurrency", default="1,4,16")
-    ap.add_argument("--workers", default="0,2", help="token.workers values for scepd (default 0,2)")
+    ap.add_argument("--scepd", default="0x1,2x1,0x2",
+                    help="scepd variants as WORKERSxPROCESSES: token.workers by server.processes (default 0x1,2x1,0x2)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds; each starts every server in turn, and the table gives the medians (default 3)")
     ap.add_argument("--token-ops", type=int, default=2000, help="operations per raw token measurement")
@@ -381,7 +386,8 @@ def main() -> int:
     if not args.no_netns and not in_netns() and os.geteuid() == 0:
         reexec_in_netns()  # returns only when it cannot
     concurrency = [int(c) for c in args.concurrency.split(",")]
-    workers = [int(w) for w in args.workers.split(",")]
+    variants = [tuple(int(x) for x in v.split("x")) for v in args.scepd.split(",")]
+    workers = sorted({w for w, _ in variants})
 
     def expired(*_: object) -> None:
         raise TimeoutError(f"the benchmark exceeded --timeout {args.timeout:.0f} s")
@@ -421,8 +427,8 @@ def main() -> int:
                 runs.append(r)
 
         for i in range(args.rounds):  # rounds interleave the servers, so a slow spell hits all of them
-            for w in workers:
-                with scepd_server(config, w) as server:
+            for w, p in variants:
+                with scepd_server(config, w, p) as server:
                     measure(server, i)
             if not args.skip_micromdm:
                 with micromdm_server(work / f"micromdm-r{i}") as server:

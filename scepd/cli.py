@@ -49,12 +49,17 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from scepd import serving
     from scepd.server import serve
 
     config = _config(args)
     if args.listen:
         host, _, port = args.listen.rpartition(":")
         config = replace(config, listen_host=host, listen_port=int(port))
+    if args.serving_fd is not None:
+        return _serve_beside_primary(config, args.serving_fd, args.control_fd)
+    if config.processes > 1 and serving.METRICS_DIR_ENV not in os.environ:
+        serving.reexec_for_metrics(args.argv)  # does not return
 
     async def main() -> None:
         def on_metrics(binds: list[str]) -> None:
@@ -74,6 +79,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         trio.run(main)
     except KeyboardInterrupt:
         pass
+    finally:
+        serving.remove_metrics_directory()
+    return 0
+
+
+def _serve_beside_primary(config: Config, serving_fd: int, control_fd: int | None) -> int:
+    from scepd.server import serve
+
+    try:
+        trio.run(partial(serve, config, signals=True, serving_fd=serving_fd, control_fd=control_fd))
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -82,6 +99,7 @@ DEFAULT_TOML = """\
 # Every setting is described in README.md ("Configuration").
 [server]
 listen = "{listen}"
+processes = {processes}
 
 [metrics]
 listen = "{metrics_listen}"
@@ -131,7 +149,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         # A free SCEP port (tests, several instances) gets a free metrics port too.
         metrics_listen = args.metrics_listen or ("127.0.0.1:0" if args.listen.endswith(":0") else "127.0.0.1:9108")
         config_file.write_text(DEFAULT_TOML.format(
-            listen=args.listen, metrics_listen=metrics_listen, module=args.module, workers=args.workers))
+            listen=args.listen, metrics_listen=metrics_listen, module=args.module, workers=args.workers,
+            processes=args.processes))
     config = load(config_file)
     if not config.ca.certificate.exists():
         from scepd.ca.setup import KeySpec, init_ca
@@ -309,11 +328,16 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--subject", default="CN=scepd development CA,O=scepd")
     sp.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so")
     sp.add_argument("--workers", type=int, default=0, help="token worker processes (0: one in-process thread)")
+    sp.add_argument("--processes", type=int, default=1,
+                    help="serving processes on the one port (server.processes; about one per core)")
     sp.set_defaults(func=cmd_init)
 
     sp = with_config(sub.add_parser("serve", help="run the daemon"))
     sp.add_argument("--listen", help="HOST:PORT, overriding server.listen")
     sp.add_argument("--show-challenge", action="store_true", help="print the static challenge (development only)")
+    # Internal: how the primary starts the serving processes beside it (server.processes).
+    sp.add_argument("--serving-fd", type=int, help=argparse.SUPPRESS)
+    sp.add_argument("--control-fd", type=int, help=argparse.SUPPRESS)
     sp.set_defaults(func=cmd_serve)
 
     cfg = sub.add_parser("config", help="configuration tools").add_subparsers(dest="sub", required=True)
@@ -374,6 +398,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     logs.setup(args.log_level)
     try:
         return int(args.func(args))

@@ -127,6 +127,7 @@ class Config:
     intune: IntuneConfig | None = None
     crl: CrlSettings = field(default_factory=CrlSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    processes: int = 1  # serving processes on the one listening socket (scepd.serving)
 
 
 def read_secret(source: str, base: Path | None = None) -> str:
@@ -371,6 +372,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     if not 16 * 1024 <= max_bytes <= 16 * 1024 * 1024:
         raise ConfigError("server.max_message_bytes", "must be between 16 KiB and 16 MiB")
     legacy = server.get("legacy_path", bool, True)
+    processes = server.get("processes", int, 1)
+    if not 1 <= processes <= 64:
+        raise ConfigError("server.processes", "must be between 1 and 64")
     server.done()
 
     tok = root.sub("token")
@@ -512,6 +516,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         intune=intune,
         crl=crl,
         metrics=metrics,
+        processes=processes,
     )
 
 

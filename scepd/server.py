@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from scepd import metrics
+from scepd import metrics, serving
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.expiry import watch_expiry
 from scepd.ca.publisher import CrlPublisher
@@ -186,7 +187,9 @@ def intune_client(settings: IntuneConfig, pool: TokenPool, http: httpx.AsyncClie
 
 
 @asynccontextmanager
-async def open_site(config: Config) -> AsyncIterator[Site]:
+async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Site]:
+    """Everything one process serves with; `primary=False` for a serving process beside the primary
+    (scepd.serving), which runs no background loop of its own but follows the primary's CRL."""
     async with TokenPool.open(token_config(config)) as pool:
         async with SqliteStore.open(config.store_path) as store, httpx.AsyncClient() as http:
             ca = load_ca(config, pool)
@@ -197,10 +200,11 @@ async def open_site(config: Config) -> AsyncIterator[Site]:
                 ca, store, lifetime=config.crl.lifetime, file=config.crl.file,
                 check_interval=config.crl.check_interval_seconds,
             )
-            background.append(crl.run)
-            background.append(partial(
-                watch_expiry, ca.certificate, dt.timedelta(days=config.ca.expiry_warning_days),
-                rollover=bool(ca.next_chain_der), clock=lambda: dt.datetime.now(dt.timezone.utc)))
+            background.append(crl.run if primary else crl.follow)
+            if primary:
+                background.append(partial(
+                    watch_expiry, ca.certificate, dt.timedelta(days=config.ca.expiry_warning_days),
+                    rollover=bool(ca.next_chain_der), clock=lambda: dt.datetime.now(dt.timezone.utc)))
             if config.intune is not None:
                 client = intune_client(config.intune, pool, http)
                 intune_check = client.check
@@ -214,13 +218,18 @@ async def open_site(config: Config) -> AsyncIterator[Site]:
                     batch=config.intune.revocation_batch,
                     on_revoked=crl.refresh,
                 )
-                background.append(sync.run)
-            watch_gauges(ca, crl)
+                if primary:
+                    background.append(sync.run)
 
             async def refresh_metrics() -> None:
+                now = dt.datetime.now(dt.timezone.utc)
+                metrics.CA_CERT_EXPIRY_SECONDS.set((ca.certificate.not_valid_after_utc - now).total_seconds())
+                current = crl.current
+                metrics.CRL_NEXT_UPDATE_SECONDS.set(
+                    float("nan") if current is None else (current.next_update - now).total_seconds())
                 for status, count in (await store.certificate_counts()).items():
                     metrics.CERTIFICATES.labels(status).set(count)
-                metrics.REQUESTS_PENDING.set(await store.pending_count(dt.datetime.now(dt.timezone.utc)))
+                metrics.REQUESTS_PENDING.set(await store.pending_count(now))
 
             yield Site(
                 ca=ca,
@@ -236,20 +245,11 @@ async def open_site(config: Config) -> AsyncIterator[Site]:
             )
 
 
-def watch_gauges(ca: CertificateAuthority, crl: CrlPublisher) -> None:
-    """Seconds-until gauges, computed when scraped."""
-
-    def until(when: dt.datetime | None) -> float:
-        return float("nan") if when is None else (when - dt.datetime.now(dt.timezone.utc)).total_seconds()
-
-    metrics.CA_CERT_EXPIRY_SECONDS.set_function(lambda: until(ca.certificate.not_valid_after_utc))
-    metrics.CRL_NEXT_UPDATE_SECONDS.set_function(
-        lambda: until(crl.current.next_update if crl.current is not None else None))
-
-
-def hypercorn_config(config: Config, host: str | None = None, port: int | None = None) -> HypercornConfig:
+def hypercorn_config(config: Config, host: str | None = None, port: int | None = None,
+                     fd: int | None = None) -> HypercornConfig:
     hc = HypercornConfig()
-    hc.bind = [f"{host or config.listen_host}:{config.listen_port if port is None else port}"]
+    hc.bind = [f"fd://{fd}" if fd is not None
+               else f"{host or config.listen_host}:{config.listen_port if port is None else port}"]
     hc.accesslog = None
     # A GET PKIOperation carries the whole request in the query: certmonger sends several kB.
     hc.h11_max_incomplete_size = config.max_message_bytes * 2
@@ -267,6 +267,7 @@ def metrics_hypercorn_config(config: Config) -> HypercornConfig:
 
 async def handle_signals(
     config: Config, site: Site, shutdown: trio.Event, notifier: Notifier,
+    on_reload: Callable[[], None] | None = None,
     *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """SIGTERM/SIGINT: graceful shutdown. SIGHUP: reload profiles and endpoint chains."""
@@ -278,6 +279,8 @@ async def handle_signals(
                     continue
                 notifier.reloading()
                 config = await reload_config(config, site.services, site.rebuild)
+                if on_reload is not None:
+                    on_reload()
                 notifier.ready()
             elif not shutdown.is_set():
                 log.info("event=shutdown_requested signal=%s", signal.Signals(signum).name)
@@ -292,6 +295,8 @@ async def serve(
     shutdown: trio.Event | None = None,
     signals: bool = False,
     on_metrics: Callable[[list[str]], None] | None = None,
+    serving_fd: int | None = None,
+    control_fd: int | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled or `shutdown` is set (or, with `signals`, SIGTERM); reports the bound URLs on start.
@@ -299,16 +304,27 @@ async def serve(
     On shutdown hypercorn stops accepting and gives requests in flight
     `graceful_timeout` seconds; then the background loops are cancelled and
     `open_site` closes the token sessions and the store.
+
+    With `config.processes` above 1 this is the primary: it binds the socket
+    and starts the serving processes (scepd.serving), which call this with
+    `serving_fd` (the inherited socket) and `control_fd` (their socketpair end).
     """
-    notifier = Notifier.from_environment()
+    primary = serving_fd is None
+    notifier = Notifier.from_environment() if primary else Notifier(None)
     shutdown = shutdown if shutdown is not None else trio.Event()
+    sock = None
+    if primary and config.processes > 1:
+        sock = serving.listening_socket(config.listen_host, config.listen_port if port is None else port)
     try:
-        async with open_site(config) as site, trio.open_nursery() as nursery:
+        async with open_site(config, primary=primary) as site, trio.open_nursery() as nursery:
+            others = (serving.ServingProcesses(config.path, config.processes - 1, sock)
+                      if sock is not None else None)
             if signals:
-                await nursery.start(handle_signals, config, site, shutdown, notifier)
+                await nursery.start(handle_signals, config, site, shutdown, notifier,
+                                    others.reload if others is not None else None)
             for task in site.background:
                 await nursery.start(task)
-            if config.metrics.enabled:
+            if config.metrics.enabled and primary:
                 metrics_app = create_metrics_app(site.readiness, site.refresh_metrics)
                 metrics_binds = await nursery.start(partial(
                     hypercorn_serve, metrics_app, metrics_hypercorn_config(config),  # type: ignore[arg-type]
@@ -316,15 +332,29 @@ async def serve(
                 if on_metrics is not None:
                     on_metrics(metrics_binds)
 
+            fd = serving_fd if serving_fd is not None else (os.dup(sock.fileno()) if sock is not None else None)
+
             async def scep(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
                 await hypercorn_serve(
-                    create_app(site), hypercorn_config(config, port=port),  # type: ignore[arg-type]
+                    create_app(site), hypercorn_config(config, port=port, fd=fd),  # type: ignore[arg-type]
                     shutdown_trigger=shutdown.wait, task_status=task_status,
                 )
                 # hypercorn has drained its connections: the background loops go with it.
                 nursery.cancel_scope.cancel()
 
             binds = await nursery.start(scep)
+            if control_fd is not None:
+                control = trio.socket.from_stdlib_socket(socket.socket(fileno=control_fd))
+                await serving.report_ready(control)
+                nursery.start_soon(serving.wait_for_primary, control, shutdown)
+            if others is not None:
+                await nursery.start(others.run)
+
+                async def stop_others() -> None:
+                    await shutdown.wait()
+                    others.stop()
+
+                nursery.start_soon(stop_others)
             interval = watchdog_interval()
             if notifier.enabled and interval is not None and site.readiness is not None:
                 readiness = site.readiness
@@ -333,9 +363,12 @@ async def serve(
                     return all(r.ok for r in await readiness.run(("token", "store")))
 
                 await nursery.start(watchdog, notifier, interval, healthy)
-            notifier.ready(f"serving SCEP at {', '.join(binds)}")
+            processes = f" in {config.processes} processes" if others is not None else ""
+            notifier.ready(f"serving SCEP at {', '.join(binds)}{processes}")
             task_status.started(binds)
     finally:
+        if sock is not None:
+            sock.close()
         if not shutdown.is_set():
             notifier.stopping()
         notifier.close()

@@ -33,6 +33,7 @@ def test_defaults_resolve_relative_paths() -> None:
     assert config.ca.certificate == Path("/etc/scepd/ca.pem")
     assert config.token.pin_source == "file:/etc/scepd/secrets/pin"
     assert config.listen_port == 8080
+    assert config.processes == 1
     assert [e.path for e in config.endpoints] == ["/scep"]
     assert config.profiles["default"].validity == dt.timedelta(days=365)
 
@@ -46,6 +47,8 @@ def test_defaults_resolve_relative_paths() -> None:
         ({"server__listen": "localhost"}, "server.listen", "HOST:PORT"),
         ({"token__workers": -1}, "token.workers", "between"),
         ({"token__workers": True}, "token.workers", "boolean"),
+        ({"server__processes": 0}, "server.processes", "between 1 and 64"),
+        ({"server__processes": 65}, "server.processes", "between 1 and 64"),
         ({"token__colour": "blue"}, "token.colour", "unknown"),
         ({"challenge__static": None}, "endpoints.default.challenge", "challenge.static"),
         ({"ca__ra_key": "pkcs11:object=ra"}, "ca.ra_key", "go together"),
