@@ -165,9 +165,11 @@ def with_workers(config: Path, workers: int, processes: int = 1) -> Path:
     text, count = re.subn(r"(?m)^workers = \d+$", f"workers = {workers}", config.read_text())
     if count != 1:
         raise RuntimeError(f"{config}: no single 'workers = N' line under [token]")
-    text, count = re.subn(r"(?m)^\[server\]\n(processes = \d+\n)?", f"[server]\nprocesses = {processes}\n", text)
+    text, count = re.subn(r"(?m)^processes = \d+$", f"processes = {processes}", text)
+    if count == 0:  # a config from before `scepd init --processes`
+        text, count = re.subn(r"(?m)^\[server\]$", f"[server]\nprocesses = {processes}", text)
     if count != 1:
-        raise RuntimeError(f"{config}: no single [server] table")
+        raise RuntimeError(f"{config}: no single 'processes = N' line or [server] table")
     out = config.with_name(f"scepd-workers{workers}-processes{processes}.toml")
     out.write_text(text)
     return out

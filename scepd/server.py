@@ -312,13 +312,13 @@ async def serve(
     primary = serving_fd is None
     notifier = Notifier.from_environment() if primary else Notifier(None)
     shutdown = shutdown if shutdown is not None else trio.Event()
-    sock = None
+    sockets: list[socket.socket] = []
     if primary and config.processes > 1:
-        sock = serving.listening_socket(config.listen_host, config.listen_port if port is None else port)
+        sockets = serving.listening_sockets(
+            config.listen_host, config.listen_port if port is None else port, config.processes)
     try:
         async with open_site(config, primary=primary) as site, trio.open_nursery() as nursery:
-            others = (serving.ServingProcesses(config.path, config.processes - 1, sock)
-                      if sock is not None else None)
+            others = serving.ServingProcesses(config.path, sockets[1:]) if sockets else None
             if signals:
                 await nursery.start(handle_signals, config, site, shutdown, notifier,
                                     others.reload if others is not None else None)
@@ -332,7 +332,7 @@ async def serve(
                 if on_metrics is not None:
                     on_metrics(metrics_binds)
 
-            fd = serving_fd if serving_fd is not None else (os.dup(sock.fileno()) if sock is not None else None)
+            fd = serving_fd if serving_fd is not None else (os.dup(sockets[0].fileno()) if sockets else None)
 
             async def scep(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
                 await hypercorn_serve(
@@ -367,7 +367,7 @@ async def serve(
             notifier.ready(f"serving SCEP at {', '.join(binds)}{processes}")
             task_status.started(binds)
     finally:
-        if sock is not None:
+        for sock in sockets:
             sock.close()
         if not shutdown.is_set():
             notifier.stopping()

@@ -70,9 +70,10 @@ def scepd(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess
     )
 
 
-def init_state(state: Path, challenge: str, *, workers: int = 0, extra_toml: str = "") -> None:
+def init_state(state: Path, challenge: str, *, workers: int = 0, processes: int = 1, extra_toml: str = "") -> None:
     scepd("init", "--state", str(state), "--listen", "127.0.0.1:0", "--challenge", challenge,
-          "--workers", str(workers), "--subject", f"CN=scepd test CA {state.name},O=scepd tests")
+          "--workers", str(workers), "--processes", str(processes),
+          "--subject", f"CN=scepd test CA {state.name},O=scepd tests")
     if extra_toml:
         config = state / "scepd.toml"
         config.write_text(config.read_text() + "\n" + extra_toml)

@@ -296,10 +296,14 @@ _SERVING = re.compile(r"serving SCEP at (http://\S+?)(/\S*) ")
 _METRICS = re.compile(r"serving metrics at (http://\S+?)/metrics")
 
 
-async def test_scepd_enrolls_under_the_unit_seccomp_policy(tmp_path: Path, confined: list[str]) -> None:
-    """Token worker processes (workers=2), SoftHSM2, cryptography and hypercorn, all confined."""
+@pytest.mark.parametrize(("workers", "processes"), [(2, 1), (0, 2)], ids=["token-workers", "serving-processes"])
+async def test_scepd_enrolls_under_the_unit_seccomp_policy(
+    tmp_path: Path, confined: list[str], workers: int, processes: int
+) -> None:
+    """Token worker processes (workers=2), or a serving process beside the primary (processes=2, which
+    also re-executes itself for the metrics), with SoftHSM2, cryptography and hypercorn, all confined."""
     state = tmp_path / "state"
-    await trio.to_thread.run_sync(lambda: init_state(state, CHALLENGE, workers=2))
+    await trio.to_thread.run_sync(lambda: init_state(state, CHALLENGE, workers=workers, processes=processes))
     argv = [*confined, sys.executable, "-m", "scepd", "serve", "--config", str(state / "scepd.toml")]
     proc = await trio.lowlevel.open_process(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -314,9 +318,14 @@ async def test_scepd_enrolls_under_the_unit_seccomp_policy(tmp_path: Path, confi
         scep_base = _SERVING.search(output)
         metrics_base = _METRICS.search(output)
         assert scep_base and metrics_base
-        # The daemon and its two token workers all run filtered (Seccomp: 2 is "filter mode").
+        # The daemon and its two token workers, or its serving process, all run filtered
+        # (Seccomp: 2 is "filter mode").
+        children = workers if processes == 1 else processes - 1
+        with trio.fail_after(30):
+            while len(children_status(proc.pid)) < children:  # the serving process reports after the primary
+                await trio.sleep(0.1)
         statuses = [Path(f"/proc/{proc.pid}/status").read_text()] + children_status(proc.pid)
-        assert len(statuses) == 3, statuses
+        assert len(statuses) == 1 + children, statuses
         assert all(re.search(r"^Seccomp:\s+2$", s, re.M) for s in statuses), statuses
         async with httpx.AsyncClient(timeout=30) as http:
             client = Client(scep_base.group(1) + scep_base.group(2), http)

@@ -24,13 +24,6 @@ from tests.e2e.test_operations import scrape, total, value
 from tests.scep_client import Client, make_csr, rsa_key
 
 
-def _with_processes(state: Path, n: int) -> None:
-    config = state / "scepd.toml"
-    text = config.read_text()
-    assert "\nprocesses = 1\n" in text  # scepd init's default
-    config.write_text(text.replace("\nprocesses = 1\n", f"\nprocesses = {n}\n", 1))
-
-
 def _serving_children(pid: int) -> list[int]:
     """The serving processes the primary started (not its token workers)."""
     found = []
@@ -62,8 +55,7 @@ def _wait(predicate, timeout: float = 30, what: str = "condition"):  # type: ign
 @pytest.fixture(scope="module")
 def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     state = tmp_path_factory.mktemp("scepd-processes")
-    init_state(state, CHALLENGE)
-    _with_processes(state, 2)
+    init_state(state, CHALLENGE, processes=2)
     config = state / "scepd.toml"
     text = config.read_text()
     assert 'file = "ca.crl"\n' in text  # scepd init's [crl]; revocations are looked for twice a second
@@ -196,8 +188,7 @@ def test_a_dead_serving_process_is_replaced(two: Daemon) -> None:
 
 
 def test_sigterm_stops_every_process_and_a_lost_primary_stops_them_too(tmp_path: Path) -> None:
-    init_state(tmp_path, CHALLENGE)
-    _with_processes(tmp_path, 3)
+    init_state(tmp_path, CHALLENGE, processes=3)
     with running(tmp_path, CHALLENGE) as d:
         children = _wait(lambda: (c := _serving_children(d.proc.pid)) and len(c) == 2 and c, what="2 children")
         d.proc.send_signal(signal.SIGTERM)
