@@ -305,9 +305,10 @@ async def serve(
     `graceful_timeout` seconds; then the background loops are cancelled and
     `open_site` closes the token sessions and the store.
 
-    With `config.processes` above 1 this is the primary: it binds the socket
-    and starts the serving processes (scepd.serving), which call this with
-    `serving_fd` (the inherited socket) and `control_fd` (their socketpair end).
+    With `config.processes` above 1 this is the primary: it binds one socket
+    per process and starts the serving processes (scepd.serving), which call
+    this with `serving_fd` (their inherited socket) and `control_fd` (their
+    end of the socketpair to the primary).
     """
     primary = serving_fd is None
     notifier = Notifier.from_environment() if primary else Notifier(None)

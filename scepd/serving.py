@@ -1,4 +1,4 @@
-"""Several serving processes on one listening socket (`server.processes`).
+"""Several serving processes on one port (`server.processes`).
 
 One Python process tops out near one core: the event loop runs HTTP, the
 codec and the pipeline, and its GIL is shared with the token thread and the
@@ -6,10 +6,11 @@ store's threads (measured: a PKCS#11 sign that takes 0.52 ms alone took 2.4 ms
 while another thread ran Python). So the primary process, the one systemd
 starts, binds one socket per process on the one port and starts
 `processes - 1` fresh interpreters (`scepd serve --serving-fd`, never a
-fork), each accepting on its own socket. Each has
-its own token pool (one module instance per process, as pkcs11_worker
-requires), its own store connection (SQLite serialises writers) and its own
-Intune client.
+fork), each accepting on its own socket. Each has its own token pool (one
+module instance per process, as pkcs11_worker requires), its own store
+connection (SQLite serialises writers) and its own Intune client. On this
+project's 2-core machine, shared with the benchmark's load generator, it
+measured no faster than `token.workers = 2`; it is for more cores.
 
 The primary alone runs the background loops (CRL signing, Intune revocation
 sync, CA expiry), the metrics listener (summing every process through
@@ -85,9 +86,10 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     socket shared by every process would not: a process woken first takes every
     connection queued at that moment, so a handful of keep-alive clients could
     all land on one process (measured at 4 clients: 0.67 times the rate of
-    `token.workers = 2` in the same benchmark run with one shared socket, 1.08
-    times with a socket each). The primary keeps every socket open, so
-    connections queued for a serving process that died wait for its successor.
+    `token.workers = 2` in the same benchmark run with one shared socket, 0.90
+    and 1.08 times in two runs with a socket each). The primary keeps every
+    socket open, so connections queued for a serving process that died wait
+    for its successor.
     """
     family, type_, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
     sockets: list[socket.socket] = []

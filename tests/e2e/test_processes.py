@@ -110,7 +110,8 @@ async def test_a_resent_request_gets_one_certificate_across_processes(two: Daemo
     async with httpx.AsyncClient(timeout=30) as http:
         c = Client(two.url, http)
         await c.get_ca_cert()
-        body = c.message(make_csr(key, "resent-everywhere", CHALLENGE), key, transaction_id="resent-" + os.urandom(8).hex())
+        body = c.message(make_csr(key, "resent-everywhere", CHALLENGE), key,
+                         transaction_id="resent-" + os.urandom(8).hex())
     serials: list[int] = []
 
     async def send() -> None:
