@@ -118,10 +118,6 @@ class ServingProcesses:
         self._procs: dict[int, trio.Process] = {}
         self._stopping = False
 
-    @property
-    def pids(self) -> list[int]:
-        return sorted(p.pid for p in self._procs.values() if p.returncode is None)
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start them all, report started once each accepts, then keep them running."""
         async with trio.open_nursery() as nursery:

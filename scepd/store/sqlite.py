@@ -229,6 +229,15 @@ def _revocation(row: sqlite3.Row) -> RevocationRequestRecord:
     )
 
 
+def _issued_for_request(conn: sqlite3.Connection, transaction_id: str, csr_sha256: str) -> sqlite3.Row | None:
+    """The latest certificate issued for this transactionID and CSR."""
+    row: sqlite3.Row | None = conn.execute(
+        f"SELECT {_COLUMNS} FROM certificates WHERE transaction_id = ? AND csr_sha256 = ? ORDER BY id DESC LIMIT 1",
+        (transaction_id, csr_sha256),
+    ).fetchone()
+    return row
+
+
 def _write(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
     """Run `work` in one write transaction; commit, or roll back on any error."""
     conn.execute("BEGIN IMMEDIATE")
@@ -353,12 +362,8 @@ class SqliteStore:
         sql = f"INSERT INTO certificates ({_COLUMNS}) VALUES ({', '.join('?' * len(row))})"
 
         def put(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            if once:
-                earlier: sqlite3.Row | None = conn.execute(
-                    f"SELECT {_COLUMNS} FROM certificates WHERE transaction_id = ? AND csr_sha256 = ?"
-                    " ORDER BY id DESC LIMIT 1", (record.transaction_id, record.csr_sha256)).fetchone()
-                if earlier is not None:
-                    return earlier
+            if once and (earlier := _issued_for_request(conn, record.transaction_id, record.csr_sha256)):
+                return earlier
             conn.execute(sql, row)
             return None
 
@@ -376,15 +381,7 @@ class SqliteStore:
         return _record(result) if isinstance(result, sqlite3.Row) else None
 
     async def find_by_transaction(self, transaction_id: str, csr_sha256: str) -> CertificateRecord | None:
-        def find(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            row: sqlite3.Row | None = conn.execute(
-                f"SELECT {_COLUMNS} FROM certificates WHERE transaction_id = ? AND csr_sha256 = ?"
-                " ORDER BY id DESC LIMIT 1",
-                (transaction_id, csr_sha256),
-            ).fetchone()
-            return row
-
-        row = await self._run(find)
+        row = await self._run(lambda conn: _issued_for_request(conn, transaction_id, csr_sha256))
         return _record(row) if row is not None else None
 
     async def get(self, serial: int) -> CertificateRecord | None:

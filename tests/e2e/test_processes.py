@@ -131,14 +131,17 @@ async def test_a_resent_request_gets_one_certificate_across_processes(two: Daemo
     assert count == 1
 
 
-def _crl_numbers(d: Daemon, n: int = 12) -> set[int]:
-    numbers = set()
+def _crls(d: Daemon, n: int = 12) -> list[x509.CertificateRevocationList]:
+    """The CRL as served `n` times, each over a new connection, so both processes answer."""
+    crls = []
     for _ in range(n):
-        with httpx.Client(timeout=10) as http:  # a new connection each time
-            der = http.get(f"{d.base_url}/crl/ca.crl").content
-        crl = x509.load_der_x509_crl(der)
-        numbers.add(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
-    return numbers
+        with httpx.Client(timeout=10) as http:
+            crls.append(x509.load_der_x509_crl(http.get(f"{d.base_url}/crl/ca.crl").content))
+    return crls
+
+
+def _crl_numbers(d: Daemon) -> set[int]:
+    return {crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number for crl in _crls(d)}
 
 
 async def test_serving_processes_serve_the_primarys_crl_and_follow_revocations(two: Daemon) -> None:
@@ -147,12 +150,7 @@ async def test_serving_processes_serve_the_primarys_crl_and_follow_revocations(t
     scepd("cert", "revoke", "--config", str(two.config), format(cert.serial_number, "x"), "--reason", "keyCompromise")
 
     def revoked_everywhere() -> bool:
-        seen = set()
-        for _ in range(12):
-            with httpx.Client(timeout=10) as http:
-                crl = x509.load_der_x509_crl(http.get(f"{two.base_url}/crl/ca.crl").content)
-            seen.add(crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None)
-        return seen == {True}
+        return all(crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None for crl in _crls(two))
 
     _wait(revoked_everywhere, timeout=30, what="every process to serve the new CRL")
     [now] = _crl_numbers(two)
