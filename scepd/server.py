@@ -315,6 +315,8 @@ async def serve(
     shutdown = shutdown if shutdown is not None else trio.Event()
     sockets: list[socket.socket] = []
     if primary and config.processes > 1:
+        if serving.METRICS_DIR_ENV not in os.environ:  # `scepd serve` sets it; a caller of serve() may not
+            log.warning("event=metrics_primary_only reason=%s is not set", serving.METRICS_DIR_ENV)
         sockets = serving.listening_sockets(
             config.listen_host, config.listen_port if port is None else port, config.processes)
     try:

@@ -190,8 +190,12 @@ def test_sigterm_stops_every_process_and_a_lost_primary_stops_them_too(tmp_path:
     init_state(tmp_path, CHALLENGE, processes=3)
     with running(tmp_path, CHALLENGE) as d:
         children = _wait(lambda: (c := _serving_children(d.proc.pid)) and len(c) == 2 and c, what="2 children")
+        environ = dict(v.split(b"=", 1) for v in Path(f"/proc/{d.proc.pid}/environ").read_bytes().split(b"\0") if v)
+        metrics_dir = Path(environ[b"PROMETHEUS_MULTIPROC_DIR"].decode())  # set by the re-exec
+        assert list(metrics_dir.glob("*.db"))
         d.proc.send_signal(signal.SIGTERM)
         assert d.proc.wait(30) == 0
+        assert not metrics_dir.exists()  # a temporary directory of the primary's own: removed at exit
         for pid in children:
             _wait(lambda pid=pid: not Path(f"/proc/{pid}").exists(), what=f"serving process {pid} to exit")
     with running(tmp_path, CHALLENGE) as d:
