@@ -12,11 +12,16 @@ envelope, sign the certificate, sign the CertRep):
   in-process token thread, from `--tasks` concurrent Trio tasks, as the
   daemon does it.
 * ``workers=N``: the same through N worker processes, from 2N tasks.
+* with ``--gil``, ``busy@INTERVAL``: the ``direct`` sign loop again while
+  another thread of this process runs pure Python, as the event loop does
+  under load, at each `sys.setswitchinterval` given. A token call releases
+  the GIL during the PKCS#11 call but must take it back to return: this is
+  what that costs (README, "Token concurrency").
 
 For each it prints operations per second and CPU milliseconds per
 operation: this process and, for worker mode, its worker processes.
 
-    python bench/token_signs.py --config STATE/scepd.toml [-n 2000] [--workers 0,2] [--json]
+    python bench/token_signs.py --config STATE/scepd.toml [-n 2000] [--workers 0,2] [--gil 0.005,0.00005] [--json]
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -73,6 +79,37 @@ def direct(cfg: TokenConfig, label: str, n: int, ciphertext: bytes) -> list[dict
     return token_thread(cfg.module).submit(bench).result()
 
 
+def beside_busy_thread(cfg: TokenConfig, label: str, n: int, interval: float) -> dict[str, object]:
+    """Direct signs on the token thread while a second thread keeps the GIL busy with Python."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(200))
+
+    def bench() -> dict[str, object]:
+        session = TokenSession(cfg)
+        try:
+            session.sign(label, "SHA256_RSA_PKCS", TBS)
+            t0, c0 = time.perf_counter(), time.thread_time()
+            for _ in range(n):
+                session.sign(label, "SHA256_RSA_PKCS", TBS)
+            return _result(f"busy@{interval:g}", "sign", n, time.perf_counter() - t0, time.thread_time() - c0, 1)
+        finally:
+            session.close()
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        return token_thread(cfg.module).submit(bench).result()
+    finally:
+        stop.set()
+        spinner.join()
+        sys.setswitchinterval(previous)
+
+
 async def pooled(cfg: TokenConfig, label: str, n: int, tasks: int, ciphertext: bytes) -> list[dict[str, object]]:
     """Through TokenPool/Pkcs11Key, as the daemon calls the token, from `tasks` Trio tasks."""
     mode = f"workers={cfg.workers}"
@@ -113,6 +150,7 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=2000, help="operations per measurement")
     ap.add_argument("--workers", default="0,2", help="comma-separated token.workers values to measure")
     ap.add_argument("--tasks", type=int, default=4, help="concurrent tasks for workers=0 (workers=N uses 2N)")
+    ap.add_argument("--gil", default="", help="also sign beside a busy Python thread, at these switch intervals (s)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -130,6 +168,8 @@ def main() -> int:
     pub = trio.run(public_key)
     ciphertext = pub.encrypt(CEK, padding.PKCS1v15())
     results += direct(cfg, label, args.n, ciphertext)
+    for interval in (float(i) for i in args.gil.split(",") if i):
+        results += [beside_busy_thread(cfg, label, args.n, interval)]
     for workers in (int(w) for w in args.workers.split(",")):
         tasks = args.tasks if workers == 0 else 2 * workers
         results += trio.run(pooled, replace(cfg, workers=workers), label, args.n, tasks, ciphertext)

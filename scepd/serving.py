@@ -2,8 +2,8 @@
 
 One Python process tops out near one core: the event loop runs HTTP, the
 codec and the pipeline, and its GIL is shared with the token thread and the
-store's threads (measured: a PKCS#11 sign that takes 0.52 ms alone took 2.4 ms
-while another thread ran Python). So the primary process, the one systemd
+store's threads (measured by `bench/token_signs.py --gil`: a PKCS#11 sign
+that takes 0.53 ms alone took 13.3 ms while another thread ran Python). So the primary process, the one systemd
 starts, binds one socket per process on the one port and starts
 `processes - 1` fresh interpreters (`scepd serve --serving-fd`, never a
 fork), each accepting on its own socket. Each has its own token pool (one
