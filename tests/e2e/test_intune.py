@@ -326,7 +326,7 @@ def test_certificate_credential_signed_on_the_token(tmp_path_factory: pytest.Tem
 
     with running(state, CHALLENGE, path=INTUNE_PATH) as d:
         assert trio.run(enroll_one, d.url) is PkiStatus.SUCCESS
-    # The fake is shared: the session's Intune daemon (client secret) may fetch a token meanwhile.
+    # The fake is shared: this module's Intune daemon (client secret) may fetch a token meanwhile.
     # This daemon has no secret configured, so its calls are the ones carrying an assertion.
     token_calls = [c for c in fake.calls("token")[tokens_before:] if "client_assertion" in c.body]
     assert token_calls and all(c.status == 200 for c in token_calls)

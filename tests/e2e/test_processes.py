@@ -20,7 +20,9 @@ from cryptography import x509
 from scepd.scep.constants import PkiStatus
 from tests.daemon import Daemon, init_state, running, scepd
 from tests.e2e.conftest import CHALLENGE
+from tests.e2e.test_intune import INTUNE_PATH, intune_toml
 from tests.e2e.test_operations import scrape, total, value
+from tests.fake_intune.server import running_fake_intune
 from tests.scep_client import Client, make_csr, rsa_key
 
 
@@ -207,3 +209,36 @@ def test_sigterm_stops_every_process_and_a_lost_primary_stops_them_too(tmp_path:
                   Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
                   what=f"orphaned serving process {pid} to exit")
         assert "event=primary_gone" in d.log()
+
+
+async def test_intune_enrollments_through_both_processes(tmp_path: Path) -> None:
+    """Each serving process validates with Intune and notifies it itself, over its own Entra token."""
+    with running_fake_intune() as fake:
+        secret = tmp_path / "intune-client-secret"
+        secret.write_text(fake.client_secret or "")
+        init_state(tmp_path, CHALLENGE, processes=2, extra_toml=intune_toml(fake, secret, interval=3600))
+        with running(tmp_path, CHALLENGE, path=INTUNE_PATH) as d:
+            [child] = _wait(lambda: _serving_children(d.proc.pid) or None, what="the serving process")
+            ticks = _cpu_ticks(child)
+            tids = [f"tid-procs-{i}-{os.urandom(4).hex()}" for i in range(16)]
+
+            async def one(tid: str) -> None:
+                async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as http:
+                    c = Client(d.url, http)
+                    await c.get_ca_cert()
+                    key = rsa_key()
+                    cn = f"device-{tid}"
+                    body = c.message(make_csr(key, cn, fake.mint_challenge(f"CN={cn}", ttl=600)), key,
+                                     transaction_id=tid)
+                    rep = await c.send(body, key)
+                    assert rep.status is PkiStatus.SUCCESS, rep.fail_info_text
+                    [success] = fake.notifications("success")[tid]
+                    assert int(success.body["certificateSerialNumber"], 16) == rep.certificates[0].serial_number
+
+            async with trio.open_nursery() as nursery:
+                for tid in tids:
+                    nursery.start_soon(one, tid)
+            assert _cpu_ticks(child) - ticks >= 2, "the serving process took no share of the enrollments"
+            validated = {c.body["request"]["transactionId"] for c in fake.calls("validate") if c.status == 200}
+            assert set(tids) <= validated
+        assert "Traceback" not in d.log(), d.log()
