@@ -58,20 +58,25 @@ def _result(mode: str, op: str, n: int, seconds: float, cpu: float, tasks: int) 
             "per_second": n / seconds, "cpu_ms": cpu / n * 1000}
 
 
-def direct(cfg: TokenConfig, label: str, n: int, ciphertext: bytes) -> list[dict[str, object]]:
-    """The bare PKCS#11 calls, on the module's own thread (one thread per module and process)."""
+def direct(cfg: TokenConfig, label: str, n: int, ciphertext: bytes | None,
+           mode: str = "direct") -> list[dict[str, object]]:
+    """The bare PKCS#11 calls, on the module's own thread (one thread per module and process).
+
+    Without a ciphertext, only the signs are measured."""
 
     def bench() -> list[dict[str, object]]:
         session = TokenSession(cfg)
         try:
             out = []
             session.sign(label, "SHA256_RSA_PKCS", TBS)  # warm: key handle, module
-            for op, call in (("sign", lambda: session.sign(label, "SHA256_RSA_PKCS", TBS)),
-                             ("decrypt", lambda: session.decrypt(label, None, ciphertext))):
+            ops = [("sign", lambda: session.sign(label, "SHA256_RSA_PKCS", TBS))]
+            if ciphertext is not None:
+                ops.append(("decrypt", lambda: session.decrypt(label, None, ciphertext)))
+            for op, call in ops:
                 t0, c0 = time.perf_counter(), time.thread_time()
                 for _ in range(n):
                     call()
-                out.append(_result("direct", op, n, time.perf_counter() - t0, time.thread_time() - c0, 1))
+                out.append(_result(mode, op, n, time.perf_counter() - t0, time.thread_time() - c0, 1))
             return out
         finally:
             session.close()
@@ -79,7 +84,7 @@ def direct(cfg: TokenConfig, label: str, n: int, ciphertext: bytes) -> list[dict
     return token_thread(cfg.module).submit(bench).result()
 
 
-def beside_busy_thread(cfg: TokenConfig, label: str, n: int, interval: float) -> dict[str, object]:
+def beside_busy_thread(cfg: TokenConfig, label: str, n: int, interval: float) -> list[dict[str, object]]:
     """Direct signs on the token thread while a second thread keeps the GIL busy with Python."""
     stop = threading.Event()
 
@@ -87,23 +92,12 @@ def beside_busy_thread(cfg: TokenConfig, label: str, n: int, interval: float) ->
         while not stop.is_set():
             sum(range(200))
 
-    def bench() -> dict[str, object]:
-        session = TokenSession(cfg)
-        try:
-            session.sign(label, "SHA256_RSA_PKCS", TBS)
-            t0, c0 = time.perf_counter(), time.thread_time()
-            for _ in range(n):
-                session.sign(label, "SHA256_RSA_PKCS", TBS)
-            return _result(f"busy@{interval:g}", "sign", n, time.perf_counter() - t0, time.thread_time() - c0, 1)
-        finally:
-            session.close()
-
     previous = sys.getswitchinterval()
     sys.setswitchinterval(interval)
     spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
     try:
-        return token_thread(cfg.module).submit(bench).result()
+        return direct(cfg, label, n, None, mode=f"busy@{interval:g}")
     finally:
         stop.set()
         spinner.join()
@@ -169,7 +163,7 @@ def main() -> int:
     ciphertext = pub.encrypt(CEK, padding.PKCS1v15())
     results += direct(cfg, label, args.n, ciphertext)
     for interval in (float(i) for i in args.gil.split(",") if i):
-        results += [beside_busy_thread(cfg, label, args.n, interval)]
+        results += beside_busy_thread(cfg, label, args.n, interval)
     for workers in (int(w) for w in args.workers.split(",")):
         tasks = args.tasks if workers == 0 else 2 * workers
         results += trio.run(pooled, replace(cfg, workers=workers), label, args.n, tasks, ciphertext)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -68,14 +69,21 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     assert "Traceback" not in d.log(), d.log()
 
 
+@asynccontextmanager
+async def _fresh_client(url: str) -> AsyncIterator[Client]:
+    """A client whose every request opens a new connection, which the kernel gives to either process."""
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as http:
+        c = Client(url, http)
+        await c.get_ca_cert()
+        yield c
+
+
 async def _enroll_apart(d: Daemon, names: list[str]) -> list[x509.Certificate]:
     """Each enrollment on a fresh connection, all at once."""
     certs: list[x509.Certificate] = []
 
     async def one(name: str) -> None:
-        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as http:
-            c = Client(d.url, http)
-            await c.get_ca_cert()
+        async with _fresh_client(d.url) as c:
             rep, _ = await c.enroll(name, CHALLENGE)
             assert rep.status is PkiStatus.SUCCESS, (rep.fail_info, rep.fail_info_text)
             certs.append(rep.certificates[0])
@@ -117,9 +125,7 @@ async def test_a_resent_request_gets_one_certificate_across_processes(two: Daemo
     serials: list[int] = []
 
     async def send() -> None:
-        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as http:
-            c = Client(two.url, http)
-            await c.get_ca_cert()
+        async with _fresh_client(two.url) as c:
             rep = await c.send(body, key)
             assert rep.status is PkiStatus.SUCCESS
             serials.append(rep.certificates[0].serial_number)
@@ -223,9 +229,7 @@ async def test_intune_enrollments_through_both_processes(tmp_path: Path) -> None
             tids = [f"tid-procs-{i}-{os.urandom(4).hex()}" for i in range(16)]
 
             async def one(tid: str) -> None:
-                async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as http:
-                    c = Client(d.url, http)
-                    await c.get_ca_cert()
+                async with _fresh_client(d.url) as c:
                     key = rsa_key()
                     cn = f"device-{tid}"
                     body = c.message(make_csr(key, cn, fake.mint_challenge(f"CN={cn}", ttl=600)), key,
