@@ -37,10 +37,9 @@ from scepd.scep.constants import (
 from scepd.scep.envelope import build_envelope, parse_envelope
 from scepd.scep.errors import MalformedMessage, ScepError
 from scepd.scep.message import (
-    IssuerAndSubject,
     OID_CONTENT_TYPE,
     OID_MESSAGE_DIGEST,
-    load_signed_data,
+    IssuerAndSubject,
     octets_value,
     single,
     text_value,
@@ -58,6 +57,7 @@ from scepd.scep.signed import (
     signed_attrs_candidates,
     verify,
 )
+from scepd.scep.signed_view import load_signed_data
 
 PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
 

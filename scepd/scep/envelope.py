@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from scepd import der
+from scepd import strict_der as sd
 from scepd.keys.base import Decrypter, HashName, OaepParams, RsaPadding
 from scepd.scep.ciphers import ContentCipher
 from scepd.scep.constants import FailInfo
@@ -113,6 +114,68 @@ def parse_envelope(data: bytes) -> Envelope:
     Structural problems are BAD_REQUEST; a well-formed envelope using
     algorithms we do not speak is BAD_ALG, so the client can tell them apart.
     """
+    try:
+        found = _strict_envelope(data)
+    except (ValueError, IndexError):  # NotStrictDer, or anything the walk did not foresee
+        found = None
+    return found if found is not None else _general_envelope(data)
+
+
+def _strict_envelope(data: bytes) -> Envelope | None:
+    """The common case read by offsets (`scepd.strict_der`): strict DER, one key-transport
+    recipient first, RSA PKCS#1 v1.5 or OAEP with default parameters, a cipher we speak.
+
+    None (or NotStrictDer) for anything else, which `_general_envelope`
+    then parses and, where it must, refuses with the precise failInfo.
+    """
+    d = data
+    start, end = sd.whole(d, sd.SEQUENCE)
+    parts = sd.children(d, start, end)
+    if [t for t, *_ in parts] != [sd.OID, 0xA0] or d[parts[0][2] : parts[0][3]] != _OID_ENVELOPED_DATA[2:]:
+        return None
+    start, end = sd.expect(d, parts[1][2], parts[1][3], sd.SEQUENCE)
+    fields = sd.children(d, start, end)
+    tags = [t for t, *_ in fields]
+    if tags[:3] != [sd.INTEGER, sd.SET, sd.SEQUENCE] or tags[3:] not in ([], [0xA1]):
+        return None  # originatorInfo, or something else unexpected
+    ktri = next((r for r in sd.children(d, fields[1][2], fields[1][3]) if r[0] == sd.SEQUENCE), None)
+    if ktri is None:
+        return None
+    rid = sd.children(d, ktri[2], ktri[3])
+    if [t for t, *_ in rid][:1] != [sd.INTEGER] or len(rid) != 4 or rid[2][0] != sd.SEQUENCE \
+            or rid[3][0] != sd.OCTET_STRING:
+        return None
+    algorithm = sd.children(d, rid[2][2], rid[2][3])
+    if not algorithm or algorithm[0][0] != sd.OID:
+        return None
+    transport = sd.oid_text(d[algorithm[0][2] : algorithm[0][3]])
+    # Absent, NULL, or an empty RSAES-OAEP-params SEQUENCE: every field at its (SHA-1) default.
+    default_params = len(algorithm) == 1 or (len(algorithm) == 2 and d[algorithm[1][1] : algorithm[1][3]] in (
+        der.NULL, b"\x30\x00"))
+    if transport == "1.2.840.113549.1.1.1":
+        rsa_padding, oaep = RsaPadding.PKCS1V15, None
+    elif transport == "1.2.840.113549.1.1.7" and default_params:
+        rsa_padding, oaep = RsaPadding.OAEP, OaepParams()
+    else:
+        return None
+    eci = sd.children(d, fields[2][2], fields[2][3])
+    if [t for t, *_ in eci] != [sd.OID, sd.SEQUENCE, 0x80]:
+        return None  # no content, or a constructed [0] (Go's pkcs7): the general parser reads those
+    content_alg = sd.children(d, eci[1][2], eci[1][3])
+    if [t for t, *_ in content_alg] != [sd.OID, sd.OCTET_STRING]:
+        return None
+    cipher = ContentCipher.from_oid(sd.oid_text(d[content_alg[0][2] : content_alg[0][3]]))
+    iv = d[content_alg[1][2] : content_alg[1][3]]
+    encrypted = d[eci[2][2] : eci[2][3]]
+    encrypted_key = d[rid[3][2] : rid[3][3]]
+    if cipher is None or len(iv) != cipher.block_size or not encrypted:
+        return None
+    return Envelope(padding=rsa_padding, oaep=oaep, encrypted_key=encrypted_key, cipher=cipher, iv=iv,
+                    encrypted_content=encrypted)
+
+
+def _general_envelope(data: bytes) -> Envelope:
+    """Any BER asn1crypto reads, with a precise failInfo for what scepd cannot open."""
     try:
         info = cms.ContentInfo.load(data)
         if info["content_type"].native != "enveloped_data":

@@ -24,16 +24,8 @@ from scepd.scep.constants import (
 )
 from scepd.scep.envelope import Envelope, parse_envelope
 from scepd.scep.errors import MalformedMessage, ScepError
-from scepd.scep.signed import (
-    ASN1_ERRORS,
-    attribute_values,
-    digest,
-    embedded_certificates,
-    find_signer,
-    hash_name,
-    signed_attrs_candidates,
-    verify,
-)
+from scepd.scep.signed import ASN1_ERRORS, digest, hash_name, verify
+from scepd.scep.signed_view import SignedView, read_signed
 
 OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
 OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
@@ -52,25 +44,6 @@ class PkiMessage:
     digest: HashName
     envelope: Envelope | None
     raw: bytes = field(repr=False)
-
-
-def load_signed_data(data: bytes) -> cms.SignedData:
-    """The SignedData inside a ContentInfo, or MalformedMessage."""
-    try:
-        info = cms.ContentInfo.load(data)
-        if info["content_type"].native != "signed_data":
-            raise MalformedMessage("the message is not a CMS SignedData")
-        signed = info["content"]
-        # Touch the parts every caller needs so lazy-parse errors surface here
-        # (cheaply: converting the signer infos to native values cost more than verifying them).
-        signed["encap_content_info"]["content_type"].native
-        for signer_info in signed["signer_infos"]:
-            signer_info["signed_attrs"]  # noqa: B018
-        return signed
-    except MalformedMessage:
-        raise
-    except ASN1_ERRORS as e:
-        raise MalformedMessage(f"unparseable CMS: {e}") from e
 
 
 def text_value(value: core.Asn1Value) -> str | None:
@@ -95,7 +68,7 @@ def single(attrs: dict[str, list[core.Asn1Value]], oid: str) -> core.Asn1Value |
 
 def parse_pki_message(data: bytes, *, allowed_hashes: frozenset[HashName] = DEFAULT_HASHES) -> PkiMessage:
     """Parse and verify a request; the envelope is returned still closed."""
-    signed = load_signed_data(data)
+    signed = read_signed(data)
     learned: dict[str, object] = {}
     try:
         return _parse(data, signed, allowed_hashes, learned)
@@ -105,19 +78,15 @@ def parse_pki_message(data: bytes, *, allowed_hashes: frozenset[HashName] = DEFA
         raise ScepError(FailInfo.BAD_REQUEST, f"malformed request: {e}", **learned) from e  # type: ignore[arg-type]
 
 
-def _parse(
-    data: bytes, signed: cms.SignedData, allowed: frozenset[HashName], learned: dict[str, object]
-) -> PkiMessage:
+def _parse(data: bytes, signed: SignedView, allowed: frozenset[HashName], learned: dict[str, object]) -> PkiMessage:
     def fail(info: FailInfo, reason: str) -> ScepError:
         return ScepError(info, reason, **learned)  # type: ignore[arg-type]
 
-    infos = signed["signer_infos"]
-    if len(infos) != 1:
-        raise MalformedMessage(f"expected one SignerInfo, found {len(infos)}")
-    signer_info = infos[0]
-    if not signer_info["signed_attrs"]:
+    if signed.signer_count != 1:
+        raise MalformedMessage(f"expected one SignerInfo, found {signed.signer_count}")
+    attrs = signed.attributes()
+    if not attrs:
         raise fail(FailInfo.BAD_REQUEST, "the request has no signed attributes")
-    attrs = attribute_values(signer_info)
 
     tid = single(attrs, OID_TRANSACTION_ID)
     transaction_id = text_value(tid) if tid is not None else None
@@ -138,11 +107,11 @@ def _parse(
     if message_type is not None:
         learned["message_type"] = message_type
 
-    asn1_signer = find_signer(signer_info, embedded_certificates(signed))
-    if asn1_signer is None:
+    signer_der = signed.signer_der()
+    if signer_der is None:
         raise fail(FailInfo.BAD_CERT_ID, "the signer certificate is not in the message")
     try:
-        signer_cert = x509.load_der_x509_certificate(asn1_signer.dump())
+        signer_cert = x509.load_der_x509_certificate(signer_der)
     except ASN1_ERRORS as e:
         raise fail(FailInfo.BAD_CERT_ID, f"the signer certificate does not parse: {e}") from e
     learned["signer_certificate"] = signer_cert
@@ -154,15 +123,14 @@ def _parse(
     if message_type is None:
         raise fail(FailInfo.BAD_REQUEST, f"missing or unknown messageType {mt_text!r}")
 
-    digest_name = hash_name(signer_info["digest_algorithm"])
+    digest_algorithm = signed.digest_algorithm()
+    digest_name = hash_name(digest_algorithm)
     if digest_name is None or digest_name not in allowed:
-        algorithm = signer_info["digest_algorithm"]["algorithm"].dotted
-        raise fail(FailInfo.BAD_ALG, f"digest algorithm {algorithm} is not allowed")
+        raise fail(FailInfo.BAD_ALG, f"digest algorithm {digest_algorithm['algorithm'].dotted} is not allowed")
 
-    encap = signed["encap_content_info"]
-    if encap["content_type"].native != "data":
+    content_type_oid, content = signed.encapsulated()
+    if content_type_oid != "1.2.840.113549.1.7.1":
         raise fail(FailInfo.BAD_REQUEST, "the encapsulated content type is not id-data")
-    content = encap["content"].native if encap["content"] else None
     if content is not None and not isinstance(content, bytes):
         raise fail(FailInfo.BAD_REQUEST, "the encapsulated content is not an OCTET STRING")
 
@@ -173,12 +141,9 @@ def _parse(
     if message_digest is None or octets_value(message_digest) != digest(digest_name, content or b""):
         raise fail(FailInfo.BAD_MESSAGE_CHECK, "the messageDigest does not match the content")
 
-    signature = signer_info["signature"].native
-    algorithm = signer_info["signature_algorithm"]
-    if not any(
-        verify(signer_cert, algorithm, digest_name, signature, tbs)
-        for tbs in signed_attrs_candidates(signer_info)
-    ):
+    signature = signed.signature()
+    algorithm = signed.signature_algorithm()
+    if not any(verify(signer_cert, algorithm, digest_name, signature, tbs) for tbs in signed.to_be_signed()):
         raise fail(FailInfo.BAD_MESSAGE_CHECK, "the signature does not verify with the signer certificate")
 
     envelope = parse_envelope_learned(content, learned) if content else None

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from scepd import der
+from scepd import der, strict_der
 from scepd.keys.base import HashName
 
 # asn1crypto parses lazily, so a malformed field surfaces as one of these at first
@@ -158,11 +158,15 @@ def find_signer(
             if cert.issuer.dump() == ias["issuer"].dump() or cert.issuer == ias["issuer"]:
                 return cert
         elif sid.name == "subject_key_identifier":
-            ski = sid.chosen.native
-            computed = hashlib.sha1(cert.public_key["public_key"].contents[1:]).digest()
-            if ski in (cert.key_identifier, computed):
+            if key_identifier_matches(cert, sid.chosen.native):
                 return cert
     return None
+
+
+def key_identifier_matches(cert: asn1_x509.Certificate, ski: bytes) -> bool:
+    """The certificate's subjectKeyIdentifier, or the SHA-1 of its key (RFC 5280 4.2.1.2 method 1), is `ski`."""
+    computed = hashlib.sha1(cert.public_key["public_key"].contents[1:]).digest()
+    return ski in (cert.key_identifier, computed)
 
 
 def embedded_certificates(signed_data: cms.SignedData) -> list[asn1_x509.Certificate]:
@@ -178,9 +182,12 @@ def issuer_and_serial_der(certificate: x509.Certificate) -> bytes:
 
     Cached: the RA certificate names itself in every reply.
     """
-    parsed = asn1_x509.Certificate.load(certificate.public_bytes(Encoding.DER))
-    tbs = parsed["tbs_certificate"]
-    return der.sequence(tbs["issuer"].dump(), tbs["serial_number"].dump())
+    data = certificate.public_bytes(Encoding.DER)
+    try:
+        return der.sequence(*strict_der.issuer_and_serial(data))
+    except (ValueError, IndexError):  # not strict DER (cryptography accepts a little BER)
+        tbs = asn1_x509.Certificate.load(data)["tbs_certificate"]
+        return der.sequence(tbs["issuer"].dump(), tbs["serial_number"].dump())
 
 
 @lru_cache(maxsize=16)

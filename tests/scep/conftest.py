@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import strategies as st
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -156,3 +157,20 @@ async def serve(ra: Party, body: bytes, *, issued: list[bytes] | None = None,
 
 
 __all__ = ["ContentCipher", "NOW", "Party", "SoftKey", "issue", "name", "request", "serve"]
+
+
+def mutate(data: st.DataObject, original: bytes, *, most: int = 3, longest_cut: int = 40) -> bytes:
+    """Up to `most` random edits (bit flip, byte set, cut, insert) drawn by hypothesis."""
+    body = bytearray(original)
+    for _ in range(data.draw(st.integers(1, most))):
+        kind = data.draw(st.sampled_from(["flip", "set", "cut", "insert"]))
+        at = data.draw(st.integers(0, max(len(body) - 1, 0)))
+        if kind == "flip" and body:
+            body[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "set" and body:
+            body[at] = data.draw(st.integers(0, 255))
+        elif kind == "cut":
+            del body[at : at + data.draw(st.integers(1, longest_cut))]
+        else:
+            body[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+    return bytes(body)
