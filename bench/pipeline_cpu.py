@@ -1,6 +1,6 @@
 """CPU of one enrollment inside scepd, without HTTP and without the token.
 
-    .venv/bin/python bench/pipeline_cpu.py [-n 300] [--profile]
+    .venv/bin/python bench/pipeline_cpu.py [-n 300] [--profile [--sort cumulative]] [--json]
 
 Runs `ScepService.pki_operation` (parse, verify, decrypt, CSR check, static
 challenge, profile, idempotent retry, SQLite store, sign, CertRep) on
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
+import json
 import os
 import pstats
 import secrets
@@ -69,7 +70,7 @@ def private_ops_ms(key: rsa.RSAPrivateKey, n: int = 200) -> float:
     return (time.process_time() - start) * 1000 / n
 
 
-async def main(n: int, profile: bool) -> None:
+async def main(n: int, profile: bool, sort: str, as_json: bool) -> None:
     ca, ca_key = await make_ca()
     clients = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(8)]
     now = dt.datetime.now(dt.timezone.utc)
@@ -106,17 +107,22 @@ async def main(n: int, profile: bool) -> None:
     for reply, (_, key) in zip(replies, messages):
         assert parse_cert_rep(reply, decrypt_key=key, trusted_signers=[ca.certificate]).status is PkiStatus.SUCCESS
     token = private_ops_ms(ca_key.private_key)  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps({"n": n, "cpu_ms": cpu, "wall_ms": wall, "private_ops_ms": token, "own_cpu_ms": cpu - token}))
+        return
     print(f"pki_operation: n={n} cpu={cpu:.2f} ms/enrollment wall={wall:.2f} ms "
           f"(process CPU, all threads; SQLite fsync waits are wall time only)")
     print(f"in-process RSA-2048 private-key operations (2 signs + 1 decrypt): {token:.2f} ms")
     print(f"scepd's own CPU per enrollment, without HTTP: {cpu - token:.2f} ms")
     if prof:
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        pstats.Stats(prof).sort_stats(sort).print_stats(40 if sort == "cumulative" else 25)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=300)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"], help="--profile's order")
+    ap.add_argument("--json", action="store_true", help="one JSON object instead of the text lines")
     args = ap.parse_args()
-    trio.run(main, args.n, args.profile)
+    trio.run(main, args.n, args.profile, args.sort, args.json)

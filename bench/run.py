@@ -10,7 +10,9 @@ processes each with its own token thread), and micromdm's `scepserver` (Debian p
 with an RSA-2048 depot. Each is started, enrolled by bench/loadgen.py at every
 concurrency (fresh RSA-2048 clients, the server's CPU read from /proc via
 --pid), and stopped. Then bench/token_signs.py measures the raw RSA-2048
-operations of the same token. That is one round; the rounds interleave the
+operations of the same token, and (unless --skip-floor) bench/http_floor.py
+and bench/pipeline_cpu.py measure the floor: the HTTP stack with an empty
+handler, and scepd's own pipeline without HTTP and token. That is one round; the rounds interleave the
 servers so that a slow spell of a shared machine hits all of them, and the
 one table printed at the end gives the median of each figure over the
 rounds (and the spread of the rate). --json-out writes every round too.
@@ -254,6 +256,16 @@ def token_signs(config: Path, ops: int, workers: list[int], timeout: float) -> d
 # --- report -------------------------------------------------------------------------------------
 
 
+def floor(requests: int, timeout: float) -> dict[str, float]:
+    """What no enrollment code can go below: the HTTP stack with an empty handler (bench/http_floor.py, at
+    concurrency 4) and scepd's own pipeline without HTTP and without the token (bench/pipeline_cpu.py)."""
+    p = run([PY, str(HERE / "http_floor.py"), "-n", str(requests), "-c", "4", "--json"], timeout)
+    out = {f"http_{r['stack']}_ms": r["server_cpu_ms"] for r in map(json.loads, p.stdout.strip().splitlines())}
+    p = run([PY, str(HERE / "pipeline_cpu.py"), "-n", "300", "--json"], timeout)
+    out["pipeline_ms"] = json.loads(p.stdout.strip().splitlines()[-1])["own_cpu_ms"]
+    return out
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -296,7 +308,8 @@ def aggregate_token(tokens: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {k: v for k, v in tokens[0].items() if k != "results"} | {"results": results}
 
 
-def report(facts: dict[str, str], rows: list[dict[str, Any]], token: dict[str, Any] | None) -> str:
+def report(facts: dict[str, str], rows: list[dict[str, Any]], token: dict[str, Any] | None,
+           floors: list[dict[str, float]] | None = None) -> str:
     lines = ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), ""]
     ops = {(r["mode"], r["op"]): r for r in token["results"]} if token else {}
     three = None
@@ -345,6 +358,17 @@ def report(facts: dict[str, str], rows: list[dict[str, Any]], token: dict[str, A
                 parts.append(f"CPU {cpu:.2f} ms/enrollment = {cpu / three:.2f}x the token "
                              f"({'met' if cpu <= 1.5 * three else 'NOT met'})")
             lines.append(" ".join(parts))
+    if floors:
+        fl = {k: median([f[k] for f in floors]) for k in floors[0]}
+        lines += ["", f"Floor (median of {len(floors)} rounds), CPU ms per request or enrollment:",
+                  f"  HTTP stack, empty handler (bench/http_floor.py, c=4): hypercorn {fl['http_asgi_ms']:.2f}, "
+                  f"hypercorn + quart-trio {fl['http_quart_ms']:.2f}",
+                  f"  scepd's own pipeline, no HTTP, no token (bench/pipeline_cpu.py): {fl['pipeline_ms']:.2f}"]
+        if three:
+            least = three + fl["http_quart_ms"]
+            lines.append(f"  token + HTTP stack = {least:.2f} of the {1.5 * three:.2f} ms target, leaving "
+                         f"{1.5 * three - least:.2f} ms for the SCEP work that measures {fl['pipeline_ms']:.2f} "
+                         f"in process; token + HTTP + pipeline = {least + fl['pipeline_ms']:.2f} ms")
     return "\n".join(lines)
 
 
@@ -379,6 +403,9 @@ def main() -> int:
                     help="rounds; each starts every server in turn, and the table gives the medians (default 3)")
     ap.add_argument("--token-ops", type=int, default=2000, help="operations per raw token measurement")
     ap.add_argument("--skip-micromdm", action="store_true")
+    ap.add_argument("--floor-requests", type=int, default=2000,
+                    help="requests per HTTP-stack floor measurement (bench/http_floor.py)")
+    ap.add_argument("--skip-floor", action="store_true", help="do not measure the HTTP stack and pipeline floor")
     ap.add_argument("--keep", type=Path, help="keep the state in this directory (default: a removed temp dir)")
     ap.add_argument("--json-out", type=Path, help="also write every figure, every round, here")
     ap.add_argument("--timeout", type=float, default=2700, help="limit for the whole run, seconds (default 2700)")
@@ -418,6 +445,7 @@ def main() -> int:
         step_timeout = max(300.0, args.n * 0.5)
         runs: list[dict[str, Any]] = []
         tokens: list[dict[str, Any]] = []
+        floors: list[dict[str, float]] = []
 
         def measure(server: Server, i: int) -> None:
             for c in concurrency:
@@ -437,14 +465,18 @@ def main() -> int:
                     measure(server, i)
             log(f"round {i + 1}/{args.rounds} raw token operations ({args.token_ops} per measurement)")
             tokens.append(token_signs(config, args.token_ops, workers, step_timeout))
+            if not args.skip_floor:
+                log(f"round {i + 1}/{args.rounds} floor: HTTP stack alone, scepd's pipeline alone")
+                floors.append(floor(args.floor_requests, step_timeout))
 
         facts["duration"] = f"{time.monotonic() - started:.0f} s"
         rows, token = aggregate(runs), aggregate_token(tokens)
-        print(report(facts, rows, token), flush=True)
+        print(report(facts, rows, token, floors), flush=True)
         if args.json_out:
             args.json_out.write_text(json.dumps({"machine": facts, "n": args.n, "warmup": args.warmup,
                                                  "rounds": args.rounds, "summary": rows, "token": token,
-                                                 "runs": runs, "token_rounds": tokens}, indent=2) + "\n")
+                                                 "runs": runs, "token_rounds": tokens,
+                                                 "floor_rounds": floors}, indent=2) + "\n")
         return 0
     finally:
         signal.alarm(0)
