@@ -26,6 +26,12 @@ ALL_HASHES = list(HashName)
 HASHES = {h: getattr(hashes, h.name)() for h in HashName}
 
 
+def raw_rsa(pub: rsa.RSAPublicKey, em: bytes) -> bytes:
+    """Encrypt an encoded block exactly as given, to test padding checks with a known plaintext."""
+    n, e = pub.public_numbers().n, pub.public_numbers().e
+    return pow(int.from_bytes(em, "big"), e, n).to_bytes(pub.key_size // 8, "big")
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -150,9 +156,17 @@ async def test_decrypt(token_config: Callable[..., TokenConfig], keys: dict[str,
                     await key.decrypt(bad, RsaPadding.OAEP, p)
         with pytest.raises(DecryptionError):
             await key.decrypt(pub.encrypt(cek, oaep(OAEPS[1])), RsaPadding.OAEP, OAEPS[0])
-        for bad in (other.encrypt(cek, padding.PKCS1v15()), pub.encrypt(cek, oaep(OAEPS[0])), b"short"):
+        # Blocks that decrypt but are not PKCS#1 v1.5 type 2, built with raw RSA so the outcome is certain.
+        # (An OAEP ciphertext or a wrong key's block happens to parse as v1.5 about once in 400 or 10^5 tries.)
+        k = pub.key_size // 8
+        for em in (b"\0\x01" + b"\xff" * (k - 35) + b"\0" + cek,      # signature block type 1
+                   b"\0\x02" + b"\x11" * (k - 2),                     # no zero separator
+                   b"\0\x02" + b"\x11" * 5 + b"\0" + os.urandom(k - 8),  # fewer than 8 padding bytes
+                   b"\x01\x02" + b"\x11" * (k - 35) + b"\0" + cek):     # leading byte not zero
             with pytest.raises(DecryptionError):
-                await key.decrypt(bad, RsaPadding.PKCS1V15)
+                await key.decrypt(raw_rsa(pub, em), RsaPadding.PKCS1V15)
+        with pytest.raises(DecryptionError):
+            await key.decrypt(b"short", RsaPadding.PKCS1V15)
         # ... and the key still works afterwards.
         assert await key.decrypt(pub.encrypt(cek, padding.PKCS1v15()), RsaPadding.PKCS1V15) == cek
         with pytest.raises(KeyBackendError):
