@@ -189,16 +189,25 @@ def test_pending_metric_counts_waiting_requests(daemon_lifecycle: Daemon) -> Non
     assert gauge() == before
 
 
-def test_certmonger_waits_while_held_and_collects_after_approval(daemon_lifecycle: Daemon, tmp_path: Path) -> None:
+@pytest.mark.parametrize("collect", ["refresh", "resubmit"])
+def test_certmonger_waits_while_held_and_collects_after_approval(daemon_lifecycle: Daemon, tmp_path: Path,
+                                                                 collect: str) -> None:
     """certmonger (a client we did not write) gets PENDING, keeps the request, and after the
-    operator's approval its resubmission (a rebuilt PKCSReq, same transaction) gets the certificate."""
+    operator's approval collects the certificate.
+
+    `getcert refresh` runs certmonger's own poll now instead of on its timer (scep-submit with
+    CERTMONGER_OPERATION=POLL); certmonger 0.79.17 polls by sending its PKCSReq again under the
+    same transaction, not a CertPoll. `getcert resubmit` is the admin's way: a rebuilt PKCSReq,
+    same transaction and key."""
+    cn = f"cm-held-{collect}"
     with certmonger.CertmongerInstance(tmp_path / "cm") as cm:
         cm.add_scep_ca("held", daemon_lifecycle.base_url + "/held", signing_ca=daemon_lifecycle.state / "ca.pem")
-        first = cm.request("held", subject="CN=cm-held", challenge=CHALLENGE, timeout=8)
+        first = cm.request("held", subject=f"CN={cn}", challenge=CHALLENGE, timeout=8)
         assert first.status == "CA_WORKING" and first.cert_path is None, first.listing
         assert "SCEP status is \"pending\"" in cm.log_text()
-        pending(daemon_lifecycle, "approve", str(request_id(daemon_lifecycle, "cm-held")))
-        cm.getcert("resubmit", "-i", first.request_id)
+        assert stored(daemon_lifecycle, cn) == []
+        pending(daemon_lifecycle, "approve", str(request_id(daemon_lifecycle, cn)))
+        cm.getcert(collect, "-i", first.request_id)
         done = cm.wait(first.request_id, key_path=first.key_path,
                        cert_path=cm.files_dir / f"{first.request_id}.cert.pem", timeout=30)
         assert done.status == "MONITORING" and done.cert_path is not None, done.listing + cm.log_tail()
@@ -206,4 +215,4 @@ def test_certmonger_waits_while_held_and_collects_after_approval(daemon_lifecycl
                                  str(done.cert_path)], capture_output=True, text=True)
         assert verify.returncode == 0, verify.stdout + verify.stderr
     serial = x509.load_pem_x509_certificate(done.cert_path.read_bytes()).serial_number
-    assert stored(daemon_lifecycle, "cm-held") == [(f"{serial:x}", "valid")]
+    assert stored(daemon_lifecycle, cn) == [(f"{serial:x}", "valid")]
