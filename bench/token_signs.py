@@ -8,9 +8,14 @@ envelope, sign the certificate, sign the CertRep):
 * ``direct``: TokenSession.sign/decrypt in a loop on this thread: the bare
   PKCS#11 call, no pool, no event loop. Its CPU per operation is what the
   token itself spends, and the budget the daemon is compared with.
-* ``workers=0``: Pkcs11Key.sign/decrypt through a TokenPool with its one
-  in-process token thread, from `--tasks` concurrent Trio tasks, as the
-  daemon does it.
+* ``handoff``: the same signs, each handed from this thread to the token
+  thread and waited for with ``Future.result()``: what a thread hand-off
+  alone costs, without an event loop.
+* ``trio-1task``: Pkcs11Key.sign/decrypt through a TokenPool with its one
+  in-process token thread, one operation at a time from one Trio task: the
+  hand-off plus waking the event loop, as one enrollment at a time sees it.
+* ``workers=0``: the same from `--tasks` concurrent Trio tasks, as the
+  daemon does it under load.
 * ``workers=N``: the same through N worker processes, from 2N tasks.
 * with ``--gil``, ``busy@INTERVAL``: the ``direct`` sign loop again while
   another thread of this process runs pure Python, as the event loop does
@@ -84,6 +89,20 @@ def direct(cfg: TokenConfig, label: str, n: int, ciphertext: bytes | None,
     return token_thread(cfg.module).submit(bench).result()
 
 
+def handed_off(cfg: TokenConfig, label: str, n: int) -> list[dict[str, object]]:
+    """Signs submitted one by one to the token thread from this one, without an event loop."""
+    thread = token_thread(cfg.module)
+    session = thread.submit(TokenSession, cfg).result()
+    try:
+        thread.submit(session.sign, label, "SHA256_RSA_PKCS", TBS).result()  # warm
+        t0, c0 = time.perf_counter(), cpu_seconds(os.getpid())
+        for _ in range(n):
+            thread.submit(session.sign, label, "SHA256_RSA_PKCS", TBS).result()
+        return [_result("handoff", "sign", n, time.perf_counter() - t0, cpu_seconds(os.getpid()) - c0, 1)]
+    finally:
+        thread.submit(session.close).result()
+
+
 def beside_busy_thread(cfg: TokenConfig, label: str, n: int, interval: float) -> list[dict[str, object]]:
     """Direct signs on the token thread while a second thread keeps the GIL busy with Python."""
     stop = threading.Event()
@@ -104,9 +123,10 @@ def beside_busy_thread(cfg: TokenConfig, label: str, n: int, interval: float) ->
         sys.setswitchinterval(previous)
 
 
-async def pooled(cfg: TokenConfig, label: str, n: int, tasks: int, ciphertext: bytes) -> list[dict[str, object]]:
+async def pooled(cfg: TokenConfig, label: str, n: int, tasks: int, ciphertext: bytes,
+                 mode: str = "") -> list[dict[str, object]]:
     """Through TokenPool/Pkcs11Key, as the daemon calls the token, from `tasks` Trio tasks."""
-    mode = f"workers={cfg.workers}"
+    mode = mode or f"workers={cfg.workers}"
     out = []
     async with TokenPool.open(cfg) as pool:
         key = pool.key(label)
@@ -162,6 +182,8 @@ def main() -> int:
     pub = trio.run(public_key)
     ciphertext = pub.encrypt(CEK, padding.PKCS1v15())
     results += direct(cfg, label, args.n, ciphertext)
+    results += handed_off(cfg, label, args.n)
+    results += trio.run(pooled, replace(cfg, workers=0), label, args.n, 1, ciphertext, "trio-1task")
     for interval in (float(i) for i in args.gil.split(",") if i):
         results += beside_busy_thread(cfg, label, args.n, interval)
     for workers in (int(w) for w in args.workers.split(",")):
