@@ -30,7 +30,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import cpu_seconds  # noqa: E402  (bench/ is this script's sys.path[0])
+from loadgen import run  # noqa: E402  (bench/ is this script's sys.path[0])
 
 REQUEST_BYTES = 3500  # a PKCSReq for an RSA-2048 client, as loadgen sends
 REPLY_BYTES = 2600  # a CertRep with one RSA-2048 certificate
@@ -81,27 +81,16 @@ def serve(stack: str, fd: int) -> None:
 
 
 async def drive(url: str, n: int, concurrency: int, pid: int) -> tuple[float, float, float]:
-    """loadgen's client loop: (wall seconds, client CPU seconds, server CPU seconds) for n requests."""
+    """(wall seconds, client CPU seconds, server CPU seconds) for n requests, through loadgen's own loop."""
     body = os.urandom(REQUEST_BYTES)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-
-        async def worker(count: int) -> None:
-            for _ in range(count):
-                r = await http.post(url, params={"operation": "PKIOperation"}, content=body,
-                                    headers={"content-type": "application/x-pki-message"})
-                if r.status_code != 200 or len(r.content) != REPLY_BYTES:
-                    raise RuntimeError(f"unexpected reply: HTTP {r.status_code}, {len(r.content)} bytes")
-
-        async def batch(total: int) -> None:
-            async with trio.open_nursery() as nursery:
-                for i in range(concurrency):
-                    nursery.start_soon(worker, total // concurrency + (i < total % concurrency))
-
-        await batch(max(50, n // 10))  # warm-up: imports, connections
-        server, start, cpu = cpu_seconds(pid), time.perf_counter(), time.process_time()
-        await batch(n)
-        return time.perf_counter() - start, time.process_time() - cpu, cpu_seconds(pid) - server
+    warmup = max(50, n // 10)  # imports, connections
+    wall, client_cpu, server_cpu, _, replies = await run(url, [(None, body)] * (warmup + n), concurrency,
+                                                         warmup=warmup, pid=pid)
+    bad = [r if isinstance(r, int) else len(r) for r in replies if isinstance(r, int) or len(r) != REPLY_BYTES]
+    if bad:
+        raise RuntimeError(f"{len(bad)} unexpected replies (HTTP status or body length), first: {bad[0]}")
+    assert server_cpu is not None
+    return wall, client_cpu, server_cpu
 
 
 def measure(stack: str, n: int, concurrency: int) -> dict[str, object]:

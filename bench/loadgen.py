@@ -30,9 +30,10 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -144,7 +145,7 @@ def prepare(url: str, challenge: str, n: int, cache: Path | None = None
     return ca_certs, messages
 
 
-async def run(url: str, messages: list[tuple[rsa.RSAPrivateKey, bytes]], concurrency: int, warmup: int = 0,
+async def run(url: str, messages: Sequence[tuple[Any, bytes]], concurrency: int, warmup: int = 0,
               pid: int | None = None) -> tuple[float, float, float | None, list[float], list[bytes | int]]:
     """POST every message, `concurrency` at a time, over keep-alive connections.
 
@@ -158,7 +159,7 @@ async def run(url: str, messages: list[tuple[rsa.RSAPrivateKey, bytes]], concurr
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
 
-        async def worker(queue: Iterator[tuple[int, tuple[rsa.RSAPrivateKey, bytes]]], timed: bool) -> None:
+        async def worker(queue: Iterator[tuple[int, tuple[Any, bytes]]], timed: bool) -> None:
             for i, (_, body) in queue:
                 t0 = time.perf_counter()
                 r = await http.post(url, params={"operation": "PKIOperation"}, content=body,
@@ -167,7 +168,7 @@ async def run(url: str, messages: list[tuple[rsa.RSAPrivateKey, bytes]], concurr
                     latencies.append(time.perf_counter() - t0)
                 replies[i] = r.content if r.status_code == 200 else r.status_code
 
-        async def batch(items: list[tuple[int, tuple[rsa.RSAPrivateKey, bytes]]], timed: bool) -> None:
+        async def batch(items: list[tuple[int, tuple[Any, bytes]]], timed: bool) -> None:
             queue = iter(items)
             async with trio.open_nursery() as nursery:
                 for _ in range(concurrency):
