@@ -313,8 +313,8 @@ def report(facts: dict[str, str], rows: list[dict[str, Any]], token: dict[str, A
     lines = ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), ""]
     ops = {(r["mode"], r["op"]): r for r in token["results"]} if token else {}
     three = None
-    if ("direct", "sign") in ops and ("direct", "decrypt") in ops:
-        three = 2 * ops[("direct", "sign")]["cpu_ms"] + ops[("direct", "decrypt")]["cpu_ms"]
+    if ("direct", "sign") in ops and ("direct", "unwrap") in ops:
+        three = 2 * ops[("direct", "sign")]["cpu_ms"] + ops[("direct", "unwrap")]["cpu_ms"]
     rounds = max((r["rounds"] for r in rows), default=0)
     head = (f"{'server':<20} {'c':>3} {'n':>5} {'ok':>5} {'enroll/s':>9} {'(min-max)':>13} {'p50 ms':>7} "
             f"{'p95 ms':>7} {'p99 ms':>7} {'srv CPU ms':>10} {'/token':>6} {'client CPU':>10}")

@@ -34,6 +34,15 @@ KEY_OPERATION_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
+UNREADABLE_REQUESTS = Counter(
+    "scepd_unreadable_requests_total",
+    "Requests answered FAILURE badMessageCheck because the envelope or its payload could not be read, by the"
+    " stage that failed (key transport, content padding, payload). The client always gets the same answer;"
+    " only this metric and the log tell the stages apart.",
+    ["stage"],
+    registry=REGISTRY,
+)
+
 TOKEN_WORKERS = Gauge(
     "scepd_token_workers",
     "Token workers (each owns one PKCS#11 session) in the pool.",

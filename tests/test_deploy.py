@@ -520,12 +520,12 @@ def test_alerts_fire_as_intended(tmp_path: Path) -> None:
                 series("scepd_key_operation_seconds_count", "0+6x30", key="scepd-ca", operation="sign",
                        mechanism="SHA256_RSA_PKCS", result="error"),
                 # envelopes for another key are the clients' fault: no alert
-                series("scepd_key_operation_seconds_count", "0+1x30", key="scepd-ca", operation="decrypt",
-                       mechanism="RSA_PKCS", result="undecryptable", instance="b:9108"),
-                series("scepd_key_operation_seconds_count", "0+20x30", key="scepd-ca", operation="decrypt",
+                series("scepd_key_operation_seconds_count", "0+1x30", key="scepd-ca", operation="unwrap",
+                       mechanism="RSA_PKCS", result="rejected", instance="b:9108"),
+                series("scepd_key_operation_seconds_count", "0+20x30", key="scepd-ca", operation="unwrap",
                        mechanism="RSA_PKCS", result="ok", instance="b:9108"),
                 # token errors on decrypt
-                series("scepd_key_operation_seconds_count", "0+5x30", key="scepd-ca", operation="decrypt",
+                series("scepd_key_operation_seconds_count", "0+5x30", key="scepd-ca", operation="unwrap",
                        mechanism="RSA_PKCS", result="error", instance="c:9108"),
                 *key_histogram("a:9108", 0.004, 60),
                 *key_histogram("slow:9108", 0.8, 60),

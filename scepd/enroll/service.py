@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -22,24 +23,28 @@ from scepd.ca.authority import CertificateAuthority
 from scepd.ca.publisher import CrlPublisher
 from scepd.enroll.approval import ApprovalGate
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
-from scepd.keys.base import DecryptionError, HashName, RsaPadding
+from scepd.keys.base import HashName, RsaPadding, UnsupportedParameters
 from scepd.logs import audit
 from scepd.scep import (
     ContentCipher,
+    CsrRead,
     MalformedMessage,
     PkiMessage,
     ScepError,
+    Unreadable,
     build_cert_rep,
-    open_envelope,
     parse_issuer_and_serial,
     parse_issuer_and_subject,
     parse_pki_message,
+    read_csr,
     sign_cert_rep,
+    unseal,
 )
 from scepd.scep.constants import FailInfo, MessageType, PkiStatus
 from scepd.store.base import Store
 
 log = logging.getLogger("scepd.scep")
+T = TypeVar("T")
 
 Clock = Callable[[], dt.datetime]
 
@@ -58,6 +63,7 @@ class Answer:
     certificates: tuple[bytes, ...] = ()
     profile: str = "-"
     crls: tuple[bytes, ...] = ()
+    detail: str | None = None  # for the server's log only, never the client
 
 
 class ScepService:
@@ -109,6 +115,9 @@ class ScepService:
         operation = msg.message_type.name
         try:
             answer = await self._dispatch(msg)
+        except Unreadable as e:
+            metrics.UNREADABLE_REQUESTS.labels(e.detail.partition(":")[0]).inc()
+            answer = Answer(PkiStatus.FAILURE, e.fail_info, e.reason, detail=e.detail)
         except ScepError as e:
             answer = Answer(PkiStatus.FAILURE, e.fail_info, e.reason)
         self._account(operation, msg.transaction_id, answer, started)
@@ -129,43 +138,53 @@ class ScepService:
             PkiStatus.FAILURE, FailInfo.BAD_REQUEST, f"{msg.message_type.name} is not supported"
         )
 
-    async def _open(self, msg: PkiMessage) -> bytes:
+    async def _read(self, msg: PkiMessage, reader: Callable[[bytes], T]) -> T:
+        """Open the envelope and read its payload with `reader`, with one answer for every failure.
+
+        Whether the key-transport block unwrapped, the content's padding was
+        right, or the payload parsed depends on secret data (a stranger can
+        replay a captured envelope with changes), so all of them end as the
+        same `Unreadable`, and the payload is read even when the envelope
+        did not open, so that the two cases also cost about the same.
+        """
         env = msg.envelope
         if env is None:
             raise ScepError(FailInfo.BAD_REQUEST, "the request carries no pkcsPKIEnvelope")
         if env.cipher is ContentCipher.DES_CBC and not self.allow_single_des:
             raise ScepError(FailInfo.BAD_ALG, "single DES is refused by configuration")
         try:
-            return await open_envelope(env, self.ca.ra_key)
-        except DecryptionError as e:
-            raise ScepError(FailInfo.BAD_MESSAGE_CHECK, "the envelope does not decrypt with our key") from e
+            opened = await unseal(env, self.ca.ra_key)
+        except UnsupportedParameters as e:
+            log.info("event=envelope_unsupported transaction_id=%s reason=%r", msg.transaction_id, str(e))
+            raise ScepError(FailInfo.BAD_ALG, "the envelope's key transport parameters are not supported") from None
+        try:
+            value, problem = reader(opened.content), ""
+        except Exception as e:  # noqa: BLE001 - whatever a parser raises, the payload is unreadable
+            value, problem = None, f"{type(e).__name__}: {e}"  # type: ignore[assignment]
+        if not opened.readable:
+            raise Unreadable(opened.detail)
+        if problem:
+            raise Unreadable(f"payload: {problem}")
+        return value
 
     async def _enroll(self, msg: PkiMessage) -> Answer:
-        content = await self._open(msg)
-        try:
-            csr = x509.load_der_x509_csr(content)
-        except ValueError:
-            return Answer(PkiStatus.FAILURE, FailInfo.BAD_REQUEST, "the envelope does not hold a PKCS#10 request")
-        try:
-            valid = csr.is_signature_valid
-        except Exception:  # cryptography raises for unsupported key types
-            valid = False
-        if not valid:
-            return Answer(PkiStatus.FAILURE, FailInfo.BAD_MESSAGE_CHECK, "the CSR signature does not verify")
+        read = await self._read(msg, _signed_csr)
         enrollment = Enrollment(
             transaction_id=msg.transaction_id,
             message_type=msg.message_type,
-            csr=csr,
-            csr_der=content,
+            csr=read.csr,
+            csr_der=read.der,
             signer_certificate=msg.signer_certificate,
             now=self.clock(),
             endpoint=self.endpoint,
             challenge_mode=self.challenge_mode,
         )
+        if read.quirk:
+            log.info("event=csr_quirk transaction_id=%s quirk=%r", msg.transaction_id, read.quirk)
         return await self._answer(enrollment, self.chain(enrollment))
 
     async def _poll(self, msg: PkiMessage) -> Answer:
-        issuer, subject = parse_issuer_and_subject(await self._open(msg))
+        issuer, subject = await self._read(msg, parse_issuer_and_subject)
         if issuer != self.ca.certificate.subject:
             return Answer(PkiStatus.FAILURE, FailInfo.BAD_CERT_ID, "that issuer is not this CA")
         if self.approval is None:
@@ -195,7 +214,7 @@ class ScepService:
         return Answer(PkiStatus.SUCCESS, certificates=(issued.der,), profile=enrollment.profile_name)
 
     async def _get_cert(self, msg: PkiMessage) -> Answer:
-        issuer, serial = parse_issuer_and_serial(await self._open(msg))
+        issuer, serial = await self._read(msg, parse_issuer_and_serial)
         record = await self.store.get(serial) if issuer == self.ca.certificate.subject else None
         if record is None:
             return Answer(PkiStatus.FAILURE, FailInfo.BAD_CERT_ID, "no certificate with that issuer and serial")
@@ -205,7 +224,7 @@ class ScepService:
         """RFC 8894 3.3.4: the payload names a certificate (issuer and serial) whose
         status the client wants; we have one CRL, for everything our CA issued."""
         assert self.crl is not None
-        issuer, _ = parse_issuer_and_serial(await self._open(msg))
+        issuer, _ = await self._read(msg, parse_issuer_and_serial)
         if issuer != self.ca.certificate.subject:
             return Answer(PkiStatus.FAILURE, FailInfo.BAD_CERT_ID, "that issuer is not this CA")
         crl = await self.crl.get()
@@ -252,5 +271,22 @@ class ScepService:
         metrics.ENROLLMENTS.labels(operation, answer.profile, self.challenge_mode, outcome).inc()
         metrics.ENROLLMENT_SECONDS.labels(operation).observe(time.perf_counter() - started)
         if answer.status is PkiStatus.FAILURE:
-            log.info("scep_failure transaction_id=%s operation=%s fail_info=%s reason=%r",
-                     transaction_id, operation, outcome, answer.reason)
+            log.info("scep_failure transaction_id=%s operation=%s fail_info=%s reason=%r detail=%r",
+                     transaction_id, operation, outcome, answer.reason, answer.detail)
+
+
+@dataclass(frozen=True)
+class _Csr:
+    csr: x509.CertificateSigningRequest
+    der: bytes
+    quirk: str | None
+
+
+def _signed_csr(der: bytes) -> _Csr:
+    """The PKCS#10 request of a PKCSReq/RenewalReq, refused unless its signature verifies."""
+    read: CsrRead | None = read_csr(der)
+    if read is None:
+        raise ValueError("not a PKCS#10 request")
+    if not read.signature_valid:
+        raise ValueError("the PKCS#10 signature does not verify")
+    return _Csr(read.csr, der, read.quirk)

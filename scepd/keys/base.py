@@ -12,7 +12,7 @@ loop; the software backend simply answers at once.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -52,8 +52,28 @@ class KeyBackendError(KeyError_):
     """The key backend (token, HSM) failed: an operational fault, not the client's."""
 
 
-class DecryptionError(KeyError_):
-    """The ciphertext did not decrypt under this key: the client's fault (badMessageCheck)."""
+class UnsupportedParameters(KeyError_):
+    """The key cannot open this padding or these OAEP parameters safely (badAlg).
+
+    Decided from public facts only (the parameters the request names, the
+    token's mechanisms and the key's attributes), never from the ciphertext.
+    """
+
+
+@dataclass(frozen=True)
+class Unwrapped:
+    """A content-encryption key of the length the envelope's cipher needs.
+
+    `genuine` is False when the key-transport block did not unwrap (bad
+    padding, wrong length, not for this key) and `key` is the substitute of
+    implicit rejection. It is for the server's log and metrics only: the
+    caller must go on exactly as with a genuine key, so that a stranger
+    cannot tell the two apart (Bleichenbacher, ROBOT).
+    """
+
+    key: bytes = field(repr=False)
+    genuine: bool
+    detail: str  # "ok", or why the block was rejected; internal only
 
 
 @runtime_checkable
@@ -79,7 +99,15 @@ class Signer(Protocol):
 
 @runtime_checkable
 class Decrypter(Protocol):
-    """An RSA private key that unwraps a CMS key-transport content-encryption key."""
+    """An RSA private key that unwraps a CMS key-transport content-encryption key.
+
+    There is deliberately no plain `decrypt`: a method that says whether a
+    stranger's RSA block decrypted is a padding oracle. `unwrap` always
+    returns a key of `key_size` bytes (implicit rejection), derived from the
+    ciphertext under a secret of this key when the block does not unwrap.
+    It raises `UnsupportedParameters` for parameters it will not handle and
+    `KeyBackendError` for a fault of the backend, never for bad ciphertext.
+    """
 
     @property
     def label(self) -> str: ...
@@ -87,8 +115,6 @@ class Decrypter(Protocol):
     @property
     def public_key(self) -> PublicKeyTypes: ...
 
-    async def decrypt(
-        self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None = None
-    ) -> bytes:
-        """Return the plaintext; raise DecryptionError when it does not decrypt."""
-        ...
+    async def unwrap(
+        self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None, key_size: int
+    ) -> Unwrapped: ...

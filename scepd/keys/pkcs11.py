@@ -104,8 +104,8 @@ class _ThreadWorker:
         self._cfg, self._exec = cfg, token_thread(cfg.module)
         self._session: TokenSession | None = None
 
-    async def start(self) -> list[tuple[str, str, bytes | None]]:
-        def start() -> list[tuple[str, str, bytes | None]]:
+    async def start(self) -> list[tuple[str, str, bytes | None, bool, bool]]:
+        def start() -> list[tuple[str, str, bytes | None, bool, bool]]:
             self._session = TokenSession(self._cfg)
             return self._session.inventory()
 
@@ -130,7 +130,7 @@ class _ProcessWorker:
         self._conn: Any = None
         self._proc: Any = None
 
-    async def start(self) -> list[tuple[str, str, bytes | None]]:
+    async def start(self) -> list[tuple[str, str, bytes | None, bool, bool]]:
         parent, child = socket.socketpair()
         env = dict(os.environ)
         if self._cfg.softhsm2_conf:
@@ -224,9 +224,10 @@ class TokenPool:
             if errors:
                 raise errors[0]
             pool = cls(cfg, workers)
-            for label, kind, spki in inventories[0]:
+            for label, kind, spki, can_sign, can_decrypt in inventories[0]:
                 if spki is not None:
-                    pool._keys[label] = Pkcs11Key(pool, label, kind, load_der_public_key(spki))
+                    pool._keys[label] = Pkcs11Key(pool, label, kind, load_der_public_key(spki),
+                                                  can_sign=can_sign, can_decrypt=can_decrypt)
             TOKEN_WORKERS.inc(pool.size)
             try:
                 yield pool
@@ -311,5 +312,10 @@ def load_certificate(cfg: TokenConfig, label: str) -> bytes | None:
     return _on_token(cfg, lambda s: s.load_certificate(label))
 
 
+def ensure_reject_secret(cfg: TokenConfig, label: str) -> bool:
+    """Give the envelope key `label` its implicit-rejection secret on the token; True if one was created."""
+    return _on_token(cfg, lambda s: s.ensure_reject_secret(label))
+
+
 __all__ = ["TokenConfig", "TokenPool", "Pkcs11Key", "read_pin", "generate_key", "find_public_key",
-           "key_exists", "store_certificate", "load_certificate", "token_thread"]
+           "key_exists", "store_certificate", "load_certificate", "ensure_reject_secret", "token_thread"]

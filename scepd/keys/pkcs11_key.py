@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from scepd.keys.base import DecryptionError, HashName, KeyBackendError, OaepParams, RsaPadding
+from scepd.keys.base import (
+    HashName, KeyBackendError, OaepParams, RsaPadding, UnsupportedParameters, Unwrapped,
+)
 from scepd.metrics import KEY_OPERATION_SECONDS
 
 if TYPE_CHECKING:
@@ -25,8 +27,11 @@ _RSA_MECH = {HashName.SHA1: "SHA1_RSA_PKCS", HashName.SHA224: "SHA224_RSA_PKCS",
 class Pkcs11Key:
     """A Signer and (RSA) Decrypter whose private half never leaves the token."""
 
-    def __init__(self, pool: TokenPool, label: str, kind: str, public_key: PublicKeyTypes) -> None:
+    def __init__(self, pool: TokenPool, label: str, kind: str, public_key: PublicKeyTypes,
+                 *, can_sign: bool = True, can_decrypt: bool = False) -> None:
         self._pool, self._label, self.kind, self._public = pool, label, kind, public_key
+        # CKA_SIGN / CKA_DECRYPT as the token reported them when the pool opened.
+        self.can_sign, self.can_decrypt = can_sign, can_decrypt
 
     @property
     def label(self) -> str:
@@ -46,9 +51,11 @@ class Pkcs11Key:
         result = "error"
         try:
             reply = await self._pool.call(op, *args, on_start=on_start)
-            # "undecryptable": the token worked, the ciphertext was not for this key (a
-            # client's mistake), which an operator must not read as a token fault.
-            result = {"ok": "ok", "decrypt": "undecryptable"}.get(reply[0], "error")
+            result = {"ok": "ok", "unsupported": "unsupported"}.get(reply[0], "error")
+            if operation == "unwrap" and result == "ok" and reply[1][1] != "ok":
+                # Implicit rejection: the token worked, the block was not for this key (a
+                # client's mistake, or a probe), which an operator must not read as a token fault.
+                result = "rejected"
             return reply
         finally:
             if started:
@@ -71,9 +78,10 @@ class Pkcs11Key:
             return encode_dss_signature(int.from_bytes(value[:half], "big"), int.from_bytes(value[half:], "big"))
         return value  # type: ignore[no-any-return]
 
-    async def decrypt(self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None = None) -> bytes:
+    async def unwrap(self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None,
+                     key_size: int) -> Unwrapped:
         if self.kind != "rsa":
-            raise KeyBackendError(f"key {self._label!r} is not an RSA key and cannot decrypt")
+            raise UnsupportedParameters(f"key {self._label!r} is not an RSA key and cannot open envelopes")
         if RsaPadding(padding) is RsaPadding.OAEP:
             params = oaep or OaepParams()
             mechanism = "RSA_PKCS_OAEP"
@@ -81,12 +89,21 @@ class Pkcs11Key:
                                                    params.label)
         else:
             mechanism, args = "RSA_PKCS", None
-        status, value = await self._run("decrypt", mechanism, "decrypt", self._label, args, bytes(ciphertext))
-        if status == "decrypt":
-            raise DecryptionError(f"ciphertext does not decrypt under key {self._label!r} ({mechanism}): {value}")
+        status, value = await self._run("unwrap", mechanism, "unwrap", self._label, args, bytes(ciphertext),
+                                        key_size)
+        if status == "unsupported":
+            raise UnsupportedParameters(value)
         if status != "ok":
-            raise KeyBackendError(f"decrypt with {self._label!r} ({mechanism}) failed: {value}")
-        return value  # type: ignore[no-any-return]
+            raise KeyBackendError(f"unwrap with {self._label!r} ({mechanism}) failed: {value}")
+        key, detail = value
+        return Unwrapped(key=key, genuine=detail == "ok", detail=detail)
+
+    async def has_reject_secret(self) -> bool:
+        """Whether the token holds this key's implicit-rejection secret (else each worker makes its own)."""
+        status, value = await self._pool.call("has_reject_secret", self._label)
+        if status != "ok":
+            raise KeyBackendError(f"looking up the rejection secret of {self._label!r} failed: {value}")
+        return bool(value)
 
     def __repr__(self) -> str:
         return f"Pkcs11Key(label={self._label!r}, kind={self.kind!r})"

@@ -13,8 +13,6 @@ message) for a token fault.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import secrets
 from typing import TYPE_CHECKING, Any
@@ -24,6 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util import ec as p11ec
+
+from scepd.keys import rejection
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -47,25 +47,11 @@ class BadCiphertext(Exception):
     pass
 
 
-def _mgf1(seed: bytes, length: int, hash: str) -> bytes:
-    out = b"".join(hashlib.new(hash, seed + i.to_bytes(4, "big")).digest()
-                   for i in range(-(-length // hashlib.new(hash).digest_size)))
-    return out[:length]
+class Unsupported(Exception):
+    """Parameters this key will not open (decided before looking at the ciphertext)."""
 
 
-def oaep_decode(em: bytes, hash: str, mgf_hash: str, label: bytes) -> bytes | None:
-    """EME-OAEP decoding (RFC 8017 7.1.2 step 3); None on any error, without saying which."""
-    h_len, k = hashlib.new(hash).digest_size, len(em)
-    if k < 2 * h_len + 2:
-        return None
-    masked_seed, masked_db = em[1:1 + h_len], em[1 + h_len:]
-    seed = bytes(a ^ b for a, b in zip(masked_seed, _mgf1(masked_db, h_len, mgf_hash)))
-    db = bytes(a ^ b for a, b in zip(masked_db, _mgf1(seed, k - h_len - 1, mgf_hash)))
-    good = hmac.compare_digest(db[:h_len], hashlib.new(hash, label).digest()) & (em[0] == 0)
-    rest = db[h_len:]
-    sep = rest.find(b"\x01")
-    good &= sep >= 0 and not any(rest[:sep])
-    return rest[sep + 1:] if good else None
+REJECT_SUFFIX = ".reject"  # label of a key's implicit-rejection secret: "<key label>.reject"
 
 
 def _load(cfg: TokenConfig) -> Any:
@@ -90,7 +76,9 @@ class TokenSession:
             # Login is token-wide: another session of this process already did it.
             self.session = token.open(rw=True)
         self._keys: dict[str, Any] = {}
-        self._raw_oaep: set[tuple[str, str, bytes]] = set()
+        self._secrets: dict[str, Any] = {}
+        self._unsupported: set[tuple[str, str, bytes]] = set()
+        self.ephemeral_secrets: set[str] = set()  # keys whose rejection secret exists in this session only
 
     def close(self) -> None:
         self.session.close()
@@ -126,25 +114,60 @@ class TokenSession:
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return None
 
-    def inventory(self) -> list[tuple[str, str, bytes | None]]:
-        """(label, 'rsa'|'ec', SPKI DER or None) for every private key on the token."""
+    def inventory(self) -> list[tuple[str, str, bytes | None, bool, bool]]:
+        """(label, 'rsa'|'ec', SPKI DER or None, CKA_SIGN, CKA_DECRYPT) for every private key on the token."""
         out = []
         for obj in list(self.session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})):
             label = obj.label
             if not label or obj.key_type not in (KeyType.RSA, KeyType.EC):
                 continue
             self._keys[label] = obj
-            out.append((label, "rsa" if obj.key_type == KeyType.RSA else "ec", self.public_key_der(label)))
+            out.append((label, "rsa" if obj.key_type == KeyType.RSA else "ec", self.public_key_der(label),
+                        bool(obj[Attribute.SIGN]), bool(obj[Attribute.DECRYPT])))
         return out
 
     def sign(self, label: str, mechanism: str, data: bytes) -> bytes:
         return bytes(self._private(label).sign(data, mechanism=Mechanism[mechanism]))
 
-    def decrypt(self, label: str, oaep: tuple[str, str, bytes] | None, ciphertext: bytes) -> bytes:
+    def unwrap(self, label: str, oaep: tuple[str, str, bytes] | None, ciphertext: bytes,
+               key_size: int) -> tuple[bytes, str]:
+        """A `key_size`-byte content key, and "ok" or why the block was rejected (implicit rejection).
+
+        The substitute is computed first, for every request, on the token (an
+        HMAC under the key's rejection secret), so a block that unwraps and one
+        that does not cost the same token calls. Only the choice between the
+        two keys depends on the outcome, and it is made by masking.
+        """
         key = self._private(label)
+        if oaep is not None:
+            self._check_oaep(key, oaep)
+        secret = self._reject_secret(label)
+        mac = bytes(secret.sign(rejection.prf_input(ciphertext, key_size), mechanism=Mechanism.SHA256_HMAC))
+        substitute = rejection.substitute_key(mac, key_size)
+        try:
+            plain, detail = self._decrypt(key, oaep, ciphertext), "ok"
+        except BadCiphertext as e:
+            plain, detail = b"", str(e)
+        genuine = detail == "ok" and len(plain) == key_size
+        if detail == "ok" and not genuine:
+            detail = "content key length"
+        return rejection.select(genuine, plain, substitute), detail
+
+    def _check_oaep(self, key: Any, oaep: tuple[str, str, bytes]) -> None:
+        """Refuse OAEP parameters the token cannot do when the key may also sign.
+
+        Raw RSA (CKM_RSA_X_509) with a key that signs would let anyone who can
+        send an envelope compute signatures with it, so the OAEP decoding in
+        Python is only allowed for a key that exists solely to open envelopes.
+        """
+        if (oaep[2] or oaep in self._unsupported) and key[Attribute.SIGN]:
+            raise Unsupported(f"OAEP {oaep[0]}/{oaep[1]}{' with a label' if oaep[2] else ''} is not done by "
+                              "this token, and raw RSA is refused on a key that can sign")
+
+    def _decrypt(self, key: Any, oaep: tuple[str, str, bytes] | None, ciphertext: bytes) -> bytes:
         if oaep is None:
             mech, param = Mechanism.RSA_PKCS, None
-        elif oaep[2] or oaep in self._raw_oaep:
+        elif oaep[2] or oaep in self._unsupported:
             # SoftHSM 2.6 fails OAEP labels with CKR_GENERAL_ERROR, indistinguishable from a bad ciphertext.
             return self._decrypt_oaep_raw(key, oaep, ciphertext)
         else:
@@ -156,8 +179,10 @@ class TokenSession:
         except _UNSUPPORTED:
             if oaep is None:
                 raise
-            # SoftHSM 2.6 only does OAEP with SHA-1: raw RSA on the token, OAEP decoding here.
-            self._raw_oaep.add(oaep)
+            # The token refused the parameters themselves (SoftHSM 2.6 only does OAEP with SHA-1):
+            # remembered, then either raw RSA on a decrypt-only key or badAlg.
+            self._unsupported.add(oaep)
+            self._check_oaep(key, oaep)
             return self._decrypt_oaep_raw(key, oaep, ciphertext)
 
     def _decrypt_oaep_raw(self, key: Any, oaep: tuple[str, str, bytes], ciphertext: bytes) -> bytes:
@@ -168,10 +193,41 @@ class TokenSession:
             em = bytes(key.decrypt(ciphertext, mechanism=Mechanism.RSA_X_509)).rjust(k, b"\0")
         except _BAD_CIPHERTEXT as e:
             raise BadCiphertext(type(e).__name__) from None
-        plain = oaep_decode(em, *oaep)
-        if plain is None:
+        valid, plain = rejection.oaep_decode(em, *oaep)
+        if not valid:
             raise BadCiphertext("OAEP decoding error")
         return plain
+
+    def _reject_secret(self, label: str) -> Any:
+        """The key's rejection secret on the token, or (older tokens) one for this session only."""
+        secret = self._secrets.get(label)
+        if secret is None:
+            found = self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX)
+            if found is None:
+                found = self._generate_secret(label, store=False)
+                self.ephemeral_secrets.add(label)
+            secret = self._secrets[label] = found
+        return secret
+
+    def _generate_secret(self, label: str, *, store: bool) -> Any:
+        return self.session.generate_key(
+            KeyType.GENERIC_SECRET, 256, label=label + REJECT_SUFFIX, store=store,
+            template={Attribute.SIGN: True, Attribute.VERIFY: False, Attribute.ENCRYPT: False,
+                      Attribute.DECRYPT: False, Attribute.WRAP: False, Attribute.UNWRAP: False,
+                      Attribute.DERIVE: False, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                      Attribute.PRIVATE: True})
+
+    def has_reject_secret(self, label: str) -> bool:
+        return self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX) is not None
+
+    def ensure_reject_secret(self, label: str) -> bool:
+        """Create the persistent rejection secret of `label` if it has none; True if created."""
+        if self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX) is not None:
+            return False
+        self._generate_secret(label, store=True)
+        self._secrets.pop(label, None)
+        self.ephemeral_secrets.discard(label)
+        return True
 
     def ping(self) -> None:
         self.session.generate_random(64)
@@ -228,8 +284,8 @@ class TokenSession:
     def dispatch(self, op: str, args: tuple[Any, ...]) -> tuple[str, Any]:
         try:
             return ("ok", getattr(self, op)(*args))
-        except BadCiphertext as e:
-            return ("decrypt", str(e))
+        except Unsupported as e:
+            return ("unsupported", str(e))
         except pkcs11.exceptions.NoSuchKey:
             return ("backend", f"no private key labelled {args[0]!r} on the token")
         except Exception as e:  # noqa: BLE001 - every other fault is the backend's

@@ -6,12 +6,15 @@ live on the token (scepd.keys.pkcs11).
 
 from __future__ import annotations
 
+import os
+
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as apad
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from scepd.keys.base import DecryptionError, HashName, OaepParams, RsaPadding
+from scepd.keys import rejection
+from scepd.keys.base import HashName, OaepParams, RsaPadding, UnsupportedParameters, Unwrapped
 
 _HASHES: dict[HashName, type[hashes.HashAlgorithm]] = {
     HashName.SHA1: hashes.SHA1,
@@ -35,6 +38,7 @@ class SoftwareKey:
         self._key = private_key
         self._label = label
         self._public = private_key.public_key()
+        self._reject_secret = os.urandom(32)
 
     @property
     def label(self) -> str:
@@ -54,9 +58,11 @@ class SoftwareKey:
             return self._key.sign(data, apad.PKCS1v15(), algorithm)
         return self._key.sign(data, ec.ECDSA(algorithm))
 
-    async def decrypt(self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None = None) -> bytes:
+    async def unwrap(self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None,
+                     key_size: int) -> Unwrapped:
+        """Implicit rejection as on the token; the secret lives in this object only."""
         if not isinstance(self._key, rsa.RSAPrivateKey):
-            raise TypeError(f"key {self._label!r} is not an RSA key and cannot decrypt")
+            raise UnsupportedParameters(f"key {self._label!r} is not an RSA key and cannot open envelopes")
         if RsaPadding(padding) is RsaPadding.OAEP:
             params = oaep or OaepParams()
             pad: apad.AsymmetricPadding = apad.OAEP(
@@ -66,10 +72,15 @@ class SoftwareKey:
             )
         else:
             pad = apad.PKCS1v15()
+        substitute = rejection.software_substitute(self._reject_secret, ciphertext, key_size)
         try:
-            return self._key.decrypt(ciphertext, pad)
-        except ValueError as e:
-            raise DecryptionError(f"ciphertext does not decrypt under key {self._label!r}") from e
+            plain, detail = self._key.decrypt(ciphertext, pad), "ok"
+        except ValueError:
+            plain, detail = b"", "does not decrypt"
+        genuine = detail == "ok" and len(plain) == key_size
+        if detail == "ok" and not genuine:
+            detail = "content key length"
+        return Unwrapped(rejection.select(genuine, plain, substitute), genuine, detail)
 
     def __repr__(self) -> str:
         return f"SoftwareKey(label={self._label!r})"

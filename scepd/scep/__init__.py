@@ -10,8 +10,9 @@ from scepd.scep.caps import caps_text
 from scepd.scep.certrep import CertRepDraft, build_cert_rep, sign_cert_rep
 from scepd.scep.certs_only import build_certs_only, parse_certs_only
 from scepd.scep.ciphers import ContentCipher
-from scepd.scep.envelope import Envelope, build_envelope, open_envelope, parse_envelope
-from scepd.scep.errors import MalformedMessage, ScepError
+from scepd.scep.csr import CsrRead, read_csr
+from scepd.scep.envelope import Envelope, Opened, build_envelope, open_envelope, parse_envelope, unseal
+from scepd.scep.errors import UNREADABLE_TEXT, MalformedMessage, ScepError, Unreadable
 from scepd.scep.message import (
     PkiMessage,
     parse_issuer_and_serial,
@@ -22,6 +23,12 @@ from scepd.scep.next_ca import build_next_ca_cert, sign_next_ca_cert
 
 __all__ = [
     "CertRepDraft",
+    "CsrRead",
+    "Opened",
+    "UNREADABLE_TEXT",
+    "Unreadable",
+    "read_csr",
+    "unseal",
     "ContentCipher",
     "Envelope",
     "MalformedMessage",

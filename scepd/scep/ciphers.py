@@ -60,8 +60,15 @@ class ContentCipher(enum.Enum):
         enc = Cipher(self._algorithm(key), modes.CBC(iv)).encryptor()
         return enc.update(plaintext + bytes([pad]) * pad) + enc.finalize()
 
-    def decrypt(self, key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
-        """Raises ValueError on a wrong key/IV size or bad padding, never returns garbage lengths."""
+    def decrypt(self, key: bytes, iv: bytes, ciphertext: bytes) -> tuple[bool, bytes]:
+        """CBC decryption and PKCS#7 unpadding: (padding valid, plaintext).
+
+        Never raises for a bad key or padding and never stops at the first bad
+        byte: whether the padding was right is the secret a CBC padding oracle
+        wants, so the caller folds it into one answer with everything else.
+        Shapes that are public (IV and ciphertext lengths, checked at parse
+        time) and a key of the wrong size (impossible after `unwrap`) do raise.
+        """
         if len(iv) != self.block_size:
             raise ValueError(f"{self.name} needs a {self.block_size}-byte IV, got {len(iv)}")
         if not ciphertext or len(ciphertext) % self.block_size:
@@ -69,6 +76,8 @@ class ContentCipher(enum.Enum):
         dec = Cipher(self._algorithm(key), modes.CBC(iv)).decryptor()
         padded = dec.update(ciphertext) + dec.finalize()
         pad = padded[-1]
-        if not 1 <= pad <= self.block_size or padded[-pad:] != bytes([pad]) * pad:
-            raise ValueError("bad PKCS#7 padding")
-        return padded[:-pad]
+        bad = int(not 1 <= pad <= self.block_size)
+        for i in range(1, self.block_size + 1):
+            bad |= int(i <= pad) & int(padded[-i] != pad)
+        cut = pad if not bad else 0
+        return not bad, padded[: len(padded) - cut]

@@ -8,7 +8,7 @@ software) and the codec only does the symmetric part.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from asn1crypto import algos, cms, parser
@@ -20,7 +20,7 @@ from scepd import strict_der as sd
 from scepd.keys.base import Decrypter, HashName, OaepParams, RsaPadding
 from scepd.scep.ciphers import ContentCipher
 from scepd.scep.constants import FailInfo
-from scepd.scep.errors import ScepError
+from scepd.scep.errors import ScepError, Unreadable
 from scepd.scep.signed import ASN1_ERRORS, hash_algorithm, issuer_and_serial_der
 
 
@@ -34,21 +34,50 @@ class Envelope:
     encrypted_content: bytes
 
     def open(self, cek: bytes) -> bytes:
-        """Decrypt with an already unwrapped content key."""
-        try:
-            return self.cipher.decrypt(cek, self.iv, self.encrypted_content)
-        except ValueError as e:
-            raise ScepError(FailInfo.BAD_MESSAGE_CHECK, f"the envelope does not decrypt: {e}") from e
+        """Decrypt with an already unwrapped content key (a client opening a reply with its own key)."""
+        ok, content = self.cipher.decrypt(cek, self.iv, self.encrypted_content)
+        if not ok:
+            raise ScepError(FailInfo.BAD_MESSAGE_CHECK, "the envelope does not decrypt")
+        return content
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What a server got out of an envelope it could not refuse to try.
+
+    `readable` is False when the key-transport block was rejected or the
+    content's padding was wrong; `content` is then garbage that the caller
+    still reads (and fails on) like any other, and `detail` says which, for
+    the server's log only.
+    """
+
+    content: bytes = field(repr=False)
+    readable: bool
+    detail: str
+
+
+async def unseal(env: Envelope, decrypter: Decrypter) -> Opened:
+    """Unwrap the content key (implicit rejection) and decrypt the content, never raising for bad data.
+
+    Raises `UnsupportedParameters` for a key transport the key will not
+    handle (decided from the parameters alone) and `KeyBackendError` for a
+    fault of the token.
+    """
+    unwrapped = await decrypter.unwrap(env.encrypted_key, env.padding, env.oaep, env.cipher.key_size)
+    padded_ok, content = env.cipher.decrypt(unwrapped.key, env.iv, env.encrypted_content)
+    if not unwrapped.genuine:
+        detail = f"key transport: {unwrapped.detail}"
+    else:
+        detail = "ok" if padded_ok else "content padding"
+    return Opened(content, unwrapped.genuine and padded_ok, detail)
 
 
 async def open_envelope(env: Envelope, decrypter: Decrypter) -> bytes:
-    """Unwrap the content key with `decrypter`, then decrypt the content.
-
-    `DecryptionError` from the key backend propagates: the caller decides
-    whether that is the client's fault or ours.
-    """
-    cek = await decrypter.decrypt(env.encrypted_key, env.padding, env.oaep)
-    return env.open(cek)
+    """The content of `env`, or `Unreadable` (one fixed answer, whatever went wrong)."""
+    opened = await unseal(env, decrypter)
+    if not opened.readable:
+        raise Unreadable(opened.detail)
+    return opened.content
 
 
 def _oaep_params(params: algos.RSAESOAEPParams) -> OaepParams:
@@ -168,7 +197,7 @@ def _strict_envelope(data: bytes) -> Envelope | None:
     iv = d[content_alg[1][2] : content_alg[1][3]]
     encrypted = d[eci[2][2] : eci[2][3]]
     encrypted_key = d[rid[3][2] : rid[3][3]]
-    if cipher is None or len(iv) != cipher.block_size or not encrypted:
+    if cipher is None or len(iv) != cipher.block_size or not encrypted or len(encrypted) % cipher.block_size:
         return None
     return Envelope(padding=rsa_padding, oaep=oaep, encrypted_key=encrypted_key, cipher=cipher, iv=iv,
                     encrypted_content=encrypted)
@@ -208,6 +237,8 @@ def _general_envelope(data: bytes) -> Envelope:
         encrypted = _encrypted_content(eci)
         if not isinstance(encrypted, bytes) or not encrypted:
             raise ScepError(FailInfo.BAD_REQUEST, "the envelope has no encrypted content")
+        if len(encrypted) % cipher.block_size:
+            raise ScepError(FailInfo.BAD_REQUEST, "the encrypted content is not a whole number of cipher blocks")
         encrypted_key = ktri["encrypted_key"].native
         if not isinstance(encrypted_key, bytes):
             raise ScepError(FailInfo.BAD_REQUEST, "the envelope has no encrypted key")

@@ -37,3 +37,17 @@ class ScepError(Exception):
         self.sender_nonce = sender_nonce
         self.signer_certificate = signer_certificate
         self.message_type = message_type
+
+
+# The one answer to every request whose envelope or payload cannot be read:
+# which step failed (key transport, content padding, the payload's syntax or
+# signature) depends on secret data, so a client is never told.
+UNREADABLE_TEXT = "the request could not be decrypted or read"
+
+
+class Unreadable(ScepError):
+    """The envelope did not open or its payload did not parse; `detail` is for the server log only."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(FailInfo.BAD_MESSAGE_CHECK, UNREADABLE_TEXT)
+        self.detail = detail

@@ -248,16 +248,18 @@ async def test_get_cert_by_issuer_and_serial(client: Client) -> None:
     assert none.status is PkiStatus.FAILURE and none.fail_info is FailInfo.BAD_CERT_ID
 
 
-@pytest.mark.parametrize("message_type", [MessageType.CERT_POLL])  # GetCRL: tests/e2e/test_crl.py
-async def test_unsupported_operations_get_signed_failure(client: Client, message_type: MessageType) -> None:
+async def test_poll_with_a_payload_that_is_not_issuer_and_subject_gets_the_unreadable_answer(client: Client) -> None:
+    """A payload that does not parse is answered like an envelope that does not open (see test_hostile)."""
+    from scepd.scep import UNREADABLE_TEXT
     from scepd.scep.client import issuer_and_serial
 
     key = rsa_key()
     ca = client.ca_certs[-1]
-    body = client.message(make_csr(key, "x", None), key, message_type=message_type,
+    body = client.message(make_csr(key, "x", None), key, message_type=MessageType.CERT_POLL,
                           payload=issuer_and_serial(ca.subject, 1))
     rep = await client.send(body, key)
-    assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_REQUEST
+    assert (rep.status, rep.fail_info, rep.fail_info_text) == (
+        PkiStatus.FAILURE, FailInfo.BAD_MESSAGE_CHECK, UNREADABLE_TEXT)
 
 
 async def test_concurrent_enrollments(daemon_ra: Daemon, ra_client: Client) -> None:

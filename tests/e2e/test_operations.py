@@ -62,7 +62,7 @@ async def test_metrics_follow_enrollments(daemon: Daemon, client: Client) -> Non
     # The certificate and both CertReps were signed, and both envelopes opened, with the CA key.
     signs = delta("scepd_key_operation_seconds_count", key="scepd-ca", operation="sign", result="ok")
     assert signs == 3
-    assert delta("scepd_key_operation_seconds_count", key="scepd-ca", operation="decrypt", result="ok") == 2
+    assert delta("scepd_key_operation_seconds_count", key="scepd-ca", operation="unwrap", result="ok") == 2
     assert value(after, "scepd_token_workers") == 1
     assert value(after, "scepd_token_workers_busy") == 0
     assert value(after, "scepd_ready", check="token") == 1

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pkcs11 import Attribute, ObjectClass
 
-from scepd.keys.base import DecryptionError, Decrypter, HashName, KeyBackendError, OaepParams, RsaPadding, Signer
+from scepd.keys.base import Decrypter, HashName, KeyBackendError, OaepParams, RsaPadding, Signer
 from scepd.keys.pkcs11 import (
     TokenConfig, TokenPool, find_public_key, generate_key, key_exists, load_certificate, read_pin,
     store_certificate, token_thread,
@@ -138,41 +138,148 @@ def oaep(p: OaepParams) -> padding.OAEP:
     return padding.OAEP(padding.MGF1(HASHES[p.mgf_hash]), HASHES[p.hash], p.label or None)
 
 
+def decrypt_only_key(cfg: TokenConfig, label: str) -> rsa.RSAPublicKey:
+    """An RSA key that can only decrypt (CKA_SIGN false): the one kind raw RSA is allowed on."""
+    from pkcs11 import KeyType
+
+    def make() -> bytes:
+        s = TokenSession(cfg)
+        try:
+            s.session.generate_keypair(
+                KeyType.RSA, 2048, label=label, id=os.urandom(16), store=True,
+                public_template={Attribute.TOKEN: True, Attribute.ENCRYPT: True, Attribute.VERIFY: False},
+                private_template={Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+                                  Attribute.EXTRACTABLE: False, Attribute.DECRYPT: True, Attribute.SIGN: False})
+            der = s.public_key_der(label)
+            assert der is not None
+            return der
+        finally:
+            s.close()
+
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    pub = load_der_public_key(token_thread(cfg.module).submit(make).result())
+    assert isinstance(pub, rsa.RSAPublicKey)
+    return pub
+
+
+def bad_blocks(pub: rsa.RSAPublicKey, cek: bytes) -> dict[str, bytes]:
+    """RSA blocks that do not unwrap to `cek`, built with raw RSA so the outcome is certain.
+    (An OAEP ciphertext or a wrong key's block parses as v1.5 about once in 400 or 10^5 tries.)"""
+    k = pub.key_size // 8
+    return {
+        "type 1 block": raw_rsa(pub, b"\0\x01" + b"\xff" * (k - 3 - len(cek)) + b"\0" + cek),
+        "no separator": raw_rsa(pub, b"\0\x02" + b"\x11" * (k - 2)),
+        "short padding": raw_rsa(pub, b"\0\x02" + b"\x11" * 5 + b"\0" + os.urandom(k - 8)),
+        "leading byte": raw_rsa(pub, b"\x01\x02" + b"\x11" * (k - 3 - len(cek)) + b"\0" + cek),
+        "5-byte key": pub.encrypt(cek[:5], padding.PKCS1v15()),
+        "64-byte key": pub.encrypt(os.urandom(64), padding.PKCS1v15()),
+        "zeros": b"\0" * k,
+        "short": b"short",
+        "random": os.urandom(k),
+    }
+
+
 @pytest.mark.parametrize("workers", [0, 1])
-async def test_decrypt(token_config: Callable[..., TokenConfig], keys: dict[str, Any], workers: int) -> None:
+async def test_unwrap_implicit_rejection(token_config: Callable[..., TokenConfig], keys: dict[str, Any],
+                                         workers: int) -> None:
     label, pub = keys["rsa"]
     async with TokenPool.open(token_config(workers)) as pool:
         key = pool.key(label)
+        assert key.can_sign and key.can_decrypt
         cek = os.urandom(32)
-        assert await key.decrypt(pub.encrypt(cek, padding.PKCS1v15()), RsaPadding.PKCS1V15) == cek
-        for p in OAEPS:
-            assert await key.decrypt(pub.encrypt(cek, oaep(p)), RsaPadding.OAEP, p) == cek, p
-        assert await key.decrypt(pub.encrypt(cek, oaep(OaepParams())), RsaPadding.OAEP) == cek
-        # Wrong ciphertexts: the client's fault, not the token's.
+        good = await key.unwrap(pub.encrypt(cek, padding.PKCS1v15()), RsaPadding.PKCS1V15, None, 32)
+        assert (good.key, good.genuine, good.detail) == (cek, True, "ok")
+        sha1 = await key.unwrap(pub.encrypt(cek, oaep(OaepParams())), RsaPadding.OAEP, OaepParams(), 32)
+        assert (sha1.key, sha1.genuine) == (cek, True)
+        seen = {cek}
+        for name, block in bad_blocks(pub, cek).items():
+            for size in (16, 24, 32):
+                first = await key.unwrap(block, RsaPadding.PKCS1V15, None, size)
+                again = await key.unwrap(block, RsaPadding.PKCS1V15, None, size)
+                assert not first.genuine, name
+                assert len(first.key) == size and first.key == again.key, name  # the same request, the same key
+                assert first.key not in seen, name
+                seen.add(first.key)
+        # OAEP blocks that do not decode: a wrong key's ciphertext, random bytes, a v1.5 block.
         other = rsa.generate_private_key(65537, 2048).public_key()
-        for p in OAEPS:
-            for bad in (other.encrypt(cek, oaep(p)), os.urandom(256), b"\x00" * 256, b"short"):
-                with pytest.raises(DecryptionError):
-                    await key.decrypt(bad, RsaPadding.OAEP, p)
-        with pytest.raises(DecryptionError):
-            await key.decrypt(pub.encrypt(cek, oaep(OAEPS[1])), RsaPadding.OAEP, OAEPS[0])
-        # Blocks that decrypt but are not PKCS#1 v1.5 type 2, built with raw RSA so the outcome is certain.
-        # (An OAEP ciphertext or a wrong key's block happens to parse as v1.5 about once in 400 or 10^5 tries.)
-        k = pub.key_size // 8
-        for em in (b"\0\x01" + b"\xff" * (k - 35) + b"\0" + cek,      # signature block type 1
-                   b"\0\x02" + b"\x11" * (k - 2),                     # no zero separator
-                   b"\0\x02" + b"\x11" * 5 + b"\0" + os.urandom(k - 8),  # fewer than 8 padding bytes
-                   b"\x01\x02" + b"\x11" * (k - 35) + b"\0" + cek):     # leading byte not zero
-            with pytest.raises(DecryptionError):
-                await key.decrypt(raw_rsa(pub, em), RsaPadding.PKCS1V15)
-        with pytest.raises(DecryptionError):
-            await key.decrypt(b"short", RsaPadding.PKCS1V15)
+        for block in (other.encrypt(cek, oaep(OaepParams())), os.urandom(256), pub.encrypt(cek, padding.PKCS1v15())):
+            got = await key.unwrap(block, RsaPadding.OAEP, OaepParams(), 32)
+            assert not got.genuine and len(got.key) == 32 and got.key != cek
         # ... and the key still works afterwards.
-        assert await key.decrypt(pub.encrypt(cek, padding.PKCS1v15()), RsaPadding.PKCS1V15) == cek
-        with pytest.raises(KeyBackendError):
-            await pool.key(keys["p256"][0]).decrypt(b"x" * 64, RsaPadding.PKCS1V15)
+        again = await key.unwrap(pub.encrypt(cek, padding.PKCS1v15()), RsaPadding.PKCS1V15, None, 16)
+        assert again.genuine is False and again.detail == "content key length"  # a 32-byte key where 16 are due
+
+
+async def test_unwrap_refuses_raw_rsa_on_a_key_that_signs(token_config: Callable[..., TokenConfig],
+                                                         keys: dict[str, Any]) -> None:
+    """OAEP parameters SoftHSM2 cannot do (SHA-2, a label) would need raw RSA: refused on a signing key."""
+    from scepd.keys.base import UnsupportedParameters
+
+    label, pub = keys["rsa"]
+    cek = os.urandom(16)
+    async with TokenPool.open(token_config()) as pool:
+        for p in OAEPS[1:]:
+            for block in (pub.encrypt(cek, oaep(p)), os.urandom(256)):  # the answer cannot depend on the block
+                with pytest.raises(UnsupportedParameters):
+                    await pool.key(label).unwrap(block, RsaPadding.OAEP, p, 16)
+        with pytest.raises(UnsupportedParameters):
+            await pool.key(keys["p256"][0]).unwrap(b"x" * 64, RsaPadding.PKCS1V15, None, 16)
         with pytest.raises(KeyBackendError):
             pool.key("no-such-key")
+
+
+async def test_unwrap_raw_oaep_on_a_decrypt_only_key(token_config: Callable[..., TokenConfig]) -> None:
+    cfg = token_config()
+    label = unique("envelope-only")
+    pub = decrypt_only_key(cfg, label)
+    cek = os.urandom(24)
+    async with TokenPool.open(cfg) as pool:
+        key = pool.key(label)
+        assert not key.can_sign and key.can_decrypt
+        for p in OAEPS:
+            got = await key.unwrap(pub.encrypt(cek, oaep(p)), RsaPadding.OAEP, p, 24)
+            assert (got.key, got.genuine) == (cek, True), p
+            for bad in (pub.encrypt(cek, oaep(OAEPS[(OAEPS.index(p) + 1) % len(OAEPS)])), os.urandom(256),
+                        pub.encrypt(cek[:5], oaep(p)), b"\0" * 256):
+                rejected = await key.unwrap(bad, RsaPadding.OAEP, p, 24)
+                assert not rejected.genuine and len(rejected.key) == 24 and rejected.key != cek, p
+
+
+async def test_rejection_secret_on_the_token(token_config: Callable[..., TokenConfig], keys: dict[str, Any]) -> None:
+    """Without a stored secret each worker makes its own; with one, every worker derives the same key."""
+    from scepd.keys.pkcs11 import ensure_reject_secret
+
+    cfg = token_config()
+    label = unique("ra")
+    pub = generate_key(cfg, label, "rsa", size=2048)
+    block = pub.encrypt(os.urandom(7), padding.PKCS1v15())
+
+    async def substitute(workers: int) -> bytes:
+        async with TokenPool.open(token_config(workers)) as pool:
+            return (await pool.key(label).unwrap(block, RsaPadding.PKCS1V15, None, 16)).key
+
+    async with TokenPool.open(cfg) as pool:
+        assert not await pool.key(label).has_reject_secret()
+    assert await substitute(0) != await substitute(1)  # session-only secrets differ
+    assert ensure_reject_secret(cfg, label) is True
+    assert ensure_reject_secret(cfg, label) is False
+    async with TokenPool.open(cfg) as pool:
+        assert await pool.key(label).has_reject_secret()
+    assert await substitute(0) == await substitute(1) == await substitute(0)
+
+    def secret_attributes() -> dict[Any, Any]:
+        s = TokenSession(cfg)
+        try:
+            obj = s.session.get_key(object_class=ObjectClass.SECRET_KEY, label=label + ".reject")
+            return {a: obj[a] for a in (Attribute.SENSITIVE, Attribute.EXTRACTABLE, Attribute.SIGN,
+                                        Attribute.DECRYPT, Attribute.TOKEN)}
+        finally:
+            s.close()
+
+    assert token_thread(cfg.module).submit(secret_attributes).result() == {
+        Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.DECRYPT: False,
+        Attribute.TOKEN: True}
 
 
 async def test_metrics(token_config: Callable[..., TokenConfig], keys: dict[str, Any]) -> None:
@@ -186,16 +293,17 @@ async def test_metrics(token_config: Callable[..., TokenConfig], keys: dict[str,
                     return s.value
         return 0.0
 
-    before = (count("sign", "SHA256_RSA_PKCS", "ok"), count("decrypt", "RSA_PKCS", "undecryptable"),
-              count("decrypt", "RSA_PKCS", "error"))
+    before = (count("sign", "SHA256_RSA_PKCS", "ok"), count("unwrap", "RSA_PKCS", "rejected"),
+              count("unwrap", "RSA_PKCS", "error"), count("unwrap", "RSA_PKCS", "ok"))
     async with TokenPool.open(token_config()) as pool:
         await pool.key(label).sign(b"x", HashName.SHA256)
-        with pytest.raises(DecryptionError):
-            await pool.key(label).decrypt(b"\x00" * 256, RsaPadding.PKCS1V15)
+        await pool.key(label).unwrap(b"\x00" * 256, RsaPadding.PKCS1V15, None, 16)
+        await pool.key(label).unwrap(pub.encrypt(b"k" * 16, padding.PKCS1v15()), RsaPadding.PKCS1V15, None, 16)
     assert count("sign", "SHA256_RSA_PKCS", "ok") == before[0] + 1
-    # A ciphertext that is not for this key is the client's fault, not the token's.
-    assert count("decrypt", "RSA_PKCS", "undecryptable") == before[1] + 1
-    assert count("decrypt", "RSA_PKCS", "error") == before[2]
+    # A ciphertext that is not for this key is the client's fault (or a probe), not the token's.
+    assert count("unwrap", "RSA_PKCS", "rejected") == before[1] + 1
+    assert count("unwrap", "RSA_PKCS", "error") == before[2]
+    assert count("unwrap", "RSA_PKCS", "ok") == before[3] + 1
 
 
 async def test_wrong_pin(token_config: Callable[..., TokenConfig]) -> None:
@@ -255,11 +363,13 @@ async def test_stress(token_config: Callable[..., TokenConfig], keys: dict[str, 
                     case 1:
                         ec_pub.verify(await ec_key.sign(data, h), data, ec.ECDSA(HASHES[h]))
                     case 2:
-                        p = OAEPS[(n + i) % len(OAEPS)]
-                        assert await rsa_key.decrypt(rsa_pub.encrypt(data, oaep(p)), RsaPadding.OAEP, p) == data
+                        cek = data[:32]
+                        got = await rsa_key.unwrap(rsa_pub.encrypt(cek, oaep(OaepParams())), RsaPadding.OAEP, None, 32)
+                        assert got.genuine and got.key == cek
                     case 3:
-                        ct = rsa_pub.encrypt(data, padding.PKCS1v15())
-                        assert await rsa_key.decrypt(ct, RsaPadding.PKCS1V15) == data
+                        cek = data[:16]
+                        ct = rsa_pub.encrypt(cek, padding.PKCS1v15())
+                        assert (await rsa_key.unwrap(ct, RsaPadding.PKCS1V15, None, 16)).key == cek
                 max_busy = max(max_busy, pool.busy)
                 done += 1
 

@@ -1,29 +1,66 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from hypothesis import given
+from hypothesis import strategies as st
 
-from scepd.keys.base import DecryptionError, Decrypter, HashName, OaepParams, RsaPadding, Signer
+from scepd.keys import rejection
+from scepd.keys.base import Decrypter, HashName, OaepParams, RsaPadding, Signer, UnsupportedParameters
 from scepd.keys.software import SoftwareKey
 
 RSA = rsa.generate_private_key(65537, 2048)
 
 
-async def test_rsa_sign_and_decrypt() -> None:
+async def test_rsa_sign_and_unwrap() -> None:
     key = SoftwareKey(RSA, "ca")
     assert isinstance(key, Signer) and isinstance(key, Decrypter)
     sig = await key.sign(b"data", HashName.SHA256)
     RSA.public_key().verify(sig, b"data", padding.PKCS1v15(), hashes.SHA256())
     ct = RSA.public_key().encrypt(b"k" * 16, padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None))
-    assert await key.decrypt(ct, RsaPadding.OAEP, OaepParams(HashName.SHA256, HashName.SHA256)) == b"k" * 16
+    got = await key.unwrap(ct, RsaPadding.OAEP, OaepParams(HashName.SHA256, HashName.SHA256), 16)
+    assert (got.key, got.genuine) == (b"k" * 16, True)
     ct = RSA.public_key().encrypt(b"k" * 16, padding.PKCS1v15())
-    assert await key.decrypt(ct, RsaPadding.PKCS1V15) == b"k" * 16
-    with pytest.raises(DecryptionError):
-        await key.decrypt(b"\x01" * 256, RsaPadding.OAEP)
+    assert (await key.unwrap(ct, RsaPadding.PKCS1V15, None, 16)).key == b"k" * 16
+    bad = await key.unwrap(b"\x01" * 256, RsaPadding.OAEP, None, 16)
+    assert not bad.genuine and len(bad.key) == 16 and bad.key == (await key.unwrap(b"\x01" * 256, RsaPadding.OAEP, None, 16)).key
+    short = await key.unwrap(ct, RsaPadding.PKCS1V15, None, 24)  # a 16-byte key where 24 are due
+    assert not short.genuine and short.detail == "content key length" and len(short.key) == 24
 
 
-async def test_ec_sign() -> None:
+async def test_ec_sign_and_no_unwrap() -> None:
     priv = ec.generate_private_key(ec.SECP256R1())
     sig = await SoftwareKey(priv, "ec").sign(b"data", HashName.SHA384)
     priv.public_key().verify(sig, b"data", ec.ECDSA(hashes.SHA384()))
+    with pytest.raises(UnsupportedParameters):
+        await SoftwareKey(priv, "ec").unwrap(b"x", RsaPadding.PKCS1V15, None, 16)
+
+
+@given(st.booleans(), st.binary(max_size=40), st.binary(min_size=1, max_size=32))
+def test_select(use: bool, genuine: bytes, substitute: bytes) -> None:
+    n = len(substitute)
+    expected = genuine[:n].ljust(n, b"\0") if use else substitute
+    assert rejection.select(use, genuine, substitute) == expected
+
+
+@given(st.binary(min_size=0, max_size=60), st.sampled_from(["sha1", "sha256"]), st.binary(max_size=8))
+def test_oaep_decode_matches_cryptography(message: bytes, hash: str, label: bytes) -> None:
+    """The constant-flow decoder agrees with cryptography's on good blocks and refuses mangled ones."""
+    h = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}[hash]
+    pub = RSA.public_key()
+    ct = pub.encrypt(message, padding.OAEP(padding.MGF1(h), h, label or None))
+    n, d = pub.public_numbers().n, RSA.private_numbers().d
+    em = pow(int.from_bytes(ct, "big"), d, n).to_bytes(256, "big")
+    assert rejection.oaep_decode(em, hash, hash, label) == (True, message)
+    assert rejection.oaep_decode(em, hash, hash, label + b"x")[0] is False
+    assert rejection.oaep_decode(b"\x01" + em[1:], hash, hash, label)[0] is False
+    assert rejection.oaep_decode(em[:1] + os.urandom(255), hash, hash, label)[0] is False
+
+
+def test_substitute_key_lengths() -> None:
+    mac = bytes(range(32))
+    assert [len(rejection.substitute_key(mac, n)) for n in (8, 16, 24, 32, 48)] == [8, 16, 24, 32, 48]
+    assert rejection.substitute_key(mac, 48)[:32] == mac

@@ -1,7 +1,7 @@
 """In-memory keys and certificates for the codec tests.
 
-`SoftKey` is a minimal Signer/Decrypter over a cryptography private key, just
-enough for the codec; the real software backend lives in scepd/keys.
+`Party.soft` is the one software Signer/Decrypter (scepd.keys.software) over
+the party's in-memory key: the codec tests never need the token.
 """
 
 from __future__ import annotations
@@ -20,40 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from scepd.keys.base import DecryptionError, HashName, OaepParams, RsaPadding
+from scepd.keys.base import HashName
+from scepd.keys.software import SoftwareKey
 from scepd.scep import CertRepDraft, ContentCipher, build_cert_rep, open_envelope, parse_pki_message, sign_cert_rep
 from scepd.scep.client import build_pki_message, make_self_signed
 from scepd.scep.constants import MessageType, PkiStatus
 
 NOW = dt.datetime(2025, 1, 15, 12, 0, tzinfo=dt.timezone.utc)
 HASHES = {n: getattr(hashes, n.name)() for n in HashName}
-
-
-@dataclass
-class SoftKey:
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-    label: str = "test"
-
-    @property
-    def public_key(self) -> PublicKeyTypes:
-        return self.key.public_key()
-
-    async def sign(self, data: bytes, hash: HashName) -> bytes:
-        if isinstance(self.key, rsa.RSAPrivateKey):
-            return self.key.sign(data, padding.PKCS1v15(), HASHES[hash])
-        return self.key.sign(data, ec.ECDSA(HASHES[hash]))
-
-    async def decrypt(self, ciphertext: bytes, pad: RsaPadding, oaep: OaepParams | None = None) -> bytes:
-        assert isinstance(self.key, rsa.RSAPrivateKey)
-        if pad is RsaPadding.PKCS1V15:
-            p: padding.AsymmetricPadding = padding.PKCS1v15()
-        else:
-            o = oaep or OaepParams()
-            p = padding.OAEP(mgf=padding.MGF1(HASHES[o.mgf_hash]), algorithm=HASHES[o.hash], label=o.label or None)
-        try:
-            return self.key.decrypt(ciphertext, p)
-        except ValueError as e:
-            raise DecryptionError(str(e)) from e
 
 
 def name(cn: str) -> x509.Name:
@@ -82,8 +56,8 @@ class Party:
     cert: x509.Certificate
 
     @property
-    def soft(self) -> SoftKey:
-        return SoftKey(self.key)
+    def soft(self) -> SoftwareKey:
+        return SoftwareKey(self.key, "test")
 
     @property
     def der(self) -> bytes:
@@ -156,7 +130,7 @@ async def serve(ra: Party, body: bytes, *, issued: list[bytes] | None = None,
     return payload, await sign_cert_rep(draft, ra.soft)
 
 
-__all__ = ["ContentCipher", "NOW", "Party", "SoftKey", "issue", "name", "request", "serve"]
+__all__ = ["ContentCipher", "NOW", "Party", "issue", "name", "request", "serve"]
 
 
 def mutate(data: st.DataObject, original: bytes, *, most: int = 3, longest_cut: int = 40) -> bytes:
