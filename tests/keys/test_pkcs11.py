@@ -40,7 +40,7 @@ def unique(prefix: str) -> str:
 def keys(token_config: Callable[..., TokenConfig]) -> dict[str, Any]:
     cfg = token_config()
     out = {}
-    for name, kind, kw in [("rsa", "rsa", {"size": 2048}), ("p256", "ec", {"curve": "P-256"}),
+    for name, kind, kw in [("rsa", "rsa", {"size": 2048, "decrypt": True}), ("p256", "ec", {"curve": "P-256"}),
                            ("p384", "ec", {"curve": "P-384"})]:
         label = unique(f"t-{name}")
         out[name] = (label, generate_key(cfg, label, kind, **kw))
