@@ -92,6 +92,12 @@ def load_ca(config: Config, pool: TokenPool) -> CertificateAuthority:
     if signer.public_key != cert.public_key():
         raise ValueError(f"ca.certificate {config.ca.certificate} does not match the key {config.ca.key}")
     ra_cert, ra_key = cert, signer
+    if not (config.ca.ra_key and config.ca.ra_certificate) and not signer.can_decrypt:
+        # A sign-only CA key (what `scepd init` makes) with the RA lines lost from the config:
+        # every envelope would fail, so say why now rather than answer each request with a fault.
+        raise ValueError(f"the CA key {config.ca.key} cannot open envelopes (CKA_DECRYPT is false) and no RA is "
+                         "configured: set ca.ra_key and ca.ra_certificate (scepd init writes them), or run "
+                         "`scepd ca ra-init`")
     if config.ca.ra_key and config.ca.ra_certificate:
         ra_cert = x509.load_pem_x509_certificate(config.ca.ra_certificate.read_bytes())
         ra_key = pool.key(key_label(config.ca.ra_key))

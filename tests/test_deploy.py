@@ -379,7 +379,8 @@ def test_example_config_parses_with_the_unit_credentials(tmp_path: Path, monkeyp
         assert read_secret(source) == f"value of {source.split(':', 1)[1]}"
     # Everything the daemon writes must be in the one writable place, the unit's StateDirectory=.
     state = Path("/var/lib") / SERVICE["StateDirectory"][-1]
-    written = [config.store_path, config.ca.certificate, config.crl.file, Path(config.token.softhsm2_conf or "")]
+    written = [config.store_path, config.ca.certificate, config.ca.ra_certificate, config.crl.file,
+               Path(config.token.softhsm2_conf or "")]
     assert all(p is not None and p.is_relative_to(state) for p in written), written
     assert [e.challenge for e in config.endpoints] == ["static", "intune"]
     # The address Prometheus scrapes is the one the example serves metrics on.

@@ -149,7 +149,7 @@ def ca_extensions(
             True,
             x509.KeyUsage(
                 # Kept with an RA too: the CA key still signs CMS besides certificates and CRLs
-                # (GetNextCACert's SignedData, RFC 8894 3.5.2), RFC 5280 4.2.1.3 asks digitalSignature
+                # (GetNextCACert's SignedData, RFC 8894), RFC 5280 4.2.1.3 asks digitalSignature
                 # for that, and OpenSSL's S/MIME signing purpose (`openssl cms -verify`) rejects a
                 # signer without it. It permits signing only, so it opens no oracle.
                 digital_signature=True,
