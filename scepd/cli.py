@@ -355,8 +355,26 @@ def cmd_ca_ra(args: argparse.Namespace) -> int:
         print(f"the RA {config.ca.ra_key} and its certificate {config.ca.ra_certificate} were already there")
     else:
         print(f"RA {cert.subject.rfc4514_string()} created; certificate written to {config.ca.ra_certificate}")
-    print("restart scepd to serve it (GetCACert then answers CA + RA)")
+        print("restart scepd to serve it (GetCACert then answers CA + RA)")
+    if args.restrict_ca_key:
+        _restrict_ca_key(config)
     return 0
+
+
+def _restrict_ca_key(config: Config) -> None:
+    """Clear CKA_DECRYPT/CKA_UNWRAP on the CA key: only once the RA opens the envelopes everywhere."""
+    import pkcs11 as p11
+
+    from scepd.keys.pkcs11 import restrict_to_signing
+    from scepd.server import key_label, token_config
+
+    label = key_label(config.ca.key)
+    try:
+        changed = restrict_to_signing(token_config(config), label)
+    except p11.exceptions.PKCS11Error as e:
+        raise SystemExit(f"scepd: the token would not make {label!r} sign-only: {type(e).__name__}: {e}") from None
+    print(f"the CA key {label!r} can no longer decrypt on the token (CKA_DECRYPT, CKA_UNWRAP false)" if changed
+          else f"the CA key {label!r} was already sign-only")
 
 
 def cmd_ca_ra_renew(args: argparse.Namespace) -> int:
@@ -550,6 +568,9 @@ def parser() -> argparse.ArgumentParser:
                                     "label with -ca turned into -ra, e.g. scepd-ra)")
     sp.add_argument("--certificate", help="RA certificate file when the config names no RA (default: ra.pem "
                                           "beside the CA certificate)")
+    sp.add_argument("--restrict-ca-key", action="store_true",
+                    help="also clear CKA_DECRYPT/CKA_UNWRAP on the CA key; only once every scepd using this token "
+                         "was restarted with the RA, since a lone-CA daemon can then no longer open envelopes")
     sp.set_defaults(func=cmd_ca_ra)
     sp = with_config(ca.add_parser("ra-renew", help="issue a new certificate for the same RA key (for a timer)"))
     sp.add_argument("--days", type=int, default=RA_DAYS, help=f"validity (default {RA_DAYS}; never past the CA's end)")

@@ -121,7 +121,8 @@ async def key_warnings(config: Config, ca: CertificateAuthority) -> list[str]:
     remedy = f"remedy='scepd ca ra-init --config {config.path}'"
     if ca.has_ra and isinstance(ca.signer, Pkcs11Key) and ca.signer.can_decrypt:
         out.append(f"event=ca_key_can_decrypt key={ca.signer.label!r} reason='CKA_DECRYPT is true on the token, "
-                   "though the RA opens the envelopes' remedy='a new sign-only CA key (docs/keys.md)'")
+                   f"though the RA opens the envelopes' remedy='scepd ca ra-init --restrict-ca-key --config "
+                   f"{config.path}'")
     if isinstance(ca.ra_key, Pkcs11Key) and not await ca.ra_key.has_reject_secret():
         out.append(f"event=envelope_key_without_reject_secret key={ca.ra_key.label!r} "
                    f"reason='no {ca.ra_key.label}.reject object on the token' {remedy}")

@@ -297,6 +297,11 @@ def generate_key(cfg: TokenConfig, label: str, kind: str, size: int = 3072, curv
     return load_der_public_key(_on_token(cfg, lambda s: s.generate(label, kind, size, curve, decrypt)))
 
 
+def restrict_to_signing(cfg: TokenConfig, label: str) -> bool:
+    """Make an existing key sign-only on the token (CKA_DECRYPT, CKA_UNWRAP false); True if it changed."""
+    return _on_token(cfg, lambda s: s.restrict_to_signing(label))
+
+
 def find_public_key(cfg: TokenConfig, label: str) -> PublicKeyTypes | None:
     der = _on_token(cfg, lambda s: s.public_key_der(label))
     return None if der is None else load_der_public_key(der)

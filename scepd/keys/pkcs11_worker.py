@@ -211,6 +211,22 @@ class TokenSession:
         assert der is not None
         return der
 
+    def restrict_to_signing(self, label: str) -> bool:
+        """Clear CKA_DECRYPT and CKA_UNWRAP on an existing private key; True if either was set.
+
+        For the CA key of a state directory made before the RA existed: once the
+        RA opens the envelopes, the token itself should refuse to decrypt with
+        the CA key. PKCS#11 lets both attributes be modified; a token that says
+        they are read-only raises, and the caller reports it.
+        """
+        key = self.session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+        if not (key[Attribute.DECRYPT] or key[Attribute.UNWRAP]):
+            return False
+        key[Attribute.DECRYPT] = False
+        key[Attribute.UNWRAP] = False
+        self._keys.pop(label, None)
+        return True
+
     def store_certificate(self, label: str, der: bytes) -> None:
         from cryptography import x509
 

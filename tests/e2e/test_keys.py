@@ -89,13 +89,15 @@ async def test_legacy_state_keeps_working_warns_and_ra_init_adds_the_ra(tmp_path
     with running(state, CHALLENGE) as d:
         client = await enroll_ok(d, "legacy-device-after-ra", chain=2)
         assert client.recipient.subject.rfc4514_string() == "CN=old RA,O=scepd tests"
-        # The RA got its rejection secret; the old CA key keeps CKA_DECRYPT (nothing changes a key in
-        # place), and that is still said.
+        # The RA got its rejection secret; the old CA key still has CKA_DECRYPT, and that is still said.
         assert warnings(d.log()) == {"ca_key_can_decrypt"}, d.log()
-    # Running it again changes nothing.
+    # Once every daemon serves the RA: running it again adds nothing, and makes the CA key sign-only.
     before = config.read_text()
-    assert "already there" in scepd("ca", "ra-init", "--config", str(config)).stdout
+    out = scepd("ca", "ra-init", "--config", str(config), "--restrict-ca-key").stdout
+    assert "already there" in out and "can no longer decrypt" in out, out
     assert config.read_text() == before
+    check = scepd("config", "check", "--config", str(config))
+    assert "warning" not in check.stdout, check.stdout
 
 
 def gauge(text: str, name: str) -> float:
