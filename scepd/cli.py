@@ -48,26 +48,36 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = _config(args)
     print(f"{config.path}: ok ({len(config.endpoints)} endpoint(s), {len(config.profiles)} profile(s))")
-    for warning in _key_warnings(config):
+    warnings, skipped = _key_warnings(config)
+    for warning in warnings:
         print(f"scepd: warning: {warning}")
+    if skipped:
+        print(f"scepd: note: the token was not opened, so the key layout was checked from the file only ({skipped})")
     return 0
 
 
-def _key_warnings(config: Config) -> list[str]:
-    """The start-up key-layout warnings; the token-side ones need the token, and say so if it cannot be opened."""
+def _key_warnings(config: Config) -> tuple[list[str], str | None]:
+    """The start-up key-layout warnings, and why the token-side ones could not be checked, if so.
+
+    The token may well be out of reach here (a `credential:` PIN outside the
+    systemd unit); the file is still valid, so that is a note, not a failure.
+    """
     from scepd.config import key_layout_warnings
     from scepd.keys.pkcs11 import TokenPool
     from scepd.server import key_warnings, load_ca, token_config
 
     async def check() -> list[str]:
         async with TokenPool.open(replace(token_config(config), workers=0)) as pool:
-            return await key_warnings(config, load_ca(config, pool))
+            try:
+                ca = load_ca(config, pool)
+            except ValueError as e:  # keys and certificates that do not fit: the daemon would not start
+                return [f"event=ca_not_usable reason={str(e)!r}"]
+            return await key_warnings(config, ca)
 
     try:
-        return trio.run(check)
+        return trio.run(check), None
     except Exception as e:  # noqa: BLE001 - the file is valid; what the token says is extra
-        return [*key_layout_warnings(config),
-                f"event=key_check_skipped reason={f'{type(e).__name__}: {e}'!r}"]
+        return key_layout_warnings(config), f"{type(e).__name__}: {e}"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
