@@ -18,6 +18,7 @@ from pathlib import Path
 
 import trio
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from scepd import cli_certs, cli_pending, logs
 from scepd.config import Config, ConfigError, load, read_secret
@@ -350,6 +351,18 @@ def cmd_ca_ra(args: argparse.Namespace) -> int:
             raise SystemExit(f"scepd: a key labelled {label!r} is already on the token; choose another with --label")
         if cert_path.exists() and not key_exists(token_config(config), label):
             raise SystemExit(f"scepd: {cert_path} exists; choose another file with --certificate")
+        if cert_path.exists():  # both there: an earlier run that stopped before the config; adopt only its own
+            from scepd.keys.pkcs11 import find_public_key
+
+            found = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            try:
+                found.verify_directly_issued_by(x509.load_pem_x509_certificate(config.ca.certificate.read_bytes()))
+                ours = found.public_key() == find_public_key(token_config(config), label)
+            except (ValueError, TypeError, InvalidSignature):
+                ours = False
+            if not ours:
+                raise SystemExit(f"scepd: {cert_path} is not a certificate from this CA for the key {label!r}; "
+                                 "choose others with --label and --certificate")
         try:
             relative = str(cert_path.resolve().relative_to(config.path.parent.resolve()))
         except ValueError:
