@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import os
+import re
 import secrets
 import subprocess
 import sys
+import tempfile
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import trio
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from scepd import cli_certs, cli_pending, logs
 from scepd.config import Config, ConfigError, load, read_secret
@@ -45,7 +49,36 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = _config(args)
     print(f"{config.path}: ok ({len(config.endpoints)} endpoint(s), {len(config.profiles)} profile(s))")
+    warnings, skipped = _key_warnings(config)
+    for warning in warnings:
+        print(f"scepd: warning: {warning}")
+    if skipped:
+        print(f"scepd: note: the token was not opened, so the key layout was checked from the file only ({skipped})")
     return 0
+
+
+def _key_warnings(config: Config) -> tuple[list[str], str | None]:
+    """The start-up key-layout warnings, and why the token-side ones could not be checked, if so.
+
+    The token may well be out of reach here (a `credential:` PIN outside the
+    systemd unit); the file is still valid, so that is a note, not a failure.
+    """
+    from scepd.config import key_layout_warnings
+    from scepd.keys.pkcs11 import TokenPool
+    from scepd.server import key_warnings, load_ca, token_config
+
+    async def check() -> list[str]:
+        async with TokenPool.open(replace(token_config(config), workers=0)) as pool:
+            try:
+                ca = load_ca(config, pool)
+            except ValueError as e:  # keys and certificates that do not fit: the daemon would not start
+                return [f"event=ca_not_usable reason={str(e)!r}"]
+            return await key_warnings(config, ca)
+
+    try:
+        return trio.run(check), None
+    except Exception as e:  # noqa: BLE001 - the file is valid; what the token says is extra
+        return key_layout_warnings(config), f"{type(e).__name__}: {e}"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -114,7 +147,7 @@ workers = {workers}
 [ca]
 key = "pkcs11:token=scepd;object=scepd-ca;type=private"
 certificate = "ca.pem"
-
+{ra}
 [store]
 path = "scepd.sqlite3"
 
@@ -134,8 +167,59 @@ validity_days = 365
 """
 
 
+# The RA lines of DEFAULT_TOML; `scepd init --no-ra` leaves them out (the lone-CA layout).
+RA_TOML = """\
+# The RA key opens envelopes and signs CertReps; the CA key only signs (docs/keys.md).
+ra_key = "pkcs11:token=scepd;object=scepd-ra;type=private"
+ra_certificate = "ra.pem"
+"""
+RA_DAYS = 730  # the RA certificate's life: renewed by `scepd ca ra-renew`, well inside the CA's 10 years
+
+
+def _ra_subject(ca_subject: x509.Name) -> x509.Name:
+    """The RA's default name: the CA's, with 'CA' in the CN turned into 'RA' (or ' RA' appended)."""
+    attrs = []
+    for a in ca_subject:
+        if a.oid == x509.NameOID.COMMON_NAME and isinstance(a.value, str):
+            cn = a.value[:-2] + "RA" if a.value.endswith(" CA") else a.value + " RA"
+            a = x509.NameAttribute(a.oid, cn)
+        attrs.append(a)
+    return x509.Name(attrs)
+
+
+def _ensure_ra(config: Config, subject: x509.Name | None, size: int, days: int) -> x509.Certificate | None:
+    """Create what is missing of the configured RA: key (with its rejection secret) and certificate.
+
+    Resumable: a key already on the token gets a certificate if it has none,
+    and the rejection secret is ensured in every case. None if nothing was issued.
+    """
+    from scepd.ca.setup import init_ra, issue_ra_certificate
+    from scepd.keys.pkcs11 import ensure_reject_secret, key_exists
+    from scepd.server import key_label, token_config
+
+    assert config.ca.ra_key is not None and config.ca.ra_certificate is not None
+    token, ra_label = token_config(config), key_label(config.ca.ra_key)
+    ca_cert = x509.load_pem_x509_certificate(config.ca.certificate.read_bytes())
+    subject = subject or _ra_subject(ca_cert.subject)
+    cert: x509.Certificate | None = None
+    if not key_exists(token, ra_label):
+        cert = trio.run(init_ra, token, key_label(config.ca.key), ca_cert, ra_label, config.ca.ra_certificate,
+                        subject, size, dt.timedelta(days=days), _now())
+    elif not config.ca.ra_certificate.exists():
+        cert = trio.run(issue_ra_certificate, token, key_label(config.ca.key), ca_cert, ra_label,
+                        config.ca.ra_certificate, subject, dt.timedelta(days=days), _now())
+    if ensure_reject_secret(token, ra_label):
+        print(f"scepd: created the implicit-rejection secret {ra_label}.reject on the token")
+    return cert
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    """Create the embedded default in a state directory; idempotent."""
+    """Create the embedded default in a state directory; idempotent.
+
+    The default is a sign-only CA key and an RA key that opens envelopes
+    (docs/keys.md). The layout follows the config: one written by an earlier
+    version (or `--no-ra`) has no RA, and then the CA key opens envelopes.
+    """
     state = Path(args.state).resolve()
     state.mkdir(parents=True, exist_ok=True)
     subprocess.run(["bash", str(REPO / "softhsm" / "init-token.sh"), str(state)], check=True,
@@ -150,15 +234,27 @@ def cmd_init(args: argparse.Namespace) -> int:
         metrics_listen = args.metrics_listen or ("127.0.0.1:0" if args.listen.endswith(":0") else "127.0.0.1:9108")
         config_file.write_text(DEFAULT_TOML.format(
             listen=args.listen, metrics_listen=metrics_listen, module=args.module, workers=args.workers,
-            processes=args.processes))
+            processes=args.processes, ra="" if args.no_ra else RA_TOML))
     config = load(config_file)
-    if not config.ca.certificate.exists():
-        from scepd.ca.setup import KeySpec, init_ca
-        from scepd.server import key_label, token_config
+    from scepd.ca.setup import KeySpec, init_ca
+    from scepd.keys.pkcs11 import ensure_reject_secret
+    from scepd.server import key_label, token_config
 
+    lone = config.ca.ra_key is None
+    if not config.ca.certificate.exists():
         trio.run(init_ca, token_config(config), key_label(config.ca.key), config.ca.certificate,
-                 _subject(args.subject), KeySpec("rsa", 3072), dt.timedelta(days=3650), _now())
-        print(f"scepd: created CA {args.subject} on the token; certificate {config.ca.certificate}")
+                 _subject(args.subject), KeySpec("rsa", 3072, decrypt=lone), dt.timedelta(days=3650), _now())
+        usage = "signs and opens envelopes (no RA)" if lone else "sign only"
+        print(f"scepd: created CA {args.subject} on the token ({usage}); certificate {config.ca.certificate}")
+    if lone:
+        ensure_reject_secret(token_config(config), key_label(config.ca.key))
+        print("scepd: warning: this state has no RA, so the CA key opens envelopes; add one with "
+              f"`scepd ca ra-init --config {config_file}` (docs/keys.md)")
+    else:
+        ra = _ensure_ra(config, _subject(args.ra_subject) if args.ra_subject else None, 2048, RA_DAYS)
+        if ra is not None:
+            print(f"scepd: created RA {ra.subject.rfc4514_string()} on the token; certificate "
+                  f"{config.ca.ra_certificate} (until {ra.not_valid_after_utc:%Y-%m-%d})")
     print(f"scepd: state ready in {state}; config {config_file}")
     return 0
 
@@ -168,10 +264,14 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
     from scepd.server import key_label, token_config
 
     config = _config(args)
-    spec = KeySpec(args.key_type, args.key_size, args.curve)
+    # Sign-only unless the config has no RA: then this CA is also the envelope key (lone-CA layout).
+    lone = config.ca.ra_key is None
+    spec = KeySpec(args.key_type, args.key_size, args.curve, decrypt=lone)
     cert = trio.run(init_ca, token_config(config), key_label(config.ca.key), config.ca.certificate,
                     _subject(args.subject), spec, dt.timedelta(days=args.days), _now())
     print(f"CA {cert.subject.rfc4514_string()} created; certificate written to {config.ca.certificate}")
+    if not lone:
+        print(f"the CA key only signs: create the RA next with `scepd ca ra-init --config {config.path}`")
     return 0
 
 
@@ -180,7 +280,8 @@ def cmd_ca_csr(args: argparse.Namespace) -> int:
     from scepd.server import key_label, token_config
 
     config = _config(args)
-    spec = KeySpec(args.key_type, args.key_size, args.curve) if args.generate else None
+    lone = config.ca.ra_key is None
+    spec = KeySpec(args.key_type, args.key_size, args.curve, decrypt=lone) if args.generate else None
     pem = trio.run(ca_request, token_config(config), key_label(config.ca.key), _subject(args.subject), spec)
     Path(args.out).write_bytes(pem)
     print(f"CSR for the CA key written to {args.out}")
@@ -198,18 +299,130 @@ def cmd_ca_import(args: argparse.Namespace) -> int:
     return 0
 
 
+_CA_TABLE = re.compile(r"^[ \t]*\[[ \t]*ca[ \t]*\][ \t]*(#.*)?$", re.M)
+
+
+def add_ra_to_config(path: Path, ra_key: str, ra_certificate: str) -> None:
+    """Name the RA in the [ca] table of the TOML file, keeping the rest of the file as written.
+
+    Only adds lines (right under the table header) and checks the result
+    parses before it atomically replaces the file.
+    """
+    import tomllib
+
+    text = path.read_text()
+    header = _CA_TABLE.search(text)
+    if header is None:
+        raise ConfigError("ca", f"{path} has no [ca] table header to add the RA to; add to [ca]:\n"
+                                f"ra_key = {json.dumps(ra_key)}\nra_certificate = {json.dumps(ra_certificate)}")
+    lines = (f"\n# Added by `scepd ca ra-init`: the RA opens envelopes and signs CertReps (docs/keys.md).\n"
+             f"ra_key = {json.dumps(ra_key)}\nra_certificate = {json.dumps(ra_certificate)}")
+    new = text[:header.end()] + lines + text[header.end():]
+    try:
+        ca = tomllib.loads(new)["ca"]
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("ca", f"adding the RA to {path} would not parse ({e}); add the lines by hand") from None
+    if (ca.get("ra_key"), ca.get("ra_certificate")) != (ra_key, ra_certificate):
+        raise ConfigError("ca", f"could not add the RA to {path}; add the lines by hand")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(new)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def cmd_ca_ra(args: argparse.Namespace) -> int:
-    from scepd.ca.setup import init_ra
+    """Give the CA an RA; on a lone-CA state directory, also name it in the config (the one command)."""
+    config = _config(args)
+    if not (config.ca.ra_key and config.ca.ra_certificate):
+        from scepd.keys.pkcs11 import key_exists
+        from scepd.server import key_label, token_config
+
+        ca_object = key_label(config.ca.key)
+        label = args.label or (ca_object[:-3] + "-ra" if ca_object.endswith("-ca") else ca_object + "-ra")
+        cert_path = (config.path.parent / args.certificate) if args.certificate else config.ca.certificate.parent / "ra.pem"
+        if key_exists(token_config(config), label) and not cert_path.exists():
+            raise SystemExit(f"scepd: a key labelled {label!r} is already on the token; choose another with --label")
+        if cert_path.exists() and not key_exists(token_config(config), label):
+            raise SystemExit(f"scepd: {cert_path} exists; choose another file with --certificate")
+        if cert_path.exists():  # both there: an earlier run that stopped before the config; adopt only its own
+            from scepd.keys.pkcs11 import find_public_key
+
+            found = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            try:
+                found.verify_directly_issued_by(x509.load_pem_x509_certificate(config.ca.certificate.read_bytes()))
+                ours = found.public_key() == find_public_key(token_config(config), label)
+            except (ValueError, TypeError, InvalidSignature):
+                ours = False
+            if not ours:
+                raise SystemExit(f"scepd: {cert_path} is not a certificate from this CA for the key {label!r}; "
+                                 "choose others with --label and --certificate")
+        try:
+            relative = str(cert_path.resolve().relative_to(config.path.parent.resolve()))
+        except ValueError:
+            relative = str(cert_path.resolve())
+        uri = f"pkcs11:token={config.token.label};object={label};type=private"
+        config = replace(config, ca=replace(config.ca, ra_key=uri, ra_certificate=cert_path))
+        cert = _ensure_ra(config, _subject(args.subject) if args.subject else None, args.key_size, args.days)
+        add_ra_to_config(config.path, uri, relative)
+        print(f"added to [ca] in {config.path}: ra_key = {uri}, ra_certificate = {relative}")
+    else:
+        cert = _ensure_ra(config, _subject(args.subject) if args.subject else None, args.key_size, args.days)
+    if cert is None:
+        print(f"the RA {config.ca.ra_key} and its certificate {config.ca.ra_certificate} were already there")
+    else:
+        print(f"RA {cert.subject.rfc4514_string()} created; certificate written to {config.ca.ra_certificate}")
+        print("restart scepd to serve it (GetCACert then answers CA + RA)")
+    if args.restrict_ca_key:
+        _restrict_ca_key(config)
+    return 0
+
+
+def _restrict_ca_key(config: Config) -> None:
+    """Clear CKA_DECRYPT/CKA_UNWRAP on the CA key: only once the RA opens the envelopes everywhere."""
+    import pkcs11 as p11
+
+    from scepd.keys.pkcs11 import restrict_to_signing
+    from scepd.server import key_label, token_config
+
+    label = key_label(config.ca.key)
+    try:
+        changed = restrict_to_signing(token_config(config), label)
+    except p11.exceptions.PKCS11Error as e:
+        raise SystemExit(f"scepd: the token would not make {label!r} sign-only: {type(e).__name__}: {e}") from None
+    print(f"the CA key {label!r} can no longer decrypt on the token (CKA_DECRYPT, CKA_UNWRAP false)" if changed
+          else f"the CA key {label!r} was already sign-only")
+
+
+def cmd_ca_ra_renew(args: argparse.Namespace) -> int:
+    """A new CA-signed certificate for the same RA key, before the old one ends (for a timer)."""
+    from scepd.ca.setup import renew_ra
     from scepd.server import key_label, token_config
 
     config = _config(args)
     if not (config.ca.ra_key and config.ca.ra_certificate):
-        raise SystemExit("set ca.ra_key and ca.ra_certificate in the configuration first")
+        raise SystemExit("scepd: the configuration names no RA (ca.ra_key); create one with `scepd ca ra-init`")
+    old = x509.load_pem_x509_certificate(config.ca.ra_certificate.read_bytes())
+    now = _now()
+    left = old.not_valid_after_utc - now
+    if args.if_expiring_within is not None and left > dt.timedelta(days=args.if_expiring_within):
+        print(f"RA certificate {config.ca.ra_certificate} is valid until {old.not_valid_after_utc:%Y-%m-%d} "
+              f"({left.days} days): not renewed")
+        return 0
     ca_cert = x509.load_pem_x509_certificate(config.ca.certificate.read_bytes())
-    cert = trio.run(init_ra, token_config(config), key_label(config.ca.key), ca_cert,
-                    key_label(config.ca.ra_key), config.ca.ra_certificate, _subject(args.subject),
-                    args.key_size, dt.timedelta(days=args.days), _now())
-    print(f"RA {cert.subject.rfc4514_string()} created; certificate written to {config.ca.ra_certificate}")
+    new = trio.run(renew_ra, token_config(config), key_label(config.ca.key), ca_cert, key_label(config.ca.ra_key),
+                   config.ca.ra_certificate, dt.timedelta(days=args.days), now)
+    print(f"RA certificate renewed: serial {new.serial_number:x}, valid until {new.not_valid_after_utc:%Y-%m-%d}, "
+          f"written to {config.ca.ra_certificate}; restart scepd to serve it")
+    if new.not_valid_after_utc == ca_cert.not_valid_after_utc:
+        print(f"scepd: warning: the RA certificate ends with the CA certificate ({ca_cert.not_valid_after_utc:%Y-%m-%d});"
+              " the CA needs renewing (ca.next_certificate)", file=sys.stderr)
     return 0
 
 
@@ -326,6 +539,9 @@ def parser() -> argparse.ArgumentParser:
                     " 127.0.0.1:0 when --listen has port 0)")
     sp.add_argument("--challenge", help="static challenge to use (default: a random one)")
     sp.add_argument("--subject", default="CN=scepd development CA,O=scepd")
+    sp.add_argument("--ra-subject", help="RA subject (default: the CA's, with CA turned into RA in the CN)")
+    sp.add_argument("--no-ra", action="store_true",
+                    help="the lone-CA layout of earlier versions: the CA key also opens envelopes (start-up warns)")
     sp.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so")
     # 2: measured faster than the in-process thread under load, which the GIL slows (README).
     sp.add_argument("--workers", type=int, default=2,
@@ -365,11 +581,25 @@ def parser() -> argparse.ArgumentParser:
     sp = with_config(ca.add_parser("import", help="install the CA certificate signed by an enterprise root"))
     sp.add_argument("certificate", help="PEM certificate for the CA key")
     sp.set_defaults(func=cmd_ca_import)
-    sp = with_config(ca.add_parser("ra-init", help="generate an RSA RA key on the token and its CA-signed certificate"))
-    sp.add_argument("--subject", required=True)
+    sp = with_config(ca.add_parser(
+        "ra-init", help="give the CA an RA: RSA key on the token, CA-signed certificate, rejection secret; "
+                        "adds ca.ra_key/ca.ra_certificate to the config when absent"))
+    sp.add_argument("--subject", help="RA subject (default: the CA's, with CA turned into RA in the CN)")
     sp.add_argument("--key-size", type=int, choices=[2048, 3072, 4096], default=2048)
-    sp.add_argument("--days", type=int, default=730)
+    sp.add_argument("--days", type=int, default=RA_DAYS)
+    sp.add_argument("--label", help="token object label when the config names no RA (default: the CA's "
+                                    "label with -ca turned into -ra, e.g. scepd-ra)")
+    sp.add_argument("--certificate", help="RA certificate file when the config names no RA (default: ra.pem "
+                                          "beside the CA certificate)")
+    sp.add_argument("--restrict-ca-key", action="store_true",
+                    help="also clear CKA_DECRYPT/CKA_UNWRAP on the CA key; only once every scepd using this token "
+                         "was restarted with the RA, since a lone-CA daemon can then no longer open envelopes")
     sp.set_defaults(func=cmd_ca_ra)
+    sp = with_config(ca.add_parser("ra-renew", help="issue a new certificate for the same RA key (for a timer)"))
+    sp.add_argument("--days", type=int, default=RA_DAYS, help=f"validity (default {RA_DAYS}; never past the CA's end)")
+    sp.add_argument("--if-expiring-within", type=int, metavar="DAYS",
+                    help="do nothing unless the RA certificate ends within DAYS")
+    sp.set_defaults(func=cmd_ca_ra_renew)
 
     ch = sub.add_parser("challenge", help="one-time challenges").add_subparsers(dest="sub", required=True)
     sp = with_config(ch.add_parser("mint", help="print a new single-use challenge (stored only hashed)"))

@@ -529,3 +529,17 @@ def load(path: Path) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(path), f"not valid TOML: {e}") from None
     return parse(data, path.resolve())
+
+
+def key_layout_warnings(config: Config) -> list[str]:
+    """What the file alone says is weaker than the default key layout (docs/keys.md), one log event each.
+
+    Without an RA the CA key opens envelopes, so it must be able to decrypt
+    what anyone sends: a layout of earlier versions that keeps working.
+    What only the token knows (CKA_DECRYPT, the rejection secret) is checked
+    by scepd.server.key_warnings.
+    """
+    if config.ca.ra_key is None:
+        return [f"event=ca_key_opens_envelopes key={config.ca.key!r} reason='no RA configured (ca.ra_key)' "
+                f"remedy='scepd ca ra-init --config {config.path}'"]
+    return []

@@ -151,3 +151,12 @@ def exposition() -> bytes:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)
     return generate_latest(registry)
+
+# Beside the CA's: the RA certificate ends years before the CA's and is renewed by
+# `scepd ca ra-renew` (docs/keys.md). NaN when there is no RA (lone-CA layout), so no alert fires.
+RA_CERT_EXPIRY_SECONDS = Gauge(
+    "scepd_ra_certificate_expiry_seconds",
+    "Seconds until the RA certificate's notAfter (NaN without an RA).",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)

@@ -32,7 +32,7 @@ from scepd.challenge.anyof import FirstMatching
 from scepd.challenge.onetime import OneTimeChallenge
 from scepd.challenge.renewal import SignerIsIssuedCertificate
 from scepd.challenge.static import StaticChallenge
-from scepd.config import Config, Endpoint, IntuneConfig, read_secret
+from scepd.config import Config, Endpoint, IntuneConfig, key_layout_warnings, read_secret
 from scepd.enroll.approval import ApprovalGate
 from scepd.enroll.pipeline import Step, compose
 from scepd.enroll.service import ScepService
@@ -45,7 +45,7 @@ from scepd.intune.client import IntuneClient
 from scepd.intune.revocation import RevocationSync
 from scepd.intune.step import IntuneChallenge
 from scepd.keys.base import HashName
-from scepd.keys.pkcs11 import TokenConfig, TokenPool
+from scepd.keys.pkcs11 import Pkcs11Key, TokenConfig, TokenPool
 from scepd.keys.uri import Pkcs11Uri
 from scepd.profiles import ProfileStep
 from scepd.reload import reload_config
@@ -92,6 +92,12 @@ def load_ca(config: Config, pool: TokenPool) -> CertificateAuthority:
     if signer.public_key != cert.public_key():
         raise ValueError(f"ca.certificate {config.ca.certificate} does not match the key {config.ca.key}")
     ra_cert, ra_key = cert, signer
+    if not (config.ca.ra_key and config.ca.ra_certificate) and not signer.can_decrypt:
+        # A sign-only CA key (what `scepd init` makes) with the RA lines lost from the config:
+        # every envelope would fail, so say why now rather than answer each request with a fault.
+        raise ValueError(f"the CA key {config.ca.key} cannot open envelopes (CKA_DECRYPT is false) and no RA is "
+                         "configured: set ca.ra_key and ca.ra_certificate (scepd init writes them), or run "
+                         "`scepd ca ra-init`")
     if config.ca.ra_key and config.ca.ra_certificate:
         ra_cert = x509.load_pem_x509_certificate(config.ca.ra_certificate.read_bytes())
         ra_key = pool.key(key_label(config.ca.ra_key))
@@ -103,6 +109,24 @@ def load_ca(config: Config, pool: TokenPool) -> CertificateAuthority:
         crl_url=config.ca.crl_url, ocsp_url=config.ca.ocsp_url, issuer_url=config.ca.issuer_url,
         next_chain_der=load_next_chain(config, cert),
     )
+
+
+async def key_warnings(config: Config, ca: CertificateAuthority) -> list[str]:
+    """Where the key layout in use is weaker than the default (docs/keys.md): one structured line each.
+
+    Logged at start-up and printed by `scepd config check`; the remedy named
+    is the one command that fixes it.
+    """
+    out = key_layout_warnings(config)
+    remedy = f"remedy='scepd ca ra-init --config {config.path}'"
+    if ca.has_ra and isinstance(ca.signer, Pkcs11Key) and ca.signer.can_decrypt:
+        out.append(f"event=ca_key_can_decrypt key={ca.signer.label!r} reason='CKA_DECRYPT is true on the token, "
+                   f"though the RA opens the envelopes' remedy='scepd ca ra-init --restrict-ca-key --config "
+                   f"{config.path}'")
+    if isinstance(ca.ra_key, Pkcs11Key) and not await ca.ra_key.has_reject_secret():
+        out.append(f"event=envelope_key_without_reject_secret key={ca.ra_key.label!r} "
+                   f"reason='no {ca.ra_key.label}.reject object on the token' {remedy}")
+    return out
 
 
 def load_next_chain(config: Config, current: x509.Certificate) -> tuple[bytes, ...]:
@@ -193,6 +217,9 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
     async with TokenPool.open(token_config(config)) as pool:
         async with SqliteStore.open(config.store_path) as store, httpx.AsyncClient() as http:
             ca = load_ca(config, pool)
+            if primary:
+                for warning in await key_warnings(config, ca):
+                    log.warning(warning)
             intune: IntuneChallenge | None = None
             intune_check = None
             background: list[Background] = []
@@ -204,7 +231,8 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
             if primary:
                 background.append(partial(
                     watch_expiry, ca.certificate, dt.timedelta(days=config.ca.expiry_warning_days),
-                    rollover=bool(ca.next_chain_der), clock=lambda: dt.datetime.now(dt.timezone.utc)))
+                    rollover=bool(ca.next_chain_der), clock=lambda: dt.datetime.now(dt.timezone.utc),
+                    ra_certificate=ca.ra_certificate if ca.has_ra else None))
             if config.intune is not None:
                 client = intune_client(config.intune, pool, http)
                 intune_check = client.check
@@ -224,6 +252,8 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
             async def refresh_metrics() -> None:
                 now = dt.datetime.now(dt.timezone.utc)
                 metrics.CA_CERT_EXPIRY_SECONDS.set((ca.certificate.not_valid_after_utc - now).total_seconds())
+                metrics.RA_CERT_EXPIRY_SECONDS.set(
+                    (ca.ra_certificate.not_valid_after_utc - now).total_seconds() if ca.has_ra else float("nan"))
                 current = crl.current
                 metrics.CRL_NEXT_UPDATE_SECONDS.set(
                     float("nan") if current is None else (current.next_update - now).total_seconds())

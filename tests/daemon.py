@@ -52,6 +52,10 @@ class Daemon:
     def ca_pem(self) -> Path:
         return self.state / "ca.pem"
 
+    @property
+    def ra_pem(self) -> Path:
+        return self.state / "ra.pem"
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -70,10 +74,12 @@ def scepd(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess
     )
 
 
-def init_state(state: Path, challenge: str, *, workers: int = 0, processes: int = 1, extra_toml: str = "") -> None:
+def init_state(state: Path, challenge: str, *, workers: int = 0, processes: int = 1, extra_toml: str = "",
+               no_ra: bool = False) -> None:
+    """`scepd init` as the README runs it (CA + RA); `no_ra` makes the lone-CA layout of earlier versions."""
     scepd("init", "--state", str(state), "--listen", "127.0.0.1:0", "--challenge", challenge,
           "--workers", str(workers), "--processes", str(processes),
-          "--subject", f"CN=scepd test CA {state.name},O=scepd tests")
+          "--subject", f"CN=scepd test CA {state.name},O=scepd tests", *(["--no-ra"] if no_ra else []))
     if extra_toml:
         config = state / "scepd.toml"
         config.write_text(config.read_text() + "\n" + extra_toml)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,55 @@ def test_approval_profiles_cannot_serve_intune_endpoints() -> None:
     assert "approval" in str(info.value)
     data["endpoints"]["intune"]["challenge"] = "onetime"
     assert parse(data, Path("/x/scepd.toml")).profiles["held"].approval
+
+
+def test_key_layout_warning_only_without_an_ra() -> None:
+    from scepd.config import key_layout_warnings
+
+    [warning] = key_layout_warnings(parse(with_(), Path("/etc/scepd/scepd.toml")))
+    assert warning.startswith("event=ca_key_opens_envelopes ") and "scepd ca ra-init --config /etc/scepd/scepd.toml" in warning
+    with_ra = with_(ca__ra_key="pkcs11:object=ra", ca__ra_certificate="ra.pem")
+    assert key_layout_warnings(parse(with_ra, Path("/etc/scepd/scepd.toml"))) == []
+
+
+def default_toml(ra: str) -> str:
+    from scepd.cli import DEFAULT_TOML
+
+    return DEFAULT_TOML.format(listen="127.0.0.1:0", metrics_listen="127.0.0.1:0", module="/m.so", workers=0,
+                               processes=1, ra=ra)
+
+
+def test_default_config_names_the_ra() -> None:
+    from scepd.cli import RA_TOML
+
+    config = parse(tomllib.loads(default_toml(RA_TOML)), Path("/s/scepd.toml"))
+    assert config.ca.ra_key == "pkcs11:token=scepd;object=scepd-ra;type=private"
+    assert config.ca.ra_certificate == Path("/s/ra.pem")
+
+
+def test_ra_init_adds_the_ra_to_an_old_config_and_keeps_the_rest(tmp_path: Path) -> None:
+    from scepd.cli import add_ra_to_config
+
+    path = tmp_path / "scepd.toml"
+    old = default_toml("") + '\n[endpoints.other]\npath = "/other"  # a comment\n'
+    path.write_text(old)
+    path.chmod(0o640)
+    add_ra_to_config(path, "pkcs11:token=scepd;object=scepd-ra;type=private", "ra.pem")
+    new = path.read_text()
+    assert new.replace(new[new.index("\n# Added by"):new.index('ra_certificate = "ra.pem"') + 25], "") == old
+    config = parse(tomllib.loads(new), path)
+    assert (config.ca.ra_key, config.ca.ra_certificate) == ("pkcs11:token=scepd;object=scepd-ra;type=private",
+                                                             tmp_path / "ra.pem")
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_ra_init_will_not_guess_where_a_ca_table_without_header_is(tmp_path: Path) -> None:
+    from scepd.cli import add_ra_to_config
+
+    path = tmp_path / "scepd.toml"
+    text = 'ca.key = "pkcs11:object=scepd-ca"\nca.certificate = "ca.pem"  # [ca] as dotted keys\n\n[store]\npath = "db"\n'
+    path.write_text(text)
+    assert "ca" in tomllib.loads(text)
+    with pytest.raises(ConfigError, match="ra_key = "):
+        add_ra_to_config(path, "pkcs11:object=scepd-ra", "ra.pem")
+    assert path.read_text() == text

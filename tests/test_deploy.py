@@ -379,7 +379,8 @@ def test_example_config_parses_with_the_unit_credentials(tmp_path: Path, monkeyp
         assert read_secret(source) == f"value of {source.split(':', 1)[1]}"
     # Everything the daemon writes must be in the one writable place, the unit's StateDirectory=.
     state = Path("/var/lib") / SERVICE["StateDirectory"][-1]
-    written = [config.store_path, config.ca.certificate, config.crl.file, Path(config.token.softhsm2_conf or "")]
+    written = [config.store_path, config.ca.certificate, config.ca.ra_certificate, config.crl.file,
+               Path(config.token.softhsm2_conf or "")]
     assert all(p is not None and p.is_relative_to(state) for p in written), written
     assert [e.challenge for e in config.endpoints] == ["static", "intune"]
     # The address Prometheus scrapes is the one the example serves metrics on.
@@ -495,6 +496,11 @@ def test_alerts_fire_as_intended(tmp_path: Path) -> None:
                 series("scepd_ca_certificate_expiry_seconds", f"{60 * day}x90"),
                 series("scepd_ca_certificate_expiry_seconds", f"{20 * day}x90", instance="b:9108"),
                 series("scepd_ca_certificate_expiry_seconds", f"{3 * day}x90", instance="c:9108"),
+                series("scepd_ra_certificate_expiry_seconds", f"{400 * day}x90"),
+                series("scepd_ra_certificate_expiry_seconds", f"{20 * day}x90", instance="b:9108"),
+                series("scepd_ra_certificate_expiry_seconds", f"{-1 * day}x90", instance="c:9108"),
+                # a lone CA (no RA) exposes NaN: no alert
+                series("scepd_ra_certificate_expiry_seconds", " ".join(["NaN"] * 91), instance="lone:9108"),
                 series("scepd_crl_next_update_seconds", "43200x90"),
                 series("scepd_crl_next_update_seconds", "3600x90", instance="b:9108"),
                 series("scepd_crl_next_update_seconds", "-60x90", instance="c:9108"),
@@ -504,6 +510,9 @@ def test_alerts_fire_as_intended(tmp_path: Path) -> None:
                 ("ScepdCACertificateExpiringSoon", {"instance": "b:9108", **warn}),
                 ("ScepdCACertificateExpiringSoon", {"instance": "c:9108", **warn}),
                 ("ScepdCACertificateExpiryCritical", {"instance": "c:9108", **crit}),
+                ("ScepdRACertificateExpiringSoon", {"instance": "b:9108", **warn}),
+                ("ScepdRACertificateExpiringSoon", {"instance": "c:9108", **warn}),
+                ("ScepdRACertificateExpiryCritical", {"instance": "c:9108", **crit}),
                 ("ScepdCRLNextUpdateSoon", {"instance": "b:9108", **warn}),
                 ("ScepdCRLNextUpdateSoon", {"instance": "c:9108", **warn}),
                 ("ScepdCRLExpired", {"instance": "c:9108", **crit}),

@@ -1,9 +1,10 @@
 """The CA as the rest of scepd sees it: certificates plus keys behind interfaces.
 
-A lone CA key both signs certificates and handles SCEP envelopes and replies
-(the simple default). With an RA, the RA key opens envelopes and signs
-CertReps, as Windows NDES-style clients expect, while the CA key only signs
-certificates and CRLs.
+With an RA (the default since issue 13), the RA key opens envelopes and signs
+CertReps, as NDES does, while the CA key only signs certificates, CRLs and
+GetNextCACert replies: a key that signs certificates must never decrypt what
+strangers send. A lone CA key that also opens envelopes is the layout of
+earlier versions; it keeps working, with a warning (docs/keys.md).
 """
 
 from __future__ import annotations
@@ -129,8 +130,16 @@ class CertificateAuthority:
         return await sign_crl(template, self.signer, self.hash)
 
 
-def ca_extensions(public_key: rsa.RSAPublicKey | object, issuer_key: object | None = None) -> list[x509.Extension[x509.ExtensionType]]:
-    """Extensions of a self-signed SCEP CA: it signs certificates, CRLs and (without an RA) CertReps."""
+def ca_extensions(
+    public_key: rsa.RSAPublicKey | object, issuer_key: object | None = None, *, opens_envelopes: bool = False
+) -> list[x509.Extension[x509.ExtensionType]]:
+    """Extensions of a SCEP CA certificate.
+
+    With an RA (the default layout) the CA key signs and nothing else, so its
+    certificate must not invite clients to encrypt to it: no keyEncipherment.
+    `opens_envelopes` is the lone-CA layout of earlier versions, where the CA
+    key also receives the envelope's content key and signs CertReps.
+    """
     ski = key_identifier(public_key)  # type: ignore[arg-type]
     aki_source = key_identifier(issuer_key) if issuer_key is not None else ski  # type: ignore[arg-type]
     return [
@@ -139,9 +148,13 @@ def ca_extensions(public_key: rsa.RSAPublicKey | object, issuer_key: object | No
             x509.KeyUsage.oid,
             True,
             x509.KeyUsage(
-                digital_signature=True,  # certmonger refuses replies whose signer lacks it
+                # Kept with an RA too: the CA key still signs CMS besides certificates and CRLs
+                # (GetNextCACert's SignedData, RFC 8894), RFC 5280 4.2.1.3 asks digitalSignature
+                # for that, and OpenSSL's S/MIME signing purpose (`openssl cms -verify`) rejects a
+                # signer without it. It permits signing only, so it opens no oracle.
+                digital_signature=True,
                 content_commitment=False,
-                key_encipherment=True,  # a lone CA key also receives the envelope's key
+                key_encipherment=opens_envelopes,
                 data_encipherment=False,
                 key_agreement=False,
                 key_cert_sign=True,
@@ -209,9 +222,11 @@ async def self_signed(
 
 
 async def self_signed_ca(
-    signer: Signer, subject: x509.Name, now: dt.datetime, validity: dt.timedelta, hash: HashName = HashName.SHA256
+    signer: Signer, subject: x509.Name, now: dt.datetime, validity: dt.timedelta, hash: HashName = HashName.SHA256,
+    *, opens_envelopes: bool = False,
 ) -> bytes:
-    return await self_signed(signer, subject, now, validity, ca_extensions(signer.public_key), hash)
+    return await self_signed(
+        signer, subject, now, validity, ca_extensions(signer.public_key, opens_envelopes=opens_envelopes), hash)
 
 
 async def ra_certificate(
@@ -223,6 +238,7 @@ async def ra_certificate(
     validity: dt.timedelta,
     hash: HashName = HashName.SHA256,
 ) -> bytes:
+    """A certificate for the RA key, issued by the CA and ending no later than the CA's own."""
     template = CertificateTemplate(
         serial=random_serial(),
         issuer=ca_certificate.subject,

@@ -289,9 +289,18 @@ def _on_token(cfg: TokenConfig, op: Callable[[TokenSession], T]) -> T:
     return token_thread(cfg.module).submit(run).result()
 
 
-def generate_key(cfg: TokenConfig, label: str, kind: str, size: int = 3072, curve: str = "P-256") -> PublicKeyTypes:
-    """Generate a key pair ON the token (sensitive, not extractable); refuses an existing label."""
-    return load_der_public_key(_on_token(cfg, lambda s: s.generate(label, kind, size, curve)))
+def generate_key(cfg: TokenConfig, label: str, kind: str, size: int = 3072, curve: str = "P-256",
+                 *, decrypt: bool = False) -> PublicKeyTypes:
+    """Generate a key pair ON the token (sensitive, not extractable); refuses an existing label.
+
+    Sign-only unless `decrypt`: only a key that exists to open envelopes (an RA) gets CKA_DECRYPT.
+    """
+    return load_der_public_key(_on_token(cfg, lambda s: s.generate(label, kind, size, curve, decrypt)))
+
+
+def restrict_to_signing(cfg: TokenConfig, label: str) -> bool:
+    """Make an existing key sign-only on the token (CKA_DECRYPT, CKA_UNWRAP false); True if it changed."""
+    return _on_token(cfg, lambda s: s.restrict_to_signing(label))
 
 
 def find_public_key(cfg: TokenConfig, label: str) -> PublicKeyTypes | None:

@@ -232,9 +232,17 @@ class TokenSession:
     def ping(self) -> None:
         self.session.generate_random(64)
 
-    def generate(self, label: str, kind: str, size: int, curve: str) -> bytes:
+    def generate(self, label: str, kind: str, size: int, curve: str, decrypt: bool = False) -> bytes:
+        """A key pair on the token; `decrypt` only for an RSA key whose job is opening envelopes.
+
+        A key that signs certificates must never decrypt: an RSA decryption
+        oracle on it is a signing oracle (issue 13). So CKA_DECRYPT and
+        CKA_UNWRAP are set false explicitly, not left to the token's default.
+        """
         if self.exists(label):
             raise FileExistsError(f"a key labelled {label!r} already exists on the token")
+        if decrypt and kind != "rsa":
+            raise ValueError("only an RSA key can open SCEP envelopes")
         key_id = secrets.token_bytes(16)
         private = {Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
                    Attribute.EXTRACTABLE: False, Attribute.SIGN: True}
@@ -242,8 +250,8 @@ class TokenSession:
         if kind == "rsa":
             if size not in (2048, 3072, 4096):
                 raise ValueError("RSA key size must be 2048, 3072 or 4096")
-            private |= {Attribute.DECRYPT: True, Attribute.UNWRAP: True}
-            public |= {Attribute.ENCRYPT: True, Attribute.WRAP: True}
+            private |= {Attribute.DECRYPT: decrypt, Attribute.UNWRAP: decrypt}
+            public |= {Attribute.ENCRYPT: decrypt, Attribute.WRAP: decrypt}
             self.session.generate_keypair(KeyType.RSA, size, id=key_id, label=label, store=True,
                                           public_template=public, private_template=private)
         elif kind == "ec":
@@ -258,6 +266,22 @@ class TokenSession:
         der = self.public_key_der(label)
         assert der is not None
         return der
+
+    def restrict_to_signing(self, label: str) -> bool:
+        """Clear CKA_DECRYPT and CKA_UNWRAP on an existing private key; True if either was set.
+
+        For the CA key of a state directory made before the RA existed: once the
+        RA opens the envelopes, the token itself should refuse to decrypt with
+        the CA key. PKCS#11 lets both attributes be modified; a token that says
+        they are read-only raises, and the caller reports it.
+        """
+        key = self.session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+        if not (key[Attribute.DECRYPT] or key[Attribute.UNWRAP]):
+            return False
+        key[Attribute.DECRYPT] = False
+        key[Attribute.UNWRAP] = False
+        self._keys.pop(label, None)
+        return True
 
     def store_certificate(self, label: str, der: bytes) -> None:
         from cryptography import x509

@@ -6,6 +6,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
+from scepd.ca.authority import ca_extensions
 from scepd.keys.software import SoftwareKey
 from tests.ca.conftest import issue, make_ca
 
@@ -42,3 +43,19 @@ async def test_only_ocsp_url() -> None:
     aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     assert [a.access_method for a in aia] == [AuthorityInformationAccessOID.OCSP]
     assert x509.CRLDistributionPoints.oid not in {e.oid for e in cert.extensions}
+
+
+def test_ca_key_usage_depends_on_who_opens_envelopes() -> None:
+    """With an RA the CA certificate invites no encryption; the lone-CA layout still needs keyEncipherment."""
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+
+    def usage(**kw: bool) -> x509.KeyUsage:
+        exts = {e.oid: e for e in ca_extensions(public, **kw)}
+        assert exts[x509.KeyUsage.oid].critical
+        return exts[x509.KeyUsage.oid].value  # type: ignore[return-value]
+
+    with_ra = usage()
+    assert with_ra.key_cert_sign and with_ra.crl_sign and with_ra.digital_signature
+    assert not with_ra.key_encipherment and not with_ra.data_encipherment and not with_ra.key_agreement
+    lone = usage(opens_envelopes=True)
+    assert lone.key_cert_sign and lone.crl_sign and lone.digital_signature and lone.key_encipherment

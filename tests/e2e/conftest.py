@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.daemon import Daemon, init_state, running, scepd
+from tests.daemon import Daemon, init_state, running
 from tests.scep_client import Client
 
 CHALLENGE = "e2e-static-challenge-7Qx"
@@ -13,7 +13,7 @@ CHALLENGE = "e2e-static-challenge-7Qx"
 
 @pytest.fixture(scope="session")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """scepd with a lone CA key (the simple default), static challenge."""
+    """scepd as `scepd init` makes it (sign-only CA key, RA key for envelopes and replies), static challenge."""
     state = tmp_path_factory.mktemp("scepd-ca")
     init_state(state, CHALLENGE)
     with running(state, CHALLENGE) as d:
@@ -23,17 +23,10 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="session")
 def daemon_ra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """scepd with a separate RA key for envelopes and replies (NDES style), 2 token workers,
-    and single DES allowed for legacy clients, as NDES deployments often must."""
+    """The default CA + RA layout with 2 token workers, and single DES allowed for legacy clients,
+    as NDES deployments often must."""
     state = tmp_path_factory.mktemp("scepd-ra")
     init_state(state, CHALLENGE, workers=2, extra_toml="[scep]\nallow_single_des = true\n")
-    config = state / "scepd.toml"
-    text = config.read_text().replace(
-        'certificate = "ca.pem"',
-        'certificate = "ca.pem"\nra_key = "pkcs11:token=scepd;object=scepd-ra;type=private"\nra_certificate = "ra.pem"',
-    )
-    config.write_text(text)
-    scepd("ca", "ra-init", "--config", str(config), "--subject", "CN=scepd test RA,O=scepd tests")
     with running(state, CHALLENGE) as d:
         yield d
     assert "Traceback" not in d.log(), d.log()
@@ -41,10 +34,11 @@ def daemon_ra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 @pytest.fixture(scope="session")
 def daemon_legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """scepd that accepts single-DES envelopes, for legacy clients such as micromdm's
-    scepclient 2.1 (its Go pkcs7 encrypts with DES-CBC whatever GetCACaps says)."""
+    """A state directory of an earlier version: a lone CA key that also opens envelopes (no RA).
+    It accepts single-DES envelopes, for legacy clients such as micromdm's scepclient 2.1
+    (its Go pkcs7 encrypts with DES-CBC whatever GetCACaps says)."""
     state = tmp_path_factory.mktemp("scepd-legacy")
-    init_state(state, CHALLENGE, extra_toml="[scep]\nallow_single_des = true\n")
+    init_state(state, CHALLENGE, no_ra=True, extra_toml="[scep]\nallow_single_des = true\n")
     with running(state, CHALLENGE) as d:
         yield d
     assert "Traceback" not in d.log(), d.log()
@@ -54,6 +48,14 @@ def daemon_legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 async def client(daemon: Daemon) -> AsyncIterator[Client]:
     async with httpx.AsyncClient(timeout=30) as http:
         c = Client(daemon.url, http)
+        await c.get_ca_cert()
+        yield c
+
+
+@pytest.fixture
+async def legacy_client(daemon_legacy: Daemon) -> AsyncIterator[Client]:
+    async with httpx.AsyncClient(timeout=30) as http:
+        c = Client(daemon_legacy.url, http)
         await c.get_ca_cert()
         yield c
 

@@ -48,8 +48,8 @@ def openssl_verify(ca: Path, crl: Path, cert: Path) -> subprocess.CompletedProce
 
 
 @pytest.mark.parametrize("with_ra", [False, True])
-async def test_get_crl_answers_the_current_crl(client: Client, ra_client: Client, with_ra: bool) -> None:
-    c = ra_client if with_ra else client
+async def test_get_crl_answers_the_current_crl(legacy_client: Client, client: Client, with_ra: bool) -> None:
+    c = client if with_ra else legacy_client
     ca = c.ca_certs[-1]
     key = rsa_key()
     body = c.message(make_csr(key, "crl-reader", None), key, message_type=MessageType.GET_CRL,

@@ -49,22 +49,32 @@ async def test_caps_advertise_what_is_implemented(client: Client) -> None:
     assert "GetNextCACert" not in caps  # not implemented, so not claimed
 
 
-async def test_get_ca_cert_lone_ca_is_der(daemon: Daemon, client: Client) -> None:
-    r = await client.http.get(client.url, params={"operation": "GetCACert"})
+async def test_get_ca_cert_lone_ca_is_der(daemon_legacy: Daemon, legacy_client: Client) -> None:
+    """A state directory of an earlier version: the lone CA, which also opens envelopes."""
+    r = await legacy_client.http.get(legacy_client.url, params={"operation": "GetCACert"})
     assert r.headers["content-type"] == "application/x-x509-ca-cert"
     cert = x509.load_der_x509_certificate(r.content)
-    assert cert == x509.load_pem_x509_certificate(daemon.ca_pem.read_bytes())
+    assert cert == x509.load_pem_x509_certificate(daemon_legacy.ca_pem.read_bytes())
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    assert ku.digital_signature and ku.key_cert_sign and ku.crl_sign
+    assert ku.digital_signature and ku.key_cert_sign and ku.crl_sign and ku.key_encipherment
 
 
-async def test_get_ca_cert_with_ra_is_certs_only(ra_client: Client) -> None:
-    r = await ra_client.http.get(ra_client.url, params={"operation": "GetCACert"})
+async def test_get_ca_cert_default_is_ca_and_ra(daemon: Daemon, client: Client) -> None:
+    """`scepd init` makes an RA: GetCACert is the certs-only form, RA first, and only the RA takes envelopes."""
+    r = await client.http.get(client.url, params={"operation": "GetCACert"})
     assert r.headers["content-type"] == "application/x-x509-ca-ra-cert"
-    ra, ca = ra_client.ca_certs
+    ra, ca = client.ca_certs
+    assert ca == x509.load_pem_x509_certificate(daemon.ca_pem.read_bytes())
+    assert ra == x509.load_pem_x509_certificate(daemon.ra_pem.read_bytes())
     ra.verify_directly_issued_by(ca)
-    assert ra.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
+    ra_ku = ra.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ra_ku.digital_signature and ra_ku.key_encipherment and not ra_ku.key_cert_sign
     assert not ra.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    ca_ku = ca.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ca_ku.key_cert_sign and ca_ku.crl_sign and not ca_ku.key_encipherment
+    # The RA lives shorter than the CA, and never past it.
+    assert ra.not_valid_after_utc < ca.not_valid_after_utc
+    assert ra.not_valid_after_utc - ra.not_valid_before_utc <= dt.timedelta(days=731)
 
 
 async def test_legacy_path_serves_the_same_endpoint(daemon: Daemon, client: Client) -> None:

@@ -10,8 +10,11 @@ checked with `openssl verify` against the CA.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
+import re
 import secrets
+import shlex
 import time
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.daemon import Daemon
+from tests.daemon import REPO, Daemon
 from tests.external import certmonger, openssl_cli, scenarios, scepclient
 from tests.external.target import ScepTarget
 from scepd.keys.base import HashName, OaepParams, RsaPadding
@@ -37,6 +40,12 @@ def target(daemon: Daemon) -> ScepTarget:
 @pytest.fixture(scope="module")
 def target_ra(daemon_ra: Daemon) -> ScepTarget:
     return ScepTarget(url=daemon_ra.url, ca_pem_path=daemon_ra.ca_pem, challenge=daemon_ra.challenge)
+
+
+@pytest.fixture(scope="module")
+def target_lone(daemon_legacy: Daemon) -> ScepTarget:
+    """An earlier version's lone CA (no RA)."""
+    return ScepTarget(url=daemon_legacy.url, ca_pem_path=daemon_legacy.ca_pem, challenge=daemon_legacy.challenge)
 
 
 def stored_serials(daemon: Daemon) -> set[str]:
@@ -60,7 +69,7 @@ def test_scep_submit_reads_ca_and_ra(target_ra: ScepTarget) -> None:
 
 @pytest.mark.parametrize("which", ["ca", "ra"])
 def test_get_ca_cert_raw(which: str, request: pytest.FixtureRequest) -> None:
-    scenarios.get_ca_cert_matches(request.getfixturevalue("target" if which == "ca" else "target_ra"))
+    scenarios.get_ca_cert_matches(request.getfixturevalue("target_lone" if which == "ca" else "target"))
 
 
 def test_certmonger_enrolls_pinned_ca(daemon: Daemon, target: ScepTarget, tmp_path: Path) -> None:
@@ -69,12 +78,44 @@ def test_certmonger_enrolls_pinned_ca(daemon: Daemon, target: ScepTarget, tmp_pa
     assert serial_hex(res.cert_path) in stored_serials(daemon)
 
 
-def test_certmonger_enrolls_learning_ca_from_ca_ra_reply(daemon_ra: Daemon, target_ra: ScepTarget,
-                                                         tmp_path: Path) -> None:
-    """Without -N certmonger trusts only what a CA+RA GetCACert taught it."""
-    res = scenarios.certmonger_enrolls(target_ra, tmp_path / "cm", pin_ca=False)
+def readme_certmonger_commands() -> list[list[str]]:
+    """The certmonger lines of the README's client examples, as argument lists."""
+    text = (REPO / "README.md").read_text()
+    lines = text[text.index("# certmonger\n"):].splitlines()[1:]
+    commands = [shlex.split(line) for line in itertools.takewhile(lambda line: line.startswith("getcert "), lines)]
+    assert [c[1] for c in commands] == ["add-scep-ca", "request"], commands
+    return commands
+
+
+def test_certmonger_enrolls_with_the_readme_commands(daemon: Daemon, tmp_path: Path) -> None:
+    """certmonger as shipped, against the default `scepd init` makes, with exactly the README's two
+    commands: no -N, so it trusts only what the CA+RA GetCACert taught it (issue 13)."""
+    add, req = readme_certmonger_commands()
+    assert "-N" not in add and "-r" not in add and "-I" not in add  # unpinned
+    cert_path, key_path = tmp_path / "me.crt", tmp_path / "me.key"
+    swap = {"http://127.0.0.1:8080/scep": daemon.url, "<challenge>": daemon.challenge,
+            "/tmp/me.crt": str(cert_path), "/tmp/me.key": str(key_path)}
+    add, req = ([swap.get(a, a) for a in c] for c in (add, req))
+    assert set(swap.values()) <= set(add + req), (add, req)
+    with certmonger.CertmongerInstance(tmp_path / "cm") as cm:
+        cm.getcert(*add[1:])
+        deadline = time.monotonic() + 20
+        while "certificate thumbprint" not in cm.getcert("list-cas", "-c", add[add.index("-c") + 1]).stdout:
+            assert time.monotonic() < deadline, cm.log_tail(60)
+            time.sleep(0.3)
+        out = cm.getcert(*req[1:]).stdout
+        m = re.search(r'New signing request "([^"]+)" added', out)
+        assert m, out
+        res = cm.wait(m.group(1), key_path=key_path, cert_path=cert_path, timeout=60)
+        assert res.status == "MONITORING", f"{res.listing}\n{cm.log_tail(60)}"
+        store = cm.ca_store(add[add.index("-c") + 1])
     assert res.cert_path is not None
-    assert serial_hex(res.cert_path) in stored_serials(daemon_ra)
+    assert openssl_cli.verify(res.cert_path, daemon.ca_pem)
+    assert serial_hex(res.cert_path) in stored_serials(daemon)
+    # certmonger encrypted to the RA and learned the CA above it from GetCACert.
+    ra_der, ca_der = openssl_cli.x509_to_der(daemon.ra_pem), openssl_cli.x509_to_der(daemon.ca_pem)
+    assert openssl_cli.x509_to_der(store["ca_encryption_cert"].encode()) == ra_der
+    assert openssl_cli.x509_to_der(store["ca_encryption_issuer_cert"].encode()) == ca_der
 
 
 def test_certmonger_wrong_challenge_rejected(daemon: Daemon, target: ScepTarget, tmp_path: Path) -> None:
@@ -126,7 +167,7 @@ def test_scepclient_enrolls_with_legacy_des(which: str, request: pytest.FixtureR
 def test_scepclient_des_refused_by_default(daemon: Daemon, target: ScepTarget, tmp_path: Path) -> None:
     before = stored_serials(daemon)
     res = scepclient.enroll(tmp_path / "sc", target.url, target.challenge, cn=scenarios.unique_cn("des"),
-                            ca_fingerprint=scepclient.ca_fingerprint(openssl_cli.x509_to_der(target.ca_pem_path)))
+                            ca_fingerprint=scepclient.ca_fingerprint(openssl_cli.x509_to_der(daemon.ra_pem)))
     assert not res.issued
     assert "badAlg" in res.output
     assert stored_serials(daemon) == before
@@ -152,7 +193,7 @@ def test_openssl_reads_reply_to_openssl_request(which: str, cipher: ContentCiphe
     Only the SignedData wrapper is built by our codec: the openssl CLI cannot add SCEP's
     signed attributes (messageType, transactionID, senderNonce).
     """
-    daemon: Daemon = request.getfixturevalue("daemon" if which == "ca" else "daemon_ra")
+    daemon: Daemon = request.getfixturevalue("daemon_legacy" if which == "ca" else "daemon")
     r = httpx.get(daemon.url, params={"operation": "GetCACert"}, timeout=30)
     if r.headers["content-type"].startswith("application/x-x509-ca-ra-cert"):
         chain = [x509.load_pem_x509_certificate(p) for p in openssl_cli.pkcs7_certs(r.content)]

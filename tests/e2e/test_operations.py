@@ -59,16 +59,18 @@ async def test_metrics_follow_enrollments(daemon: Daemon, client: Client) -> Non
     assert delta("scepd_certificates_issued_total", profile="default") == 1
     assert delta("scepd_certificates", status="valid") == 1
     assert delta("scepd_http_requests_total", route="/scep", status="200") >= 2
-    # The certificate and both CertReps were signed, and both envelopes opened, with the CA key.
-    signs = delta("scepd_key_operation_seconds_count", key="scepd-ca", operation="sign", result="ok")
-    assert signs == 3
-    assert delta("scepd_key_operation_seconds_count", key="scepd-ca", operation="unwrap", result="ok") == 2
+    # The CA key signed the certificate and nothing else; the RA signed both CertReps and opened both envelopes.
+    assert delta("scepd_key_operation_seconds_count", key="scepd-ca", operation="sign", result="ok") == 1
+    assert delta("scepd_key_operation_seconds_count", key="scepd-ra", operation="sign", result="ok") == 2
+    assert delta("scepd_key_operation_seconds_count", key="scepd-ra", operation="unwrap", result="ok") == 2
+    assert total(after, "scepd_key_operation_seconds_count", key="scepd-ca", operation="unwrap") == 0
     assert value(after, "scepd_token_workers") == 1
     assert value(after, "scepd_token_workers_busy") == 0
     assert value(after, "scepd_ready", check="token") == 1
     assert value(after, "scepd_ready", check="store") == 1
     # A ten-year CA and a 24-hour CRL lifetime (scepd init's defaults).
     assert 9 * 365 * 86400 < value(after, "scepd_ca_certificate_expiry_seconds") <= 3650 * 86400
+    assert 729 * 86400 < value(after, "scepd_ra_certificate_expiry_seconds") <= 730 * 86400  # and a two-year RA
     assert 0 < value(after, "scepd_crl_next_update_seconds") <= 24 * 3600
 
 

@@ -40,7 +40,7 @@ def unique(prefix: str) -> str:
 def keys(token_config: Callable[..., TokenConfig]) -> dict[str, Any]:
     cfg = token_config()
     out = {}
-    for name, kind, kw in [("rsa", "rsa", {"size": 2048}), ("p256", "ec", {"curve": "P-256"}),
+    for name, kind, kw in [("rsa", "rsa", {"size": 2048, "decrypt": True}), ("p256", "ec", {"curve": "P-256"}),
                            ("p384", "ec", {"curve": "P-384"})]:
         label = unique(f"t-{name}")
         out[name] = (label, generate_key(cfg, label, kind, **kw))
@@ -252,7 +252,7 @@ async def test_rejection_secret_on_the_token(token_config: Callable[..., TokenCo
 
     cfg = token_config()
     label = unique("ra")
-    pub = generate_key(cfg, label, "rsa", size=2048)
+    pub = generate_key(cfg, label, "rsa", size=2048, decrypt=True)
     block = pub.encrypt(os.urandom(7), padding.PKCS1v15())
 
     async def substitute(workers: int) -> bytes:
