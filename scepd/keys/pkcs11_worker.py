@@ -126,6 +126,13 @@ class TokenSession:
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return None
 
+    def token_info(self) -> dict[str, str]:
+        """What the token says it is (CK_TOKEN_INFO), to hold key URIs' token attributes against."""
+        token = self.session.token
+        serial = token.serial.decode("ascii", "replace") if isinstance(token.serial, bytes) else str(token.serial)
+        return {"label": token.label.strip(), "manufacturer": token.manufacturer_id.strip(),
+                "serial": serial.strip(), "model": token.model.strip()}
+
     def inventory(self) -> list[tuple[str, str, bytes | None]]:
         """(label, 'rsa'|'ec', SPKI DER or None) for every private key on the token."""
         out = []
