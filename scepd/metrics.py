@@ -133,6 +133,14 @@ READY = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+STORE_ERRORS = Counter(
+    "scepd_store_errors_total",
+    "Store operations that failed, by kind (full, readonly, io, locked, corrupt, cantopen, closed, constraint,"
+    " other). A fault episode is logged once (event=store_fault); this counts every failure in it.",
+    ["kind"],
+    registry=REGISTRY,
+)
+
 
 def exposition() -> bytes:
     """The text the metrics listener serves: this process, or all serving processes."""

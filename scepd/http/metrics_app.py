@@ -43,5 +43,5 @@ def create_metrics_app(readiness: Readiness | None, refresh: Refresh | None = No
                 await readiness.run()  # keeps scepd_ready{check} current
         return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
-    add_health_routes(app, readiness)
+    add_health_routes(app, readiness, detailed=True)
     return app
