@@ -15,8 +15,13 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 
+import trio
+
+from scepd import metrics
 from scepd.logs import fields
+from scepd.store.base import StoreError
 
 
 class Episode:
@@ -73,3 +78,45 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self.initial
+
+
+def fault_kind(error: BaseException) -> str:
+    """A short label for what failed: store:<kind> for the store, else the exception's type name."""
+    if isinstance(error, StoreError):
+        return f"store:{error.kind}"
+    return type(error).__name__
+
+
+async def keep_running(
+    name: str,
+    once: Callable[[], Awaitable[object]],
+    *,
+    interval: float,
+    backoff: Backoff | None = None,
+    log: logging.Logger | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run `once` every `interval` seconds until cancelled; no fault of it ends the daemon.
+
+    A failure is counted (scepd_background_failures_total{loop, kind}), logged
+    once per episode (event=background_fault loop=NAME, then
+    event=background_fault_cleared), and retried after a backoff that grows
+    up to `interval`-independent limits; the first success resets it.
+    """
+    log = log or logging.getLogger("scepd.background")
+    episode = Episode(log, "background_fault", loop=name)
+    backoff = backoff or Backoff(initial=1.0, maximum=60.0)
+    task_status.started()
+    while True:
+        try:
+            await once()
+        except Exception as e:  # noqa: BLE001 - a background loop outlives any one fault
+            kind = fault_kind(e)
+            metrics.BACKGROUND_FAILURES.labels(name, kind).inc()
+            text = str(e).splitlines()[0] if str(e) else ""
+            episode.failed(kind, f"{type(e).__name__}: {text}"[:300])
+            await trio.sleep(backoff.next())
+            continue
+        episode.succeeded()
+        backoff.reset()
+        await trio.sleep(interval)

@@ -141,6 +141,14 @@ STORE_ERRORS = Counter(
     registry=REGISTRY,
 )
 
+BACKGROUND_FAILURES = Counter(
+    "scepd_background_failures_total",
+    "Failed iterations of background loops (pending_expiry, metrics_refresh, ...), by loop and kind"
+    " (store:<kind> or the exception type). Each fault episode is logged once (event=background_fault).",
+    ["loop", "kind"],
+    registry=REGISTRY,
+)
+
 
 def exposition() -> bytes:
     """The text the metrics listener serves: this process, or all serving processes."""

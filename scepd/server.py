@@ -33,7 +33,7 @@ from scepd.challenge.onetime import OneTimeChallenge
 from scepd.challenge.renewal import SignerIsIssuedCertificate
 from scepd.challenge.static import StaticChallenge
 from scepd.config import Config, ConfigError, Endpoint, IntuneConfig, read_secret
-from scepd.enroll.approval import ApprovalGate
+from scepd.enroll.approval import ApprovalGate, expire_pending_loop, expiry_interval
 from scepd.enroll.pipeline import Step, compose
 from scepd.enroll.service import ScepService
 from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
@@ -221,6 +221,8 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
             )
             background.append(crl.run if primary else crl.follow)
             if primary:
+                background.append(partial(expire_pending_loop, store, expiry_interval(
+                    p.pending_ttl for p in config.profiles.values() if p.approval)))
                 background.append(partial(
                     watch_expiry, ca.certificate, dt.timedelta(days=config.ca.expiry_warning_days),
                     rollover=bool(ca.next_chain_der), clock=lambda: dt.datetime.now(dt.timezone.utc)))
