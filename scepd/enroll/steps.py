@@ -71,6 +71,7 @@ class StoreIssued:
     async def __call__(self, enrollment: Enrollment, next: Next) -> Issued:
         if self.store.fault is not None:
             await self.store.ping()  # raises while writes fail; a success ends the episode
+        requester = enrollment.signer_certificate.subject.rfc4514_string()  # before signing: it can fail
         for _ in range(self.ATTEMPTS):
             issued = await next(enrollment)
             cert = issued.certificate
@@ -78,7 +79,7 @@ class StoreIssued:
                 serial=issued.serial,
                 transaction_id=enrollment.transaction_id,
                 subject=cert.subject.rfc4514_string(),
-                requester=enrollment.signer_certificate.subject.rfc4514_string(),
+                requester=requester,
                 csr_sha256=csr_digest(enrollment.csr_der),
                 profile=enrollment.profile_name,
                 not_before=cert.not_valid_before_utc,
