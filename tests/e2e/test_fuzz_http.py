@@ -11,6 +11,7 @@ from functools import cache
 
 import httpx
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,7 +33,7 @@ ops = st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 1 << 16), st.in
                min_size=1, max_size=4)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_requests_never_get_a_5xx(daemon: Daemon, data: st.DataObject) -> None:
     seeds = _seeds(daemon.ca_pem.read_bytes())
@@ -76,3 +77,43 @@ async def test_still_enrolls_after_the_fuzzing(daemon: Daemon, client: Client) -
     rep, _ = await client.enroll("after-fuzz", CHALLENGE)
     assert rep.status is PkiStatus.SUCCESS
     assert daemon.alive()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_csrs_in_a_valid_envelope_never_get_a_5xx(daemon: Daemon, data: st.DataObject) -> None:
+    """The outer mutations above rarely get past the signature; these reach the CSR reader behind
+    the envelope: a well-signed, well-enveloped request carrying a mutated PKCS#10."""
+    seeds = _seeds(daemon.ca_pem.read_bytes())
+    csr = mutate(seeds.csrs[0], data.draw(ops, label="ops"), seeds.messages[0])
+    if x509_version_byte(csr) not in (None, 0):
+        # Known, reported, not fixed here (the lead's CSR-parsing rewrite, issue 13 point 1 / 14 point 5):
+        # service.py catches only ValueError around load_der_x509_csr, and cryptography raises
+        # InvalidVersion for a nonzero version, so such a request is a 500 today.
+        return
+    key = _client_key()
+    ca = x509.load_pem_x509_certificate(daemon.ca_pem.read_bytes())
+    subject = x509.Name.from_rfc4514_string("CN=fuzzed csr")
+    body = build_pki_message(
+        message_type=MessageType.PKCS_REQ, payload=csr, transaction_id=os.urandom(8).hex(),
+        sender_nonce=os.urandom(16), recipient_certificate=ca,
+        signer_certificate=make_self_signed(key, subject, dt.datetime.now(dt.UTC)), signer_key=key)
+    r = httpx.post(daemon.url, params={"operation": "PKIOperation"}, content=body, timeout=30,
+                   headers={"content-type": "application/x-pki-message"})
+    assert r.status_code in (200, 400), (r.status_code, r.text[:300])
+
+
+@cache
+def _client_key() -> rsa.RSAPrivateKey:
+    return rsa_key()
+
+
+def x509_version_byte(csr_der: bytes) -> int | None:
+    """The CSR's version as cryptography would read it, or None if the bytes do not get that far."""
+    try:
+        x509.load_der_x509_csr(csr_der)
+    except x509.InvalidVersion as e:
+        return int(str(e).split()[0]) if str(e).split()[0].isdigit() else -1
+    except ValueError:
+        return None
+    return 0
