@@ -148,7 +148,7 @@ def create_app(site: Site) -> QuartTrio:
         async def crl() -> Response:
             current = publisher.current
             if current is None:  # only before the first one is signed at start-up
-                return _text(503, "no CRL has been published yet")
+                return _unavailable("no CRL has been published yet")
             return Response(current.der, content_type=CONTENT_TYPE_CRL)
 
         app.add_url_rule(site.crl_path, "crl", crl, methods=["GET"])
