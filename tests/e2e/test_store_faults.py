@@ -158,11 +158,11 @@ async def test_store_faults_are_503_and_recover(store_fs: tuple[Daemon, Path]) -
             r, tid = await _enroll_status(client, "locked")
             assert r.status_code == 503 and "retry-after" in r.headers, (r.status_code, r.text)
             refused.append(tid)
-            assert total(scrape(d), "scepd_store_errors_total", kind="locked") >= 1
-            # (/readyz is not waited for here: its probe, too, waits out the 5 s busy timeout.)
         finally:
             holder.rollback()
             holder.close()
+        # Scraped after the lock is gone: the scrape's readiness probe would wait out the 5 s timeout too.
+        assert total(scrape(d), "scepd_store_errors_total", kind="locked") >= 1
         await _recovered(d, client, "locked")
 
     assert d.alive()
