@@ -21,6 +21,7 @@ from cryptography import x509
 
 from scepd.intune import contract
 from scepd.intune.client import IntuneSettings
+from scepd.keys.uri import Pkcs11UriError, TokenIdentity, key_on_token
 from scepd.profiles import (
     CERT_TYPES,
     CSR_HASHES,
@@ -354,6 +355,16 @@ def _crl(r: _Reader, resolve: Any) -> CrlSettings:
     return settings
 
 
+def _key_on_token(key: str, uri: str | None, token: TokenSettings) -> None:
+    """A key URI must name an object, and no other token than [token] (`scepd config check` says so)."""
+    if uri is None:
+        return
+    try:
+        key_on_token(uri, TokenIdentity(label=token.label, module=token.module))
+    except Pkcs11UriError as e:
+        raise ConfigError(key, str(e)) from None
+
+
 def parse(data: Mapping[str, Any], path: Path) -> Config:
     """Validate a TOML document already loaded into `data`."""
     base = path.parent
@@ -406,6 +417,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     for k, uri in (("key", ca_key), ("ra_key", ra_key)):
         if uri is not None and not uri.startswith("pkcs11:"):
             raise ConfigError(f"ca.{k}", "must be a PKCS#11 URI (pkcs11:object=...)")
+        _key_on_token(f"ca.{k}", uri, token)
     next_cert = car.get("next_certificate", str, None)
     ca = CaSettings(
         key=ca_key,
@@ -452,6 +464,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     ch.done()
 
     intune = _intune(root.sub("intune"), resolve) if "intune" in data else None
+    if intune is not None:
+        _key_on_token("intune.client_key", intune.client_key, token)
     root.seen.add("intune")
 
     profs_r = root.sub("profiles")

@@ -99,12 +99,25 @@ class Readiness:
                 nursery.start_soon(one, check)
         return [results[c.name] for c in chosen]
 
-    async def report(self) -> tuple[int, str]:
-        """HTTP status (200 or 503) and the JSON body of /readyz."""
+    async def report(self, *, detailed: bool = True) -> tuple[int, str]:
+        """HTTP status (200 or 503) and the JSON body of /readyz.
+
+        `detailed=False` is for the public SCEP listener: a failing check says
+        only that it fails, since its reason is exception text (paths, token and
+        library messages) that devices and scanners have no business reading.
+        The operator's listener gets the reasons.
+        """
         results = await self.run()
         ready = all(r.ok for r in results)
+
+        def reason(r: CheckResult) -> str:
+            return r.reason if detailed or r.ok else PUBLIC_FAILURE
+
         body = {
             "status": "ready" if ready else "not ready",
-            "checks": {r.name: {"ok": r.ok, "reason": r.reason} for r in results},
+            "checks": {r.name: {"ok": r.ok, "reason": reason(r)} for r in results},
         }
         return (200 if ready else 503), json.dumps(body) + "\n"
+
+
+PUBLIC_FAILURE = "failing; the reason is on the metrics listener's /readyz"

@@ -8,16 +8,33 @@ one transaction or serial.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
 _audit = logging.getLogger("scepd.audit")
 
 
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: anything a
+# terminal, journald or a log shipper could take as the end of a line or a cursor move.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str) -> str:
+    """The text on one line: control characters become visible escapes (\\n, \\x1b, \\u2028)."""
+
+    def one(m: re.Match[str]) -> str:
+        c = m.group()
+        return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+    return _CONTROL.sub(one, text)
+
+
 def _quote(value: Any) -> str:
     text = str(value)
-    if text == "" or any(c in text for c in ' ="\n\\'):
-        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if text == "" or any(c in text for c in ' ="\\') or _CONTROL.search(text):
+        text = '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
     return text
 
 
@@ -30,11 +47,23 @@ def audit(event: str, **values: Any) -> None:
     _audit.info("audit=%s %s", event, fields(**values))
 
 
+class OneLineFormatter(logging.Formatter):
+    """Every record is exactly one line, whatever its arguments hold.
+
+    Client-chosen strings (a transactionID, a CSR subject, a failInfoText
+    echo) reach log messages through `%s` in many places; escaping here, once
+    for every record, means none of them can end a line and forge the next
+    event, whether or not its caller went through `fields()`. Tracebacks
+    (`--log-level debug`) stay in the record too, as one escaped line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().format(record))
+
+
 def setup(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-    )
+    handler.setFormatter(OneLineFormatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

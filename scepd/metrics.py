@@ -142,6 +142,22 @@ READY = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+STORE_ERRORS = Counter(
+    "scepd_store_errors_total",
+    "Store operations that failed, by kind (full, readonly, io, locked, corrupt, cantopen, closed, constraint,"
+    " other). A fault episode is logged once (event=store_fault); this counts every failure in it.",
+    ["kind"],
+    registry=REGISTRY,
+)
+
+BACKGROUND_FAILURES = Counter(
+    "scepd_background_failures_total",
+    "Failed iterations of background loops (pending_expiry, metrics_refresh, ...), by loop and kind"
+    " (store:<kind> or the exception type). Each fault episode is logged once (event=background_fault).",
+    ["loop", "kind"],
+    registry=REGISTRY,
+)
+
 
 def exposition() -> bytes:
     """The text the metrics listener serves: this process, or all serving processes."""

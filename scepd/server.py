@@ -32,8 +32,8 @@ from scepd.challenge.anyof import FirstMatching
 from scepd.challenge.onetime import OneTimeChallenge
 from scepd.challenge.renewal import SignerIsIssuedCertificate
 from scepd.challenge.static import StaticChallenge
-from scepd.config import Config, Endpoint, IntuneConfig, key_layout_warnings, read_secret
-from scepd.enroll.approval import ApprovalGate
+from scepd.config import Config, ConfigError, Endpoint, IntuneConfig, key_layout_warnings, read_secret
+from scepd.enroll.approval import ApprovalGate, expire_pending_loop, expiry_interval
 from scepd.enroll.pipeline import Step, compose
 from scepd.enroll.service import ScepService
 from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
@@ -44,9 +44,9 @@ from scepd.intune.auth import ClientCertificate, ClientSecret, Credential
 from scepd.intune.client import IntuneClient
 from scepd.intune.revocation import RevocationSync
 from scepd.intune.step import IntuneChallenge
-from scepd.keys.base import HashName
+from scepd.keys.base import HashName, KeyBackendError
 from scepd.keys.pkcs11 import Pkcs11Key, TokenConfig, TokenPool
-from scepd.keys.uri import Pkcs11Uri
+from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
 from scepd.profiles import ProfileStep
 from scepd.reload import reload_config
 from scepd.store.base import Store
@@ -74,6 +74,24 @@ def key_label(uri: str) -> str:
     if not parsed.object:
         raise ValueError(f"{uri}: the key URI must name the object (object=...)")
     return parsed.object
+
+
+async def check_key_uris(config: Config, pool: TokenPool) -> None:
+    """Refuse a key URI whose token attributes (token=, manufacturer=, serial=, model=)
+    describe another token than the one the pool opened, instead of ignoring them."""
+    status, info = await pool.call("token_info")
+    if status != "ok":
+        raise KeyBackendError(f"token {config.token.label!r}: {info}")
+    token = TokenIdentity(module=config.token.module, **info)
+    keys = [("ca.key", config.ca.key), ("ca.ra_key", config.ca.ra_key)]
+    if config.intune is not None:
+        keys.append(("intune.client_key", config.intune.client_key))
+    for name, uri in keys:
+        if uri is not None:
+            try:
+                key_on_token(uri, token)
+            except Pkcs11UriError as e:
+                raise ConfigError(name, str(e)) from None
 
 
 def capabilities(config: Config) -> tuple[str, ...]:
@@ -215,6 +233,7 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
     """Everything one process serves with; `primary=False` for a serving process beside the primary
     (scepd.serving), which runs no background loop of its own but follows the primary's CRL."""
     async with TokenPool.open(token_config(config)) as pool:
+        await check_key_uris(config, pool)
         async with SqliteStore.open(config.store_path) as store, httpx.AsyncClient() as http:
             ca = load_ca(config, pool)
             if primary:
@@ -229,6 +248,8 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
             )
             background.append(crl.run if primary else crl.follow)
             if primary:
+                background.append(partial(expire_pending_loop, store, expiry_interval(
+                    p.pending_ttl for p in config.profiles.values() if p.approval)))
                 background.append(partial(
                     watch_expiry, ca.certificate, dt.timedelta(days=config.ca.expiry_warning_days),
                     rollover=bool(ca.next_chain_der), clock=lambda: dt.datetime.now(dt.timezone.utc),

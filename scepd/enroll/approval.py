@@ -17,12 +17,15 @@ the store, held once more to the profile now in force.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterable
 
+import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
 from scepd.enroll.steps import csr_digest
+from scepd.episodes import Backoff, keep_running
 from scepd.logs import audit
 from scepd.scep.constants import FailInfo, MessageType
 from scepd.store.base import CertStatus, PendingRecord, PendingStatus, Store
@@ -131,6 +134,31 @@ class ApprovalGate:
             if enrollment.renewal_of is not None:
                 await self.store.mark_superseded(enrollment.renewal_of)
         return issued
+
+
+def expiry_interval(ttls: Iterable[dt.timedelta]) -> float:
+    """How often to expire held requests: a quarter of the shortest pending_ttl, between 1 s and a minute."""
+    shortest = min((t.total_seconds() for t in ttls), default=240.0)
+    return min(60.0, max(1.0, shortest / 4))
+
+
+async def expire_pending_loop(
+    store: Store, interval: float, clock: Callable[[], dt.datetime] | None = None,
+    *, backoff: Backoff | None = None, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Mark held requests past their pending_ttl expired, so an operator's list and the
+    scepd_requests_pending gauge stay true even when the client never polls again.
+
+    A store fault does not end it: keep_running logs it once, counts it and retries.
+    """
+    now = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+
+    async def once() -> None:
+        expired = await store.expire_pending(now())
+        if expired:
+            audit("expired", count=expired, reason="no operator decided within pending_ttl")
+
+    await keep_running("pending_expiry", once, interval=interval, backoff=backoff, task_status=task_status)
 
 
 def _sans(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:

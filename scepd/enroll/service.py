@@ -24,7 +24,7 @@ from scepd.ca.publisher import CrlPublisher
 from scepd.enroll.approval import ApprovalGate
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
 from scepd.keys.base import HashName, RsaPadding, UnsupportedParameters
-from scepd.logs import audit
+from scepd.logs import audit, fields
 from scepd.scep import (
     ContentCipher,
     CsrRead,
@@ -271,8 +271,10 @@ class ScepService:
         metrics.ENROLLMENTS.labels(operation, answer.profile, self.challenge_mode, outcome).inc()
         metrics.ENROLLMENT_SECONDS.labels(operation).observe(time.perf_counter() - started)
         if answer.status is PkiStatus.FAILURE:
-            log.info("scep_failure transaction_id=%s operation=%s fail_info=%s reason=%r detail=%r",
-                     transaction_id, operation, outcome, answer.reason, answer.detail)
+            # fields() quotes: the transactionID is the client's, spaces and all.
+            log.info("scep_failure %s", fields(transaction_id=transaction_id, operation=operation,
+                                               fail_info=outcome, reason=answer.reason,
+                                               detail=answer.detail))
 
 
 @dataclass(frozen=True)

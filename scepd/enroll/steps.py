@@ -12,7 +12,8 @@ from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.enroll.pipeline import Enrollment, Issued, Next
 from scepd.profiles import Profile
-from scepd.store.base import CertificateRecord, CertStatus, SerialCollision, Store
+from scepd.logs import audit
+from scepd.store.base import CertificateRecord, CertStatus, SerialCollision, Store, StoreError
 
 
 def csr_digest(csr_der: bytes) -> str:
@@ -55,6 +56,11 @@ class StoreIssued:
     Runs after signing on the way back, so a certificate that reaches a client
     is always in the store. Serials are random: on the rare collision the
     certificate is signed again with a fresh serial, never reused.
+
+    While the store is failing (a full disk, say) nothing is signed that could
+    not be recorded: a write probe must succeed first, else the StoreError goes
+    up as a 503. A certificate signed just as the store failed is dropped, and
+    its serial logged as an audit event, so the signature is accounted for.
     """
 
     ATTEMPTS = 4
@@ -63,6 +69,9 @@ class StoreIssued:
         self.store = store
 
     async def __call__(self, enrollment: Enrollment, next: Next) -> Issued:
+        if self.store.fault is not None:
+            await self.store.ping()  # raises while writes fail; a success ends the episode
+        requester = enrollment.signer_certificate.subject.rfc4514_string()  # before signing: it can fail
         for _ in range(self.ATTEMPTS):
             issued = await next(enrollment)
             cert = issued.certificate
@@ -70,7 +79,7 @@ class StoreIssued:
                 serial=issued.serial,
                 transaction_id=enrollment.transaction_id,
                 subject=cert.subject.rfc4514_string(),
-                requester=enrollment.signer_certificate.subject.rfc4514_string(),
+                requester=requester,
                 csr_sha256=csr_digest(enrollment.csr_der),
                 profile=enrollment.profile_name,
                 not_before=cert.not_valid_before_utc,
@@ -84,6 +93,10 @@ class StoreIssued:
                 earlier = await self.store.put_issued(record, once=True)
             except SerialCollision:
                 continue
+            except StoreError as e:
+                audit("not_delivered", transaction_id=enrollment.transaction_id, serial=f"{issued.serial:x}",
+                      subject=record.subject, kind=e.kind, reason="the store could not record it")
+                raise
             if earlier is not None:
                 # IdempotentRetry's lock covers one process; a copy of this request
                 # issued by another serving process wins, and this certificate,

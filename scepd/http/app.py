@@ -40,6 +40,7 @@ from scepd.scep.constants import (
     CONTENT_TYPE_NEXT_CA_CERT,
     CONTENT_TYPE_PKI_MESSAGE,
 )
+from scepd.store.base import StoreError
 
 log = logging.getLogger("scepd.http")
 
@@ -86,6 +87,16 @@ def decode_get_message(value: str) -> bytes:
 
 def _text(status: int, reason: str) -> Response:
     return Response(reason + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+RETRY_AFTER_SECONDS = 30
+
+
+def _unavailable(reason: str) -> Response:
+    """A fault of ours, not the client's: 503, and when to come back (RFC 9110 10.2.3)."""
+    response = _text(503, reason)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def create_app(site: Site) -> QuartTrio:
@@ -137,12 +148,12 @@ def create_app(site: Site) -> QuartTrio:
         async def crl() -> Response:
             current = publisher.current
             if current is None:  # only before the first one is signed at start-up
-                return _text(503, "no CRL has been published yet")
+                return _unavailable("no CRL has been published yet")
             return Response(current.der, content_type=CONTENT_TYPE_CRL)
 
         app.add_url_rule(site.crl_path, "crl", crl, methods=["GET"])
 
-    add_health_routes(app, site.readiness)
+    add_health_routes(app, site.readiness, detailed=False)
 
     @app.errorhandler(BadRequest)
     async def bad_request(e: BadRequest) -> Response:
@@ -155,7 +166,14 @@ def create_app(site: Site) -> QuartTrio:
     @app.errorhandler(KeyBackendError)
     async def token_fault(e: KeyBackendError) -> Response:
         log.error("event=key_backend_error error=%r", str(e))
-        return _text(503, "the key backend is unavailable; try again later")
+        return _unavailable("the key backend is unavailable; try again later")
+
+    @app.errorhandler(StoreError)
+    async def store_fault(e: StoreError) -> Response:
+        # The store logged the fault once for its episode and counted it; one line
+        # per request here would bury that line when every request fails.
+        log.debug("event=store_unavailable kind=%s", e.kind)
+        return _unavailable("the certificate store is unavailable; try again later")
 
     @app.errorhandler(HTTPException)
     async def http_error(e: HTTPException) -> Response:

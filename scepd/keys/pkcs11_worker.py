@@ -114,6 +114,13 @@ class TokenSession:
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         return None
 
+    def token_info(self) -> dict[str, str]:
+        """What the token says it is (CK_TOKEN_INFO), to hold key URIs' token attributes against."""
+        token = self.session.token
+        serial = token.serial.decode("ascii", "replace") if isinstance(token.serial, bytes) else str(token.serial)
+        return {"label": token.label.strip(), "manufacturer": token.manufacturer_id.strip(),
+                "serial": serial.strip(), "model": token.model.strip()}
+
     def inventory(self) -> list[tuple[str, str, bytes | None, bool, bool]]:
         """(label, 'rsa'|'ec', SPKI DER or None, CKA_SIGN, CKA_DECRYPT) for every private key on the token."""
         out = []
@@ -334,16 +341,33 @@ def worker_main(conn: Connection, cfg: Any) -> None:
     session.close()
 
 
+class WorkerConfig:
+    """The TokenConfig a worker process receives (as a dict, over its socket).
+
+    Not a SimpleNamespace: that repr would print the PIN in any traceback or
+    debug line that shows the config. Kept here, not imported from
+    scepd.keys.pkcs11, so a worker starts without loading trio and the metrics.
+    """
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={'<secret>' if k == 'pin' else repr(v)}" for k, v in vars(self).items())
+        return f"WorkerConfig({shown})"
+
+    __str__ = __repr__
+
+
 def main(fd: int) -> None:
     """`python -m scepd.keys.pkcs11_worker FD`: FD is a socket to the TokenPool; the config comes over it."""
     import signal
     from multiprocessing.connection import Connection
-    from types import SimpleNamespace
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop (EOF)
     conn = Connection(fd)
     try:
-        cfg = SimpleNamespace(**conn.recv())
+        cfg = WorkerConfig(**conn.recv())
     except EOFError:
         return
     worker_main(conn, cfg)

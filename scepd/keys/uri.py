@@ -8,6 +8,7 @@ Secrets never live in the configuration, so `pin-value` is refused; name a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from urllib.parse import quote, unquote_to_bytes
 
@@ -98,3 +99,48 @@ class Pkcs11Uri:
     def __repr__(self) -> str:
         set_ = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if getattr(self, f.name) is not None)
         return f"Pkcs11Uri({set_})"
+
+
+@dataclass(frozen=True)
+class TokenIdentity:
+    """What identifies the token scepd logs in to: the [token] settings, and once
+    the token is open, what the token itself reports (CK_TOKEN_INFO)."""
+
+    label: str
+    module: str | None = None
+    manufacturer: str | None = None
+    serial: str | None = None
+    model: str | None = None
+
+
+def key_on_token(uri: str, token: TokenIdentity) -> str:
+    """The object label a key URI names, refusing a URI that names another token.
+
+    scepd opens one token ([token] label and module). A URI whose token=,
+    manufacturer=, serial=, model= or module-path= says otherwise is a
+    configuration mistake: ignoring those attributes would quietly sign with a
+    key of the same label on the wrong token. Attributes the identity leaves
+    None (not known yet) are not compared.
+    """
+    parsed = Pkcs11Uri.parse(uri)
+    if not parsed.object:
+        raise Pkcs11UriError(f"{uri}: the key URI must name the object (object=...)")
+    wrong = [
+        f"{attr}={mine!r} but the token's is {theirs!r}"
+        for attr, mine, theirs in (
+            ("token", parsed.token, token.label),
+            ("manufacturer", parsed.manufacturer, token.manufacturer),
+            ("serial", parsed.serial, token.serial),
+            ("model", parsed.model, token.model),
+            ("module-path", _real(parsed.module_path), _real(token.module)),
+        )
+        if mine is not None and theirs is not None and mine != theirs
+    ]
+    if wrong:
+        raise Pkcs11UriError(f"{uri} names another token than the one configured in [token]: " + "; ".join(wrong))
+    return parsed.object
+
+
+def _real(path: str | None) -> str | None:
+    """Module paths compared as files: a symlink to the configured module is the same module."""
+    return os.path.realpath(path) if path is not None else None

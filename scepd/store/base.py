@@ -129,18 +129,35 @@ class PendingRecord:
 
 
 class StoreError(Exception):
-    """The store failed (disk, lock, corruption): the daemon's fault, not the client's."""
+    """The store failed (disk, lock, corruption): the daemon's fault, not the client's.
+
+    `kind` names the fault for the scepd_store_errors_total metric, the log
+    and the operator: full, readonly, io, locked, corrupt, cantopen, closed,
+    constraint (a query broke a rule: a bug, not the disk), collision, other.
+    """
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class SerialCollision(StoreError):
     """A certificate with this serial is already stored; sign again with a fresh serial."""
 
     def __init__(self, serial: int) -> None:
-        super().__init__(f"serial {serial:x} is already stored")
+        super().__init__(f"serial {serial:x} is already stored", "collision")
         self.serial = serial
 
 
 class Store(Protocol):
+    @property
+    def fault(self) -> StoreError | None:
+        """While writes fail (a fault episode): the last error; None once a write commits again.
+
+        Lets a caller skip work that would have to be recorded (signing a
+        certificate) while the store cannot record it.
+        """
+
     async def close(self) -> None: ...
 
     async def put_issued(self, record: CertificateRecord, *, once: bool = False) -> CertificateRecord | None:

@@ -14,6 +14,7 @@ second process (`scepd challenge mint` beside the daemon) wait its turn.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,6 +24,8 @@ from typing import Any, TypeVar
 
 import trio
 
+from scepd import metrics
+from scepd.episodes import Episode
 from scepd.store.base import (
     MAX_SERIAL,
     CertificateRecord,
@@ -40,6 +43,7 @@ from scepd.store.base import (
 )
 
 T = TypeVar("T")
+_log = logging.getLogger("scepd.store")
 
 # Each migration runs once, in one transaction, in order; append, never edit.
 MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
@@ -238,6 +242,24 @@ def _issued_for_request(conn: sqlite3.Connection, transaction_id: str, csr_sha25
     return row
 
 
+# SQLite's extended result code names (sqlite3.Error.sqlite_errorname) by prefix -> StoreError.kind.
+_FAULT_KINDS = (
+    ("SQLITE_FULL", "full"), ("SQLITE_READONLY", "readonly"), ("SQLITE_IOERR", "io"),
+    ("SQLITE_BUSY", "locked"), ("SQLITE_LOCKED", "locked"), ("SQLITE_CORRUPT", "corrupt"),
+    ("SQLITE_NOTADB", "corrupt"), ("SQLITE_CANTOPEN", "cantopen"), ("SQLITE_CONSTRAINT", "constraint"),
+)
+
+
+def store_error(e: sqlite3.Error, context: str = "") -> StoreError:
+    """sqlite3's exception as a StoreError whose kind says what an operator must fix."""
+    name = getattr(e, "sqlite_errorname", None) or ""
+    kind = next((k for prefix, k in _FAULT_KINDS if name.startswith(prefix)), "other")
+    if isinstance(e, sqlite3.IntegrityError):
+        kind = "constraint"
+    text = f"{e} ({name})" if name else str(e)
+    return StoreError(f"{context}: {text}" if context else text, kind)
+
+
 def _write(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
     """Run `work` in one write transaction; commit, or roll back on any error."""
     conn.execute("BEGIN IMMEDIATE")
@@ -297,6 +319,12 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = conn
         self.path = path
         self._limiter = trio.CapacityLimiter(1)
+        self._episode = Episode(_log, "store_fault", path=str(path))
+        self._fault: StoreError | None = None
+
+    @property
+    def fault(self) -> StoreError | None:
+        return self._fault
 
     @classmethod
     async def connect(cls, path: str | Path) -> SqliteStore:
@@ -305,7 +333,7 @@ class SqliteStore:
         try:
             conn = await trio.to_thread.run_sync(_connect, path)
         except sqlite3.Error as e:
-            raise StoreError(f"{path}: {e}") from e
+            raise store_error(e, str(path)) from e
         return cls(conn, path)
 
     @classmethod
@@ -328,12 +356,26 @@ class SqliteStore:
         async with self._limiter:
             conn = self._conn
             if conn is None:
-                raise StoreError("the store is closed")
+                raise StoreError("the store is closed", "closed")
+            changes = conn.total_changes
             try:
                 # The limiter is held by this task, so the thread has the connection to itself.
-                return await trio.to_thread.run_sync(work, conn)
+                result = await trio.to_thread.run_sync(work, conn)
             except sqlite3.Error as e:
-                raise StoreError(str(e)) from e
+                raise self._failed(store_error(e)) from e
+            if self._fault is not None and conn.total_changes != changes:
+                # A write committed: the fault is over (reads alone prove nothing; they work on a full disk).
+                self._fault = None
+                self._episode.succeeded()
+            return result
+
+    def _failed(self, error: StoreError) -> StoreError:
+        """Count every store error; log a fault once per episode (the caller answers 503, no traceback)."""
+        metrics.STORE_ERRORS.labels(error.kind).inc()
+        if error.kind != "constraint":
+            self._fault = error
+            self._episode.failed(error.kind, str(error))
+        return error
 
     async def _execute(self, sql: str, args: tuple[Any, ...]) -> int:
         """One statement in its own write transaction; the number of rows it changed."""
