@@ -40,6 +40,7 @@ log = logging.getLogger("scepd.crl")
 
 Clock = Callable[[], dt.datetime]
 MAX_BACKOFF = 300.0  # seconds between retries at most, however long a fault lasts
+FIRST_CRL_WAIT = 1.0  # seconds start-up waits for a first CRL when the store holds none
 
 
 def _utcnow() -> dt.datetime:
@@ -153,9 +154,20 @@ class CrlPublisher:
         backoff; the previous CRL is served meanwhile. Nothing here ends the daemon.
         """
         await self._load_quietly()
+        signed = False
+        if self._current is None:
+            # Nothing stored (a new store, or one from before the CRL was kept): a small store signs
+            # its first CRL in milliseconds, so wait that long rather than answer 503 for the CRL;
+            # a large one goes on in the background. A fault is the loop's to report.
+            with trio.move_on_after(FIRST_CRL_WAIT):
+                try:
+                    await self.get()
+                    signed = True
+                except Exception:  # noqa: BLE001
+                    pass
         task_status.started()
         retry = _Retry(self.check_interval, "crl_refresh")
-        first = True
+        first = not signed
         while True:
             try:
                 crl = self._current
