@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import errno
-import logging
 import sys
 import traceback
 from typing import TypeVar
@@ -19,7 +18,6 @@ from scepd.config import ConfigError
 from scepd.keys.base import KeyBackendError
 from scepd.store.base import StoreError
 
-log = logging.getLogger("scepd")
 E = TypeVar("E", bound=BaseException)
 
 

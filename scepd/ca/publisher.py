@@ -86,6 +86,7 @@ class CrlPublisher:
         self._lock = trio.Lock()
         self._current: Crl | None = None
         self._state: RevocationState | None = None  # the revoked set `_current` was built from
+        self._published = trio.Event()  # set by the first CRL this publisher signs
 
     @property
     def current(self) -> Crl | None:
@@ -120,6 +121,7 @@ class CrlPublisher:
         template = self.ca.crl_template(entries, number, now, self.lifetime)
         crl = await self.ca.sign_crl(template)
         self._current, self._state = crl, state
+        self._published.set()
         seconds = time.perf_counter() - started
         metrics.CRL_BUILD_SECONDS.set(seconds)
         metrics.CRL_ENTRIES.set(crl.revoked)
@@ -154,20 +156,19 @@ class CrlPublisher:
         backoff; the previous CRL is served meanwhile. Nothing here ends the daemon.
         """
         await self._load_quietly()
-        signed = False
-        if self._current is None:
-            # Nothing stored (a new store, or one from before the CRL was kept): a small store signs
-            # its first CRL in milliseconds, so wait that long rather than answer 503 for the CRL;
-            # a large one goes on in the background. A fault is the loop's to report.
-            with trio.move_on_after(FIRST_CRL_WAIT):
-                try:
-                    await self.get()
-                    signed = True
-                except Exception:  # noqa: BLE001
-                    pass
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keep_current)
+            if self._current is None:
+                # Nothing stored (a new store, or one from before the CRL was kept): a small store
+                # signs its first CRL in milliseconds, so wait that long rather than answer 503 for
+                # the CRL; a large one goes on signing after start-up.
+                with trio.move_on_after(FIRST_CRL_WAIT):
+                    await self._published.wait()
+            task_status.started()
+
+    async def _keep_current(self) -> None:
         retry = _Retry(self.check_interval, "crl_refresh")
-        first = not signed
+        first = True  # a fresh CRL at start-up, whatever is stored
         while True:
             try:
                 crl = self._current
@@ -206,8 +207,8 @@ class CrlPublisher:
 
     async def _load(self) -> None:
         der = await self.store.latest_crl()
-        if der is None:
-            return
+        if der is None or (self._current is not None and der == self._current.der):
+            return  # nothing new: a follower asks every check_interval
         # A CRL of several MB: parse and verify off the event loop.
         crl = await trio.to_thread.run_sync(_ours, der, self.ca)
         if crl is not None and (self._current is None or crl.number > self._current.number):
