@@ -33,12 +33,11 @@ async def test_a_crl_of_100000_entries_signed_on_the_token(token_config: Callabl
     parsed = x509.load_der_x509_crl(crl.der)
     assert parsed.is_signature_valid(ca.certificate.public_key())  # type: ignore[arg-type]
     assert crl.revoked == len(parsed) == 100_000
-    listed = {e.serial_number: e for e in parsed}
     for entry in (entries[0], entries[1], entries[2], entries[54_321], entries[-1]):
-        got = listed[entry.serial]
+        got = parsed.get_revoked_certificate_by_serial_number(entry.serial)
+        assert got is not None
         assert got.revocation_date_utc == entry.revoked_at
         reasons = [ext.value.reason.value for ext in got.extensions if isinstance(ext.value, x509.CRLReason)]
         assert reasons == ([] if entry.reason in (None, "unspecified") else [entry.reason])
-    print(f"100,000-entry CRL built and signed on the token in {seconds:.2f} s")
     # Generous for a shared 2-core CI machine; bench/store_size.py reports the real figure.
     assert seconds < 10, seconds
