@@ -162,7 +162,9 @@ class _ProcessWorker:
             child.close()
         self._conn, self._proc = Connection(parent.detach()), proc
         self._conn.send(asdict(self._cfg))  # the PIN goes over the socket, never argv or env
-        status, value = await self._receive()
+        # Starting takes an interpreter, a wait for the token lock (up to `timeout`) and a login:
+        # longer than one operation, and the worker's own "token busy" answer must come first.
+        status, value = await self._receive(2 * self._cfg.timeout + 10)
         if status == "start":
             await self.stop()
             kind, message = value
@@ -172,12 +174,13 @@ class _ProcessWorker:
             raise KeyBackendError(value)
         return value  # type: ignore[no-any-return]
 
-    async def _receive(self) -> tuple[str, Any]:
-        with trio.move_on_after(self._cfg.timeout) as scope:
+    async def _receive(self, timeout: float | None = None) -> tuple[str, Any]:
+        timeout = self._cfg.timeout if timeout is None else timeout
+        with trio.move_on_after(timeout) as scope:
             await trio.lowlevel.wait_readable(self._conn.fileno())
         try:
             if scope.cancelled_caught:
-                raise TimeoutError(f"no answer in {self._cfg.timeout} s")
+                raise TimeoutError(f"no answer in {timeout:g} s")
             return self._conn.recv()  # type: ignore[no-any-return]
         except (EOFError, OSError, TimeoutError) as e:
             await self.stop()  # the next call starts a fresh process

@@ -90,7 +90,11 @@ def exclusive(module: str, softhsm2_conf: str | None = None, timeout: float = 30
     if path is None:
         yield
         return
-    with _guard:  # one thread of this process at a time, and re-entrant for it
+    # One thread of this process at a time, re-entrant for that thread; bounded like the flock.
+    deadline = time.monotonic() + timeout
+    if not _guard.acquire(timeout=max(timeout, 0.0)):
+        raise TokenBusy(f"another thread of this process has held the token lock {path} for more than {timeout:g} s")
+    try:
         held = _held.get(path)
         if held is not None:
             held[1] += 1
@@ -104,7 +108,7 @@ def exclusive(module: str, softhsm2_conf: str | None = None, timeout: float = 30
             yield
             return
         try:
-            _acquire(fd, path, timeout)
+            _acquire(fd, path, deadline - time.monotonic(), timeout)
             _held[path] = [fd, 1]
             try:
                 yield
@@ -113,10 +117,12 @@ def exclusive(module: str, softhsm2_conf: str | None = None, timeout: float = 30
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+    finally:
+        _guard.release()
 
 
-def _acquire(fd: int, path: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+def _acquire(fd: int, path: str, remaining: float, timeout: float) -> None:
+    deadline = time.monotonic() + remaining
     delay = 0.005
     while True:
         try:
