@@ -136,8 +136,10 @@ def create_app(site: Site) -> QuartTrio:
 
         async def crl() -> Response:
             current = publisher.current
-            if current is None:  # only before the first one is signed at start-up
-                return _text(503, "no CRL has been published yet")
+            if current is None:  # only before the first one is signed at start-up (a large store)
+                unavailable = _text(503, "no CRL has been published yet")
+                unavailable.headers["Retry-After"] = "5"
+                return unavailable
             return Response(current.der, content_type=CONTENT_TYPE_CRL)
 
         app.add_url_rule(site.crl_path, "crl", crl, methods=["GET"])
