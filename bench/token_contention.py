@@ -100,13 +100,12 @@ def main() -> None:
     time.sleep(1.5)
     results = collections.Counter[str]()
     end = time.monotonic() + args.seconds - 2
-    if True:
-        while time.monotonic() < end:
-            at = str(time.time() + 1.0)  # every opener of the round opens the token at this instant
-            procs = [subprocess.Popen(base + ["--role", "opener", "--at", at], stdout=subprocess.PIPE, text=True)
-                     for _ in range(args.parallel)]
-            for proc in procs:
-                results[proc.communicate()[0].strip()] += 1
+    while time.monotonic() < end:
+        at = str(time.time() + 1.0)  # every opener of the round opens the token at this instant
+        procs = [subprocess.Popen(base + ["--role", "opener", "--at", at], stdout=subprocess.PIPE, text=True)
+                 for _ in range(args.parallel)]
+        for proc in procs:
+            results[proc.communicate()[0].strip()] += 1
     sign.wait()
     total = sum(results.values())
     print(f"logins={total} failed={total - results['ok']} ({'with' if lock else 'WITHOUT'} the token lock)")

@@ -182,20 +182,22 @@ class CrlPublisher:
             await trio.sleep(delay)
 
     async def follow(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve the CRL the primary process signed; sign one only if the store holds none yet."""
+        """Serve the CRL the primary process signed; sign one only if the store still holds none after
+        a whole `check_interval` (the primary of a large store may still be signing its first)."""
         await self._load_quietly()
         task_status.started()
         retry = _Retry(self.check_interval, "crl_load")
+        waited = 0.0
         while True:
             try:
-                if self._current is None:
+                await self._load()
+                if self._current is None and waited >= self.check_interval:
                     await self.get()
-                else:
-                    await self._load()
                 retry.succeeded()
-                delay = self.check_interval
+                delay = self.check_interval if self._current is not None else min(1.0, self.check_interval)
             except Exception as e:  # noqa: BLE001
                 delay = retry.failed(e)
+            waited += delay
             await trio.sleep(delay)
 
     async def _load_quietly(self) -> None:

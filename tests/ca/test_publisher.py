@@ -211,9 +211,11 @@ async def test_a_follower_serves_the_stored_crl_and_picks_up_newer_ones(
 
 async def test_a_follower_signs_only_when_the_store_has_no_crl(ca: CertificateAuthority, store: SqliteStore) -> None:
     assert await store.latest_crl() is None
-    follower = CrlPublisher(ca, store, lifetime=LIFETIME)
+    follower = CrlPublisher(ca, store, lifetime=LIFETIME, check_interval=0.3)
     async with trio.open_nursery() as nursery:
         await nursery.start(follower.follow)
+        await trio.sleep(0.15)
+        assert follower.current is None  # the primary gets a check interval to store its first one
         await wait_for_number(follower, 1)
         nursery.cancel_scope.cancel()
     assert follower.current is not None and await store.latest_crl() == follower.current.der
