@@ -20,8 +20,8 @@ import trio
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from scepd import cli_certs, cli_pending, logs
-from scepd.config import Config, ConfigError, load, read_secret
+from scepd import cli_certs, cli_errors, cli_pending, logs
+from scepd.config import Config, load, read_secret
 
 DEFAULT_CONFIG = os.environ.get("SCEPD_CONFIG", "/etc/scepd/scepd.toml")
 REPO = Path(__file__).resolve().parent.parent
@@ -40,10 +40,8 @@ def _subject(text: str) -> x509.Name:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    try:
-        return load(Path(args.config))
-    except ConfigError as e:
-        raise SystemExit(f"scepd: invalid configuration: {e}") from None
+    # ConfigError (and OSError for an unreadable file) end in main(), with their own exit codes.
+    return load(Path(args.config))
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -631,12 +629,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
-    logs.setup(args.log_level)
+    logs.setup(str(args.log_level).upper())
     try:
         return int(args.func(args))
-    except (ConfigError, FileExistsError, ValueError) as e:
-        print(f"scepd: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - every failure ends in one line and its exit code
+        return cli_errors.report(e, debug=str(args.log_level).upper() == "DEBUG")
 
 
 if __name__ == "__main__":

@@ -176,3 +176,23 @@ RA_CERT_EXPIRY_SECONDS = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
+
+# The CRL publisher (primary process): how long the last CRL took and how often regenerating failed.
+CRL_BUILD_SECONDS = Gauge(
+    "scepd_crl_build_seconds",
+    "Seconds the last CRL took: reading the revoked entries, encoding, signing on the token.",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+CRL_ENTRIES = Gauge(
+    "scepd_crl_entries",
+    "Revoked certificates listed on the current CRL (revoked ones expired for over a CRL lifetime are left out).",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
+CRL_REFRESH_FAILURES = Counter(
+    "scepd_crl_refresh_failures_total",
+    "Failed CRL regenerations by cause (token, store, other); the previous CRL is served meanwhile.",
+    ["cause"],
+    registry=REGISTRY,
+)

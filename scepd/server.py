@@ -32,6 +32,7 @@ from scepd.challenge.anyof import FirstMatching
 from scepd.challenge.onetime import OneTimeChallenge
 from scepd.challenge.renewal import SignerIsIssuedCertificate
 from scepd.challenge.static import StaticChallenge
+from scepd.cli_errors import ExitCode, ListenError, StartupError, first_leaf
 from scepd.config import Config, ConfigError, Endpoint, IntuneConfig, key_layout_warnings, read_secret
 from scepd.enroll.approval import ApprovalGate, expire_pending_loop, expiry_interval
 from scepd.enroll.pipeline import Step, compose
@@ -235,7 +236,11 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
     async with TokenPool.open(token_config(config)) as pool:
         await check_key_uris(config, pool)
         async with SqliteStore.open(config.store_path) as store, httpx.AsyncClient() as http:
-            ca = load_ca(config, pool)
+            try:
+                ca = load_ca(config, pool)
+            except ValueError as e:  # a certificate that is not for its key, or not a CA
+                code = ExitCode.KEY_MISSING if "does not match" in str(e) else ExitCode.CONFIG_INVALID
+                raise StartupError(code, str(e)) from e
             if primary:
                 for warning in await key_warnings(config, ca):
                     log.warning(warning)
@@ -380,9 +385,15 @@ async def serve(
                 await nursery.start(task)
             if config.metrics.enabled and primary:
                 metrics_app = create_metrics_app(site.readiness, site.refresh_metrics)
-                metrics_binds = await nursery.start(partial(
-                    hypercorn_serve, metrics_app, metrics_hypercorn_config(config),  # type: ignore[arg-type]
-                    shutdown_trigger=shutdown.wait))
+                metrics_config = metrics_hypercorn_config(config)
+                try:
+                    metrics_binds = await nursery.start(partial(
+                        hypercorn_serve, metrics_app, metrics_config,  # type: ignore[arg-type]
+                        shutdown_trigger=shutdown.wait))
+                except Exception as e:  # hypercorn raises it inside its own nursery
+                    if (bind_error := first_leaf(e, OSError)) is None:
+                        raise
+                    raise ListenError("metrics", metrics_config.bind[0], bind_error) from e
                 if on_metrics is not None:
                     on_metrics(metrics_binds)
 
@@ -396,7 +407,12 @@ async def serve(
                 # hypercorn has drained its connections: the background loops go with it.
                 nursery.cancel_scope.cancel()
 
-            binds = await nursery.start(scep)
+            try:
+                binds = await nursery.start(scep)
+            except Exception as e:
+                if (bind_error := first_leaf(e, OSError)) is None:
+                    raise
+                raise ListenError("SCEP", hypercorn_config(config, port=port, fd=fd).bind[0], bind_error) from e
             if control_fd is not None:
                 control = trio.socket.from_stdlib_socket(socket.socket(fileno=control_fd))
                 await serving.report_ready(control)

@@ -23,11 +23,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import trio
+from cryptography import x509
 
+from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.crl import Crl
 from scepd.keys.base import KeyBackendError
@@ -36,6 +39,8 @@ from scepd.store.base import RevocationState, Store, StoreError
 log = logging.getLogger("scepd.crl")
 
 Clock = Callable[[], dt.datetime]
+MAX_BACKOFF = 300.0  # seconds between retries at most, however long a fault lasts
+FIRST_CRL_WAIT = 1.0  # seconds start-up waits for a first CRL when the store holds none
 
 
 def _utcnow() -> dt.datetime:
@@ -81,43 +86,58 @@ class CrlPublisher:
         self._lock = trio.Lock()
         self._current: Crl | None = None
         self._state: RevocationState | None = None  # the revoked set `_current` was built from
+        self._published = trio.Event()  # set by the first CRL this publisher signs
 
     @property
     def current(self) -> Crl | None:
-        """The latest CRL, or None before the first `refresh()`."""
+        """The latest CRL, or None before the first one is loaded or signed."""
         return self._current
 
     async def get(self) -> Crl:
-        """The current CRL, signing the first one if there is none yet."""
+        """The current CRL, signing the first one if there is none yet (or waiting for the one being signed)."""
         if self._current is None:
-            await self.refresh()
+            async with self._lock:
+                if self._current is None:
+                    await self._build()
         assert self._current is not None
         return self._current
 
     async def refresh(self) -> None:
         """Sign a new CRL from the store now; waits for a regeneration already running."""
         async with self._lock:
-            # The fingerprint is read first: a revocation that lands while we build is
-            # then seen as a change by the next check instead of being lost.
-            state = await self.store.revocation_state()
-            entries = await self.store.revoked_entries()
-            number = await self.store.next_crl_number()
-            template = self.ca.crl_template(entries, number, self.clock(), self.lifetime)
-            crl = await self.ca.sign_crl(template)
-            self._current, self._state = crl, state
+            await self._build()
+
+    async def _build(self) -> None:
+        started = time.perf_counter()
+        # The fingerprint is read first: a revocation that lands while we build is
+        # then seen as a change by the next check instead of being lost.
+        state = await self.store.revocation_state()
+        now = self.clock()
+        # RFC 5280 5.1.2.6 lets an entry go once it has appeared on one regularly scheduled CRL
+        # issued after the certificate expired. CRLs are re-signed at least every lifetime / 2, so
+        # every certificate expired for a whole lifetime has been on such a CRL already.
+        entries = await self.store.revoked_entries(valid_after=now - self.lifetime)
+        number = await self.store.next_crl_number()
+        template = self.ca.crl_template(entries, number, now, self.lifetime)
+        crl = await self.ca.sign_crl(template)
+        self._current, self._state = crl, state
+        self._published.set()
+        seconds = time.perf_counter() - started
+        metrics.CRL_BUILD_SECONDS.set(seconds)
+        metrics.CRL_ENTRIES.set(crl.revoked)
+        try:
+            await self.store.save_crl(crl.number, crl.der)
+        except StoreError as e:  # the serving processes keep the previous one a while longer
+            log.warning("event=crl_store_failed number=%d error=%r", crl.number, str(e))
+        log.info("event=crl_published number=%d revoked=%d bytes=%d seconds=%.3f next_update=%s",
+                 crl.number, crl.revoked, len(crl.der), seconds, crl.next_update.isoformat())
+        if self.file is not None:
             try:
-                await self.store.save_crl(crl.number, crl.der)
-            except StoreError as e:  # the serving processes keep the previous one a while longer
-                log.warning("event=crl_store_failed number=%d error=%r", crl.number, str(e))
-            log.info("event=crl_published number=%d revoked=%d next_update=%s",
-                     crl.number, crl.revoked, crl.next_update.isoformat())
-            if self.file is not None:
-                try:
-                    data = crl.pem if self.file.suffix == ".pem" else crl.der
-                    await trio.to_thread.run_sync(write_atomically, self.file, data)
-                except OSError as e:
-                    # Serving the CRL matters more than the copy; the next regeneration retries.
-                    log.warning("event=crl_file_write_failed path=%s error=%r", self.file, str(e))
+                data = crl.pem if self.file.suffix == ".pem" else crl.der
+                await trio.to_thread.run_sync(write_atomically, self.file, data)
+            except OSError as e:
+                # Serving the CRL matters more than the copy; the next regeneration retries.
+                log.warning("event=crl_file_write_failed path=%s error=%r", self.file, str(e))
 
     def _due(self, crl: Crl) -> dt.datetime:
         """When to re-sign: half way through the lifetime."""
@@ -127,42 +147,74 @@ class CrlPublisher:
         return await self.store.revocation_state() != self._state
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Publish a first CRL, then keep it current until cancelled.
+        """Serve the CRL kept in the store at once, sign a fresh one, then keep it current until cancelled.
 
-        A failed regeneration (token or store fault) is logged and retried at the
-        next check; the previous CRL is served meanwhile.
+        Start-up does not wait for the fresh CRL: with a large store that takes
+        a while, and the stored one is still valid (or, for a store that holds
+        none, `get()` waits for the first). A failed regeneration (token, store
+        or anything else) is logged once per episode, counted, and retried with
+        backoff; the previous CRL is served meanwhile. Nothing here ends the daemon.
         """
-        await self.refresh()
-        task_status.started()
+        await self._load_quietly()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keep_current)
+            if self._current is None:
+                # Nothing stored (a new store, or one from before the CRL was kept): a small store
+                # signs its first CRL in milliseconds, so wait that long rather than answer 503 for
+                # the CRL; a large one goes on signing after start-up.
+                with trio.move_on_after(FIRST_CRL_WAIT):
+                    await self._published.wait()
+            task_status.started()
+
+    async def _keep_current(self) -> None:
+        retry = _Retry(self.check_interval, "crl_refresh")
+        first = True  # a fresh CRL at start-up, whatever is stored
         while True:
-            await trio.sleep(self._next_check())
             try:
                 crl = self._current
-                if crl is None or self.clock() >= self._due(crl) or await self._changed():
+                if first or crl is None or self.clock() >= self._due(crl) or await self._changed():
                     await self.refresh()
-            except (KeyBackendError, StoreError) as e:
-                log.warning("event=crl_refresh_failed error=%r", str(e))
-                await trio.sleep(self.check_interval)
+                first = False
+                retry.succeeded()
+                delay = self._next_check()
+            except Exception as e:  # noqa: BLE001 - no fault of one regeneration may end the daemon
+                delay = retry.failed(e)
+            await trio.sleep(delay)
 
     async def follow(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve the CRL the primary process signed; sign one only if the store holds none yet."""
-        await self._load()
-        if self._current is None:
-            await self.refresh()
+        """Serve the CRL the primary process signed; sign one only if the store still holds none after
+        a whole `check_interval` (the primary of a large store may still be signing its first)."""
+        await self._load_quietly()
         task_status.started()
+        retry = _Retry(self.check_interval, "crl_load")
+        waited = 0.0
         while True:
-            await trio.sleep(self.check_interval)
             try:
                 await self._load()
-            except StoreError as e:
-                log.warning("event=crl_load_failed error=%r", str(e))
+                if self._current is None and waited >= self.check_interval:
+                    await self.get()
+                retry.succeeded()
+                delay = self.check_interval if self._current is not None else min(1.0, self.check_interval)
+            except Exception as e:  # noqa: BLE001
+                delay = retry.failed(e)
+            waited += delay
+            await trio.sleep(delay)
+
+    async def _load_quietly(self) -> None:
+        """The stored CRL, if any; a fault here only means starting without one."""
+        try:
+            await self._load()
+        except Exception as e:  # noqa: BLE001
+            log.warning("event=crl_load_failed error=%r", str(e))
 
     async def _load(self) -> None:
         der = await self.store.latest_crl()
-        if der is not None:
-            crl = Crl.from_der(der)
-            if self._current is None or crl.number > self._current.number:
-                self._current = crl
+        if der is None or (self._current is not None and der == self._current.der):
+            return  # nothing new: a follower asks every check_interval
+        # A CRL of several MB: parse and verify off the event loop.
+        crl = await trio.to_thread.run_sync(_ours, der, self.ca)
+        if crl is not None and (self._current is None or crl.number > self._current.number):
+            self._current = crl
 
     def _next_check(self) -> float:
         """Seconds to the next fingerprint check, or sooner when the CRL falls due."""
@@ -170,3 +222,54 @@ class CrlPublisher:
             return 0.0
         until_due = (self._due(self._current) - self.clock()).total_seconds()
         return max(0.0, min(self.check_interval, until_due))
+
+
+def _ours(der: bytes, ca: CertificateAuthority) -> Crl | None:
+    """`der` as a Crl if this CA signed it (a store carried over from an earlier CA may hold another's)."""
+    try:
+        parsed = x509.load_der_x509_crl(der)
+        if parsed.issuer != ca.certificate.subject or not parsed.is_signature_valid(
+                ca.certificate.public_key()):  # type: ignore[arg-type]
+            log.warning("event=crl_stored_ignored reason=%s", "not signed by this CA")
+            return None
+        return Crl.from_der(der)
+    except ValueError as e:
+        log.warning("event=crl_stored_ignored reason=%r", str(e))
+        return None
+
+
+def _cause(e: BaseException) -> str:
+    leaf = e
+    while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+        leaf = leaf.exceptions[0]
+    if isinstance(leaf, KeyBackendError):
+        return "token"
+    if isinstance(leaf, StoreError):
+        return "store"
+    return "other"
+
+
+class _Retry:
+    """One fault episode of a background loop: logged when it starts and when it ends, every failure
+    counted, the pause doubling from `interval` up to MAX_BACKOFF."""
+
+    def __init__(self, interval: float, event: str) -> None:
+        self.interval, self.event, self.failures = interval, event, 0
+
+    def failed(self, e: BaseException) -> float:
+        cause = _cause(e)
+        metrics.CRL_REFRESH_FAILURES.labels(cause).inc()
+        self.failures += 1
+        delay = min(self.interval * 2 ** (self.failures - 1), max(MAX_BACKOFF, self.interval))
+        if self.failures == 1:
+            # An unexpected fault ("other") is a bug: its traceback once, for the report.
+            log.warning("event=%s_failed cause=%s error=%r retry_in=%.1f", self.event, cause,
+                        f"{type(e).__name__}: {e}", delay, exc_info=cause == "other")
+        else:
+            log.debug("event=%s_failed cause=%s attempt=%d retry_in=%.1f", self.event, cause, self.failures, delay)
+        return delay
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.info("event=%s_recovered failures=%d", self.event, self.failures)
+            self.failures = 0

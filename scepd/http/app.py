@@ -147,7 +147,7 @@ def create_app(site: Site) -> QuartTrio:
 
         async def crl() -> Response:
             current = publisher.current
-            if current is None:  # only before the first one is signed at start-up
+            if current is None:  # only before the first one is signed at start-up (a large store)
                 return _unavailable("no CRL has been published yet")
             return Response(current.der, content_type=CONTENT_TYPE_CRL)
 

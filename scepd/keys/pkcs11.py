@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from scepd.keys.base import KeyBackendError
 from scepd.keys.pkcs11_key import Pkcs11Key
-from scepd.keys.pkcs11_worker import TokenSession
+from scepd.keys import token_lock
+from scepd.keys.pkcs11_worker import TokenSession, start_failure
 from scepd.metrics import TOKEN_WORKERS, TOKEN_WORKERS_BUSY
 
 T = TypeVar("T")
@@ -49,6 +50,19 @@ class TokenConfig:
     workers: int = 0
     softhsm2_conf: str | None = None
     timeout: float = 30.0  # seconds one token operation may take before its worker is declared hung
+
+
+class TokenStartError(KeyBackendError):
+    """The token could not be opened; `kind` says why (no_token, pin_incorrect, pin_locked, module, busy,
+    other), so the CLI can end with the matching exit code."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class KeyMissing(KeyBackendError):
+    """The configuration names a key the token does not hold."""
 
 
 def read_pin(source: str) -> str:
@@ -106,13 +120,16 @@ class _ThreadWorker:
 
     async def start(self) -> list[tuple[str, str, bytes | None, bool, bool]]:
         def start() -> list[tuple[str, str, bytes | None, bool, bool]]:
-            self._session = TokenSession(self._cfg)
-            return self._session.inventory()
+            cfg = self._cfg
+            with token_lock.exclusive(cfg.module, cfg.softhsm2_conf, cfg.timeout):
+                self._session = TokenSession(cfg)
+                return self._session.inventory()
 
         try:
             return await _wait_future(self._exec.submit(start))
         except Exception as e:
-            raise KeyBackendError(f"token {self._cfg.token_label!r}: {type(e).__name__}: {e}") from e
+            kind, message = start_failure(e)
+            raise TokenStartError(kind, f"token {self._cfg.token_label!r}: {message}") from e
 
     async def call(self, op: str, *args: Any) -> tuple[str, Any]:
         assert self._session is not None
@@ -145,18 +162,25 @@ class _ProcessWorker:
             child.close()
         self._conn, self._proc = Connection(parent.detach()), proc
         self._conn.send(asdict(self._cfg))  # the PIN goes over the socket, never argv or env
-        status, value = await self._receive()
+        # Starting takes an interpreter, a wait for the token lock (up to `timeout`) and a login:
+        # longer than one operation, and the worker's own "token busy" answer must come first.
+        status, value = await self._receive(2 * self._cfg.timeout + 10)
+        if status == "start":
+            await self.stop()
+            kind, message = value
+            raise TokenStartError(kind, f"token {self._cfg.token_label!r}: {message}")
         if status != "ok":
             await self.stop()
             raise KeyBackendError(value)
         return value  # type: ignore[no-any-return]
 
-    async def _receive(self) -> tuple[str, Any]:
-        with trio.move_on_after(self._cfg.timeout) as scope:
+    async def _receive(self, timeout: float | None = None) -> tuple[str, Any]:
+        timeout = self._cfg.timeout if timeout is None else timeout
+        with trio.move_on_after(timeout) as scope:
             await trio.lowlevel.wait_readable(self._conn.fileno())
         try:
             if scope.cancelled_caught:
-                raise TimeoutError(f"no answer in {self._cfg.timeout} s")
+                raise TimeoutError(f"no answer in {timeout:g} s")
             return self._conn.recv()  # type: ignore[no-any-return]
         except (EOFError, OSError, TimeoutError) as e:
             await self.stop()  # the next call starts a fresh process
@@ -247,7 +271,7 @@ class TokenPool:
         try:
             return self._keys[label]
         except KeyError:
-            raise KeyBackendError(
+            raise KeyMissing(
                 f"no private key labelled {label!r} with a public key or certificate on token "
                 f"{self.cfg.token_label!r}") from None
 
@@ -279,12 +303,15 @@ class TokenPool:
 
 
 def _on_token(cfg: TokenConfig, op: Callable[[TokenSession], T]) -> T:
+    """Run `op` in a fresh session, holding the token lock throughout: the CLI's operations
+    (key generation, certificate storage) write token files a starting daemon reads."""
     def run() -> T:
-        session = TokenSession(cfg)
-        try:
-            return op(session)
-        finally:
-            session.close()
+        with token_lock.exclusive(cfg.module, cfg.softhsm2_conf, cfg.timeout):
+            session = TokenSession(cfg)
+            try:
+                return op(session)
+            finally:
+                session.close()
 
     return token_thread(cfg.module).submit(run).result()
 
@@ -326,5 +353,6 @@ def ensure_reject_secret(cfg: TokenConfig, label: str) -> bool:
     return _on_token(cfg, lambda s: s.ensure_reject_secret(label))
 
 
-__all__ = ["TokenConfig", "TokenPool", "Pkcs11Key", "read_pin", "generate_key", "find_public_key",
-           "key_exists", "store_certificate", "load_certificate", "ensure_reject_secret", "token_thread"]
+__all__ = ["TokenConfig", "TokenPool", "TokenStartError", "KeyMissing", "Pkcs11Key", "read_pin", "generate_key", "find_public_key",
+           "key_exists", "store_certificate", "load_certificate", "ensure_reject_secret",
+           "token_thread"]

@@ -24,6 +24,8 @@ from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util import ec as p11ec
 
 from scepd.keys import rejection
+from scepd.keys import token_lock
+from scepd.keys.token_lock import TokenBusy
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -65,16 +67,42 @@ def _load(cfg: TokenConfig) -> Any:
     return pkcs11.lib(cfg.module)
 
 
+def start_failure(e: BaseException) -> tuple[str, str]:
+    """(kind, message) for an exception raised while a session opened; `kind` picks the CLI's exit code."""
+    if isinstance(e, TokenBusy):
+        return "busy", str(e)
+    kind = {
+        pkcs11.exceptions.NoSuchToken: "no_token",
+        pkcs11.exceptions.TokenNotPresent: "no_token",
+        pkcs11.exceptions.TokenNotRecognised: "no_token",
+        pkcs11.exceptions.PinIncorrect: "pin_incorrect",
+        pkcs11.exceptions.PinLenRange: "pin_incorrect",
+        pkcs11.exceptions.PinLocked: "pin_locked",
+        pkcs11.exceptions.PinExpired: "pin_locked",
+        pkcs11.exceptions.UserPinNotInitialized: "pin_locked",
+    }.get(type(e))
+    if kind is None and (type(e) is pkcs11.exceptions.PKCS11Error or isinstance(e, OSError)):
+        kind = "module"  # python-pkcs11 raises the bare base class when the module file does not load
+    what = {"no_token": "no such token", "pin_incorrect": "the PIN was refused",
+            "pin_locked": "the user PIN is locked, expired or not initialised",
+            "module": "the PKCS#11 module did not load"}.get(kind or "", "the token worker could not start")
+    detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return kind or "other", f"{what} ({detail})"
+
+
 class TokenSession:
     """A logged-in R/W session on one token, with private-key handles cached by label."""
 
     def __init__(self, cfg: TokenConfig) -> None:
-        token = _load(cfg).get_token(token_label=cfg.token_label)
-        try:
-            self.session = token.open(rw=True, user_pin=cfg.pin)
-        except pkcs11.exceptions.UserAlreadyLoggedIn:
-            # Login is token-wide: another session of this process already did it.
-            self.session = token.open(rw=True)
+        # Loading (C_Initialize), finding the token and logging in read and rewrite the
+        # token's files: one process at a time (see token_lock).
+        with token_lock.exclusive(cfg.module, cfg.softhsm2_conf, getattr(cfg, "timeout", 30.0)):
+            token = _load(cfg).get_token(token_label=cfg.token_label)
+            try:
+                self.session = token.open(rw=True, user_pin=cfg.pin)
+            except pkcs11.exceptions.UserAlreadyLoggedIn:
+                # Login is token-wide: another session of this process already did it.
+                self.session = token.open(rw=True)
         self._keys: dict[str, Any] = {}
         self._secrets: dict[str, Any] = {}
         self._unsupported: set[tuple[str, str, bytes]] = set()
@@ -326,10 +354,11 @@ class TokenSession:
 def worker_main(conn: Connection, cfg: Any) -> None:
     """Serve one worker process: log in once, then answer requests until EOF."""
     try:
-        session = TokenSession(cfg)
-        inventory = session.inventory()
+        with token_lock.exclusive(cfg.module, cfg.softhsm2_conf, getattr(cfg, "timeout", 30.0)):
+            session = TokenSession(cfg)
+            inventory = session.inventory()
     except Exception as e:  # noqa: BLE001
-        conn.send(("backend", f"token worker could not start: {type(e).__name__}: {e}"))
+        conn.send(("start", start_failure(e)))
         return
     conn.send(("ok", inventory))
     while True:

@@ -211,8 +211,8 @@ class Store(Protocol):
 
     async def mark_revocation_uploaded(self, request_contexts: list[str], when: dt.datetime) -> None: ...
 
-    async def revoked_entries(self) -> list[RevokedEntry]:
-        """Every revoked certificate, for the CRL."""
+    async def revoked_entries(self, *, valid_after: dt.datetime | None = None) -> list[RevokedEntry]:
+        """Every revoked certificate, for the CRL; with `valid_after`, only those whose notAfter is later."""
 
     async def revocation_state(self) -> RevocationState:
         """How many certificates are revoked and the latest revocation time, without reading them all."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -13,11 +15,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.publisher import CrlPublisher
 from scepd.keys.base import HashName
+from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key
 from scepd.keys.software import SoftwareKey
-from scepd.store.base import CertificateRecord, CertStatus
+from scepd.store.base import CertificateRecord, CertStatus, StoreError
 from scepd.store.sqlite import SqliteStore
 from tests.ca.conftest import NOW, make_ca
 
@@ -133,7 +137,7 @@ async def test_run_follows_revocations_made_by_another_process(
     publisher = CrlPublisher(ca, store, lifetime=LIFETIME, check_interval=0.02, clock=FakeClock())
     async with trio.open_nursery() as nursery:
         await nursery.start(publisher.run)
-        assert publisher.current is not None and publisher.current.number == 1  # published before started()
+        await wait_for_number(publisher, 1)  # signed just after started(), beside the serving daemon
         await trio.sleep(0.1)
         assert publisher.current.number == 1  # nothing changed, nothing re-signed
 
@@ -153,6 +157,7 @@ async def test_run_resigns_half_way_through_the_lifetime(ca: CertificateAuthorit
     with trio.move_on_after(10) as scope:  # cancellation ends the loop cleanly
         async with trio.open_nursery() as nursery:
             await nursery.start(publisher.run)
+            await wait_for_number(publisher, 1)
             clock.now = NOW + LIFETIME / 2 - dt.timedelta(seconds=1)
             await trio.sleep(0.1)
             assert publisher.current is not None and publisher.current.number == 1
@@ -172,6 +177,7 @@ async def test_run_survives_a_store_fault(
     with caplog.at_level(logging.WARNING, logger="scepd.crl"):
         async with trio.open_nursery() as nursery:
             await nursery.start(publisher.run)
+            await wait_for_number(publisher, 1)
             await store.close()  # every store call now raises StoreError
             await trio.sleep(0.1)
             assert publisher.current is not None and publisher.current.number == 1  # still served
@@ -183,7 +189,7 @@ async def test_a_follower_serves_the_stored_crl_and_picks_up_newer_ones(
     ca: CertificateAuthority, store: SqliteStore
 ) -> None:
     """A serving process beside the primary (server.processes): it never signs while the store has a CRL."""
-    primary = CrlPublisher(ca, store, lifetime=LIFETIME)
+    primary = CrlPublisher(ca, store, lifetime=LIFETIME, clock=FakeClock())
     signed = await primary.get()
     follower = CrlPublisher(ca, store, lifetime=LIFETIME, check_interval=0.05)
     async with trio.open_nursery() as nursery:
@@ -205,8 +211,149 @@ async def test_a_follower_serves_the_stored_crl_and_picks_up_newer_ones(
 
 async def test_a_follower_signs_only_when_the_store_has_no_crl(ca: CertificateAuthority, store: SqliteStore) -> None:
     assert await store.latest_crl() is None
-    follower = CrlPublisher(ca, store, lifetime=LIFETIME)
+    follower = CrlPublisher(ca, store, lifetime=LIFETIME, check_interval=0.3)
     async with trio.open_nursery() as nursery:
         await nursery.start(follower.follow)
+        await trio.sleep(0.15)
+        assert follower.current is None  # the primary gets a check interval to store its first one
+        await wait_for_number(follower, 1)
         nursery.cancel_scope.cancel()
     assert follower.current is not None and await store.latest_crl() == follower.current.der
+
+
+class GatedKey(SoftwareKey):
+    """Signs only once `gate` is set: a CRL build that takes as long as the test wants."""
+
+    def __init__(self) -> None:
+        super().__init__(ec.generate_private_key(ec.SECP256R1()))
+        self.gate = trio.Event()
+        self.gate.set()  # open while the CA certificate is made
+
+    async def sign(self, data: bytes, hash: HashName) -> bytes:
+        await self.gate.wait()
+        return await super().sign(data, hash)
+
+
+async def test_run_serves_the_stored_crl_while_it_signs_a_new_one(store: SqliteStore) -> None:
+    """A large store takes a while to list: start-up must not wait for it (issue 14)."""
+    key = GatedKey()
+    ca = await make_ca(key)
+    old = await CrlPublisher(ca, store, lifetime=LIFETIME, clock=FakeClock()).get()
+    key.gate = trio.Event()
+    await store.revoke(2, "superseded", NOW)
+    publisher = CrlPublisher(ca, store, lifetime=LIFETIME, check_interval=0.02, clock=FakeClock())
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(2):
+            await nursery.start(publisher.run)
+        assert publisher.current is not None and publisher.current.der == old.der  # served at once
+        await trio.sleep(0.05)
+        assert publisher.current.der == old.der  # the new one is still being signed
+        key.gate.set()
+        await wait_for_number(publisher, old.number + 1)
+        assert serials(publisher) == [2]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_crl_stored_by_another_ca_is_not_served(ca: CertificateAuthority, store: SqliteStore) -> None:
+    other = await make_ca(SoftwareKey(ec.generate_private_key(ec.SECP256R1())), "another CA")
+    foreign = await CrlPublisher(other, store, lifetime=LIFETIME).get()
+    publisher = CrlPublisher(ca, store, lifetime=LIFETIME, check_interval=0.02)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(publisher.run)
+        assert publisher.current is None or publisher.current.der != foreign.der
+        crl = await publisher.get()
+        assert x509.load_der_x509_crl(crl.der).issuer == ca.certificate.subject
+        nursery.cancel_scope.cancel()
+
+
+async def test_certificates_expired_for_a_crl_lifetime_leave_the_crl(ca: CertificateAuthority, tmp_path: Path) -> None:
+    """RFC 5280 5.1.2.6: an entry may go once it was on a scheduled CRL issued after the expiry."""
+    clock = FakeClock()
+    async with SqliteStore.open(tmp_path / "expiry.sqlite3") as store:
+        for serial, not_after in ((1, NOW - 2 * LIFETIME), (2, NOW - LIFETIME / 2), (3, NOW + LIFETIME)):
+            await store.put_issued(dataclasses.replace(record(serial), not_after=not_after))
+            await store.revoke(serial, "superseded", NOW - 3 * LIFETIME)
+        publisher = CrlPublisher(ca, store, lifetime=LIFETIME, clock=clock)
+        await publisher.refresh()
+        assert sorted(serials(publisher)) == [2, 3]  # 2 expired less than a lifetime ago: still listed
+        clock.now = NOW + LIFETIME
+        await publisher.refresh()
+        assert serials(publisher) == [3]
+
+
+class FlakyStore:
+    """The real store, whose revocation reads fail while `broken` is set (the store side of the loop)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.broken = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def revocation_state(self) -> object:
+        if self.broken:
+            raise StoreError("database is locked")
+        return await self._store.revocation_state()
+
+
+def _failures(cause: str) -> float:
+    return metrics.CRL_REFRESH_FAILURES.labels(cause)._value.get()
+
+
+async def test_a_store_fault_episode_is_logged_once_counted_and_retried_with_backoff(
+    ca: CertificateAuthority, store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = FlakyStore(store)
+    publisher = CrlPublisher(ca, flaky, lifetime=LIFETIME, check_interval=0.01, clock=FakeClock())  # type: ignore[arg-type]
+    before = _failures("store")
+    with caplog.at_level(logging.INFO, logger="scepd.crl"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(publisher.run)
+            await wait_for_number(publisher, 1)
+            flaky.broken = True
+            broken_at = trio.current_time()
+            with trio.fail_after(10):
+                while _failures("store") - before < 5:
+                    await trio.sleep(0.001)
+            # Pauses of 0.01, 0.02, 0.04 and 0.08 s between the five failures, not 0.01 each.
+            assert trio.current_time() - broken_at >= 0.15
+            flaky.broken = False
+            await store.revoke(1, "superseded", NOW)
+            with trio.fail_after(5):
+                while serials(publisher) != [1]:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    warnings = [r for r in caplog.records if "event=crl_refresh_failed" in r.getMessage()
+                and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "cause=store" in warnings[0].getMessage()
+    assert "event=crl_refresh_recovered" in caplog.text
+
+
+async def test_a_token_fault_on_the_real_token_does_not_end_the_loop(
+    token_config: Callable[..., TokenConfig], store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The CA key on SoftHSM2 behind a worker process that dies: the refresh fails, the loop goes on,
+    the next attempt gets a fresh worker and signs."""
+    cfg = token_config(1)
+    label = f"crl-fault-{uuid.uuid4().hex[:8]}"
+    generate_key(cfg, label, "ec", curve="P-256")
+    before = _failures("token")
+    async with TokenPool.open(cfg) as pool:
+        ca = await make_ca(pool.key(label))
+        publisher = CrlPublisher(ca, store, lifetime=LIFETIME, check_interval=0.02, clock=FakeClock())
+        with caplog.at_level(logging.INFO, logger="scepd.crl"):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(publisher.run)
+                await wait_for_number(publisher, 1)
+                pool._workers[0]._proc.kill()
+                await store.revoke(3, "keyCompromise", NOW)
+                with trio.fail_after(10):
+                    while serials(publisher) != [3]:
+                        await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    assert _failures("token") - before >= 1
+    assert "event=crl_refresh_failed cause=token" in caplog.text
+    assert "event=crl_refresh_recovered" in caplog.text
+    assert x509.load_der_x509_crl(publisher.current.der).is_signature_valid(  # type: ignore[union-attr]
+        ca.certificate.public_key())  # type: ignore[arg-type]

@@ -1,0 +1,121 @@
+"""What a failed `scepd` command prints and exits with.
+
+An operator (or systemd, through `RestartPreventExitStatus=`) must tell a
+wrong PIN from a port in use without reading a traceback: each start-up
+failure ends with ONE line naming the cause and its own exit code. The codes
+are listed in docs/operations-startup.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import sys
+import traceback
+from typing import TypeVar
+
+from scepd.config import ConfigError
+from scepd.keys.base import KeyBackendError
+from scepd.store.base import StoreError
+
+E = TypeVar("E", bound=BaseException)
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FAILURE = 1  # anything not listed below (a bug: run with --log-level debug for the traceback)
+    USAGE = 2  # bad command line or argument (argparse uses 2 as well)
+    CONFIG_UNREADABLE = 3  # the configuration, or a file or secret it names, cannot be read
+    CONFIG_INVALID = 4  # the configuration is not valid
+    STORE = 5  # the store cannot be opened
+    TOKEN_NOT_FOUND = 10  # no token with the configured label
+    PIN_INCORRECT = 11
+    PIN_LOCKED = 12  # PIN locked, expired or never set: an officer must act
+    KEY_MISSING = 13  # a configured key is not on the token, or does not match its certificate
+    TOKEN_WORKER = 14  # the token could not be opened otherwise (module does not load, worker, lock, fault)
+    LISTEN = 15  # a listening address is in use or cannot be bound
+
+
+class ListenError(Exception):
+    """A listener could not bind its address."""
+
+    def __init__(self, what: str, address: str, error: OSError) -> None:
+        super().__init__(f"cannot listen on {address} ({what}): {error.strerror or error}")
+        self.error = error
+
+
+class StartupError(Exception):
+    """A start-up failure already classified (`code`) by the code that saw it."""
+
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_TOKEN_KINDS = {
+    "no_token": ExitCode.TOKEN_NOT_FOUND,
+    "module": ExitCode.TOKEN_WORKER,
+    "pin_incorrect": ExitCode.PIN_INCORRECT,
+    "pin_locked": ExitCode.PIN_LOCKED,
+}
+_UNREADABLE = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR)
+_BIND = (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
+
+
+def _leaves(e: BaseException) -> list[BaseException]:
+    if isinstance(e, BaseExceptionGroup):
+        return [leaf for sub in e.exceptions for leaf in _leaves(sub)]
+    return [e]
+
+
+def first_leaf(e: BaseException, kind: type[E]) -> E | None:
+    """The first exception of `kind` in `e` or in the groups nested in it."""
+    return next((leaf for leaf in _leaves(e) if isinstance(leaf, kind)), None)
+
+
+def classify_one(e: BaseException) -> tuple[ExitCode, str]:
+    """The exit code and the one line for one (non-group) exception."""
+    from scepd.keys.pkcs11 import KeyMissing, TokenStartError
+
+    if isinstance(e, StartupError):
+        return e.code, str(e)
+    if isinstance(e, ListenError):
+        return ExitCode.LISTEN, str(e)
+    if isinstance(e, ConfigError):
+        if e.reason == "file not found":
+            return ExitCode.CONFIG_UNREADABLE, f"cannot read the configuration {e.key}: file not found"
+        return ExitCode.CONFIG_INVALID, f"invalid configuration: {e}"
+    if isinstance(e, TokenStartError):
+        return _TOKEN_KINDS.get(e.kind, ExitCode.TOKEN_WORKER), str(e)
+    if isinstance(e, KeyMissing):
+        return ExitCode.KEY_MISSING, str(e)
+    if isinstance(e, KeyBackendError):
+        return ExitCode.TOKEN_WORKER, f"token: {e}"
+    if isinstance(e, StoreError):
+        return ExitCode.STORE, f"store: {e}"
+    if isinstance(e, OSError):
+        if e.filename is not None and e.errno in _UNREADABLE:
+            return ExitCode.CONFIG_UNREADABLE, f"cannot read {e.filename}: {e.strerror}"
+        if e.filename is None and e.errno in _BIND:
+            return ExitCode.LISTEN, f"cannot listen: {e.strerror}"
+    if isinstance(e, (ValueError, FileExistsError)):
+        return ExitCode.USAGE, str(e)
+    return ExitCode.FAILURE, f"unexpected error: {type(e).__name__}: {e}"
+
+
+def classify(e: BaseException) -> tuple[ExitCode, str]:
+    """Unwrap Trio's exception groups; the first leaf with a known cause wins."""
+    found = [classify_one(leaf) for leaf in _leaves(e)]
+    for code, message in found:
+        if code is not ExitCode.FAILURE:
+            return code, message
+    return found[0]
+
+
+def report(e: BaseException, *, debug: bool) -> int:
+    """Print the one line (the traceback first with `debug`) and return the exit code."""
+    code, message = classify(e)
+    if debug:
+        traceback.print_exception(e, file=sys.stderr)
+    print(f"scepd: {message} (exit {int(code)})", file=sys.stderr, flush=True)
+    return int(code)
