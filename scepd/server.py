@@ -209,7 +209,10 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
                 client = intune_client(config.intune, pool, http)
                 intune_check = client.check
                 issuer = ca.certificate.subject.rfc4514_string()
-                intune = IntuneChallenge(client, store, certificate_authority=issuer)
+                # One name both ways: Intune files revocation requests under the
+                # issuingCertificateAuthority sent, and the sync filters on exactly it.
+                intune = IntuneChallenge(client, store, certificate_authority=issuer,
+                                         issuing_authority=config.intune.revocation_issuer_name)
                 sync = RevocationSync(
                     client,
                     store,

@@ -372,6 +372,12 @@ async def test_revocation_requests_are_applied_uploaded_and_listed_in_crl(
     [missing] = fake.revocation_results()[unknown]
     assert not missing.succeeded and missing.error_code == "CertificateNotFoundError"
     assert serial in serials(daemon_intune, "revoked")
+    # The daemon asks for exactly the name its success notification sent (the shared fake also
+    # serves this module's other daemon: every filter is a name some notification sent).
+    [success] = fake.notifications("success")["tid-wiped"]
+    sent = {n.body["issuingCertificateAuthority"] for ns in fake.notifications("success").values() for n in ns}
+    filters = {c.body["downloadParameters"]["issuerName"] for c in fake.calls("download")}
+    assert success.body["issuingCertificateAuthority"] in filters and filters <= sent
     # A second request for the same certificate: Conflict.
     again = fake.queue_revocation(format(serial, "X"), issuer_name=rep.certificates[0].issuer.rfc4514_string())
     await wait_for(lambda: bool(fake.revocation_results().get(again)))

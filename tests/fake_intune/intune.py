@@ -282,7 +282,8 @@ def download(fake: FakeIntune, parameters: dict[str, Json]) -> dict[str, Json]:
         return issuer is None or (item_issuer is not None and item_issuer.strip().lower() == issuer.strip().lower())
 
     with fake.lock:
-        items = [item for item in fake.state.revocations.values() if wanted(item.issuer_name)][:limit]
+        everything = fake.state.issuer_filter == "ignore"
+        items = [item for item in fake.state.revocations.values() if everything or wanted(item.issuer_name)][:limit]
         for item in items:
             item.deliveries += 1
         value = [item.wire() for item in items]
