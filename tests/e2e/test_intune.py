@@ -286,6 +286,22 @@ async def test_tokens_and_discovery_are_cached_and_refreshed_ahead_of_expiry(cli
     assert all(c.status == 200 for c in fake.calls("validate")[scep_calls:])  # ... so no 401 on the way
 
 
+async def test_tenant_without_pki_connector_still_validates_and_notifies(daemon_intune: Daemon, client: Client,
+                                                                          fake: FakeIntune) -> None:
+    fake.set_discovery(omit=["PkiConnectorFEService"])
+    fake.expire_tokens()  # the next call gets a 401, so the daemon rediscovers: now without the connector
+    rep, _ = await enroll(client, fake, "device-no-pki", tid="tid-no-pki")
+    assert rep.status is PkiStatus.SUCCESS, rep.fail_info_text
+    assert len(fake.notifications("success")["tid-no-pki"]) == 1
+    await wait_for(lambda: "event=intune_revocation_sync_off" in daemon_intune.log())
+    assert daemon_intune.alive()
+    fake.set_discovery()
+    fake.expire_tokens()  # rediscover with the connector, for the tests after this one
+    rep, _ = await enroll(client, fake, "device-pki-back", tid="tid-pki-back")
+    assert rep.status is PkiStatus.SUCCESS
+    await wait_for(lambda: "event=intune_revocation_sync_on" in daemon_intune.log())
+
+
 async def test_static_endpoint_beside_intune_endpoint(daemon_intune: Daemon, fake: FakeIntune) -> None:
     """One daemon, two SCEP paths: Intune devices on /intune, other clients on /scep with the static secret."""
     validations = len(fake.calls("validate"))

@@ -1,0 +1,64 @@
+"""The Intune client's answers to odd but legitimate replies, and its readiness probe."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from scepd.health import Check, Readiness
+from scepd.intune.client import IntuneClient
+from scepd.intune.errors import IntuneHttpError
+from tests.fake_intune.helpers import make_csr
+from tests.fake_intune.state import FakeIntune
+
+
+async def test_success_with_null_error_description_is_accepted(intune: IntuneClient, fake_intune: FakeIntune) -> None:
+    """Microsoft's C# client takes it; the Java one would not, and neither did scepd."""
+    fake_intune.fail("validate", 200, body={"code": "Success", "errorDescription": None})
+    verdict = await intune.validate("tid-null", make_csr("CN=device", "anything"))
+    assert verdict.success and verdict.description == ""
+
+
+async def test_a_missing_code_is_still_refused(intune: IntuneClient, fake_intune: FakeIntune) -> None:
+    from scepd.intune.errors import IntuneBadResponse
+
+    fake_intune.fail("validate", 200, body={"code": None, "errorDescription": None})
+    with pytest.raises(IntuneBadResponse):
+        await intune.validate("tid-null", make_csr("CN=device", "anything"))
+
+
+async def test_readiness_notes_a_missing_pki_connector_but_stays_ready(intune: IntuneClient,
+                                                                       fake_intune: FakeIntune) -> None:
+    fake_intune.set_discovery(omit=["PkiConnectorFEService"])
+    status, body = await Readiness([Check("intune", intune.check, timeout=5, cache_ok=0, cache_failed=0)]).report()
+    assert status == 200
+    assert "PkiConnectorFEService" in json.loads(body)["checks"]["intune"]["reason"]
+    fake_intune.set_discovery(omit=["ScepRequestValidationFEService"])
+    intune._forget_services()
+    status, body = await Readiness([Check("intune", intune.check, timeout=5, cache_ok=0, cache_failed=0)]).report()
+    assert status == 503
+
+
+async def test_every_exchange_is_logged_with_its_client_request_id(
+    intune: IntuneClient, fake_intune: FakeIntune, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="scepd.intune")
+    challenge = fake_intune.mint_challenge("CN=device", ttl=600, targeted=False)
+    verdict = await intune.validate("tid-log", make_csr("CN=device", challenge))
+    fake_intune.fail("validate", 500, times=None)
+    with pytest.raises(IntuneHttpError) as failed:
+        await intune.validate("tid-log-2", make_csr("CN=device", challenge))
+    sent = [c.headers["client-request-id"] for c in fake_intune.calls("validate")]
+    assert len(sent) == 2 and len(set(sent)) == 2
+    ok, refused = sent
+    lines = caplog.text.splitlines()
+    # A 200 exchange at debug; Intune's non-Success verdict as a warning with its code and text.
+    assert any("DEBUG" in line and f"client_request_id={ok}" in line and "status=200" in line for line in lines)
+    assert any("WARNING" in line and "event=intune_verdict" in line and f"client_request_id={ok}" in line
+               and f"code={verdict.code}" in line for line in lines)
+    # A failed exchange as a warning with the error Intune sent; the error carries the id too.
+    assert any("WARNING" in line and f"client_request_id={refused}" in line and "code=InternalError" in line
+               for line in lines)
+    assert failed.value.request_id == refused
