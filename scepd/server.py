@@ -42,6 +42,7 @@ from scepd.http.app import LEGACY_PATH, Background, Site, create_app
 from scepd.http.metrics_app import create_metrics_app
 from scepd.intune.auth import ClientCertificate, ClientSecret, Credential
 from scepd.intune.client import IntuneClient
+from scepd.intune.http import http_client
 from scepd.intune.revocation import RevocationSync
 from scepd.intune.step import IntuneChallenge
 from scepd.keys.base import HashName
@@ -186,12 +187,21 @@ def intune_client(settings: IntuneConfig, pool: TokenPool, http: httpx.AsyncClie
     return IntuneClient(settings.client, intune_credential(settings, pool), http)
 
 
+def intune_http(settings: IntuneConfig | None) -> httpx.AsyncClient:
+    """The HTTP client for every Intune call, through `intune.proxy` when one is set."""
+    if settings is None:
+        return httpx.AsyncClient()
+    credentials = (read_secret(settings.proxy_credentials_source)
+                   if settings.proxy_credentials_source is not None else None)
+    return http_client(proxy=settings.proxy, proxy_credentials=credentials, ca_bundle=settings.ca_bundle)
+
+
 @asynccontextmanager
 async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Site]:
     """Everything one process serves with; `primary=False` for a serving process beside the primary
     (scepd.serving), which runs no background loop of its own but follows the primary's CRL."""
     async with TokenPool.open(token_config(config)) as pool:
-        async with SqliteStore.open(config.store_path) as store, httpx.AsyncClient() as http:
+        async with SqliteStore.open(config.store_path) as store, intune_http(config.intune) as http:
             ca = load_ca(config, pool)
             intune: IntuneChallenge | None = None
             intune_check = None

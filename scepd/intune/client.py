@@ -59,6 +59,10 @@ class IntuneSettings:
     retries: int = 2  # further attempts after the first, for transport errors, 429 and 5xx
     backoff: float = 0.5  # first pause; doubles each retry
     max_retry_after: float = 10.0
+    # successNotification, all attempts together: past it the certificate is withheld and revoked.
+    # Microsoft's C# library waits up to 100 s (HttpClient's default) for its single attempt.
+    notification_budget: float = 100.0
+    assertion_algorithm: str = "PS256"  # client assertions: PS256 + x5t#S256, or RS256 + x5t
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,19 @@ def _retry_after(response: httpx.Response, cap: float) -> float | None:
         return min(max(float(value), 0.0), cap)
     except ValueError:
         return None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of `scepd intune check`."""
+
+    what: str
+    ok: bool
+    detail: str
+
+
+def _describe(e: IntuneError) -> str:
+    return f"{e}" + (f" (client-request-id {e.request_id})" if e.request_id else "")
 
 
 @dataclass(frozen=True)
@@ -286,6 +303,52 @@ class IntuneClient:
         if not await self.has_service(contract.PKI_PROVIDER):
             return f"revocation sync off: discovery lists no {contract.PKI_PROVIDER}"
         return None
+
+    async def diagnose(self) -> list[Finding]:
+        """What `scepd intune check` prints: each credential and permission tried in turn.
+
+        The Intune role is proved by a validateRequest whose certificateRequest is not a
+        CSR: Intune answers it (CertificateRequestDecodingFailed) only to a caller holding
+        scep_challenge_provider, and nothing can be issued from it."""
+        findings: list[Finding] = []
+
+        async def step(what: str, work: Callable[[], Any]) -> Any:
+            try:
+                result = await work()
+            except IntuneError as e:
+                findings.append(Finding(what, False, _describe(e)))
+                return None
+            return result
+
+        graph = await step("Entra token for Microsoft Graph", lambda: self.tokens.token(self.graph_scope))
+        if graph is not None:
+            findings.append(Finding("Entra token for Microsoft Graph", True, self.graph_scope))
+            services = await step("Graph Application.Read.All (Intune service discovery)", self._fresh_services)
+            if services is not None:
+                findings.append(Finding("Graph Application.Read.All (Intune service discovery)", True,
+                                        f"{len(services)} endpoints listed"))
+                for provider in (contract.SCEP_PROVIDER, contract.PKI_PROVIDER):
+                    uri = services.get(provider.lower())
+                    note = "" if uri else (" (required: no validation without it)" if provider == contract.SCEP_PROVIDER
+                                           else " (revocation sync stays off without it)")
+                    findings.append(Finding(f"discovered {provider}", uri is not None, (uri or "not listed") + note))
+        intune = await step("Entra token for Intune", lambda: self.tokens.token(self.intune_scope))
+        if intune is not None:
+            findings.append(Finding("Entra token for Intune", True, self.intune_scope))
+            if graph is not None and self._services and contract.SCEP_PROVIDER.lower() in self._services:
+                what = "Intune scep_challenge_provider (validateRequest with a non-CSR)"
+                verdict = await step(what, lambda: self.validate("scepd-intune-check-" + str(uuid.uuid4()),
+                                                                 b"scepd intune check: not a CSR"))
+                if verdict is not None:
+                    findings.append(Finding(what, True, f"Intune answered {verdict.code} "
+                                                        f"(client-request-id {verdict.request_id})"))
+        return findings
+
+    async def _fresh_services(self) -> dict[str, str]:
+        async with self._discovery_lock:
+            self._services = await self._discover()
+            self._discovered_at = self.clock()
+            return dict(self._services)
 
     # -- plumbing ---------------------------------------------------------------
 

@@ -6,6 +6,7 @@ never in a certificate issued without a Success validation.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -447,3 +448,51 @@ def test_revocation_survives_outage_and_restart(intune_state: Path, daemon_intun
             ).fetchall()
         assert (outcome, uploaded) == ("revoked", 1)
         assert "Traceback" not in again.log(), again.log()
+
+
+@pytest.fixture(scope="module")
+def cli_state(tmp_path_factory: pytest.TempPathFactory, fake: FakeIntune) -> Path:
+    """A configured state with no daemon running: the admin commands open token and store alone."""
+    state = tmp_path_factory.mktemp("scepd-intune-cli")
+    secret = state / "intune-client-secret"
+    secret.write_text(fake.client_secret or "")
+    init_state(state, CHALLENGE, extra_toml=intune_toml(fake, secret, interval=3600))
+    return state
+
+
+def intune_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    from tests.daemon import scepd
+
+    return scepd("intune", *args, "--config", str(state / "scepd.toml"), check=False)
+
+
+def test_intune_check_prints_endpoints_and_permissions(cli_state: Path, fake: FakeIntune) -> None:
+    out = intune_cli(cli_state, "check")
+    assert out.returncode == 0, out.stderr
+    assert fake.scep_service_url in out.stdout and fake.pki_service_url in out.stdout
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("ok") and "scep_challenge_provider" in line for line in lines), out.stdout
+    assert any(line.startswith("ok") and "Application.Read.All" in line for line in lines), out.stdout
+
+    fake.set_roles(intune=[])  # admin consent for the Intune role missing
+    try:
+        out = intune_cli(cli_state, "check")
+    finally:
+        fake.set_roles(intune=["scep_challenge_provider"])
+    assert out.returncode == 1
+    [failed] = [line for line in out.stdout.splitlines() if line.startswith("FAILED")]
+    assert "scep_challenge_provider" in failed and "HTTP 401" in failed and "client-request-id" in failed
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("status", [415, 500])
+def test_intune_sync_error_is_one_line(cli_state: Path, fake: FakeIntune, status: int) -> None:
+    fake.fail("download", status, times=None)
+    out = intune_cli(cli_state, "sync")
+    fake.clear_faults()
+    assert out.returncode == 1
+    assert "Traceback" not in out.stdout + out.stderr
+    # Log events before it carry each exchange's client-request-id; the error itself is one line.
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("scepd: intune sync: Intune: download_revocations: HTTP " + str(status))
+    assert "client-request-id" in line
