@@ -119,20 +119,26 @@ class IntuneChallenge:
         verdict: Verdict | None = None
         issuer = self.issuing_authority or issuing_authority_name(issued.certificate)
         request_id = ""
-        try:
-            verdict = await self.client.notify_success(
-                enrollment.transaction_id,
-                enrollment.csr_der,
-                issued.certificate,
-                ca_configuration=self.ca_configuration,
-                certificate_authority=self.certificate_authority,
-                issuing_authority=issuer,
-            )
-            detail, request_id = verdict.code, verdict.request_id
-        except IntuneError as e:
-            detail, request_id = f"{e.code}: {e}"[:200], e.request_id
+        budget = self.client.settings.notification_budget
+        detail = f"budget: no Success within {budget:g} s"
+        # One budget for every attempt: the device is waiting on this reply, and a certificate
+        # Intune has not acknowledged is not delivered, so past it the safe answer is FAILURE.
+        with trio.move_on_after(budget):
+            try:
+                verdict = await self.client.notify_success(
+                    enrollment.transaction_id,
+                    enrollment.csr_der,
+                    issued.certificate,
+                    ca_configuration=self.ca_configuration,
+                    certificate_authority=self.certificate_authority,
+                    issuing_authority=issuer,
+                )
+                detail, request_id = verdict.code, verdict.request_id
+            except IntuneError as e:
+                detail, request_id = f"{e.code}: {e}"[:200], e.request_id
         ok = verdict is not None and verdict.success
-        metrics.INTUNE_VERDICTS.labels("success_notification", (verdict.code if verdict else "error")[:64]).inc()
+        label = verdict.code if verdict else ("budget" if detail.startswith("budget") else "error")
+        metrics.INTUNE_VERDICTS.labels("success_notification", label[:64]).inc()
         # The issuer is recorded even when Intune did not answer Success: it may have kept the
         # notification anyway, and then files revocation requests under this name.
         await self._record(enrollment, issued.serial, NotificationKind.SUCCESS, ok, detail, issuer)

@@ -32,6 +32,7 @@ def intune_toml(fake: FakeIntune, secret_file: Path, interval: float) -> str:
         fake.config_snippet(f"file:{secret_file}")
         + "timeout_seconds = 2\n"
         + "retries = 2\n"
+        + "notification_budget_seconds = 3\n"
         + f"revocation_interval_seconds = {interval}\n"
         + "\n[endpoints.intune]\n"
         + f'path = "{INTUNE_PATH}"\n'
@@ -219,6 +220,23 @@ async def test_success_notification_failure_withholds_certificate(daemon_intune:
     assert status == "revoked"  # issued and stored, never delivered, so not left valid
     [(kind, delivered, detail)] = notifications(daemon_intune, "tid-unnotified")
     assert (kind, delivered) == ("success", 0) and "http_500" in detail
+
+
+async def test_success_notification_budget_bounds_the_wait_and_withholds(daemon_intune: Daemon, client: Client,
+                                                                          fake: FakeIntune) -> None:
+    """Each attempt alone fits its 2 s timeout, but three of them would take over 6 s: the 3 s budget
+    for the whole notification runs out first, and the certificate is revoked, not delivered."""
+    fake.slow("success", 1.9, times=100, status=500)
+    started = time.monotonic()
+    rep, _ = await enroll(client, fake, "device-budget", tid="tid-budget")
+    elapsed = time.monotonic() - started
+    fake.clear_faults()
+    assert rep.status is PkiStatus.FAILURE and "not delivered" in (rep.fail_info_text or "")
+    assert elapsed < 5.5, elapsed
+    [(serial, status)] = transaction_certificates(daemon_intune, "tid-budget")
+    assert status == "revoked"
+    [(kind, delivered, detail)] = notifications(daemon_intune, "tid-budget")
+    assert (kind, delivered) == ("success", 0) and detail.startswith("budget")
 
 
 async def test_policy_refusal_after_validation_notifies_failure(daemon_intune: Daemon, client: Client,
