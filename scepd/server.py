@@ -40,7 +40,7 @@ from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
 from scepd.health import Readiness
 from scepd.http.app import LEGACY_PATH, Background, Site, create_app
 from scepd.http.metrics_app import create_metrics_app
-from scepd.intune.auth import ClientCertificate, ClientSecret, Credential
+from scepd.intune.auth import ClientCertificate, ClientSecret, Credential, PssSigner
 from scepd.intune.client import IntuneClient
 from scepd.intune.http import http_client
 from scepd.intune.revocation import RevocationSync
@@ -48,6 +48,7 @@ from scepd.intune.step import IntuneChallenge
 from scepd.keys.base import HashName
 from scepd.keys.pkcs11 import TokenConfig, TokenPool
 from scepd.keys.uri import Pkcs11Uri
+from scepd.logs import fields
 from scepd.profiles import ProfileStep
 from scepd.reload import reload_config
 from scepd.store.base import Store
@@ -180,7 +181,13 @@ def intune_credential(settings: IntuneConfig, pool: TokenPool) -> Credential:
     signer = pool.key(key_label(settings.client_key))
     if signer.public_key != certificate.public_key():
         raise ValueError("intune.client_certificate does not match intune.client_key")
-    return ClientCertificate(certificate, signer)
+    algorithm = settings.client.assertion_algorithm
+    if algorithm == "PS256" and not isinstance(signer, PssSigner):
+        # The token backend signs PKCS#1 v1.5 only for now: say so once, and keep authenticating.
+        log.warning("event=intune_assertion_fallback %s", fields(
+            algorithm="RS256", reason="the key backend cannot sign RSA-PSS; intune.assertion_algorithm = RS256 silences this"))
+        algorithm = "RS256"
+    return ClientCertificate(certificate, signer, algorithm=algorithm)
 
 
 def intune_client(settings: IntuneConfig, pool: TokenPool, http: httpx.AsyncClient) -> IntuneClient:

@@ -7,9 +7,9 @@ the daemon's httpx client. Tokens are cached per scope and refreshed ahead of
 expiry; one lock per scope keeps a burst of enrollments from fetching the
 same token many times at once.
 
-A client certificate may stand in for the secret: the RS256 JWT assertion
-(contract §1.1) is signed by a `Signer`, so its private key can stay on the
-PKCS#11 token like the CA's.
+A client certificate may stand in for the secret: the JWT assertion (PS256 by
+default, RS256 by setting; contract §1.1) is signed by a `Signer`, so its
+private key can stay on the PKCS#11 token like the CA's.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 import trio
@@ -61,22 +61,51 @@ class ClientSecret:
         return "ClientSecret(<secret>)"
 
 
-class ClientCertificate:
-    """A JWT client assertion signed with the certificate's key (RS256)."""
+@runtime_checkable
+class PssSigner(Signer, Protocol):
+    """A key backend that can also sign RSASSA-PSS (MGF1 with the same hash, salt = digest length)."""
 
-    def __init__(self, certificate: x509.Certificate, signer: Signer, clock: Callable[[], float] = time.time) -> None:
+    async def sign_pss(self, data: bytes, hash: HashName) -> bytes: ...
+
+
+ASSERTION_ALGORITHMS = ("PS256", "RS256")
+
+
+class ClientCertificate:
+    """A JWT client assertion signed with the certificate's key.
+
+    PS256 with an `x5t#S256` header (SHA-256 thumbprint) is what Entra recommends
+    now; RS256 with the SHA-1 `x5t` stays available for older setups and for key
+    backends that cannot sign PSS."""
+
+    def __init__(
+        self,
+        certificate: x509.Certificate,
+        signer: Signer,
+        clock: Callable[[], float] = time.time,
+        *,
+        algorithm: str = "PS256",
+    ) -> None:
+        if algorithm not in ASSERTION_ALGORITHMS:
+            raise ValueError(f"client assertion algorithm must be one of {', '.join(ASSERTION_ALGORITHMS)}")
+        if algorithm == "PS256" and not isinstance(signer, PssSigner):
+            raise ValueError("PS256 needs a key backend that signs RSA-PSS")
         self.certificate = certificate
         self.signer = signer
         self.clock = clock
+        self.algorithm = algorithm
+
+    def header(self) -> dict[str, object]:
+        der = self.certificate.public_bytes(Encoding.DER)
+        header: dict[str, object] = {"alg": self.algorithm, "typ": "JWT"}
+        if self.algorithm == "PS256":
+            header["x5t#S256"] = b64url(hashlib.sha256(der).digest())
+        else:
+            header["x5t"] = b64url(hashlib.sha1(der).digest())
+        header["x5c"] = [base64.b64encode(der).decode("ascii")]
+        return header
 
     async def form(self, client_id: str, token_url: str) -> dict[str, str]:
-        der = self.certificate.public_bytes(Encoding.DER)
-        header = {
-            "alg": "RS256",
-            "typ": "JWT",
-            "x5t": b64url(hashlib.sha1(der).digest()),
-            "x5c": [base64.b64encode(der).decode("ascii")],
-        }
         now = int(self.clock())
         claims = {
             "aud": token_url,
@@ -87,11 +116,16 @@ class ClientCertificate:
             "exp": now + ASSERTION_LIFETIME,
         }
         signing_input = (
-            b64url(json.dumps(header, separators=(",", ":")).encode())
+            b64url(json.dumps(self.header(), separators=(",", ":")).encode())
             + "."
             + b64url(json.dumps(claims, separators=(",", ":")).encode())
         )
-        signature = await self.signer.sign(signing_input.encode("ascii"), HashName.SHA256)
+        data = signing_input.encode("ascii")
+        if self.algorithm == "PS256":
+            assert isinstance(self.signer, PssSigner)
+            signature = await self.signer.sign_pss(data, HashName.SHA256)
+        else:
+            signature = await self.signer.sign(data, HashName.SHA256)
         return {
             "client_assertion_type": JWT_BEARER,
             "client_assertion": signing_input + "." + b64url(signature),

@@ -6,6 +6,8 @@ never in a certificate issued without a Success validation.
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -361,11 +363,16 @@ def test_certificate_credential_signed_on_the_token(tmp_path_factory: pytest.Tem
 
     with running(state, CHALLENGE, path=INTUNE_PATH) as d:
         assert trio.run(enroll_one, d.url) is PkiStatus.SUCCESS
+        log = d.log()
     # The fake is shared: this module's Intune daemon (client secret) may fetch a token meanwhile.
     # This daemon has no secret configured, so its calls are the ones carrying an assertion.
     token_calls = [c for c in fake.calls("token")[tokens_before:] if "client_assertion" in c.body]
     assert token_calls and all(c.status == 200 for c in token_calls)
     assert all("client_secret" not in c.body for c in token_calls)
+    # PS256 by default; a key backend without RSA-PSS falls back to RS256, and says so.
+    algorithms = {json.loads(base64.urlsafe_b64decode(c.body["client_assertion"].split(".")[0] + "=="))["alg"]
+                  for c in token_calls}
+    assert algorithms == {"PS256"} or (algorithms == {"RS256"} and "event=intune_assertion_fallback" in log)
 
 
 def test_certmonger_enrolls_with_intune_challenge(daemon_intune: Daemon, fake: FakeIntune, tmp_path: Path) -> None:
