@@ -85,6 +85,7 @@ class State:
     notifications: dict[str, list[Notification]] = field(default_factory=dict)
     revocations: dict[str, RevocationItem] = field(default_factory=dict)  # requestContext -> item, in queue order
     results: dict[str, list[RevocationResult]] = field(default_factory=dict)
+    validated: set[str] = field(default_factory=set)  # transactionIds a validateRequest answered Success
     issuer_filter: str = "match"  # "ignore": downloads hand out every queued item, whatever issuerName asks
     clock_offset: float = 0.0
 
