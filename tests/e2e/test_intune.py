@@ -521,3 +521,27 @@ def test_intune_sync_error_is_one_line(cli_state: Path, fake: FakeIntune, status
     line = out.stderr.strip().splitlines()[-1]
     assert line.startswith("scepd: intune sync: Intune: download_revocations: HTTP " + str(status))
     assert "client-request-id" in line
+
+
+def test_intune_commands_and_daemon_wiring_use_the_configured_proxy(cli_state: Path, tmp_path: Path) -> None:
+    """The daemon and the admin commands build their Intune client the same way (server.intune_http),
+    with the proxy's credentials from a secret source; a fresh fake sees only proxied requests."""
+    from tests.intune.tinyproxy import VIA_NAME, tinyproxy
+
+    with running_fake_intune() as own, tinyproxy(tmp_path / "proxy") as proxy:
+        (cli_state / "proxy-credentials").write_text(f"{proxy.user}:{proxy.password}\n")
+        config = (cli_state / "scepd.toml").read_text()
+        start = config.index("[intune]")
+        end = config.index("[endpoints.intune]")
+        table = own.config_snippet(f"file:{cli_state / 'own-client-secret'}")
+        (cli_state / "own-client-secret").write_text(own.client_secret or "")
+        proxied = (config[:start] + table + f'proxy = "{proxy.url}"\nproxy_credentials = "file:proxy-credentials"\n\n'
+                   + config[end:])
+        (cli_state / "scepd-proxy.toml").write_text(proxied)
+        from tests.daemon import scepd
+
+        out = scepd("intune", "check", "--config", str(cli_state / "scepd-proxy.toml"), check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        calls = own.calls()
+    assert {c.route for c in calls} >= {"token", "discovery", "validate"}
+    assert all(VIA_NAME in c.headers.get("via", "") for c in calls)
