@@ -5,7 +5,8 @@ thread per call and still hide the HTTP exchange from our timeouts and
 metrics. The grant itself is one form POST, so it is spoken here directly on
 the daemon's httpx client. Tokens are cached per scope and refreshed ahead of
 expiry; one lock per scope keeps a burst of enrollments from fetching the
-same token many times at once.
+same token many times at once, and while one caller refreshes, the others use
+the still-valid old token instead of queueing behind the refresh.
 
 A client certificate may stand in for the secret: the JWT assertion (PS256 by
 default, RS256 by setting; contract §1.1) is signed by a `Signer`, so its
@@ -29,7 +30,7 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from scepd.intune.errors import IntuneAuthError, IntuneTransportError
+from scepd.intune.errors import IntuneAuthError, IntuneError, IntuneTransportError
 from scepd.keys.base import HashName, Signer
 
 log = logging.getLogger("scepd.intune")
@@ -171,12 +172,26 @@ class TokenSource:
         self._locks: dict[str, trio.Lock] = {}
 
     async def token(self, scope: str) -> str:
+        """The cached token; past its refresh time one caller fetches a new one while the
+        others go on with the old one as long as it is valid, so a slow or failing Entra
+        stalls no enrollment until the token really expires."""
+        cached = self._cache.get(scope)
+        if cached is not None and self.clock() < cached.refresh_at:
+            return cached.token
         lock = self._locks.setdefault(scope, trio.Lock())
+        if cached is not None and self.clock() < cached.expires_at and lock.locked():
+            return cached.token  # being refreshed
         async with lock:
             cached = self._cache.get(scope)
             if cached is not None and self.clock() < cached.refresh_at:
                 return cached.token
-            fresh = await self._fetch(scope)
+            try:
+                fresh = await self._fetch(scope)
+            except IntuneError as e:
+                if cached is not None and self.clock() < cached.expires_at:
+                    log.warning("event=intune_token_refresh_failed error=%s using=cached", e.code)
+                    return cached.token
+                raise
             self._cache[scope] = fresh
             return fresh.token
 

@@ -499,9 +499,10 @@ class IntuneClient:
                                 result=result, status=status))
                             raise IntuneBadResponse(f"{action}: the answer is not a JSON object")
                         result = "ok"
-                        log.debug("event=intune_call %s", fields(
-                            action=action, client_request_id=request_id, attempt=attempt + 1, result=result,
-                            status=status, seconds=f"{self.clock() - sent:.3f}"))
+                        if log.isEnabledFor(logging.DEBUG):  # the common case: skip formatting the fields
+                            log.debug("event=intune_call %s", fields(
+                                action=action, client_request_id=request_id, attempt=attempt + 1, result=result,
+                                status=status, seconds=f"{self.clock() - sent:.3f}"))
                         return _Reply(action, answer, request_id)
                     if discovered:
                         self._forget_services()

@@ -14,6 +14,7 @@ them queue for a connection rather than for Intune.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 
@@ -21,6 +22,11 @@ import httpx
 
 MAX_CONNECTIONS = 256
 MAX_KEEPALIVE = 128
+
+# httpx logs every request at INFO: a second line per Intune call beside scepd's own
+# event=intune_call (which carries the client-request-id), and a measurable share of the
+# CPU an Intune enrollment costs the event loop under load (bench/intune_load.py).
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def http_client(

@@ -62,3 +62,28 @@ async def test_every_exchange_is_logged_with_its_client_request_id(
     assert any("WARNING" in line and f"client_request_id={refused}" in line and "code=InternalError" in line
                for line in lines)
     assert failed.value.request_id == refused
+
+
+async def test_a_token_refresh_stalls_only_the_caller_that_refreshes(intune: IntuneClient,
+                                                                     fake_intune: FakeIntune) -> None:
+    """Past the refresh time (half of a short lifetime) Entra answers slowly: other calls go on with
+    the still-valid token instead of queueing behind the refresh."""
+    import trio
+
+    fake_intune.set_token_lifetime(4)
+    await intune.tokens.token(intune.intune_scope)
+    await trio.sleep(2.1)  # past refresh_at (2 s), before expiry (4 s)
+    fake_intune.slow("token", 1.5)
+    waits: list[float] = []
+
+    async def one() -> None:
+        started = trio.current_time()
+        await intune.tokens.token(intune.intune_scope)
+        waits.append(trio.current_time() - started)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(one)
+    waits.sort()
+    assert waits[-1] >= 1.4  # the refresher waited for Entra
+    assert all(w < 0.2 for w in waits[:-1]), waits  # nobody else did
