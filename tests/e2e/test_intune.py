@@ -435,6 +435,25 @@ async def test_revocation_requests_are_applied_uploaded_and_listed_in_crl(
             await trio.sleep(0.2)
 
 
+async def test_revocation_loop_outlives_an_intune_outage_while_the_daemon_serves(
+    daemon_intune: Daemon, client: Client, fake: FakeIntune
+) -> None:
+    mark = len(daemon_intune.log())
+    fake.fail("download", 500, times=None)
+    rep, _ = await enroll(client, fake, "device-outage", tid="tid-outage")
+    assert rep.status is PkiStatus.SUCCESS  # the daemon serves through the sync's outage
+    context = fake.revoke_notified("tid-outage")
+    await wait_for(lambda: daemon_intune.log()[mark:].count("event=intune_revocation_sync_failed") >= 1)
+    await trio.sleep(1.0)  # several more failed rounds at the 0.3 s interval
+    fake.clear_faults()
+    await wait_for(lambda: bool(fake.revocation_results().get(context)))
+    await wait_for(lambda: "event=intune_revocation_sync_recovered" in daemon_intune.log()[mark:])
+    log = daemon_intune.log()[mark:]
+    assert log.count("event=intune_revocation_sync_failed") == 1, log  # once per episode
+    assert "kind=http_500" in log and daemon_intune.alive()
+    assert rep.certificates[0].serial_number in serials(daemon_intune, "revoked")
+
+
 def test_revocation_survives_outage_and_restart(intune_state: Path, daemon_intune: Daemon, fake: FakeIntune) -> None:
     """Uploads fail, the daemon restarts, Intune re-offers the request: it is applied once and
     acknowledged once, with its first outcome (not a Conflict)."""
