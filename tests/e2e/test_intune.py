@@ -529,8 +529,8 @@ def test_intune_check_prints_endpoints_and_permissions(cli_state: Path, fake: Fa
     assert "Traceback" not in out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("status", [415, 500])
-def test_intune_sync_error_is_one_line(cli_state: Path, fake: FakeIntune, status: int) -> None:
+def test_intune_sync_error_is_one_line(cli_state: Path, fake: FakeIntune) -> None:
+    status = 415  # what Intune answered when `scepd intune sync` printed a traceback
     fake.fail("download", status, times=None)
     out = intune_cli(cli_state, "sync")
     fake.clear_faults()
