@@ -389,14 +389,6 @@ class IntuneClient:
                 raise IntuneServiceNotFound(f"Graph discovery does not list {provider}")
             return uri
 
-    async def services(self) -> dict[str, str]:
-        """The discovered provider map (lower-cased names), discovering if need be."""
-        try:
-            await self._service(contract.SCEP_PROVIDER)
-        except IntuneServiceNotFound:
-            pass
-        return dict(self._services or {})
-
     async def has_service(self, provider: str) -> bool:
         try:
             await self._service(provider)

@@ -190,3 +190,16 @@ async def test_without_the_pki_connector_sync_is_off_and_says_so(
     assert fake_intune.calls("download") == []
     # Readiness still passes, with a note.
     assert "revocation sync off" in (await intune.check() or "")
+
+
+async def test_names_sent_before_the_ledger_kept_them_come_from_the_certificates(
+    intune: IntuneClient, store: SqliteStore
+) -> None:
+    old, new = Ca("scepd CA 2023"), Ca("scepd CA 2025")
+    await issue(store, old, "legacy-device", legacy=True)
+    await issue(store, new, "device")
+    sync = RevocationSync(intune, store, issuer_name=issuing_authority_name(new.certificate))
+    assert await sync.issuer_names() == [issuing_authority_name(new.certificate),
+                                         issuing_authority_name(old.certificate)]
+    assert [n.issuer for n in await store.notifications("tid-legacy-device")] == [
+        issuing_authority_name(old.certificate)]  # filled in once, kept
