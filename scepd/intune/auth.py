@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepd.intune.errors import IntuneAuthError, IntuneError, IntuneTransportError
 from scepd.keys.base import HashName, Signer
+from scepd.logs import fields
 
 log = logging.getLogger("scepd.intune")
 
@@ -211,22 +212,52 @@ class TokenSource:
                 # A fresh assertion each try: it carries its own jti and a 60 s life.
                 form = {"grant_type": "client_credentials", "client_id": self.client_id, "scope": scope}
                 form.update(await self.credential.form(self.client_id, self.token_url))
+                request_id = str(uuid.uuid4())  # Entra takes MSAL's correlation header too
+                headers = {"client-request-id": request_id, "return-client-request-id": "true"}
                 try:
-                    response = await self.http.post(self.token_url, data=form, timeout=self.timeout)
+                    response = await self.http.post(self.token_url, data=form, headers=headers, timeout=self.timeout)
                 except httpx.TransportError as e:
                     result = "transport"
-                    failure: Exception = IntuneTransportError("token", f"token endpoint unreachable: {type(e).__name__}")
+                    failure: IntuneError = IntuneTransportError(
+                        "token", f"token endpoint unreachable: {type(e).__name__}")
+                    failure.request_id = request_id
+                    log.warning("event=intune_call %s", fields(action="token", client_request_id=request_id,
+                                                                attempt=attempt + 1, result=result,
+                                                                error=type(e).__name__))
                     continue
                 if response.status_code == 429 or response.status_code >= 500:
                     result = f"http_{response.status_code}"
                     failure = IntuneAuthError(f"token endpoint answered HTTP {response.status_code}")
+                    failure.request_id = request_id
+                    self._log_refusal(response, request_id, attempt, result)
                     continue
-                cached, result = self._parse(response)
+                try:
+                    cached, result = self._parse(response)
+                except IntuneError as e:
+                    e.request_id = request_id
+                    self._log_refusal(response, request_id, attempt, f"http_{response.status_code}")
+                    raise
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("event=intune_call %s", fields(action="token", client_request_id=request_id,
+                                                             attempt=attempt + 1, result="ok", status=200))
                 return cached
             raise failure
         finally:
             if self.observe is not None:
                 self.observe("token", result, self.clock() - started)
+
+    @staticmethod
+    def _log_refusal(response: httpx.Response, request_id: str, attempt: int, result: str) -> None:
+        """Entra's `error` and `error_description` (AADSTS code and text; no secret in them)."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        log.warning("event=intune_call %s", fields(
+            action="token", client_request_id=request_id, attempt=attempt + 1, result=result,
+            code=str(body.get("error", ""))[:80] or None,
+            error_description=str(body.get("error_description", "")).splitlines()[0][:300] or None))
 
     def _parse(self, response: httpx.Response) -> tuple[_Cached, str]:
         try:

@@ -87,3 +87,25 @@ async def test_a_token_refresh_stalls_only_the_caller_that_refreshes(intune: Int
     waits.sort()
     assert waits[-1] >= 0.65  # the refresher waited for Entra
     assert all(w < 0.1 for w in waits[:-1]), waits  # nobody else did
+
+
+async def test_a_refused_token_request_is_logged_with_its_id_and_entras_error(
+    fake_intune: FakeIntune, caplog: pytest.LogCaptureFixture
+) -> None:
+    import httpx
+
+    from scepd.intune.auth import ClientSecret
+    from scepd.intune.errors import IntuneAuthError
+    from tests.intune.conftest import settings_for
+
+    caplog.set_level(logging.INFO, logger="scepd.intune")
+    async with httpx.AsyncClient() as http:
+        client = IntuneClient(settings_for(fake_intune), ClientSecret("not-the-secret"), http)
+        with pytest.raises(IntuneAuthError) as refused:
+            await client.validate("tid", make_csr("CN=device", "x"))
+    [call] = fake_intune.calls("token")
+    sent = call.headers["client-request-id"]
+    assert refused.value.request_id == sent
+    [line] = [r.getMessage() for r in caplog.records if "action=token" in r.getMessage()]
+    assert f"client_request_id={sent}" in line and "code=invalid_client" in line and "AADSTS" in line
+    assert "not-the-secret" not in caplog.text
