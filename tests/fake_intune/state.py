@@ -288,6 +288,11 @@ class FakeIntune:
         with self.lock:
             return [copy.copy(c) for c in self.state.challenges.values()]
 
+    def challenge(self, value: str) -> Challenge:
+        """One challenge, by value (KeyError if it was never minted)."""
+        with self.lock:
+            return copy.copy(self.state.challenges[value])
+
     # -- revocation --------------------------------------------------------------------
 
     def queue_revocation(
