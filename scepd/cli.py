@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -439,12 +440,43 @@ def cmd_challenge_mint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _intune_errors(command):  # type: ignore[no-untyped-def]
+    """Every `scepd intune ...` command ends an error with one line naming the cause, never a
+    traceback (unless --log-level debug, which logs it): the operator reads it in a terminal."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from scepd.intune.errors import IntuneError
+
+        try:
+            return int(command(args))
+        except (SystemExit, KeyboardInterrupt, ConfigError):
+            raise
+        except BaseException as e:  # noqa: BLE001 - reported in one line below
+            cause = _first_error(e)
+            logging.getLogger("scepd.cli").debug("intune command failed", exc_info=True)
+            detail = str(cause).splitlines()[0] if str(cause) else ""
+            if isinstance(cause, IntuneError):
+                text = f"Intune: {detail}" + (f" (client-request-id {cause.request_id})" if cause.request_id else "")
+            else:
+                text = f"{type(cause).__name__}: {detail}".rstrip(": ")
+            print(f"scepd: intune {args.sub}: {text}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _first_error(e: BaseException) -> BaseException:
+    """The exception itself, or the first leaf of a trio exception group."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return e
+
+
 def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def]
     """Run `work(client, store, ca_subject, intune_config)` with the daemon's Intune client, token and store."""
-    import httpx
-
     from scepd.keys.pkcs11 import TokenPool
-    from scepd.server import intune_client, load_ca, token_config
+    from scepd.server import intune_client, intune_http, load_ca, token_config
     from scepd.store.sqlite import SqliteStore
 
     config = _config(args)
@@ -454,7 +486,7 @@ def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def
 
     async def main():  # type: ignore[no-untyped-def]
         async with TokenPool.open(token_config(config)) as pool:
-            async with SqliteStore.open(config.store_path) as store, httpx.AsyncClient() as http:
+            async with SqliteStore.open(config.store_path) as store, intune_http(settings) as http:
                 ca = load_ca(config, pool)
                 issuer = ca.certificate.subject.rfc4514_string()
                 return await work(intune_client(settings, pool, http), store, issuer, settings)
@@ -462,21 +494,22 @@ def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def
     return trio.run(main)
 
 
+@_intune_errors
 def cmd_intune_check(args: argparse.Namespace) -> int:
-    from scepd.intune.errors import IntuneError
-
     async def check(client, store, issuer, settings):  # type: ignore[no-untyped-def]
-        try:
-            await client.check()
-        except IntuneError as e:
-            print(f"scepd: Intune is not usable: {e}", file=sys.stderr)
+        findings = await client.diagnose()
+        for f in findings:
+            print(f"{'ok    ' if f.ok else 'FAILED'} {f.what}: {f.detail}")
+        required = [f for f in findings if not f.ok and "PkiConnectorFEService" not in f.what]
+        if required or not any(f.what.startswith("Intune scep_challenge_provider") for f in findings):
+            print("scepd: intune check: Intune is not usable (see the FAILED lines)", file=sys.stderr)
             return 1
-        print("Intune: tokens obtained; discovery lists the SCEP validation and PKI connector services")
         return 0
 
     return int(_with_intune(args, check))
 
 
+@_intune_errors
 def cmd_intune_credential(args: argparse.Namespace) -> int:
     from scepd.intune.credential import create_app_credential
     from scepd.server import token_config
@@ -491,6 +524,7 @@ def cmd_intune_credential(args: argparse.Namespace) -> int:
     return 0
 
 
+@_intune_errors
 def cmd_intune_notifications(args: argparse.Namespace) -> int:
     from scepd.store.sqlite import SqliteStore
 
@@ -508,6 +542,7 @@ def cmd_intune_notifications(args: argparse.Namespace) -> int:
     return 0
 
 
+@_intune_errors
 def cmd_intune_sync(args: argparse.Namespace) -> int:
     from scepd.intune.revocation import RevocationSync
 

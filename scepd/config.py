@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography import x509
 
@@ -88,6 +89,9 @@ class IntuneConfig:
     revocation_interval_seconds: float
     revocation_batch: int
     revocation_issuer_name: str | None  # None: the CA certificate's subject
+    proxy: str | None = None  # http(s)://host:port for Entra, Graph and Intune; None: the environment's
+    proxy_credentials_source: str | None = None  # file:/env:/credential: holding "user:password"
+    ca_bundle: Path | None = None  # PEM roots to trust instead of the system's (TLS-inspecting proxies)
 
 
 @dataclass(frozen=True)
@@ -304,6 +308,25 @@ def _intune(r: _Reader, resolve: Any) -> IntuneConfig:
     batch = r.get("revocation_batch", int, 100)
     if not 1 <= batch <= contract.MAX_REVOCATION_BATCH:
         raise ConfigError(r.key("revocation_batch"), f"must be between 1 and {contract.MAX_REVOCATION_BATCH}")
+    budget = r.get("notification_budget_seconds", (int, float), 100)
+    if not 1 <= budget <= 600:
+        raise ConfigError(r.key("notification_budget_seconds"), "must be between 1 and 600")
+    algorithm = r.get("assertion_algorithm", str, "PS256")
+    if algorithm not in ("PS256", "RS256"):
+        raise ConfigError(r.key("assertion_algorithm"), "must be PS256 or RS256")
+    proxy = r.get("proxy", str, None)
+    if proxy is not None:
+        parts = urlsplit(proxy)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(r.key("proxy"), "must be an http(s)://host:port URL")
+        if parts.username or parts.password:
+            raise ConfigError(r.key("proxy"), "carries no credentials; put user:password in proxy_credentials")
+    proxy_credentials = _secret_source(r, "proxy_credentials")
+    if proxy_credentials and proxy_credentials.startswith("file:"):
+        proxy_credentials = f"file:{resolve(proxy_credentials[5:])}"
+    if proxy_credentials is not None and proxy is None:
+        raise ConfigError(r.key("proxy_credentials"), "needs intune.proxy")
+    ca_bundle = r.get("ca_bundle", str, None)
     config = IntuneConfig(
         client=IntuneSettings(
             tenant=r.get("tenant", str),
@@ -315,6 +338,8 @@ def _intune(r: _Reader, resolve: Any) -> IntuneConfig:
             intune_app_id=r.get("intune_app_id", str, contract.INTUNE_APP_ID),
             timeout=float(timeout),
             retries=retries,
+            notification_budget=float(budget),
+            assertion_algorithm=algorithm,
         ),
         client_secret_source=secret,
         client_certificate=resolve(cert) if cert else None,
@@ -322,6 +347,9 @@ def _intune(r: _Reader, resolve: Any) -> IntuneConfig:
         revocation_interval_seconds=float(interval),
         revocation_batch=batch,
         revocation_issuer_name=r.get("revocation_issuer_name", str, None),
+        proxy=proxy,
+        proxy_credentials_source=proxy_credentials,
+        ca_bundle=resolve(ca_bundle) if ca_bundle else None,
     )
     r.done()
     return config

@@ -24,7 +24,7 @@ from scepd import metrics
 
 log = logging.getLogger("scepd.health")
 
-Probe = Callable[[], Awaitable[None]]
+Probe = Callable[[], Awaitable[str | None]]  # a probe may return a note for a passing check
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,13 @@ class Check:
     async def _probe(self) -> CheckResult:
         try:
             with trio.fail_after(self.timeout):
-                await self.probe()
+                note = await self.probe()
         except trio.TooSlowError:
             return CheckResult(self.name, False, f"no answer within {self.timeout:g} s")
         except Exception as e:  # any fault of the dependency is a reason, never a crash of the probe
             text = str(e).splitlines()[0] if str(e) else ""
             return CheckResult(self.name, False, f"{type(e).__name__}: {text}"[:200])
-        return CheckResult(self.name, True, "ok")
+        return CheckResult(self.name, True, note or "ok")
 
 
 class Readiness:

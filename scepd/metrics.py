@@ -109,9 +109,21 @@ INTUNE_VERDICTS = Counter(
 )
 INTUNE_REVOCATIONS = Counter(
     "scepd_intune_revocation_requests_total",
-    "Revocation requests pulled from Intune, by outcome (revoked, not_found, already_revoked).",
+    "Revocation requests pulled from Intune, by outcome (revoked, not_found, already_revoked, foreign_issuer).",
     ["outcome"],
     registry=REGISTRY,
+)
+INTUNE_REVOCATION_SYNC_ERRORS = Counter(
+    "scepd_intune_revocation_sync_errors_total",
+    "Intune revocation sync rounds that failed, by kind (an Intune error code, store, token, ...).",
+    ["kind"],
+    registry=REGISTRY,
+)
+INTUNE_REVOCATION_SYNC_ENABLED = Gauge(
+    "scepd_intune_revocation_sync_enabled",
+    "1 while Intune revocation sync runs; 0 while discovery lists no PkiConnectorFEService for the tenant.",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
 )
 
 # Store-derived gauges: refreshed from the store when scraped (`refresh_store_gauges`).

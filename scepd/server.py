@@ -41,13 +41,15 @@ from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
 from scepd.health import Readiness
 from scepd.http.app import LEGACY_PATH, Background, Site, create_app
 from scepd.http.metrics_app import create_metrics_app
-from scepd.intune.auth import ClientCertificate, ClientSecret, Credential
+from scepd.intune.auth import ClientCertificate, ClientSecret, Credential, PssSigner
 from scepd.intune.client import IntuneClient
+from scepd.intune.http import http_client
 from scepd.intune.revocation import RevocationSync
 from scepd.intune.step import IntuneChallenge
 from scepd.keys.base import HashName, KeyBackendError
 from scepd.keys.pkcs11 import Pkcs11Key, TokenConfig, TokenPool
 from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
+from scepd.logs import fields
 from scepd.profiles import ProfileStep
 from scepd.reload import reload_config
 from scepd.store.base import Store
@@ -222,11 +224,26 @@ def intune_credential(settings: IntuneConfig, pool: TokenPool) -> Credential:
     signer = pool.key(key_label(settings.client_key))
     if signer.public_key != certificate.public_key():
         raise ValueError("intune.client_certificate does not match intune.client_key")
-    return ClientCertificate(certificate, signer)
+    algorithm = settings.client.assertion_algorithm
+    if algorithm == "PS256" and not isinstance(signer, PssSigner):
+        # The token backend signs PKCS#1 v1.5 only for now: say so once, and keep authenticating.
+        log.warning("event=intune_assertion_fallback %s", fields(
+            algorithm="RS256", reason="the key backend cannot sign RSA-PSS; intune.assertion_algorithm = RS256 silences this"))
+        algorithm = "RS256"
+    return ClientCertificate(certificate, signer, algorithm=algorithm)
 
 
 def intune_client(settings: IntuneConfig, pool: TokenPool, http: httpx.AsyncClient) -> IntuneClient:
     return IntuneClient(settings.client, intune_credential(settings, pool), http)
+
+
+def intune_http(settings: IntuneConfig | None) -> httpx.AsyncClient:
+    """The HTTP client for every Intune call, through `intune.proxy` when one is set."""
+    if settings is None:
+        return httpx.AsyncClient()
+    credentials = (read_secret(settings.proxy_credentials_source)
+                   if settings.proxy_credentials_source is not None else None)
+    return http_client(proxy=settings.proxy, proxy_credentials=credentials, ca_bundle=settings.ca_bundle)
 
 
 @asynccontextmanager
@@ -235,7 +252,7 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
     (scepd.serving), which runs no background loop of its own but follows the primary's CRL."""
     async with TokenPool.open(token_config(config)) as pool:
         await check_key_uris(config, pool)
-        async with SqliteStore.open(config.store_path) as store, httpx.AsyncClient() as http:
+        async with SqliteStore.open(config.store_path) as store, intune_http(config.intune) as http:
             try:
                 ca = load_ca(config, pool)
             except ValueError as e:  # a certificate that is not for its key, or not a CA
@@ -263,7 +280,10 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
                 client = intune_client(config.intune, pool, http)
                 intune_check = client.check
                 issuer = ca.certificate.subject.rfc4514_string()
-                intune = IntuneChallenge(client, store, certificate_authority=issuer)
+                # One name both ways: Intune files revocation requests under the
+                # issuingCertificateAuthority sent, and the sync filters on exactly it.
+                intune = IntuneChallenge(client, store, certificate_authority=issuer,
+                                         issuing_authority=config.intune.revocation_issuer_name)
                 sync = RevocationSync(
                     client,
                     store,

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(softhsm2 opensc openssl certmonger scep sqlite3 python3-venv systemd prometheus)
+debs=(softhsm2 opensc openssl certmonger scep sqlite3 python3-venv systemd prometheus tinyproxy)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,11 +5,12 @@ thread per call and still hide the HTTP exchange from our timeouts and
 metrics. The grant itself is one form POST, so it is spoken here directly on
 the daemon's httpx client. Tokens are cached per scope and refreshed ahead of
 expiry; one lock per scope keeps a burst of enrollments from fetching the
-same token many times at once.
+same token many times at once, and while one caller refreshes, the others use
+the still-valid old token instead of queueing behind the refresh.
 
-A client certificate may stand in for the secret: the RS256 JWT assertion
-(contract §1.1) is signed by a `Signer`, so its private key can stay on the
-PKCS#11 token like the CA's.
+A client certificate may stand in for the secret: the JWT assertion (PS256 by
+default, RS256 by setting; contract §1.1) is signed by a `Signer`, so its
+private key can stay on the PKCS#11 token like the CA's.
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from scepd.intune.errors import IntuneAuthError, IntuneTransportError
+from scepd.intune.errors import IntuneAuthError, IntuneError, IntuneTransportError
 from scepd.keys.base import HashName, Signer
+from scepd.logs import fields
 
 log = logging.getLogger("scepd.intune")
 
@@ -61,22 +63,51 @@ class ClientSecret:
         return "ClientSecret(<secret>)"
 
 
-class ClientCertificate:
-    """A JWT client assertion signed with the certificate's key (RS256)."""
+@runtime_checkable
+class PssSigner(Signer, Protocol):
+    """A key backend that can also sign RSASSA-PSS (MGF1 with the same hash, salt = digest length)."""
 
-    def __init__(self, certificate: x509.Certificate, signer: Signer, clock: Callable[[], float] = time.time) -> None:
+    async def sign_pss(self, data: bytes, hash: HashName) -> bytes: ...
+
+
+ASSERTION_ALGORITHMS = ("PS256", "RS256")
+
+
+class ClientCertificate:
+    """A JWT client assertion signed with the certificate's key.
+
+    PS256 with an `x5t#S256` header (SHA-256 thumbprint) is what Entra recommends
+    now; RS256 with the SHA-1 `x5t` stays available for older setups and for key
+    backends that cannot sign PSS."""
+
+    def __init__(
+        self,
+        certificate: x509.Certificate,
+        signer: Signer,
+        clock: Callable[[], float] = time.time,
+        *,
+        algorithm: str = "PS256",
+    ) -> None:
+        if algorithm not in ASSERTION_ALGORITHMS:
+            raise ValueError(f"client assertion algorithm must be one of {', '.join(ASSERTION_ALGORITHMS)}")
+        if algorithm == "PS256" and not isinstance(signer, PssSigner):
+            raise ValueError("PS256 needs a key backend that signs RSA-PSS")
         self.certificate = certificate
         self.signer = signer
         self.clock = clock
+        self.algorithm = algorithm
+
+    def header(self) -> dict[str, object]:
+        der = self.certificate.public_bytes(Encoding.DER)
+        header: dict[str, object] = {"alg": self.algorithm, "typ": "JWT"}
+        if self.algorithm == "PS256":
+            header["x5t#S256"] = b64url(hashlib.sha256(der).digest())
+        else:
+            header["x5t"] = b64url(hashlib.sha1(der).digest())
+        header["x5c"] = [base64.b64encode(der).decode("ascii")]
+        return header
 
     async def form(self, client_id: str, token_url: str) -> dict[str, str]:
-        der = self.certificate.public_bytes(Encoding.DER)
-        header = {
-            "alg": "RS256",
-            "typ": "JWT",
-            "x5t": b64url(hashlib.sha1(der).digest()),
-            "x5c": [base64.b64encode(der).decode("ascii")],
-        }
         now = int(self.clock())
         claims = {
             "aud": token_url,
@@ -87,11 +118,16 @@ class ClientCertificate:
             "exp": now + ASSERTION_LIFETIME,
         }
         signing_input = (
-            b64url(json.dumps(header, separators=(",", ":")).encode())
+            b64url(json.dumps(self.header(), separators=(",", ":")).encode())
             + "."
             + b64url(json.dumps(claims, separators=(",", ":")).encode())
         )
-        signature = await self.signer.sign(signing_input.encode("ascii"), HashName.SHA256)
+        data = signing_input.encode("ascii")
+        if self.algorithm == "PS256":
+            assert isinstance(self.signer, PssSigner)
+            signature = await self.signer.sign_pss(data, HashName.SHA256)
+        else:
+            signature = await self.signer.sign(data, HashName.SHA256)
         return {
             "client_assertion_type": JWT_BEARER,
             "client_assertion": signing_input + "." + b64url(signature),
@@ -137,12 +173,26 @@ class TokenSource:
         self._locks: dict[str, trio.Lock] = {}
 
     async def token(self, scope: str) -> str:
+        """The cached token; past its refresh time one caller fetches a new one while the
+        others go on with the old one as long as it is valid, so a slow or failing Entra
+        stalls no enrollment until the token really expires."""
+        cached = self._cache.get(scope)
+        if cached is not None and self.clock() < cached.refresh_at:
+            return cached.token
         lock = self._locks.setdefault(scope, trio.Lock())
+        if cached is not None and self.clock() < cached.expires_at and lock.locked():
+            return cached.token  # being refreshed
         async with lock:
             cached = self._cache.get(scope)
             if cached is not None and self.clock() < cached.refresh_at:
                 return cached.token
-            fresh = await self._fetch(scope)
+            try:
+                fresh = await self._fetch(scope)
+            except IntuneError as e:
+                if cached is not None and self.clock() < cached.expires_at:
+                    log.warning("event=intune_token_refresh_failed error=%s using=cached", e.code)
+                    return cached.token
+                raise
             self._cache[scope] = fresh
             return fresh.token
 
@@ -162,22 +212,52 @@ class TokenSource:
                 # A fresh assertion each try: it carries its own jti and a 60 s life.
                 form = {"grant_type": "client_credentials", "client_id": self.client_id, "scope": scope}
                 form.update(await self.credential.form(self.client_id, self.token_url))
+                request_id = str(uuid.uuid4())  # Entra takes MSAL's correlation header too
+                headers = {"client-request-id": request_id, "return-client-request-id": "true"}
                 try:
-                    response = await self.http.post(self.token_url, data=form, timeout=self.timeout)
+                    response = await self.http.post(self.token_url, data=form, headers=headers, timeout=self.timeout)
                 except httpx.TransportError as e:
                     result = "transport"
-                    failure: Exception = IntuneTransportError("token", f"token endpoint unreachable: {type(e).__name__}")
+                    failure: IntuneError = IntuneTransportError(
+                        "token", f"token endpoint unreachable: {type(e).__name__}")
+                    failure.request_id = request_id
+                    log.warning("event=intune_call %s", fields(action="token", client_request_id=request_id,
+                                                                attempt=attempt + 1, result=result,
+                                                                error=type(e).__name__))
                     continue
                 if response.status_code == 429 or response.status_code >= 500:
                     result = f"http_{response.status_code}"
                     failure = IntuneAuthError(f"token endpoint answered HTTP {response.status_code}")
+                    failure.request_id = request_id
+                    self._log_refusal(response, request_id, attempt, result)
                     continue
-                cached, result = self._parse(response)
+                try:
+                    cached, result = self._parse(response)
+                except IntuneError as e:
+                    e.request_id = request_id
+                    self._log_refusal(response, request_id, attempt, f"http_{response.status_code}")
+                    raise
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("event=intune_call %s", fields(action="token", client_request_id=request_id,
+                                                             attempt=attempt + 1, result="ok", status=200))
                 return cached
             raise failure
         finally:
             if self.observe is not None:
                 self.observe("token", result, self.clock() - started)
+
+    @staticmethod
+    def _log_refusal(response: httpx.Response, request_id: str, attempt: int, result: str) -> None:
+        """Entra's `error` and `error_description` (AADSTS code and text; no secret in them)."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        log.warning("event=intune_call %s", fields(
+            action="token", client_request_id=request_id, attempt=attempt + 1, result=result,
+            code=str(body.get("error", ""))[:80] or None,
+            error_description=str(body.get("error_description", "")).splitlines()[0][:300] or None))
 
     def _parse(self, response: httpx.Response) -> tuple[_Cached, str]:
         try:

@@ -41,6 +41,7 @@ from scepd.intune.errors import (
     IntuneServiceNotFound,
     IntuneTransportError,
 )
+from scepd.logs import fields
 
 log = logging.getLogger("scepd.intune")
 
@@ -58,14 +59,22 @@ class IntuneSettings:
     retries: int = 2  # further attempts after the first, for transport errors, 429 and 5xx
     backoff: float = 0.5  # first pause; doubles each retry
     max_retry_after: float = 10.0
+    # successNotification, all attempts together: past it the certificate is withheld and revoked.
+    # Microsoft's C# library waits up to 100 s (HttpClient's default) for its single attempt.
+    notification_budget: float = 100.0
+    assertion_algorithm: str = "PS256"  # client assertions: PS256 + x5t#S256, or RS256 + x5t
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Intune's answer to a ScepActions call: `code` as sent, raw, never mapped."""
+    """Intune's answer to a ScepActions call: `code` as sent, raw, never mapped.
+
+    `request_id` is the client-request-id of the exchange that got it: Microsoft
+    support finds a call by it."""
 
     code: str
     description: str
+    request_id: str = ""
 
     @property
     def success(self) -> bool:
@@ -101,6 +110,11 @@ def thumbprint(certificate: x509.Certificate) -> str:
     return hashlib.sha1(certificate.public_bytes(Encoding.DER)).hexdigest().upper()
 
 
+def issuing_authority_name(certificate: x509.Certificate) -> str:
+    """The issuingCertificateAuthority scepd sends by default: the issuer DN, RFC 4514."""
+    return certificate.issuer.rfc4514_string()
+
+
 def expiry_text(when: dt.datetime) -> str:
     """`YYYY-MM-DDTHH:MM:SS.fffZ` (contract §5.1)."""
     utc = when.astimezone(dt.timezone.utc)
@@ -120,8 +134,30 @@ def _retry_after(response: httpx.Response, cap: float) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One line of `scepd intune check`."""
+
+    what: str
+    ok: bool
+    detail: str
+
+
+def _describe(e: IntuneError) -> str:
+    return f"{e}" + (f" (client-request-id {e.request_id})" if e.request_id else "")
+
+
+@dataclass(frozen=True)
+class _Reply:
+    action: str
+    body: dict[str, Any]
+    request_id: str
+
+
 class IntuneClient:
     """One per daemon: it owns the token cache and the discovered service map."""
+
+    REDISCOVER_MISSING = 60.0  # seconds before a provider missing from discovery is looked for again
 
     def __init__(
         self,
@@ -149,6 +185,7 @@ class IntuneClient:
         self.graph_scope = contract.scope(settings.graph_url.rstrip("/"))
         self.intune_scope = contract.scope(settings.intune_resource_url)
         self._services: dict[str, str] | None = None
+        self._discovered_at = -float("inf")
         self._discovery_lock = trio.Lock()
 
     # -- ScepActions ------------------------------------------------------------
@@ -171,7 +208,10 @@ class IntuneClient:
         *,
         ca_configuration: str | None = None,
         certificate_authority: str | None = None,
+        issuing_authority: str | None = None,
     ) -> Verdict:
+        """`issuing_authority` defaults to the certificate's issuer (RFC 4514): Intune files
+        revocation requests under this string, so the sync must poll with exactly it."""
         body = {
             "notification": {
                 "transactionId": transaction_id,
@@ -179,7 +219,7 @@ class IntuneClient:
                 "certificateThumbprint": thumbprint(certificate),
                 "certificateSerialNumber": serial_text(certificate.serial_number),
                 "certificateExpirationDateUtc": expiry_text(certificate.not_valid_after_utc),
-                "issuingCertificateAuthority": certificate.issuer.rfc4514_string(),
+                "issuingCertificateAuthority": issuing_authority or issuing_authority_name(certificate),
                 "callerInfo": self.settings.provider_name,
                 "caConfiguration": ca_configuration,
                 "certificateAuthority": certificate_authority,
@@ -205,9 +245,9 @@ class IntuneClient:
         if not 1 <= max_requests <= contract.MAX_REVOCATION_BATCH:
             raise ValueError(f"max_requests must be 1..{contract.MAX_REVOCATION_BATCH}")
         body = {"downloadParameters": {"maxRequests": max_requests, "issuerName": issuer_name}}
-        answer = await self._post(
+        answer = (await self._post(
             "download_revocations", contract.PKI_PROVIDER, contract.DOWNLOAD_REVOCATIONS, contract.PKI_API_VERSION, body
-        )
+        )).body
         items = answer.get("value")
         if not isinstance(items, list):
             raise IntuneBadResponse("downloadRevocationRequests: no value list")
@@ -243,43 +283,118 @@ class IntuneClient:
                 for r in results
             ]
         }
-        answer = await self._post(
+        reply = await self._post(
             "upload_revocations", contract.PKI_PROVIDER, contract.UPLOAD_REVOCATIONS, contract.PKI_API_VERSION, body
         )
-        value = answer.get("value")
+        value = reply.body.get("value")
         if value is not True and value != "true":
+            log.warning("event=intune_upload_refused %s", fields(client_request_id=reply.request_id, value=value))
             raise IntuneBadResponse(f"uploadRevocationResults answered value={value!r}")
 
     # -- readiness --------------------------------------------------------------
 
-    async def check(self) -> None:
-        """Both tokens can be had and discovery lists both providers (readiness)."""
+    async def check(self) -> str | None:
+        """Readiness: the Intune token can be had and discovery lists the SCEP validation service.
+
+        A tenant without the PKI connector still validates and notifies; that is a note, not
+        a failure (issue 16)."""
         await self.tokens.token(self.intune_scope)
         await self._service(contract.SCEP_PROVIDER)
-        await self._service(contract.PKI_PROVIDER)
+        if not await self.has_service(contract.PKI_PROVIDER):
+            return f"revocation sync off: discovery lists no {contract.PKI_PROVIDER}"
+        return None
+
+    async def diagnose(self) -> list[Finding]:
+        """What `scepd intune check` prints: each credential and permission tried in turn.
+
+        The Intune role is proved by a validateRequest whose certificateRequest is not a
+        CSR: Intune answers it (CertificateRequestDecodingFailed) only to a caller holding
+        scep_challenge_provider, and nothing can be issued from it."""
+        findings: list[Finding] = []
+
+        async def step(what: str, work: Callable[[], Any]) -> Any:
+            try:
+                result = await work()
+            except IntuneError as e:
+                findings.append(Finding(what, False, _describe(e)))
+                return None
+            return result
+
+        graph = await step("Entra token for Microsoft Graph", lambda: self.tokens.token(self.graph_scope))
+        if graph is not None:
+            findings.append(Finding("Entra token for Microsoft Graph", True, self.graph_scope))
+            services = await step("Graph Application.Read.All (Intune service discovery)", self._fresh_services)
+            if services is not None:
+                findings.append(Finding("Graph Application.Read.All (Intune service discovery)", True,
+                                        f"{len(services)} endpoints listed"))
+                for provider in (contract.SCEP_PROVIDER, contract.PKI_PROVIDER):
+                    uri = services.get(provider.lower())
+                    note = "" if uri else (" (required: no validation without it)" if provider == contract.SCEP_PROVIDER
+                                           else " (revocation sync stays off without it)")
+                    findings.append(Finding(f"discovered {provider}", uri is not None, (uri or "not listed") + note))
+        intune = await step("Entra token for Intune", lambda: self.tokens.token(self.intune_scope))
+        if intune is not None:
+            findings.append(Finding("Entra token for Intune", True, self.intune_scope))
+            if graph is not None and self._services and contract.SCEP_PROVIDER.lower() in self._services:
+                what = "Intune scep_challenge_provider (validateRequest with a non-CSR)"
+                verdict = await step(what, lambda: self.validate("scepd-intune-check-" + str(uuid.uuid4()),
+                                                                 b"scepd intune check: not a CSR"))
+                if verdict is not None:
+                    findings.append(Finding(what, True, f"Intune answered {verdict.code} "
+                                                        f"(client-request-id {verdict.request_id})"))
+        return findings
+
+    async def _fresh_services(self) -> dict[str, str]:
+        async with self._discovery_lock:
+            self._services = await self._discover()
+            self._discovered_at = self.clock()
+            return dict(self._services)
 
     # -- plumbing ---------------------------------------------------------------
 
-    async def _scep(self, action: str, suffix: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def _scep(self, action: str, suffix: str, body: Mapping[str, Any]) -> _Reply:
         return await self._post(action, contract.SCEP_PROVIDER, suffix, contract.SCEP_API_VERSION, body)
 
     @staticmethod
-    def _verdict(answer: Mapping[str, Any]) -> Verdict:
-        code, description = answer.get("code"), answer.get("errorDescription")
-        # Microsoft's Java client requires both keys; so do we (contract §4).
+    def _verdict(reply: _Reply) -> Verdict:
+        answer = reply.body
+        code, description = answer.get("code"), answer.get("errorDescription", "")
+        # Java requires both keys; C# takes a null errorDescription (issue 16), and so do we.
+        if description is None:
+            description = ""
         if not isinstance(code, str) or not isinstance(description, str):
             raise IntuneBadResponse("the answer lacks code or errorDescription")
-        return Verdict(code, description)
+        verdict = Verdict(code, description, reply.request_id)
+        if not verdict.success:
+            log.warning("event=intune_verdict %s", fields(action=reply.action, client_request_id=reply.request_id,
+                                                          code=code, error_description=description[:300]))
+        return verdict
 
     async def _service(self, provider: str) -> str:
         async with self._discovery_lock:
             if self._services is None:
                 self._services = await self._discover()
+                self._discovered_at = self.clock()
             uri = self._services.get(provider.lower())
-            if uri is None:
+            if uri is None and provider == contract.PKI_PROVIDER:
+                # Optional: a tenant without it still validates. Look again now and then (it may be
+                # licensed later), not on every call, nor by dropping the map the SCEP calls use.
+                if self.clock() - self._discovered_at >= self.REDISCOVER_MISSING:
+                    self._services = await self._discover()
+                    self._discovered_at = self.clock()
+                    uri = self._services.get(provider.lower())
+            elif uri is None:
                 self._services = None  # maybe licensed or granted later: ask again next time
+            if uri is None:
                 raise IntuneServiceNotFound(f"Graph discovery does not list {provider}")
             return uri
+
+    async def has_service(self, provider: str) -> bool:
+        try:
+            await self._service(provider)
+        except IntuneServiceNotFound:
+            return False
+        return True
 
     def _forget_services(self) -> None:
         self._services = None
@@ -292,7 +407,7 @@ class IntuneClient:
         for _ in range(10):  # follow @odata.nextLink, boundedly; Microsoft's clients do not page at all
             if url is None:
                 break
-            answer = await self._call("discovery", "GET", url, self.graph_scope, {}, None)
+            answer = (await self._call("discovery", "GET", url, self.graph_scope, {}, None)).body
             for item in answer.get("value") or []:
                 if isinstance(item, dict) and isinstance(item.get("providerName"), str) and isinstance(item.get("uri"), str):
                     services.setdefault(item["providerName"].lower(), item["uri"])  # first wins, as in Java
@@ -304,7 +419,7 @@ class IntuneClient:
 
     async def _post(
         self, action: str, provider: str, suffix: str, api_version: str, body: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    ) -> _Reply:
         headers = {"api-version": api_version}
 
         async def url() -> str:
@@ -322,8 +437,11 @@ class IntuneClient:
         body: Mapping[str, Any] | None,
         *,
         discovered: bool = False,
-    ) -> dict[str, Any]:
-        """One logical call: attempts, token refresh, backoff, discovery reset, metrics."""
+    ) -> _Reply:
+        """One logical call: attempts, token refresh, backoff, discovery reset, metrics.
+
+        Each HTTP exchange carries a fresh client-request-id (as Microsoft's clients send) and
+        is logged with it: debug when it worked, warning with Intune's error when not."""
         started = self.clock()
         result = "error"
         refreshed = False
@@ -332,14 +450,16 @@ class IntuneClient:
             while True:
                 token = await self.tokens.token(scope)
                 target = url if isinstance(url, str) else await url()
+                request_id = str(uuid.uuid4())
                 headers = {
                     "Authorization": f"Bearer {token}",
-                    "client-request-id": str(uuid.uuid4()),
+                    "client-request-id": request_id,
                     "UserAgent": self.settings.provider_name,  # sic, no hyphen (§3)
                     "User-Agent": self.settings.provider_name,
                     **extra_headers,
                 }
                 pause: float | None = None
+                sent = self.clock()
                 try:
                     if body is None:
                         response = await self.http.request(method, target, headers=headers, timeout=self.settings.timeout)
@@ -352,7 +472,11 @@ class IntuneClient:
                     if discovered:
                         self._forget_services()
                     failure: IntuneError = IntuneTransportError(action, type(e).__name__)
+                    failure.request_id = request_id
                     result = "timeout" if isinstance(e, httpx.TimeoutException) else "transport"
+                    log.warning("event=intune_call %s", fields(
+                        action=action, client_request_id=request_id, attempt=attempt + 1, result=result,
+                        error=type(e).__name__, seconds=f"{self.clock() - sent:.3f}"))
                 else:
                     status = response.status_code
                     if 200 <= status < 300:
@@ -362,13 +486,25 @@ class IntuneClient:
                             answer = None
                         if not isinstance(answer, dict):
                             result = "bad_response"
+                            log.warning("event=intune_call %s", fields(
+                                action=action, client_request_id=request_id, attempt=attempt + 1,
+                                result=result, status=status))
                             raise IntuneBadResponse(f"{action}: the answer is not a JSON object")
                         result = "ok"
-                        return answer
+                        if log.isEnabledFor(logging.DEBUG):  # the common case: skip formatting the fields
+                            log.debug("event=intune_call %s", fields(
+                                action=action, client_request_id=request_id, attempt=attempt + 1, result=result,
+                                status=status, seconds=f"{self.clock() - sent:.3f}"))
+                        return _Reply(action, answer, request_id)
                     if discovered:
                         self._forget_services()
                     result = f"http_{status}"
-                    failure = IntuneHttpError(action, status, _error_code(response))
+                    code, message = _error_detail(response)
+                    log.warning("event=intune_call %s", fields(
+                        action=action, client_request_id=request_id, attempt=attempt + 1, result=result,
+                        code=code, error_description=message, seconds=f"{self.clock() - sent:.3f}"))
+                    failure = IntuneHttpError(action, status, code)
+                    failure.request_id = request_id
                     if status == 401 and not refreshed:
                         refreshed = True
                         self.tokens.invalidate(scope, token)
@@ -382,17 +518,17 @@ class IntuneClient:
                 await trio.sleep(pause if pause is not None else self.settings.backoff * 2 ** (attempt - 1))
         finally:
             _observe(action, result, self.clock() - started)
-            if result != "ok":
-                log.warning("event=intune_call_failed action=%s result=%s attempts=%d", action, result, attempt + 1)
 
 
-def _error_code(response: httpx.Response) -> str:
-    """The `error.code` of an Intune or Graph error body, if it has one (for the log)."""
+def _error_detail(response: httpx.Response) -> tuple[str, str]:
+    """`error.code` and `error.message` (Intune, Graph) or `error`/`error_description` (Entra), for the log."""
     try:
         body = response.json()
     except ValueError:
-        return ""
-    error = body.get("error") if isinstance(body, dict) else None
+        return "", response.text[:120]
+    if not isinstance(body, dict):
+        return "", ""
+    error = body.get("error")
     if isinstance(error, dict):
-        return str(error.get("code", ""))[:80]
-    return str(error or "")[:80]
+        return str(error.get("code", ""))[:80], str(error.get("message", ""))[:300]
+    return str(error or "")[:80], str(body.get("error_description", ""))[:300]

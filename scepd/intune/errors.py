@@ -12,6 +12,7 @@ class IntuneError(Exception):
     """No usable answer from Intune. `code` is a short label for logs and metrics."""
 
     code = "error"
+    request_id = ""  # the client-request-id of the last exchange, when there was one
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -27,9 +27,9 @@ from scepd import metrics
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
 from scepd.enroll.steps import csr_digest
 from scepd.intune import contract
-from scepd.intune.client import IntuneClient, Verdict
+from scepd.intune.client import IntuneClient, Verdict, issuing_authority_name
 from scepd.intune.errors import IntuneError
-from scepd.logs import audit
+from scepd.logs import audit, fields
 from scepd.scep.constants import FailInfo
 from scepd.store.base import CertStatus, NotificationKind, NotificationRecord, Store
 
@@ -50,12 +50,14 @@ class IntuneChallenge:
         *,
         ca_configuration: str | None = None,
         certificate_authority: str | None = None,
+        issuing_authority: str | None = None,
         clock: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
         self.client = client
         self.store = store
         self.ca_configuration = ca_configuration
         self.certificate_authority = certificate_authority
+        self.issuing_authority = issuing_authority  # None: each certificate's issuer DN
         self.clock = clock
 
     def applies(self, enrollment: Enrollment) -> bool:
@@ -70,11 +72,13 @@ class IntuneChallenge:
             verdict = await self.client.validate(tid, enrollment.csr_der)
         except IntuneError as e:
             metrics.INTUNE_VERDICTS.labels("validate", e.code).inc()
-            log.warning("event=intune_validate_failed transaction_id=%s error=%s", tid, e.code)
+            log.warning("event=intune_validate_failed %s",
+                        fields(transaction_id=tid, error=e.code, client_request_id=e.request_id or None))
             raise Rejected(FailInfo.BAD_REQUEST, f"Intune validation could not be done ({e.code})") from e
         metrics.INTUNE_VERDICTS.labels("validate", verdict.code[:64]).inc()
         if not verdict.success:
-            log.warning("event=intune_validate_rejected transaction_id=%s code=%s", tid, verdict.code)
+            log.warning("event=intune_validate_rejected %s",
+                        fields(transaction_id=tid, code=verdict.code, client_request_id=verdict.request_id))
             raise Rejected(FailInfo.BAD_REQUEST, f"Intune rejected the request: {verdict.code}")
         enrollment.challenge_mode = "intune"
 
@@ -113,23 +117,34 @@ class IntuneChallenge:
 
     async def _notify_success(self, enrollment: Enrollment, issued: Issued) -> bool:
         verdict: Verdict | None = None
-        try:
-            verdict = await self.client.notify_success(
-                enrollment.transaction_id,
-                enrollment.csr_der,
-                issued.certificate,
-                ca_configuration=self.ca_configuration,
-                certificate_authority=self.certificate_authority,
-            )
-            detail = verdict.code
-        except IntuneError as e:
-            detail = f"{e.code}: {e}"[:200]
+        issuer = self.issuing_authority or issuing_authority_name(issued.certificate)
+        request_id = ""
+        budget = self.client.settings.notification_budget
+        detail = f"budget: no Success within {budget:g} s"
+        # One budget for every attempt: the device is waiting on this reply, and a certificate
+        # Intune has not acknowledged is not delivered, so past it the safe answer is FAILURE.
+        with trio.move_on_after(budget):
+            try:
+                verdict = await self.client.notify_success(
+                    enrollment.transaction_id,
+                    enrollment.csr_der,
+                    issued.certificate,
+                    ca_configuration=self.ca_configuration,
+                    certificate_authority=self.certificate_authority,
+                    issuing_authority=issuer,
+                )
+                detail, request_id = verdict.code, verdict.request_id
+            except IntuneError as e:
+                detail, request_id = f"{e.code}: {e}"[:200], e.request_id
         ok = verdict is not None and verdict.success
-        metrics.INTUNE_VERDICTS.labels("success_notification", (verdict.code if verdict else "error")[:64]).inc()
-        await self._record(enrollment, issued.serial, NotificationKind.SUCCESS, ok, detail)
+        label = verdict.code if verdict else ("budget" if detail.startswith("budget") else "error")
+        metrics.INTUNE_VERDICTS.labels("success_notification", label[:64]).inc()
+        # The issuer is recorded even when Intune did not answer Success: it may have kept the
+        # notification anyway, and then files revocation requests under this name.
+        await self._record(enrollment, issued.serial, NotificationKind.SUCCESS, ok, detail, issuer)
         if not ok:
-            log.warning("event=intune_success_notification_failed transaction_id=%s detail=%r",
-                        enrollment.transaction_id, detail)
+            log.warning("event=intune_success_notification_failed %s", fields(
+                transaction_id=enrollment.transaction_id, detail=detail, client_request_id=request_id or None))
         return ok
 
     async def _notify_failure(self, enrollment: Enrollment, hresult: int, description: str) -> None:
@@ -149,8 +164,9 @@ class IntuneChallenge:
                 await self._record(enrollment, None, NotificationKind.FAILURE, ok, f"hResult=0x{hresult:08X} {detail}")
 
     async def _record(
-        self, enrollment: Enrollment, serial: int | None, kind: NotificationKind, delivered: bool, detail: str
+        self, enrollment: Enrollment, serial: int | None, kind: NotificationKind, delivered: bool, detail: str,
+        issuer: str | None = None,
     ) -> None:
         await self.store.record_notification(
-            NotificationRecord(enrollment.transaction_id, serial, kind, delivered, detail, self.clock())
+            NotificationRecord(enrollment.transaction_id, serial, kind, delivered, detail, self.clock(), issuer)
         )

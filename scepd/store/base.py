@@ -56,6 +56,7 @@ class NotificationRecord:
     delivered: bool  # Intune answered Success
     detail: str  # Intune's code, or the error that kept the call from succeeding
     at: dt.datetime
+    issuer: str | None = None  # the issuingCertificateAuthority sent (success notifications)
 
 
 class RevocationOutcome(str, enum.Enum):
@@ -196,6 +197,10 @@ class Store(Protocol):
 
     async def notifications(self, transaction_id: str | None = None, limit: int = 100) -> list[NotificationRecord]:
         """Newest first."""
+
+    async def notified_issuers(self) -> list[str]:
+        """Every issuingCertificateAuthority a success notification was sent with: the names
+        Intune files this CA's revocation requests under, old CA names after a rollover included."""
 
     async def apply_revocation_request(
         self, request_context: str, serial_text: str, serial: int | None, reason: str, when: dt.datetime

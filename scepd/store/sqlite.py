@@ -177,6 +177,16 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
             """,
         ),
     ),
+    (
+        6,
+        (
+            # The issuingCertificateAuthority a success notification sent: Intune echoes it as the
+            # issuerName of revocation requests, so every name ever sent must be polled for.
+            "ALTER TABLE intune_notifications ADD COLUMN issuer TEXT",
+            # Each revocation round asks for the distinct names: an index scan, not a table scan.
+            "CREATE INDEX intune_notifications_issuer ON intune_notifications (kind, issuer)",
+        ),
+    ),
 )
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -535,8 +545,8 @@ class SqliteStore:
 
     async def record_notification(self, record: NotificationRecord) -> None:
         await self._execute(
-            "INSERT INTO intune_notifications (transaction_id, serial, kind, delivered, detail, at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO intune_notifications (transaction_id, serial, kind, delivered, detail, at, issuer)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 record.transaction_id,
                 encode_serial(record.serial) if record.serial is not None else None,
@@ -544,13 +554,40 @@ class SqliteStore:
                 int(record.delivered),
                 record.detail,
                 encode_time(record.at),
+                record.issuer,
             ),
         )
+
+    async def notified_issuers(self) -> list[str]:
+        def names(conn: sqlite3.Connection) -> list[str]:
+            # Success notifications recorded before the issuer column existed: the name sent was
+            # the certificate's issuer, so read it from the certificate once and keep it.
+            old = conn.execute(
+                "SELECT n.id, c.der FROM intune_notifications n JOIN certificates c ON c.serial = n.serial"
+                " WHERE n.kind = 'success' AND n.issuer IS NULL"
+            ).fetchall()
+            if old:
+                from cryptography import x509
+
+                def fill(c: sqlite3.Connection) -> None:
+                    c.executemany(
+                        "UPDATE intune_notifications SET issuer = ? WHERE id = ?",
+                        [(x509.load_der_x509_certificate(bytes(der)).issuer.rfc4514_string(), id_)
+                         for id_, der in old],
+                    )
+
+                _write(conn, fill)
+            rows = conn.execute(
+                "SELECT DISTINCT issuer FROM intune_notifications WHERE kind = 'success' AND issuer IS NOT NULL"
+            ).fetchall()
+            return sorted(row[0] for row in rows)
+
+        return await self._run(names)
 
     async def notifications(self, transaction_id: str | None = None, limit: int = 100) -> list[NotificationRecord]:
         where, args = ("", (limit,)) if transaction_id is None else ("WHERE transaction_id = ?", (transaction_id, limit))
         query = (
-            "SELECT transaction_id, serial, kind, delivered, detail, at FROM intune_notifications"
+            "SELECT transaction_id, serial, kind, delivered, detail, at, issuer FROM intune_notifications"
             f" {where} ORDER BY id DESC LIMIT ?"
         )
         rows = await self._run(lambda conn: conn.execute(query, args).fetchall())
@@ -562,6 +599,7 @@ class SqliteStore:
                 delivered=bool(row["delivered"]),
                 detail=row["detail"],
                 at=decode_time(row["at"]),
+                issuer=row["issuer"],
             )
             for row in rows
         ]

@@ -6,6 +6,9 @@ never in a certificate issued without a Success validation.
 
 from __future__ import annotations
 
+import base64
+import json
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -31,6 +34,7 @@ def intune_toml(fake: FakeIntune, secret_file: Path, interval: float) -> str:
         fake.config_snippet(f"file:{secret_file}")
         + "timeout_seconds = 2\n"
         + "retries = 2\n"
+        + "notification_budget_seconds = 3\n"
         + f"revocation_interval_seconds = {interval}\n"
         + "\n[endpoints.intune]\n"
         + f'path = "{INTUNE_PATH}"\n'
@@ -220,6 +224,23 @@ async def test_success_notification_failure_withholds_certificate(daemon_intune:
     assert (kind, delivered) == ("success", 0) and "http_500" in detail
 
 
+async def test_success_notification_budget_bounds_the_wait_and_withholds(daemon_intune: Daemon, client: Client,
+                                                                          fake: FakeIntune) -> None:
+    """Each attempt alone fits its 2 s timeout, but three of them would take over 6 s: the 3 s budget
+    for the whole notification runs out first, and the certificate is revoked, not delivered."""
+    fake.slow("success", 1.9, times=100, status=500)
+    started = time.monotonic()
+    rep, _ = await enroll(client, fake, "device-budget", tid="tid-budget")
+    elapsed = time.monotonic() - started
+    fake.clear_faults()
+    assert rep.status is PkiStatus.FAILURE and "not delivered" in (rep.fail_info_text or "")
+    assert elapsed < 5.5, elapsed
+    [(serial, status)] = transaction_certificates(daemon_intune, "tid-budget")
+    assert status == "revoked"
+    [(kind, delivered, detail)] = notifications(daemon_intune, "tid-budget")
+    assert (kind, delivered) == ("success", 0) and detail.startswith("budget")
+
+
 async def test_policy_refusal_after_validation_notifies_failure(daemon_intune: Daemon, client: Client,
                                                                  fake: FakeIntune) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -286,6 +307,22 @@ async def test_tokens_and_discovery_are_cached_and_refreshed_ahead_of_expiry(cli
     assert all(c.status == 200 for c in fake.calls("validate")[scep_calls:])  # ... so no 401 on the way
 
 
+async def test_tenant_without_pki_connector_still_validates_and_notifies(daemon_intune: Daemon, client: Client,
+                                                                          fake: FakeIntune) -> None:
+    fake.set_discovery(omit=["PkiConnectorFEService"])
+    fake.expire_tokens()  # the next call gets a 401, so the daemon rediscovers: now without the connector
+    rep, _ = await enroll(client, fake, "device-no-pki", tid="tid-no-pki")
+    assert rep.status is PkiStatus.SUCCESS, rep.fail_info_text
+    assert len(fake.notifications("success")["tid-no-pki"]) == 1
+    await wait_for(lambda: "event=intune_revocation_sync_off" in daemon_intune.log())
+    assert daemon_intune.alive()
+    fake.set_discovery()
+    fake.expire_tokens()  # rediscover with the connector, for the tests after this one
+    rep, _ = await enroll(client, fake, "device-pki-back", tid="tid-pki-back")
+    assert rep.status is PkiStatus.SUCCESS
+    await wait_for(lambda: "event=intune_revocation_sync_on" in daemon_intune.log())
+
+
 async def test_static_endpoint_beside_intune_endpoint(daemon_intune: Daemon, fake: FakeIntune) -> None:
     """One daemon, two SCEP paths: Intune devices on /intune, other clients on /scep with the static secret."""
     validations = len(fake.calls("validate"))
@@ -326,11 +363,16 @@ def test_certificate_credential_signed_on_the_token(tmp_path_factory: pytest.Tem
 
     with running(state, CHALLENGE, path=INTUNE_PATH) as d:
         assert trio.run(enroll_one, d.url) is PkiStatus.SUCCESS
+        log = d.log()
     # The fake is shared: this module's Intune daemon (client secret) may fetch a token meanwhile.
     # This daemon has no secret configured, so its calls are the ones carrying an assertion.
     token_calls = [c for c in fake.calls("token")[tokens_before:] if "client_assertion" in c.body]
     assert token_calls and all(c.status == 200 for c in token_calls)
     assert all("client_secret" not in c.body for c in token_calls)
+    # PS256 by default; a key backend without RSA-PSS falls back to RS256, and says so.
+    algorithms = {json.loads(base64.urlsafe_b64decode(c.body["client_assertion"].split(".")[0] + "=="))["alg"]
+                  for c in token_calls}
+    assert algorithms == {"PS256"} or (algorithms == {"RS256"} and "event=intune_assertion_fallback" in log)
 
 
 def test_certmonger_enrolls_with_intune_challenge(daemon_intune: Daemon, fake: FakeIntune, tmp_path: Path) -> None:
@@ -372,6 +414,12 @@ async def test_revocation_requests_are_applied_uploaded_and_listed_in_crl(
     [missing] = fake.revocation_results()[unknown]
     assert not missing.succeeded and missing.error_code == "CertificateNotFoundError"
     assert serial in serials(daemon_intune, "revoked")
+    # The daemon asks for exactly the name its success notification sent (the shared fake also
+    # serves this module's other daemon: every filter is a name some notification sent).
+    [success] = fake.notifications("success")["tid-wiped"]
+    sent = {n.body["issuingCertificateAuthority"] for ns in fake.notifications("success").values() for n in ns}
+    filters = {c.body["downloadParameters"]["issuerName"] for c in fake.calls("download")}
+    assert success.body["issuingCertificateAuthority"] in filters and filters <= sent
     # A second request for the same certificate: Conflict.
     again = fake.queue_revocation(format(serial, "X"), issuer_name=rep.certificates[0].issuer.rfc4514_string())
     await wait_for(lambda: bool(fake.revocation_results().get(again)))
@@ -385,6 +433,25 @@ async def test_revocation_requests_are_applied_uploaded_and_listed_in_crl(
     with trio.fail_after(20):
         while not await listed():
             await trio.sleep(0.2)
+
+
+async def test_revocation_loop_outlives_an_intune_outage_while_the_daemon_serves(
+    daemon_intune: Daemon, client: Client, fake: FakeIntune
+) -> None:
+    mark = len(daemon_intune.log())
+    fake.fail("download", 500, times=None)
+    rep, _ = await enroll(client, fake, "device-outage", tid="tid-outage")
+    assert rep.status is PkiStatus.SUCCESS  # the daemon serves through the sync's outage
+    context = fake.revoke_notified("tid-outage")
+    await wait_for(lambda: daemon_intune.log()[mark:].count("event=intune_revocation_sync_failed") >= 1)
+    await trio.sleep(1.0)  # several more failed rounds at the 0.3 s interval
+    fake.clear_faults()
+    await wait_for(lambda: bool(fake.revocation_results().get(context)))
+    await wait_for(lambda: "event=intune_revocation_sync_recovered" in daemon_intune.log()[mark:])
+    log = daemon_intune.log()[mark:]
+    assert log.count("event=intune_revocation_sync_failed") == 1, log  # once per episode
+    assert "kind=http_500" in log and daemon_intune.alive()
+    assert rep.certificates[0].serial_number in serials(daemon_intune, "revoked")
 
 
 def test_revocation_survives_outage_and_restart(intune_state: Path, daemon_intune: Daemon, fake: FakeIntune) -> None:
@@ -425,3 +492,75 @@ def test_revocation_survives_outage_and_restart(intune_state: Path, daemon_intun
             ).fetchall()
         assert (outcome, uploaded) == ("revoked", 1)
         assert "Traceback" not in again.log(), again.log()
+
+
+@pytest.fixture(scope="module")
+def cli_state(tmp_path_factory: pytest.TempPathFactory, fake: FakeIntune) -> Path:
+    """A configured state with no daemon running: the admin commands open token and store alone."""
+    state = tmp_path_factory.mktemp("scepd-intune-cli")
+    secret = state / "intune-client-secret"
+    secret.write_text(fake.client_secret or "")
+    init_state(state, CHALLENGE, extra_toml=intune_toml(fake, secret, interval=3600))
+    return state
+
+
+def intune_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    from tests.daemon import scepd
+
+    return scepd("intune", *args, "--config", str(state / "scepd.toml"), check=False)
+
+
+def test_intune_check_prints_endpoints_and_permissions(cli_state: Path, fake: FakeIntune) -> None:
+    out = intune_cli(cli_state, "check")
+    assert out.returncode == 0, out.stderr
+    assert fake.scep_service_url in out.stdout and fake.pki_service_url in out.stdout
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("ok") and "scep_challenge_provider" in line for line in lines), out.stdout
+    assert any(line.startswith("ok") and "Application.Read.All" in line for line in lines), out.stdout
+
+    fake.set_roles(intune=[])  # admin consent for the Intune role missing
+    try:
+        out = intune_cli(cli_state, "check")
+    finally:
+        fake.set_roles(intune=["scep_challenge_provider"])
+    assert out.returncode == 1
+    [failed] = [line for line in out.stdout.splitlines() if line.startswith("FAILED")]
+    assert "scep_challenge_provider" in failed and "HTTP 401" in failed and "client-request-id" in failed
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_intune_sync_error_is_one_line(cli_state: Path, fake: FakeIntune) -> None:
+    status = 415  # what Intune answered when `scepd intune sync` printed a traceback
+    fake.fail("download", status, times=None)
+    out = intune_cli(cli_state, "sync")
+    fake.clear_faults()
+    assert out.returncode == 1
+    assert "Traceback" not in out.stdout + out.stderr
+    # Log events before it carry each exchange's client-request-id; the error itself is one line.
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("scepd: intune sync: Intune: download_revocations: HTTP " + str(status))
+    assert "client-request-id" in line
+
+
+def test_intune_commands_and_daemon_wiring_use_the_configured_proxy(cli_state: Path, tmp_path: Path) -> None:
+    """The daemon and the admin commands build their Intune client the same way (server.intune_http),
+    with the proxy's credentials from a secret source; a fresh fake sees only proxied requests."""
+    from tests.intune.tinyproxy import VIA_NAME, tinyproxy
+
+    with running_fake_intune() as own, tinyproxy(tmp_path / "proxy") as proxy:
+        (cli_state / "proxy-credentials").write_text(f"{proxy.user}:{proxy.password}\n")
+        config = (cli_state / "scepd.toml").read_text()
+        start = config.index("[intune]")
+        end = config.index("[endpoints.intune]")
+        table = own.config_snippet(f"file:{cli_state / 'own-client-secret'}")
+        (cli_state / "own-client-secret").write_text(own.client_secret or "")
+        proxied = (config[:start] + table + f'proxy = "{proxy.url}"\nproxy_credentials = "file:proxy-credentials"\n\n'
+                   + config[end:])
+        (cli_state / "scepd-proxy.toml").write_text(proxied)
+        from tests.daemon import scepd
+
+        out = scepd("intune", "check", "--config", str(cli_state / "scepd-proxy.toml"), check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        calls = own.calls()
+    assert {c.route for c in calls} >= {"token", "discovery", "validate"}
+    assert all(VIA_NAME in c.headers.get("via", "") for c in calls)

@@ -10,6 +10,7 @@ no authentication (loopback only).
     POST   /_fake/revocations             {serialNumber, issuerName?, caConfiguration?, requestContext?, omitNulls?}
                                           or {transactionId} -> {requestContext}
     GET    /_fake/revocations             the queue (items not yet settled by an upload)
+    POST   /_fake/revocations/filter      {mode: "match"|"ignore"} how downloads apply issuerName
     GET    /_fake/revocation-results      uploaded results by requestContext
     GET    /_fake/calls[?route=R]         recorded calls
     GET    /_fake/notifications[?kind=K]  notifications by transactionId
@@ -86,8 +87,7 @@ def _mint(fake: FakeIntune, request: Request) -> Json:
         )
     except ValueError as e:
         raise AdminError(str(e)) from e
-    (challenge,) = [c for c in fake.challenges() if c.value == value]
-    return {"challenge": value, "expiresAt": challenge.expires_at}
+    return {"challenge": value, "expiresAt": fake.challenge(value).expires_at}  # not a scan: benches mint thousands
 
 
 def _targeting(fake: FakeIntune, request: Request) -> Json:
@@ -116,6 +116,11 @@ def _revoke(fake: FakeIntune, request: Request) -> Json:
         omit_nulls=bool(body.get("omitNulls", False)),
     )
     return {"requestContext": context}
+
+
+def _issuer_filter(fake: FakeIntune, request: Request) -> Json:
+    fake.set_issuer_filter(str(_body(request).get("mode")))
+    return {"ok": True}
 
 
 def _add_fault(fake: FakeIntune, request: Request) -> Json:
@@ -195,6 +200,7 @@ ROUTES: dict[tuple[str, str], Callable[[FakeIntune, Request], Json]] = {
     ("GET", "/_fake/challenges"): lambda fake, req: [c.to_json(fake.now()) for c in fake.challenges()],
     ("POST", "/_fake/challenges/targeting"): _targeting,
     ("POST", "/_fake/revocations"): _revoke,
+    ("POST", "/_fake/revocations/filter"): _issuer_filter,
     ("GET", "/_fake/revocations"): lambda fake, req: [i.to_json() for i in fake.pending_revocations()],
     ("GET", "/_fake/revocation-results"): lambda fake, req: {
         k: [r.to_json() for r in v] for k, v in fake.revocation_results().items()

@@ -107,13 +107,14 @@ def _b64url_json(part: str) -> dict[str, object]:
 
 
 def verify_assertion(fake: FakeIntune, assertion: str, client_id: str, token_url: str) -> None:
-    """Check an RS256 client assertion as Entra does (§1.1). Validity is judged on real
+    """Check an RS256 or PS256 client assertion as Entra does (§1.1). Validity is judged on real
     wall time, not the fake's advanced clock: it is the client's clock against Entra's."""
     parts = assertion.split(".")
     if len(parts) != 3:
         raise Rejected(400, "invalid_request", 50027, "JWT token is invalid or malformed.")
     header, claims = _b64url_json(parts[0]), _b64url_json(parts[1])
-    if header.get("alg") != "RS256":
+    # Entra recommends PS256 with x5t#S256 now; RS256 with x5t is still accepted (§1.1).
+    if header.get("alg") not in ("RS256", "PS256"):
         raise Rejected(
             401, "invalid_client", 700027, f"Client assertion contains an unsupported algorithm {header.get('alg')!r}."
         )
@@ -134,7 +135,12 @@ def verify_assertion(fake: FakeIntune, assertion: str, client_id: str, token_url
         raise Rejected(401, "invalid_client", 700027, "Client assertion failed signature validation.")
     try:
         signature = base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4))
-        key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
+        scheme: padding.AsymmetricPadding = (
+            # RFC 7518 §3.5: MGF1 with SHA-256 and a salt as long as the digest.
+            padding.PSS(padding.MGF1(hashes.SHA256()), salt_length=32) if header["alg"] == "PS256"
+            else padding.PKCS1v15()
+        )
+        key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"), scheme, hashes.SHA256())
     except (InvalidSignature, binascii.Error, ValueError, UnicodeEncodeError) as e:
         raise Rejected(401, "invalid_client", 700027, "Client assertion failed signature validation.") from e
     now = time.time()

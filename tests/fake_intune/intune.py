@@ -4,8 +4,9 @@ Checks run in the order a gateway would apply them: token (401), api-version
 and client-request-id (400), content type (415), body shape (400). A
 well-formed SCEP action always answers HTTP 200 with `code` and
 `errorDescription`; malformed bodies get a JSON 400, which the real service's
-shape for is [U] (§11). Property names match case-insensitively everywhere,
-as Newtonsoft deserialisation does by default [I].
+shape for is [U] (§11). Property names must be the contract's camelCase ones, and
+unknown properties are refused with 400, as Microsoft's move of both clients to
+camelCase suggests the service requires [I].
 """
 
 from __future__ import annotations
@@ -39,10 +40,28 @@ class BadRequest(Exception):
 def _get(obj: dict[str, Json], name: str) -> tuple[bool, Json]:
     if name in obj:
         return True, obj[name]
-    for key, value in obj.items():
-        if key.lower() == name.lower():
-            return True, value
     return False, None
+
+
+def _only(obj: dict[str, Json], allowed: frozenset[str], where: str) -> None:
+    """camelCase names from the contract and nothing else (§6.2: Microsoft moved both clients
+    to camelCase because the service needs it [I]; unknown members are refused [I])."""
+    for key in obj:
+        if key not in allowed:
+            near = next((a for a in allowed if a.lower() == key.lower()), None)
+            hint = f"; the property is '{near}' (camelCase)" if near else ""
+            raise BadRequest(f"Unknown property '{key}' in '{where}'{hint}.")
+
+
+VALIDATE_FIELDS = frozenset({"transactionId", "certificateRequest", "callerInfo"})
+SUCCESS_FIELDS = frozenset({
+    "transactionId", "certificateRequest", "certificateThumbprint", "certificateSerialNumber",
+    "certificateExpirationDateUtc", "issuingCertificateAuthority", "callerInfo", "caConfiguration",
+    "certificateAuthority",
+})
+FAILURE_FIELDS = frozenset({"transactionId", "certificateRequest", "hResult", "errorDescription", "callerInfo"})
+DOWNLOAD_FIELDS = frozenset({"maxRequests", "issuerName"})
+RESULT_FIELDS = frozenset({"requestContext", "succeeded", "errorCode", "errorMessage"})
 
 
 def _object(obj: dict[str, Json], name: str) -> dict[str, Json]:
@@ -108,8 +127,10 @@ def scep_action(fake: FakeIntune, request: Request, route: str) -> Reply:
         return _echo(request, body)
     try:
         if route == wire.VALIDATE:
+            _only(body, frozenset({"request"}), "body")
             code, text = validate(fake, _object(body, "request"))
         else:
+            _only(body, frozenset({"notification"}), "body")
             code, text = notify(fake, _object(body, "notification"), route)
     except BadRequest as e:
         return _echo(request, intune_error(400, str(e)))
@@ -122,6 +143,7 @@ def pki_action(fake: FakeIntune, request: Request, route: str) -> Reply:
     if isinstance(body, Reply):
         return _echo(request, body)
     try:
+        _only(body, frozenset({"downloadParameters" if route == wire.DOWNLOAD else "results"}), "body")
         answer = download(fake, _object(body, "downloadParameters")) if route == wire.DOWNLOAD else upload(fake, body)
     except BadRequest as e:
         return _echo(request, intune_error(400, str(e)))
@@ -132,6 +154,7 @@ def pki_action(fake: FakeIntune, request: Request, route: str) -> Reply:
 
 
 def validate(fake: FakeIntune, request: dict[str, Json]) -> tuple[str, str]:
+    _only(request, VALIDATE_FIELDS, "request")
     transaction = _string(request, "transactionId")
     _optional_string(request, "callerInfo")
     _, text = _get(request, "certificateRequest")
@@ -159,6 +182,8 @@ def validate(fake: FakeIntune, request: dict[str, Json]) -> tuple[str, str]:
         code, description = judge(challenge, csr, transaction, der, fake.now())
         if code == ScepCode.Success.value and challenge.used_by is None:
             challenge.used_by = (transaction, der)
+        if code == ScepCode.Success.value:
+            fake.state.validated.add(transaction)
     return code, description
 
 
@@ -221,6 +246,7 @@ def _expiration(text: str) -> None:
 
 
 def notify(fake: FakeIntune, notification: dict[str, Json], route: str) -> tuple[str, str]:
+    _only(notification, SUCCESS_FIELDS if route == wire.SUCCESS else FAILURE_FIELDS, "notification")
     transaction = _string(notification, "transactionId")
     text = _string(notification, "certificateRequest")
     _optional_string(notification, "callerInfo")
@@ -251,6 +277,10 @@ def notify(fake: FakeIntune, notification: dict[str, Json], route: str) -> tuple
     password = csrmod.challenge_password(csr)
     der = csr.public_bytes(Encoding.DER)
     with fake.lock:
+        if transaction not in fake.state.validated:
+            # [U] the real code: a notification is about a request Intune validated; one for a
+            # transaction it never saw validated is refused (a client must then not deliver).
+            return ScepCode.Unknown.value, f"No validated request has transactionId {transaction!r}."
         challenge = fake.state.challenges.get(password) if password else None
         record = Notification(
             kind="success" if route == wire.SUCCESS else "failure",
@@ -269,6 +299,7 @@ def notify(fake: FakeIntune, notification: dict[str, Json], route: str) -> tuple
 
 
 def download(fake: FakeIntune, parameters: dict[str, Json]) -> dict[str, Json]:
+    _only(parameters, DOWNLOAD_FIELDS, "downloadParameters")
     _, limit = _get(parameters, "maxRequests")
     if not isinstance(limit, int) or isinstance(limit, bool):
         raise BadRequest("'maxRequests' is required and must be an integer.")
@@ -282,7 +313,8 @@ def download(fake: FakeIntune, parameters: dict[str, Json]) -> dict[str, Json]:
         return issuer is None or (item_issuer is not None and item_issuer.strip().lower() == issuer.strip().lower())
 
     with fake.lock:
-        items = [item for item in fake.state.revocations.values() if wanted(item.issuer_name)][:limit]
+        everything = fake.state.issuer_filter == "ignore"
+        items = [item for item in fake.state.revocations.values() if everything or wanted(item.issuer_name)][:limit]
         for item in items:
             item.deliveries += 1
         value = [item.wire() for item in items]
@@ -292,6 +324,7 @@ def download(fake: FakeIntune, parameters: dict[str, Json]) -> dict[str, Json]:
 def _result(entry: Json) -> tuple[str, bool, RevocationCode, Json, str | None]:
     if not isinstance(entry, dict):
         raise BadRequest("Each result must be an object.")
+    _only(entry, RESULT_FIELDS, "results[]")
     context = _string(entry, "requestContext")
     _, succeeded = _get(entry, "succeeded")
     if not isinstance(succeeded, bool):

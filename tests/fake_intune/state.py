@@ -85,6 +85,8 @@ class State:
     notifications: dict[str, list[Notification]] = field(default_factory=dict)
     revocations: dict[str, RevocationItem] = field(default_factory=dict)  # requestContext -> item, in queue order
     results: dict[str, list[RevocationResult]] = field(default_factory=dict)
+    validated: set[str] = field(default_factory=set)  # transactionIds a validateRequest answered Success
+    issuer_filter: str = "match"  # "ignore": downloads hand out every queued item, whatever issuerName asks
     clock_offset: float = 0.0
 
 
@@ -286,6 +288,11 @@ class FakeIntune:
         with self.lock:
             return [copy.copy(c) for c in self.state.challenges.values()]
 
+    def challenge(self, value: str) -> Challenge:
+        """One challenge, by value (KeyError if it was never minted)."""
+        with self.lock:
+            return copy.copy(self.state.challenges[value])
+
     # -- revocation --------------------------------------------------------------------
 
     def queue_revocation(
@@ -323,6 +330,15 @@ class FakeIntune:
             field_("issuingCertificateAuthority"),
             field_("caConfiguration"),
         )
+
+    def set_issuer_filter(self, mode: str) -> None:
+        """"match" (default): a download gets the items whose issuerName matches its filter.
+        "ignore": every queued item, as a service that ignores or loosely applies the filter
+        would; whether Intune honours the filter exactly is [U] (§6.1)."""
+        if mode not in ("match", "ignore"):
+            raise ValueError("issuer filter mode is 'match' or 'ignore'")
+        with self.lock:
+            self.state.issuer_filter = mode
 
     def pending_revocations(self) -> list[RevocationItem]:
         with self.lock:

@@ -375,9 +375,20 @@ def test_success_notification(fake: FakeIntune, http: httpx.Client) -> None:
     recorded = fake.notifications()["t-ok"]
     assert len(recorded) == 3 and all(n.kind == "success" and n.validated and n.challenge_known for n in recorded)
     assert "caConfiguration" not in recorded[0].body and recorded[2].body["caConfiguration"] == "ca1\\Contoso CA"
+    # A notification for a transaction never validated is refused, and not recorded.
     unvalidated = make_csr("CN=d", "bm8")
-    scep(fake, http, "successNotification", success_body(unvalidated, "t-never"))
-    assert not fake.notifications()["t-never"][0].validated
+    refused = scep(fake, http, "successNotification", success_body(unvalidated, "t-never")).json()
+    assert refused["code"] == "Unknown" and "t-never" not in fake.notifications()
+    # Only the contract's camelCase names, and no others.
+    wrapped = success_body(csr, "t-ok")
+    for body in (
+        {"Notification": wrapped["notification"]},
+        {"notification": {("TransactionId" if k == "transactionId" else k): v for k, v in wrapped["notification"].items()}},
+        {"notification": {**wrapped["notification"], "certificateTemplate": "x"}},
+        {**wrapped, "extra": 1},
+    ):
+        response = scep(fake, http, "successNotification", body)
+        assert response.status_code == 400 and "Unknown property" in response.json()["error"]["message"], body
     for bad in (
         {"certificateThumbprint": ...},
         {"certificateSerialNumber": ""},
@@ -392,6 +403,7 @@ def test_success_notification(fake: FakeIntune, http: httpx.Client) -> None:
 
 def test_failure_notification(fake: FakeIntune, http: httpx.Client) -> None:
     csr = make_csr("CN=d", fake.mint_challenge("CN=d", None))
+    validate(fake, http, csr, "t-f")
 
     def failure(hresult: Any, description: Any = "CA offline") -> httpx.Response:
         body = {
@@ -461,13 +473,17 @@ def test_revocation_download_and_upload(fake: FakeIntune, http: httpx.Client) ->
             {"requestContext": a, "succeeded": True, "errorCode": "0"},  # Java: numeric string, no errorMessage
             {"requestContext": b, "succeeded": False, "errorCode": "4101", "errorMessage": "CA busy"},  # retryable
             {
-                "RequestContext": c,
-                "Succeeded": False,
-                "ErrorCode": "CertificateNotFoundError",
-                "ErrorMessage": None,
-            },  # C#
+                "requestContext": c,
+                "succeeded": False,
+                "errorCode": "CertificateNotFoundError",
+                "errorMessage": None,
+            },  # C#: enum name, camelCase by its resolver
         ]
     }
+    pascal = {"results": [{"RequestContext": c, "Succeeded": False, "ErrorCode": "4004", "ErrorMessage": None}]}
+    refused = pki(fake, http, "uploadRevocationResults", pascal)
+    assert refused.status_code == 400 and "'requestContext' (camelCase)" in refused.json()["error"]["message"]
+    assert not fake.revocation_results()
     response = pki(fake, http, "uploadRevocationResults", results)
     assert response.status_code == 200 and response.json() == {"value": True}
     assert [i.request_context for i in fake.pending_revocations()] == [b]  # [U]: retryable stays queued
@@ -566,6 +582,9 @@ def test_fault_statuses_and_bodies(fake: FakeIntune, http: httpx.Client) -> None
 def test_fault_slow(fake: FakeIntune, http: httpx.Client) -> None:
     fake.slow("success", 0.4)
     csr = make_csr("CN=d", fake.mint_challenge("CN=d", None))
+    csr2 = make_csr("CN=d", fake.mint_challenge("CN=d", None))
+    validate(fake, http, csr, "t-slow")
+    validate(fake, http, csr2, "t-slow2")
     started = time.monotonic()
     assert scep(fake, http, "successNotification", success_body(csr, "t-slow")).json()["code"] == "Success"
     assert time.monotonic() - started >= 0.4
@@ -573,7 +592,7 @@ def test_fault_slow(fake: FakeIntune, http: httpx.Client) -> None:
     with pytest.raises(httpx.ReadTimeout):
         http.post(
             fake.scep_service_url + "/ScepActions/successNotification",
-            json=success_body(csr, "t-slow2"),
+            json=success_body(csr2, "t-slow2"),
             headers=intune_headers(token(fake, http)),
             timeout=0.3,
         )
