@@ -41,7 +41,7 @@ from scepd.scep import (
     unseal,
 )
 from scepd.scep.constants import FailInfo, MessageType, PkiStatus
-from scepd.store.base import Store
+from scepd.store.base import CertStatus, Store
 
 log = logging.getLogger("scepd.scep")
 T = TypeVar("T")
@@ -187,6 +187,9 @@ class ScepService:
         issuer, subject = await self._read(msg, parse_issuer_and_subject)
         if issuer != self.ca.certificate.subject:
             return Answer(PkiStatus.FAILURE, FailInfo.BAD_CERT_ID, "that issuer is not this CA")
+        issued = await self._issued_for_poll(msg, subject)
+        if issued is not None:
+            return issued
         if self.approval is None:
             return Answer(PkiStatus.FAILURE, FailInfo.BAD_CERT_ID, "no request is held for this transaction")
         try:
@@ -196,6 +199,23 @@ class ScepService:
         except Rejected as e:
             return Answer(PkiStatus.FAILURE, e.fail_info, e.reason)
         return await self._answer(enrollment, self.approval.poll(held, enrollment))
+
+    async def _issued_for_poll(self, msg: PkiMessage, subject: x509.Name) -> Answer | None:
+        """A poll for a transaction whose certificate was issued already (the client lost the reply).
+
+        RFC 8894 4.3: the client polls with the transactionID of its request. The certificate is
+        given again when the poll comes from the requester: signed with the key the certificate
+        certifies (an initial enrollment's self-signed signer), or naming the subject the
+        certificate was issued to. A request still held for approval is answered by the gate.
+        """
+        record = await self.store.latest_for_transaction(msg.transaction_id)
+        if record is None or record.status is not CertStatus.VALID:
+            return None
+        cert = x509.load_der_x509_certificate(record.der)
+        if cert.public_key() != msg.signer_certificate.public_key() and cert.subject != subject:
+            return None
+        log.info("event=poll_after_issue transaction_id=%r serial=%x", msg.transaction_id, record.serial)
+        return Answer(PkiStatus.SUCCESS, certificates=(record.der,), profile=record.profile)
 
     async def _answer(self, enrollment: Enrollment, outcome: Awaitable[Issued]) -> Answer:
         """Await the chain (or a poll) and turn its outcome into an answer and an audit event."""

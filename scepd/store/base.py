@@ -173,6 +173,9 @@ class Store(Protocol):
     async def find_by_transaction(self, transaction_id: str, csr_sha256: str) -> CertificateRecord | None:
         """The certificate issued for this transactionID and CSR, whatever its status now."""
 
+    async def latest_for_transaction(self, transaction_id: str) -> CertificateRecord | None:
+        """The newest certificate issued under this transactionID (a CertPoll carries no CSR to match)."""
+
     async def get(self, serial: int) -> CertificateRecord | None: ...
 
     async def mark_superseded(self, serial: int) -> bool:

@@ -467,6 +467,17 @@ class SqliteStore:
         row = await self._run(lambda conn: _issued_for_request(conn, transaction_id, csr_sha256))
         return _record(row) if row is not None else None
 
+    async def latest_for_transaction(self, transaction_id: str) -> CertificateRecord | None:
+        def latest(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            row: sqlite3.Row | None = conn.execute(
+                f"SELECT {_COLUMNS} FROM certificates WHERE transaction_id = ? ORDER BY id DESC LIMIT 1",
+                (transaction_id,),
+            ).fetchone()
+            return row
+
+        row = await self._run(latest)
+        return _record(row) if row is not None else None
+
     async def get(self, serial: int) -> CertificateRecord | None:
         if not 0 < serial <= MAX_SERIAL:
             return None  # a client may ask for any serial; none outside the range exists

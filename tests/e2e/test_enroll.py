@@ -285,3 +285,25 @@ async def test_concurrent_enrollments(daemon_ra: Daemon, ra_client: Client) -> N
     assert len({c.serial_number for c in results}) == 48
     for cert in results:
         assert stored(daemon_ra, cert.serial_number) is not None
+
+
+async def test_poll_after_issue_returns_the_certificate_again(client: Client) -> None:
+    """A client that lost the reply polls (GetCertInitial) with its transactionID and gets the same certificate."""
+    from scepd.scep.client import make_self_signed
+
+    key = rsa_key()
+    csr = make_csr(key, "lost-reply", CHALLENGE)
+    signer = make_self_signed(key, csr.subject, dt.datetime.now(dt.timezone.utc))
+    tid = secrets.token_hex(16)
+    first = await client.send(client.message(csr, key, signer=signer, transaction_id=tid), key)
+    cert = assert_issued(client, first, "lost-reply")
+    again = await client.poll(csr, key, signer, tid)
+    assert again.status is PkiStatus.SUCCESS and again.certificates == [cert]
+    # Another key polling for that transaction learns nothing; an unknown transaction is badCertId.
+    stranger = rsa_key()
+    stranger_csr = make_csr(stranger, "someone-else", None)
+    other = await client.poll(stranger_csr, stranger, make_self_signed(stranger, stranger_csr.subject,
+                                                                       dt.datetime.now(dt.timezone.utc)), tid)
+    assert other.status is PkiStatus.FAILURE and other.fail_info is FailInfo.BAD_CERT_ID
+    unknown = await client.poll(csr, key, signer, secrets.token_hex(16))
+    assert unknown.status is PkiStatus.FAILURE and unknown.fail_info is FailInfo.BAD_CERT_ID
