@@ -166,12 +166,12 @@ def run_http(args: argparse.Namespace) -> int:
         state = Path(tmp)
         init_state(state, challenge)
         with running(state, challenge) as daemon:
-            ca = x509.load_pem_x509_certificate(daemon.ca_pem.read_bytes())
+            # Clients encrypt to the RA on the default layout; the CA only signs.
+            ca = x509.load_pem_x509_certificate((daemon.ra_pem if daemon.ra_pem.exists() else daemon.ca_pem).read_bytes())
             seeds = make_seeds(ca, challenge)
             statuses: collections.Counter[str] = collections.Counter()
             slow: list[float] = []
             longest = [0.0]
-            skipped_known = [0]
             client_key = rsa_key()
             signer = make_self_signed(client_key, x509.Name.from_rfc4514_string("CN=fuzzed csr"),
                                       dt.datetime.now(dt.timezone.utc))
@@ -179,13 +179,6 @@ def run_http(args: argparse.Namespace) -> int:
             def inner(rng: random.Random) -> bytes | None:
                 """A well-signed, well-enveloped PKCSReq around a mutated CSR: reaches the CSR reader."""
                 csr = mutate(seeds.csrs[0], random_ops(rng), rng.choice(seeds.messages))
-                try:
-                    x509.load_der_x509_csr(csr)
-                except x509.InvalidVersion:
-                    skipped_known[0] += 1  # the known 500 (service.py lets InvalidVersion out), reported
-                    return None
-                except ValueError:
-                    pass
                 return build_pki_message(
                     message_type=MessageType.PKCS_REQ, payload=csr, transaction_id=os.urandom(8).hex(),
                     sender_nonce=os.urandom(16), recipient_certificate=ca, signer_certificate=signer,
@@ -260,7 +253,7 @@ def run_http(args: argparse.Namespace) -> int:
     for key in sorted(statuses):
         print(f"  {key:12s} {statuses[key]:>10,}")
     print(f"5xx: {five}; transport errors: {dict(errors) or 0}; slower than {args.slow} s: {len(slow)}"
-          f" (slowest {longest[0]:.2f} s); CSRs with a nonzero version not sent (known 500): {skipped_known[0]}")
+          f" (slowest {longest[0]:.2f} s)")
     print(f"daemon alive afterwards: {alive}; an unmutated enrollment afterwards: {after};"
           f" tracebacks in its log: {log.count('Traceback')}")
     return 0 if five == 0 and not errors and alive and after == "SUCCESS" and "Traceback" not in log else 1
