@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from scepd import cli_certs, cli_errors, cli_pending, logs
-from scepd.config import Config, load, read_secret
+from scepd.config import Config, ConfigError, load, read_secret
 
 DEFAULT_CONFIG = os.environ.get("SCEPD_CONFIG", "/etc/scepd/scepd.toml")
 REPO = Path(__file__).resolve().parent.parent
