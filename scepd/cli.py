@@ -12,7 +12,6 @@ import re
 import secrets
 import subprocess
 import sys
-import tempfile
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -23,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 
 from scepd import cli_certs, cli_errors, cli_pending, logs
 from scepd.config import Config, ConfigError, load, read_secret
+from scepd.files import write_atomically
 
 DEFAULT_CONFIG = os.environ.get("SCEPD_CONFIG", "/etc/scepd/scepd.toml")
 REPO = Path(__file__).resolve().parent.parent
@@ -323,17 +323,7 @@ def add_ra_to_config(path: Path, ra_key: str, ra_certificate: str) -> None:
         raise ConfigError("ca", f"adding the RA to {path} would not parse ({e}); add the lines by hand") from None
     if (ca.get("ra_key"), ca.get("ra_certificate")) != (ra_key, ra_certificate):
         raise ConfigError("ca", f"could not add the RA to {path}; add the lines by hand")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(new)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomically(path, new.encode(), path.stat().st_mode & 0o7777)
 
 
 def cmd_ca_ra(args: argparse.Namespace) -> int:

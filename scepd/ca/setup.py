@@ -9,8 +9,6 @@ persistent implicit-rejection secret its envelope handling needs (docs/keys.md).
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from scepd.ca.certificates import sign_csr
 from scepd.keys.base import HashName
 from scepd.keys import pkcs11
 from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key, key_exists
+from scepd.files import write_atomically
 
 
 @dataclass(frozen=True)
@@ -51,19 +50,8 @@ def _pem(der: bytes) -> bytes:
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    """Write atomically: a daemon starting, or a renewal run by a timer, never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # public; readable by the service user and by relying parties' tooling
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    # 0644: public; readable by the service user and by relying parties' tooling.
+    write_atomically(path, data, 0o644)
 
 
 async def init_ca(

@@ -32,12 +32,16 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return state
 
 
-def _variant(state: Path, name: str, old: str, new: str, workers: int = 0) -> Path:
-    """scepd.toml with `old` replaced; one token thread unless `workers` (fewer processes on 2 cores)."""
+def _variant(state: Path, name: str, old: str, new: str, workers: int = 0,
+             also: tuple[tuple[str, str], ...] = ()) -> Path:
+    """scepd.toml with `old` (and each pair of `also`) replaced; one token thread unless `workers`
+    (fewer processes on 2 cores)."""
     text = (state / "scepd.toml").read_text().replace("workers = 2\n", f"workers = {workers}\n")
-    assert old in text, old
+    for before, after in ((old, new), *also):
+        assert before in text, before
+        text = text.replace(before, after)
     path = state / f"{name}.toml"
-    path.write_text(text.replace(old, new))
+    path.write_text(text)
     return path
 
 
@@ -56,7 +60,9 @@ def test_each_startup_failure_ends_with_one_line_and_its_own_exit_code(state: Pa
         "wrong PIN, worker process": (
             _variant(state, "wrong-pin-2", "file:secrets/token.pin", "file:secrets/wrong.pin", workers=2), (),
             ExitCode.PIN_INCORRECT, "the PIN was refused"),
-        "missing token": (_variant(state, "no-token", 'label = "scepd"', 'label = "no-such-token"'), (),
+        # The key URIs name the token too (a URI naming another token is a config error, exit 4).
+        "missing token": (_variant(state, "no-token", 'label = "scepd"', 'label = "no-such-token"',
+                                   also=(("token=scepd;", "token=no-such-token;"),)), (),
                           ExitCode.TOKEN_NOT_FOUND, "no such token"),
         "missing key": (_variant(state, "no-key", "object=scepd-ca;", "object=no-such-key;"), (),
                         ExitCode.KEY_MISSING, "no private key labelled 'no-such-key'"),
