@@ -10,6 +10,8 @@ import base64
 import datetime as dt
 import os
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -143,3 +145,12 @@ class Client:
         csr = make_csr(key, cn, challenge)
         rep = await self.send(self.message(csr, key, **kw), key)  # type: ignore[arg-type]
         return rep, key
+
+
+@asynccontextmanager
+async def connected(url: str, timeout: float = 30) -> AsyncIterator[Client]:
+    """A Client for `url` that has fetched the CA certificates (GetCACert), on its own HTTP client."""
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        client = Client(url, http)
+        await client.get_ca_cert()
+        yield client

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.daemon import Daemon, init_state, running
-from tests.scep_client import Client
+from tests.scep_client import Client, connected
 
 CHALLENGE = "e2e-static-challenge-7Qx"
 
@@ -46,25 +46,19 @@ def daemon_legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 @pytest.fixture
 async def client(daemon: Daemon) -> AsyncIterator[Client]:
-    async with httpx.AsyncClient(timeout=30) as http:
-        c = Client(daemon.url, http)
-        await c.get_ca_cert()
+    async with connected(daemon.url) as c:
         yield c
 
 
 @pytest.fixture
 async def legacy_client(daemon_legacy: Daemon) -> AsyncIterator[Client]:
-    async with httpx.AsyncClient(timeout=30) as http:
-        c = Client(daemon_legacy.url, http)
-        await c.get_ca_cert()
+    async with connected(daemon_legacy.url) as c:
         yield c
 
 
 @pytest.fixture
 async def ra_client(daemon_ra: Daemon) -> AsyncIterator[Client]:
-    async with httpx.AsyncClient(timeout=30) as http:
-        c = Client(daemon_ra.url, http)
-        await c.get_ca_cert()
+    async with connected(daemon_ra.url) as c:
         yield c
 
 

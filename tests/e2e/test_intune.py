@@ -24,7 +24,7 @@ from tests.daemon import Daemon, init_state, running
 from tests.e2e.conftest import CHALLENGE
 from tests.fake_intune.server import running_fake_intune
 from tests.fake_intune.state import FakeIntune
-from tests.scep_client import Client, make_csr, rsa_key
+from tests.scep_client import Client, connected, make_csr, rsa_key
 
 INTUNE_PATH = "/intune"
 
@@ -72,9 +72,7 @@ def clean_fake(fake: FakeIntune) -> None:
 
 @pytest.fixture
 async def client(daemon_intune: Daemon) -> AsyncIterator[Client]:
-    async with httpx.AsyncClient(timeout=60) as http:
-        c = Client(daemon_intune.url, http)
-        await c.get_ca_cert()
+    async with connected(daemon_intune.url, timeout=60) as c:
         yield c
 
 
