@@ -55,8 +55,11 @@ async def measure(url: str, n: int) -> dict[str, list[float]]:
         key = rsa_key()
         csr_der = make_csr(key, "probe", CHALLENGE).public_bytes(Encoding.DER)
         # Every message built before the clock starts; "good" is left out (it enrolls, a different path).
-        bodies = {name: [request(client, key, *shape) for _ in range(n)]
-                  for name, shape in shapes(pub, csr_der).items() if name != "good"}
+        bodies = {
+            name: [request(client, key, *shape) for _ in range(n)]
+            for name, shape in shapes(pub, csr_der).items()
+            if name != "good"
+        }
         times: dict[str, list[float]] = {name: [] for name in bodies}
         for name in bodies:  # warm the connection and the token workers
             await client.post(bodies[name][0])
@@ -83,11 +86,15 @@ def main() -> None:
     for name, values in times.items():
         q = statistics.quantiles(values, n=10)
         delta = (statistics.median(values) - statistics.median(base)) * 1000
-        print(f"{name:<36} {statistics.median(values) * 1000:>10.3f} {q[0] * 1000:>8.3f} {q[-1] * 1000:>8.3f}"
-              f" {delta:>+11.3f} {ks_distance(values, base):>6.3f}")
+        print(
+            f"{name:<36} {statistics.median(values) * 1000:>10.3f} {q[0] * 1000:>8.3f} {q[-1] * 1000:>8.3f}"
+            f" {delta:>+11.3f} {ks_distance(values, base):>6.3f}"
+        )
     # Two samples of n from one distribution differ by more than this KS distance 5 % of the time.
-    print(f"KS distance that two samples of {args.n} from one distribution exceed 5 % of the time:"
-          f" {1.358 * (2 / args.n) ** 0.5:.3f}")
+    print(
+        f"KS distance that two samples of {args.n} from one distribution exceed 5 % of the time:"
+        f" {1.358 * (2 / args.n) ** 0.5:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ import random
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, TimeoutError as FutureTimeout
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -128,12 +129,13 @@ def run_readers(args: argparse.Namespace) -> int:
             print(f"  {done:,} inputs, {time.monotonic() - started:.0f} s", flush=True)
     pool.shutdown()
     elapsed = time.monotonic() - started
-    for i, (reader, text, data) in enumerate(unexpected[:20]):
+    for i, (reader, _text, data) in enumerate(unexpected[:20]):
         (out / f"unexpected-{reader}-{i}.bin").write_bytes(data)
     for i, (reader, _, data) in enumerate(slow[:20]):
         (out / f"slow-{reader}-{i}.bin").write_bytes(data)
-    print(f"readers: {done:,} inputs in {elapsed:.0f} s ({done / elapsed:,.0f}/s), seed {args.seed},"
-          f" {args.jobs} job(s)")
+    print(
+        f"readers: {done:,} inputs in {elapsed:.0f} s ({done / elapsed:,.0f}/s), seed {args.seed}, {args.jobs} job(s)"
+    )
     for key in sorted(totals):
         print(f"  {key:45s} {totals[key]:>10,}")
     print(f"unexpected exceptions (would-be 500s): {totals_of(totals, 'UNEXPECTED')}")
@@ -150,11 +152,11 @@ def totals_of(totals: collections.Counter[str], outcome: str) -> int:
 
 
 def run_http(args: argparse.Namespace) -> int:
+    import datetime as dt
+
     import httpx
     import trio
     from cryptography import x509
-
-    import datetime as dt
 
     from scepd.scep.client import build_pki_message, make_self_signed
     from scepd.scep.constants import MessageType
@@ -167,22 +169,31 @@ def run_http(args: argparse.Namespace) -> int:
         init_state(state, challenge)
         with running(state, challenge) as daemon:
             # Clients encrypt to the RA on the default layout; the CA only signs.
-            ca = x509.load_pem_x509_certificate((daemon.ra_pem if daemon.ra_pem.exists() else daemon.ca_pem).read_bytes())
+            ca = x509.load_pem_x509_certificate(
+                (daemon.ra_pem if daemon.ra_pem.exists() else daemon.ca_pem).read_bytes()
+            )
             seeds = make_seeds(ca, challenge)
             statuses: collections.Counter[str] = collections.Counter()
             slow: list[float] = []
             longest = [0.0]
             client_key = rsa_key()
-            signer = make_self_signed(client_key, x509.Name.from_rfc4514_string("CN=fuzzed csr"),
-                                      dt.datetime.now(dt.timezone.utc))
+            signer = make_self_signed(
+                client_key, x509.Name.from_rfc4514_string("CN=fuzzed csr"), dt.datetime.now(dt.UTC)
+            )
 
             def inner(rng: random.Random) -> bytes | None:
                 """A well-signed, well-enveloped PKCSReq around a mutated CSR: reaches the CSR reader."""
                 csr = mutate(seeds.csrs[0], random_ops(rng), rng.choice(seeds.messages))
                 return build_pki_message(
-                    message_type=MessageType.PKCS_REQ, payload=csr, transaction_id=os.urandom(8).hex(),
-                    sender_nonce=os.urandom(16), recipient_certificate=ca, signer_certificate=signer,
-                    signer_key=client_key)
+                    message_type=MessageType.PKCS_REQ,
+                    payload=csr,
+                    transaction_id=os.urandom(8).hex(),
+                    sender_nonce=os.urandom(16),
+                    recipient_certificate=ca,
+                    signer_certificate=signer,
+                    signer_key=client_key,
+                )
+
             errors: collections.Counter[str] = collections.Counter()
             rng = random.Random(args.seed)
             started = time.monotonic()
@@ -196,8 +207,12 @@ def run_http(args: argparse.Namespace) -> int:
                             text = text.replace("+", " ") if rng.random() < 0.5 else text.replace("+", "-")
                         r = await http.get(daemon.url, params={"operation": "PKIOperation", "message": text})
                     else:
-                        r = await http.post(daemon.url, params={"operation": "PKIOperation"}, content=body,
-                                            headers={"content-type": "application/x-pki-message"})
+                        r = await http.post(
+                            daemon.url,
+                            params={"operation": "PKIOperation"},
+                            content=body,
+                            headers={"content-type": "application/x-pki-message"},
+                        )
                     statuses[f"{'GET' if use_get else 'POST'} {r.status_code}"] += 1
                 except httpx.TimeoutException:
                     errors["timeout"] += 1
@@ -248,14 +263,20 @@ def run_http(args: argparse.Namespace) -> int:
             log = daemon.log()
     total = sum(statuses.values())
     five = sum(v for k, v in statuses.items() if k.split()[1].startswith("5"))
-    print(f"http: {total:,} requests answered of {args.n:,} in {elapsed:.0f} s ({total / elapsed:,.0f}/s),"
-          f" concurrency {args.concurrency}, seed {args.seed}")
+    print(
+        f"http: {total:,} requests answered of {args.n:,} in {elapsed:.0f} s ({total / elapsed:,.0f}/s),"
+        f" concurrency {args.concurrency}, seed {args.seed}"
+    )
     for key in sorted(statuses):
         print(f"  {key:12s} {statuses[key]:>10,}")
-    print(f"5xx: {five}; transport errors: {dict(errors) or 0}; slower than {args.slow} s: {len(slow)}"
-          f" (slowest {longest[0]:.2f} s)")
-    print(f"daemon alive afterwards: {alive}; an unmutated enrollment afterwards: {after};"
-          f" tracebacks in its log: {log.count('Traceback')}")
+    print(
+        f"5xx: {five}; transport errors: {dict(errors) or 0}; slower than {args.slow} s: {len(slow)}"
+        f" (slowest {longest[0]:.2f} s)"
+    )
+    print(
+        f"daemon alive afterwards: {alive}; an unmutated enrollment afterwards: {after};"
+        f" tracebacks in its log: {log.count('Traceback')}"
+    )
     return 0 if five == 0 and not errors and alive and after == "SUCCESS" and "Traceback" not in log else 1
 
 
@@ -271,8 +292,9 @@ def main() -> int:
     h.add_argument("-n", type=int, default=100_000)
     h.add_argument("--concurrency", type=int, default=4)
     h.add_argument("--request-timeout", type=float, default=30.0)
-    h.add_argument("--inner", type=float, default=0.1,
-                   help="share of requests that are valid envelopes around a mutated CSR")
+    h.add_argument(
+        "--inner", type=float, default=0.1, help="share of requests that are valid envelopes around a mutated CSR"
+    )
     for sp in (r, h):
         sp.add_argument("--seed", type=int, default=1)
         sp.add_argument("--slow", type=float, default=1.0, help="seconds; an input slower than this is reported")

@@ -55,9 +55,16 @@ def serve(stack: str, fd: int) -> None:
             while more:
                 message = await receive()
                 more = message.get("more_body", False)
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/x-pki-message"),
-                                    (b"content-length", str(len(reply)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/x-pki-message"),
+                        (b"content-length", str(len(reply)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": reply})
 
         asgi = app
@@ -84,8 +91,9 @@ async def drive(url: str, n: int, concurrency: int, pid: int) -> tuple[float, fl
     """(wall seconds, client CPU seconds, server CPU seconds) for n requests, through loadgen's own loop."""
     body = os.urandom(REQUEST_BYTES)
     warmup = max(50, n // 10)  # imports, connections
-    wall, client_cpu, server_cpu, _, replies = await run(url, [(None, body)] * (warmup + n), concurrency,
-                                                         warmup=warmup, pid=pid)
+    wall, client_cpu, server_cpu, _, replies = await run(
+        url, [(None, body)] * (warmup + n), concurrency, warmup=warmup, pid=pid
+    )
     bad = [r if isinstance(r, int) else len(r) for r in replies if isinstance(r, int) or len(r) != REPLY_BYTES]
     if bad:
         raise RuntimeError(f"{len(bad)} unexpected replies (HTTP status or body length), first: {bad[0]}")
@@ -96,8 +104,11 @@ async def drive(url: str, n: int, concurrency: int, pid: int) -> tuple[float, fl
 def measure(stack: str, n: int, concurrency: int) -> dict[str, object]:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    child = subprocess.Popen([sys.executable, __file__, "--child", stack, str(listener.fileno())],
-                             pass_fds=[listener.fileno()], stdin=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--child", stack, str(listener.fileno())],
+        pass_fds=[listener.fileno()],
+        stdin=subprocess.DEVNULL,
+    )
     listener.close()
     try:
         url = f"http://127.0.0.1:{port}/scep"
@@ -118,8 +129,14 @@ def measure(stack: str, n: int, concurrency: int) -> dict[str, object]:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-    return {"stack": stack, "n": n, "concurrency": concurrency, "per_second": n / wall,
-            "server_cpu_ms": server_cpu / n * 1000, "client_cpu_ms": client_cpu / n * 1000}
+    return {
+        "stack": stack,
+        "n": n,
+        "concurrency": concurrency,
+        "per_second": n / wall,
+        "server_cpu_ms": server_cpu / n * 1000,
+        "client_cpu_ms": client_cpu / n * 1000,
+    }
 
 
 def main() -> int:
@@ -129,8 +146,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=3000, help="timed requests per stack")
     ap.add_argument("-c", type=int, default=4, help="concurrent client tasks (keep-alive connections)")
-    ap.add_argument("--stack", default="asgi,quart",
-                    help="comma-separated: asgi (bare hypercorn) and/or quart (hypercorn + quart-trio)")
+    ap.add_argument(
+        "--stack",
+        default="asgi,quart",
+        help="comma-separated: asgi (bare hypercorn) and/or quart (hypercorn + quart-trio)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     for stack in args.stack.split(","):
@@ -140,9 +160,11 @@ def main() -> int:
         if args.json:
             print(json.dumps(result))
         else:
-            print(f"{stack:6s} n={args.n} c={args.c}  {result['per_second']:8.1f} requests/s  "
-                  f"server CPU {result['server_cpu_ms']:.3f} ms/request  "
-                  f"client CPU {result['client_cpu_ms']:.3f} ms/request")
+            print(
+                f"{stack:6s} n={args.n} c={args.c}  {result['per_second']:8.1f} requests/s  "
+                f"server CPU {result['server_cpu_ms']:.3f} ms/request  "
+                f"client CPU {result['client_cpu_ms']:.3f} ms/request"
+            )
     return 0
 
 

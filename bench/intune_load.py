@@ -51,8 +51,20 @@ class FakeProcess:
 
     def __init__(self, secret_file: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fake_intune", "serve", "--port", "0", "--client-secret-file", str(secret_file)],
-            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.fake_intune",
+                "serve",
+                "--port",
+                "0",
+                "--client-secret-file",
+                str(secret_file),
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         assert self.proc.stdout is not None
         lines = []
@@ -68,7 +80,7 @@ class FakeProcess:
             self.snippet += line
             if line.startswith("intune_resource_url"):
                 break
-        self.snippet = self.snippet[self.snippet.index("[intune]"):]
+        self.snippet = self.snippet[self.snippet.index("[intune]") :]
 
     def admin(self, path: str, body: Any) -> Any:
         r = httpx.post(self.url + "/_fake/" + path, json=body, timeout=30)
@@ -80,38 +92,50 @@ class FakeProcess:
         self.proc.wait(10)
 
 
-def build_messages(url: str, keys: list[rsa.RSAPrivateKey], n: int, label: str,
-                   challenge_for: Callable[[str], str]) -> list[tuple[Any, bytes]]:
+def build_messages(
+    url: str, keys: list[rsa.RSAPrivateKey], n: int, label: str, challenge_for: Callable[[str], str]
+) -> list[tuple[Any, bytes]]:
     """PKCSReq messages for n devices, each with its own subject, transaction and challenge."""
     ca_certs = loadgen.fetch_ca(url)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     messages = []
     for i in range(n):
         key = keys[i % len(keys)]
         cn = f"bench-{label}-{i}-{secrets.token_hex(4)}"
         csr = make_csr(key, cn, challenge_for(cn))
         body = build_pki_message(
-            message_type=MessageType.PKCS_REQ, payload=csr.public_bytes(serialization.Encoding.DER),
-            transaction_id=secrets.token_hex(16), sender_nonce=os.urandom(16), recipient_certificate=ca_certs[0],
-            signer_certificate=make_self_signed(key, csr.subject, now), signer_key=key,
+            message_type=MessageType.PKCS_REQ,
+            payload=csr.public_bytes(serialization.Encoding.DER),
+            transaction_id=secrets.token_hex(16),
+            sender_nonce=os.urandom(16),
+            recipient_certificate=ca_certs[0],
+            signer_certificate=make_self_signed(key, csr.subject, now),
+            signer_key=key,
         )
         messages.append((key, body))
     return messages
 
 
-def round_(label: str, url: str, messages: list[tuple[Any, bytes]], concurrency: int, pid: int,
-           warmup: int, fake_pid: int) -> dict[str, Any]:
+def round_(
+    label: str, url: str, messages: list[tuple[Any, bytes]], concurrency: int, pid: int, warmup: int, fake_pid: int
+) -> dict[str, Any]:
     fake_cpu = loadgen.cpu_seconds(fake_pid)  # warm-up included: a share of the machine, not a figure
-    elapsed, client_cpu, server_cpu, latencies, replies = trio.run(
-        loadgen.run, url, messages, concurrency, warmup, pid)
+    elapsed, client_cpu, server_cpu, latencies, replies = trio.run(loadgen.run, url, messages, concurrency, warmup, pid)
     fake_cpu = loadgen.cpu_seconds(fake_pid) - fake_cpu
     ca_certs = loadgen.fetch_ca(url)
     ok, failures = loadgen.check(messages[warmup:], replies[warmup:], ca_certs)
     n = len(messages) - warmup
     return {
-        "label": label, "n": n, "ok": ok, "failures": failures, "seconds": elapsed, "rate": n / elapsed,
-        "p50_ms": loadgen.pct(latencies, 50) * 1000, "p95_ms": loadgen.pct(latencies, 95) * 1000,
-        "client_cpu_ms": client_cpu / n * 1000, "server_cpu_ms": (server_cpu or 0.0) / n * 1000,
+        "label": label,
+        "n": n,
+        "ok": ok,
+        "failures": failures,
+        "seconds": elapsed,
+        "rate": n / elapsed,
+        "p50_ms": loadgen.pct(latencies, 50) * 1000,
+        "p95_ms": loadgen.pct(latencies, 95) * 1000,
+        "client_cpu_ms": client_cpu / n * 1000,
+        "server_cpu_ms": (server_cpu or 0.0) / n * 1000,
         "fake_cpu_ms": fake_cpu / len(messages) * 1000,
     }
 
@@ -146,8 +170,13 @@ def main() -> int:
                 results: list[tuple[dict[str, Any], dict[str, Any]]] = []
                 for _ in range(args.pairs):
                     static_msgs = build_messages(static_url, keys, size, "static", lambda cn: STATIC)
-                    intune_msgs = build_messages(intune_url, keys, size, "intune", lambda cn: fake.admin(
-                        "challenges", {"subject": f"CN={cn}", "ttl": 3600})["challenge"])
+                    intune_msgs = build_messages(
+                        intune_url,
+                        keys,
+                        size,
+                        "intune",
+                        lambda cn: fake.admin("challenges", {"subject": f"CN={cn}", "ttl": 3600})["challenge"],
+                    )
                     if os.environ.get("SCEPD_BENCH_PAUSE"):  # attach a profiler to `pid` now
                         input(f"daemon pid {pid}; press enter to start the rounds")
                     base = round_("static", static_url, static_msgs, args.c, pid, args.warmup, fake.proc.pid)
@@ -156,18 +185,24 @@ def main() -> int:
         finally:
             fake.stop()
 
-    print(f"Intune answers validate and successNotification after {args.delay * 1000:.0f} ms each; "
-          f"{args.c} clients; {args.n} timed enrollments per round after {args.warmup} untimed")
+    print(
+        f"Intune answers validate and successNotification after {args.delay * 1000:.0f} ms each; "
+        f"{args.c} clients; {args.n} timed enrollments per round after {args.warmup} untimed"
+    )
     print("cpu ms: per enrollment, of the daemon (with its token workers), of this load generator, and of the fake")
-    print(f"{'round':>7} {'ok':>5} {'enroll/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'server cpu':>11} "
-          f"{'client cpu':>11} {'fake cpu':>9} {'intune/static':>14}")
+    print(
+        f"{'round':>7} {'ok':>5} {'enroll/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'server cpu':>11} "
+        f"{'client cpu':>11} {'fake cpu':>9} {'intune/static':>14}"
+    )
     ratios = []
     for base, with_intune in results:
         ratio = with_intune["rate"] / base["rate"]
         ratios.append(ratio)
         for r, shown in ((base, ""), (with_intune, f"{ratio:.2f}")):
-            print(f"{r['label']:>7} {r['ok']:>5} {r['rate']:>9.1f} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} "
-                  f"{r['server_cpu_ms']:>11.2f} {r['client_cpu_ms']:>11.2f} {r['fake_cpu_ms']:>9.2f} {shown:>14}")
+            print(
+                f"{r['label']:>7} {r['ok']:>5} {r['rate']:>9.1f} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} "
+                f"{r['server_cpu_ms']:>11.2f} {r['client_cpu_ms']:>11.2f} {r['fake_cpu_ms']:>9.2f} {shown:>14}"
+            )
             if r["failures"]:
                 print("        failures: " + ", ".join(f"{k}: {v}" for k, v in sorted(r["failures"].items())))
     print(f"median intune/static rate ratio over {len(ratios)} pairs: {statistics.median(ratios):.2f}")

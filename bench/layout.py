@@ -41,7 +41,7 @@ def main() -> None:
     layouts = {"lone CA (RSA-3072 does all three)": True, "default (CA-3072 + RA-2048)": False}
     rates: dict[str, list[float]] = {name: [] for name in layouts}
     with tempfile.TemporaryDirectory(prefix="scepd-layout-") as tmp:
-        for name, no_ra in layouts.items():
+        for no_ra in layouts.values():
             init_state(Path(tmp) / ("lone" if no_ra else "default"), CHALLENGE, workers=args.workers, no_ra=no_ra)
         for round_ in range(args.rounds):
             for name, no_ra in layouts.items():
@@ -49,17 +49,23 @@ def main() -> None:
                 with running(state, CHALLENGE) as daemon:
                     ca_certs, messages = loadgen.prepare(daemon.url, CHALLENGE, args.n + 16, Path(tmp) / "client-keys")
                     wall, _, server_cpu, _, replies = trio.run(
-                        loadgen.run, daemon.url, messages, args.concurrency, 16, daemon.proc.pid)
+                        loadgen.run, daemon.url, messages, args.concurrency, 16, daemon.proc.pid
+                    )
                     ok, failures = loadgen.check(messages[16:], replies[16:], ca_certs)
                 rate = args.n / wall
                 rates[name].append(rate)
                 cpu = (server_cpu or 0.0) / args.n * 1000
-                print(f"round {round_ + 1} {name:<36} {rate:7.1f} enrollments/s  {cpu:6.2f} ms CPU each"
-                      f"  ok={ok} failures={failures or 0}", flush=True)
+                print(
+                    f"round {round_ + 1} {name:<36} {rate:7.1f} enrollments/s  {cpu:6.2f} ms CPU each"
+                    f"  ok={ok} failures={failures or 0}",
+                    flush=True,
+                )
     lone, default = rates.values()
     ratios = [d / a for a, d in zip(lone, default)]
-    print(f"median: lone CA {statistics.median(lone):.1f}/s, default {statistics.median(default):.1f}/s;"
-          f" default/lone per round {', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})")
+    print(
+        f"median: lone CA {statistics.median(lone):.1f}/s, default {statistics.median(default):.1f}/s;"
+        f" default/lone per round {', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ _CLK = os.sysconf("SC_CLK_TCK")
 
 def _keygen(_: int) -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def process_tree(pid: int) -> list[int]:
@@ -108,8 +109,8 @@ def client_keys(n: int, cache: Path | None = None) -> list[rsa.RSAPrivateKey]:
     if cache is not None and cache.exists():
         data, pos = cache.read_bytes(), 0
         while pos < len(data) and len(ders) < n:
-            size = int.from_bytes(data[pos:pos + 4], "big")
-            ders.append(data[pos + 4:pos + 4 + size])
+            size = int.from_bytes(data[pos : pos + 4], "big")
+            ders.append(data[pos + 4 : pos + 4 + size])
             pos += 4 + size
     if len(ders) < n:
         with ProcessPoolExecutor() as pool:
@@ -123,8 +124,9 @@ def client_keys(n: int, cache: Path | None = None) -> list[rsa.RSAPrivateKey]:
     return keys  # type: ignore[return-value]
 
 
-def prepare(url: str, challenge: str, n: int, cache: Path | None = None
-            ) -> tuple[list[x509.Certificate], list[tuple[rsa.RSAPrivateKey, bytes]]]:
+def prepare(
+    url: str, challenge: str, n: int, cache: Path | None = None
+) -> tuple[list[x509.Certificate], list[tuple[rsa.RSAPrivateKey, bytes]]]:
     ca_certs = fetch_ca(url)
     keys = client_keys(n, cache)
     messages = []
@@ -145,8 +147,9 @@ def prepare(url: str, challenge: str, n: int, cache: Path | None = None
     return ca_certs, messages
 
 
-async def run(url: str, messages: Sequence[tuple[Any, bytes]], concurrency: int, warmup: int = 0,
-              pid: int | None = None) -> tuple[float, float, float | None, list[float], list[bytes | int]]:
+async def run(
+    url: str, messages: Sequence[tuple[Any, bytes]], concurrency: int, warmup: int = 0, pid: int | None = None
+) -> tuple[float, float, float | None, list[float], list[bytes | int]]:
     """POST every message, `concurrency` at a time, over keep-alive connections.
 
     The first `warmup` messages go before the clock starts. Returns the
@@ -162,8 +165,12 @@ async def run(url: str, messages: Sequence[tuple[Any, bytes]], concurrency: int,
         async def worker(queue: Iterator[tuple[int, tuple[Any, bytes]]], timed: bool) -> None:
             for i, (_, body) in queue:
                 t0 = time.perf_counter()
-                r = await http.post(url, params={"operation": "PKIOperation"}, content=body,
-                                    headers={"content-type": "application/x-pki-message"})
+                r = await http.post(
+                    url,
+                    params={"operation": "PKIOperation"},
+                    content=body,
+                    headers={"content-type": "application/x-pki-message"},
+                )
                 if timed:
                     latencies.append(time.perf_counter() - t0)
                 replies[i] = r.content if r.status_code == 200 else r.status_code
@@ -188,8 +195,9 @@ def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if len(values) > 1 else values[0]
 
 
-def check(messages: list[tuple[rsa.RSAPrivateKey, bytes]], replies: list[bytes | int],
-          ca_certs: list[x509.Certificate]) -> tuple[int, dict[str, int]]:
+def check(
+    messages: list[tuple[rsa.RSAPrivateKey, bytes]], replies: list[bytes | int], ca_certs: list[x509.Certificate]
+) -> tuple[int, dict[str, int]]:
     """Open every reply: (number of verified certificates, count of each other outcome)."""
     ok, failures = 0, dict[str, int]()
     for (key, _), reply in zip(messages, replies):
@@ -224,15 +232,23 @@ def main() -> int:
 
     ca_certs, messages = prepare(args.url, args.challenge, args.warmup + args.n, args.keys)
     elapsed, client_cpu, server_cpu, latencies, replies = trio.run(
-        run, args.url, messages, args.c, args.warmup, args.pid)
+        run, args.url, messages, args.c, args.warmup, args.pid
+    )
     # The warm-up's replies are checked too, but only the timed ones are counted.
-    _, fail_warm = check(messages[:args.warmup], replies[:args.warmup], ca_certs)
-    ok, failures = check(messages[args.warmup:], replies[args.warmup:], ca_certs)
+    _, fail_warm = check(messages[: args.warmup], replies[: args.warmup], ca_certs)
+    ok, failures = check(messages[args.warmup :], replies[args.warmup :], ca_certs)
     result = {
-        "label": args.label, "n": args.n, "c": args.c, "warmup": args.warmup, "ok": ok,
-        "failures": failures, "warmup_failures": fail_warm,
-        "seconds": elapsed, "rate": args.n / elapsed,
-        "p50_ms": pct(latencies, 50) * 1000, "p95_ms": pct(latencies, 95) * 1000,
+        "label": args.label,
+        "n": args.n,
+        "c": args.c,
+        "warmup": args.warmup,
+        "ok": ok,
+        "failures": failures,
+        "warmup_failures": fail_warm,
+        "seconds": elapsed,
+        "rate": args.n / elapsed,
+        "p50_ms": pct(latencies, 50) * 1000,
+        "p95_ms": pct(latencies, 95) * 1000,
         "p99_ms": pct(latencies, 99) * 1000,
         "client_cpu_ms": client_cpu / args.n * 1000,
         "server_cpu_ms": server_cpu / args.n * 1000 if server_cpu is not None else None,
@@ -240,9 +256,11 @@ def main() -> int:
     if args.json:
         print(json.dumps(result), flush=True)
     else:
-        line = (f"{args.label}: n={args.n} c={args.c} ok={ok} {result['rate']:.1f} enrollments/s "
-                f"p50={result['p50_ms']:.1f}ms p95={result['p95_ms']:.1f}ms p99={result['p99_ms']:.1f}ms "
-                f"client_cpu={result['client_cpu_ms']:.2f}ms/enrollment")
+        line = (
+            f"{args.label}: n={args.n} c={args.c} ok={ok} {result['rate']:.1f} enrollments/s "
+            f"p50={result['p50_ms']:.1f}ms p95={result['p95_ms']:.1f}ms p99={result['p99_ms']:.1f}ms "
+            f"client_cpu={result['client_cpu_ms']:.2f}ms/enrollment"
+        )
         if args.pid:
             line += f" server_cpu={result['server_cpu_ms']:.2f}ms/enrollment"
         if failures:

@@ -54,7 +54,7 @@ async def make_ca() -> tuple[CertificateAuthority, SoftwareKey]:
 
     key = SoftwareKey(rsa.generate_private_key(public_exponent=65537, key_size=2048), label="bench-ca")
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pipeline bench CA")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = x509.load_der_x509_certificate(await self_signed_ca(key, subject, now, dt.timedelta(days=365)))
     return CertificateAuthority(certificate=cert, signer=key, ra_certificate=cert, ra_key=key), key
 
@@ -73,16 +73,20 @@ def private_ops_ms(key: rsa.RSAPrivateKey, n: int = 200) -> float:
 async def main(n: int, profile: bool, sort: str, as_json: bool) -> None:
     ca, ca_key = await make_ca()
     clients = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(8)]
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     messages = []
     for i in range(n):
         key = clients[i % len(clients)]
         csr = make_csr(key, f"bench-{i}-{secrets.token_hex(4)}", CHALLENGE)
         signer = make_self_signed(key, csr.subject, now)
         body = build_pki_message(
-            message_type=MessageType.PKCS_REQ, payload=csr.public_bytes(serialization.Encoding.DER),
-            transaction_id=secrets.token_hex(16), sender_nonce=os.urandom(16),
-            recipient_certificate=ca.certificate, signer_certificate=signer, signer_key=key,
+            message_type=MessageType.PKCS_REQ,
+            payload=csr.public_bytes(serialization.Encoding.DER),
+            transaction_id=secrets.token_hex(16),
+            sender_nonce=os.urandom(16),
+            recipient_certificate=ca.certificate,
+            signer_certificate=signer,
+            signer_key=key,
         )
         messages.append((body, key))
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,8 +114,10 @@ async def main(n: int, profile: bool, sort: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"n": n, "cpu_ms": cpu, "wall_ms": wall, "private_ops_ms": token, "own_cpu_ms": cpu - token}))
         return
-    print(f"pki_operation: n={n} cpu={cpu:.2f} ms/enrollment wall={wall:.2f} ms "
-          f"(process CPU, all threads; SQLite fsync waits are wall time only)")
+    print(
+        f"pki_operation: n={n} cpu={cpu:.2f} ms/enrollment wall={wall:.2f} ms "
+        f"(process CPU, all threads; SQLite fsync waits are wall time only)"
+    )
     print(f"in-process RSA-2048 private-key operations (2 signs + 1 decrypt): {token:.2f} ms")
     print(f"scepd's own CPU per enrollment, without HTTP: {cpu - token:.2f} ms")
     if prof:

@@ -66,8 +66,9 @@ def log(text: str) -> None:
 
 def run(argv: list[str], timeout: float, **kw: Any) -> subprocess.CompletedProcess[str]:
     """Run a step; its output is kept and shown if it fails."""
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False,
-                       **kw)
+    p = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False, **kw
+    )
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
     return p
@@ -98,7 +99,7 @@ def machine_facts() -> dict[str, str]:
         "cpu": cpu,
         "memory": f"{mem_kb // 1024} MiB",
         "kernel": platform.release(),
-        "os": _out(["sh", "-c", ". /etc/os-release && echo \"$PRETTY_NAME\""]),
+        "os": _out(["sh", "-c", '. /etc/os-release && echo "$PRETTY_NAME"']),
         "python": platform.python_version(),
         "scepd commit": _out(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
         + (" (scepd/ has uncommitted changes)" if dirty else ""),
@@ -157,8 +158,22 @@ def setup_scepd(state: Path) -> Path:
         text = text.replace("object=scepd-ca;", "object=bench-ca-rsa2048;")
         text = text.replace('certificate = "ca.pem"', 'certificate = "ca-rsa2048.pem"')
         config.write_text(text)
-        run([SCEPD, "ca", "init", "--config", str(config), "--key-type", "rsa", "--key-size", "2048",
-             "--subject", "CN=scepd bench CA (RSA-2048),O=scepd"], 180)
+        run(
+            [
+                SCEPD,
+                "ca",
+                "init",
+                "--config",
+                str(config),
+                "--key-type",
+                "rsa",
+                "--key-size",
+                "2048",
+                "--subject",
+                "CN=scepd bench CA (RSA-2048),O=scepd",
+            ],
+            180,
+        )
     run([SCEPD, "config", "check", "--config", str(config)], 60)
     return config
 
@@ -182,8 +197,13 @@ def scepd_server(config: Path, workers: int, processes: int = 1, timeout: float 
     cfg = with_workers(config, workers, processes)
     out, err = cfg.with_suffix(".stdout"), cfg.with_suffix(".log")
     with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen([SCEPD, "serve", "--config", str(cfg), "--listen", "127.0.0.1:0"],
-                                stdin=subprocess.DEVNULL, stdout=o, stderr=e, start_new_session=True)
+        proc = subprocess.Popen(
+            [SCEPD, "serve", "--config", str(cfg), "--listen", "127.0.0.1:0"],
+            stdin=subprocess.DEVNULL,
+            stdout=o,
+            stderr=e,
+            start_new_session=True,
+        )
     try:
         deadline, url = time.monotonic() + timeout, None
         while url is None:
@@ -206,22 +226,42 @@ def micromdm_server(workdir: Path) -> Iterator[Server]:
     without -debug (each server logs at its default level)."""
     workdir.mkdir(parents=True, exist_ok=True)
     depot = workdir / "depot"
-    run([SCEPSERVER, "ca", "-init", "-depot", str(depot), "-keySize", "2048",
-         "-organization", "scep reference", "-country", "US"], 120, cwd=workdir)
+    run(
+        [
+            SCEPSERVER,
+            "ca",
+            "-init",
+            "-depot",
+            str(depot),
+            "-keySize",
+            "2048",
+            "-organization",
+            "scep reference",
+            "-country",
+            "US",
+        ],
+        120,
+        cwd=workdir,
+    )
     log_path = workdir / "scepserver.log"
     for attempt in range(5):
         port = free_port()
         url = f"http://127.0.0.1:{port}/scep"
         with open(log_path, "ab") as f:
-            proc = subprocess.Popen([SCEPSERVER, "-depot", str(depot), "-port", str(port), "-challenge", CHALLENGE],
-                                    stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=workdir,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [SCEPSERVER, "-depot", str(depot), "-port", str(port), "-challenge", CHALLENGE],
+                stdin=subprocess.DEVNULL,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                start_new_session=True,
+            )
         try:
             wait_for_scep(url, proc=proc)
-        except (RuntimeError, TimeoutError):
+        except (RuntimeError, TimeoutError) as e:
             stop(proc)
             if attempt == 4:
-                raise RuntimeError("scepserver did not start:\n" + log_path.read_text(errors="replace")[-3000:])
+                raise RuntimeError("scepserver did not start:\n" + log_path.read_text(errors="replace")[-3000:]) from e
             continue
         break
     try:
@@ -235,10 +275,33 @@ def micromdm_server(workdir: Path) -> Iterator[Server]:
 
 def loadgen(server: Server, n: int, c: int, warmup: int, keys: Path, timeout: float) -> dict[str, Any]:
     p = subprocess.run(
-        [PY, str(HERE / "loadgen.py"), "--url", server.url, "--challenge", CHALLENGE, "-n", str(n), "-c", str(c),
-         "--warmup", str(warmup), "--pid", str(server.proc.pid), "--keys", str(keys), "--label", server.name,
-         "--json"],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+        [
+            PY,
+            str(HERE / "loadgen.py"),
+            "--url",
+            server.url,
+            "--challenge",
+            CHALLENGE,
+            "-n",
+            str(n),
+            "-c",
+            str(c),
+            "--warmup",
+            str(warmup),
+            "--pid",
+            str(server.proc.pid),
+            "--keys",
+            str(keys),
+            "--label",
+            server.name,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         raise RuntimeError(f"loadgen against {server.name} c={c} failed ({p.returncode}):\n{p.stderr[-3000:]}")
@@ -248,8 +311,20 @@ def loadgen(server: Server, n: int, c: int, warmup: int, keys: Path, timeout: fl
 
 
 def token_signs(config: Path, ops: int, workers: list[int], timeout: float) -> dict[str, Any]:
-    p = run([PY, str(HERE / "token_signs.py"), "--config", str(config), "-n", str(ops),
-             "--workers", ",".join(map(str, workers)), "--json"], timeout)
+    p = run(
+        [
+            PY,
+            str(HERE / "token_signs.py"),
+            "--config",
+            str(config),
+            "-n",
+            str(ops),
+            "--workers",
+            ",".join(map(str, workers)),
+            "--json",
+        ],
+        timeout,
+    )
     return json.loads(p.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -282,16 +357,24 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for k, v in r["failures"].items():
                 failures[k] = failures.get(k, 0) + v
         cpu = [r["server_cpu_ms"] for r in rs if r["server_cpu_ms"] is not None]
-        rows.append({
-            "server": server, "c": c, "rounds": len(rs), "n": sum(r["n"] for r in rs),
-            "ok": sum(r["ok"] for r in rs), "failures": failures,
-            "rate": median([r["rate"] for r in rs]), "rate_min": min(r["rate"] for r in rs),
-            "rate_max": max(r["rate"] for r in rs),
-            "p50_ms": median([r["p50_ms"] for r in rs]), "p95_ms": median([r["p95_ms"] for r in rs]),
-            "p99_ms": median([r["p99_ms"] for r in rs]),
-            "server_cpu_ms": median(cpu) if cpu else None,
-            "client_cpu_ms": median([r["client_cpu_ms"] for r in rs]),
-        })
+        rows.append(
+            {
+                "server": server,
+                "c": c,
+                "rounds": len(rs),
+                "n": sum(r["n"] for r in rs),
+                "ok": sum(r["ok"] for r in rs),
+                "failures": failures,
+                "rate": median([r["rate"] for r in rs]),
+                "rate_min": min(r["rate"] for r in rs),
+                "rate_max": max(r["rate"] for r in rs),
+                "p50_ms": median([r["p50_ms"] for r in rs]),
+                "p95_ms": median([r["p95_ms"] for r in rs]),
+                "p99_ms": median([r["p99_ms"] for r in rs]),
+                "server_cpu_ms": median(cpu) if cpu else None,
+                "client_cpu_ms": median([r["client_cpu_ms"] for r in rs]),
+            }
+        )
     return rows
 
 
@@ -302,24 +385,41 @@ def aggregate_token(tokens: list[dict[str, Any]]) -> dict[str, Any] | None:
     for t in tokens:
         for r in t["results"]:
             groups.setdefault((r["mode"], r["op"]), []).append(r)
-    results = [{"mode": mode, "op": op, "tasks": rs[0]["tasks"], "n": rs[0]["n"], "rounds": len(rs),
-                "per_second": median([r["per_second"] for r in rs]), "cpu_ms": median([r["cpu_ms"] for r in rs])}
-               for (mode, op), rs in groups.items()]
+    results = [
+        {
+            "mode": mode,
+            "op": op,
+            "tasks": rs[0]["tasks"],
+            "n": rs[0]["n"],
+            "rounds": len(rs),
+            "per_second": median([r["per_second"] for r in rs]),
+            "cpu_ms": median([r["cpu_ms"] for r in rs]),
+        }
+        for (mode, op), rs in groups.items()
+    ]
     return {k: v for k, v in tokens[0].items() if k != "results"} | {"results": results}
 
 
-def report(facts: dict[str, str], rows: list[dict[str, Any]], token: dict[str, Any] | None,
-           floors: list[dict[str, float]] | None = None) -> str:
+def report(
+    facts: dict[str, str],
+    rows: list[dict[str, Any]],
+    token: dict[str, Any] | None,
+    floors: list[dict[str, float]] | None = None,
+) -> str:
     lines = ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()), ""]
     ops = {(r["mode"], r["op"]): r for r in token["results"]} if token else {}
     three = None
     if ("direct", "sign") in ops and ("direct", "unwrap") in ops:
         three = 2 * ops[("direct", "sign")]["cpu_ms"] + ops[("direct", "unwrap")]["cpu_ms"]
     rounds = max((r["rounds"] for r in rows), default=0)
-    head = (f"{'server':<20} {'c':>3} {'n':>5} {'ok':>5} {'enroll/s':>9} {'(min-max)':>13} {'p50 ms':>7} "
-            f"{'p95 ms':>7} {'p99 ms':>7} {'srv CPU ms':>10} {'/token':>6} {'client CPU':>10}")
-    title = (f"Enrollments (bench/loadgen.py, fresh RSA-2048 clients, RSA-2048 CA; median of {rounds} rounds; "
-             "CPU per enrollment; /token = server CPU over the token's CPU for 2 signs + 1 decrypt):")
+    head = (
+        f"{'server':<20} {'c':>3} {'n':>5} {'ok':>5} {'enroll/s':>9} {'(min-max)':>13} {'p50 ms':>7} "
+        f"{'p95 ms':>7} {'p99 ms':>7} {'srv CPU ms':>10} {'/token':>6} {'client CPU':>10}"
+    )
+    title = (
+        f"Enrollments (bench/loadgen.py, fresh RSA-2048 clients, RSA-2048 CA; median of {rounds} rounds; "
+        "CPU per enrollment; /token = server CPU over the token's CPU for 2 signs + 1 decrypt):"
+    )
     lines += [title, head, "-" * len(head)]
     for r in rows:
         cpu = r["server_cpu_ms"]
@@ -328,22 +428,28 @@ def report(facts: dict[str, str], rows: list[dict[str, Any]], token: dict[str, A
         lines.append(
             f"{r['server']:<20} {r['c']:>3} {r['n']:>5} {r['ok']:>5} {r['rate']:>9.1f} {spread:>13} "
             f"{r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f} {r['p99_ms']:>7.1f} "
-            f"{'-' if cpu is None else format(cpu, '.2f'):>10} {ratio:>6} {r['client_cpu_ms']:>10.2f}")
+            f"{'-' if cpu is None else format(cpu, '.2f'):>10} {ratio:>6} {r['client_cpu_ms']:>10.2f}"
+        )
         if r["failures"]:
             lines.append(f"{'':<25}failures: " + ", ".join(f"{k} x{v}" for k, v in r["failures"].items()))
     if token:
-        title = (f"Token (bench/token_signs.py): {token['token']} {token['module']}, key {token['key']} "
-                 f"RSA-{token['key_bits']}; median of {token['results'][0]['rounds']} rounds:")
+        title = (
+            f"Token (bench/token_signs.py): {token['token']} {token['module']}, key {token['key']} "
+            f"RSA-{token['key_bits']}; median of {token['results'][0]['rounds']} rounds:"
+        )
         lines += ["", title]
         head = f"{'mode':<12} {'op':<8} {'tasks':>5} {'n':>6} {'ops/s':>9} {'CPU ms/op':>10}"
         lines += [head, "-" * len(head)]
         for r in token["results"]:
-            lines.append(f"{r['mode']:<12} {r['op']:<8} {r['tasks']:>5} {r['n']:>6} {r['per_second']:>9.1f} "
-                         f"{r['cpu_ms']:>10.3f}")
+            lines.append(
+                f"{r['mode']:<12} {r['op']:<8} {r['tasks']:>5} {r['n']:>6} {r['per_second']:>9.1f} {r['cpu_ms']:>10.3f}"
+            )
     lines.append("")
     if three:
-        lines.append(f"Token CPU for one enrollment's three private-key operations (2 signs + 1 decrypt, direct): "
-                     f"{three:.2f} ms; target: server CPU <= 1.5x = {1.5 * three:.2f} ms/enrollment.")
+        lines.append(
+            f"Token CPU for one enrollment's three private-key operations (2 signs + 1 decrypt, direct): "
+            f"{three:.2f} ms; target: server CPU <= 1.5x = {1.5 * three:.2f} ms/enrollment."
+        )
     reference = {r["c"]: r for r in rows if str(r["server"]).startswith("micromdm")}
     for r in rows:
         if str(r["server"]).startswith("scepd"):
@@ -351,24 +457,33 @@ def report(facts: dict[str, str], rows: list[dict[str, Any]], token: dict[str, A
             parts = [f"{r['server']} c={r['c']}:"]
             if ref:
                 rate, ref_rate = r["rate"], ref["rate"]
-                parts.append(f"{rate:.1f}/s vs micromdm {ref_rate:.1f}/s ({rate / ref_rate:.2f}x, "
-                             f"{'met' if rate >= ref_rate else 'NOT met'});")
+                parts.append(
+                    f"{rate:.1f}/s vs micromdm {ref_rate:.1f}/s ({rate / ref_rate:.2f}x, "
+                    f"{'met' if rate >= ref_rate else 'NOT met'});"
+                )
             if three and r["server_cpu_ms"] is not None:
                 cpu = r["server_cpu_ms"]
-                parts.append(f"CPU {cpu:.2f} ms/enrollment = {cpu / three:.2f}x the token "
-                             f"({'met' if cpu <= 1.5 * three else 'NOT met'})")
+                parts.append(
+                    f"CPU {cpu:.2f} ms/enrollment = {cpu / three:.2f}x the token "
+                    f"({'met' if cpu <= 1.5 * three else 'NOT met'})"
+                )
             lines.append(" ".join(parts))
     if floors:
         fl = {k: median([f[k] for f in floors]) for k in floors[0]}
-        lines += ["", f"Floor (median of {len(floors)} rounds), CPU ms per request or enrollment:",
-                  f"  HTTP stack, empty handler (bench/http_floor.py, c=4): hypercorn {fl['http_asgi_ms']:.2f}, "
-                  f"hypercorn + quart-trio {fl['http_quart_ms']:.2f}",
-                  f"  scepd's own pipeline, no HTTP, no token (bench/pipeline_cpu.py): {fl['pipeline_ms']:.2f}"]
+        lines += [
+            "",
+            f"Floor (median of {len(floors)} rounds), CPU ms per request or enrollment:",
+            f"  HTTP stack, empty handler (bench/http_floor.py, c=4): hypercorn {fl['http_asgi_ms']:.2f}, "
+            f"hypercorn + quart-trio {fl['http_quart_ms']:.2f}",
+            f"  scepd's own pipeline, no HTTP, no token (bench/pipeline_cpu.py): {fl['pipeline_ms']:.2f}",
+        ]
         if three:
             least = three + fl["http_quart_ms"]
-            lines.append(f"  token + HTTP stack = {least:.2f} of the {1.5 * three:.2f} ms target, leaving "
-                         f"{1.5 * three - least:.2f} ms for the SCEP work that measures {fl['pipeline_ms']:.2f} "
-                         f"in process; token + HTTP + pipeline = {least + fl['pipeline_ms']:.2f} ms")
+            lines.append(
+                f"  token + HTTP stack = {least:.2f} of the {1.5 * three:.2f} ms target, leaving "
+                f"{1.5 * three - least:.2f} ms for the SCEP work that measures {fl['pipeline_ms']:.2f} "
+                f"in process; token + HTTP + pipeline = {least + fl['pipeline_ms']:.2f} ms"
+            )
     return "\n".join(lines)
 
 
@@ -382,8 +497,9 @@ def reexec_in_netns() -> None:
     if not unshare or not ip:
         log("unshare/ip not found: running in the host network namespace")
         return
-    probe = subprocess.run([unshare, "--net", ip, "link", "set", "lo", "up"], capture_output=True, timeout=20,
-                           check=False)
+    probe = subprocess.run(
+        [unshare, "--net", ip, "link", "set", "lo", "up"], capture_output=True, timeout=20, check=False
+    )
     if probe.returncode != 0:
         log("cannot create a network namespace (needs root): running in the host network namespace")
         return
@@ -397,14 +513,25 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=500, help="timed enrollments per server, concurrency and round (500)")
     ap.add_argument("--warmup", type=int, default=20, help="untimed enrollments before each run (default 20)")
     ap.add_argument("--concurrency", default="1,4,16")
-    ap.add_argument("--scepd", default="0x1,2x1,0x2",
-                    help="scepd variants as WORKERSxPROCESSES: token.workers by server.processes (default 0x1,2x1,0x2)")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="rounds; each starts every server in turn, and the table gives the medians (default 3)")
+    ap.add_argument(
+        "--scepd",
+        default="0x1,2x1,0x2",
+        help="scepd variants as WORKERSxPROCESSES: token.workers by server.processes (default 0x1,2x1,0x2)",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds; each starts every server in turn, and the table gives the medians (default 3)",
+    )
     ap.add_argument("--token-ops", type=int, default=2000, help="operations per raw token measurement")
     ap.add_argument("--skip-micromdm", action="store_true")
-    ap.add_argument("--floor-requests", type=int, default=2000,
-                    help="requests per HTTP-stack floor measurement (bench/http_floor.py)")
+    ap.add_argument(
+        "--floor-requests",
+        type=int,
+        default=2000,
+        help="requests per HTTP-stack floor measurement (bench/http_floor.py)",
+    )
     ap.add_argument("--skip-floor", action="store_true", help="do not measure the HTTP stack and pipeline floor")
     ap.add_argument("--keep", type=Path, help="keep the state in this directory (default: a removed temp dir)")
     ap.add_argument("--json-out", type=Path, help="also write every figure, every round, here")
@@ -452,8 +579,10 @@ def main() -> int:
                 r = loadgen(server, args.n, c, args.warmup, keys[(i, c)], step_timeout)
                 r["round"] = i
                 cpu = "-" if r["server_cpu_ms"] is None else f"{r['server_cpu_ms']:.2f}"
-                log(f"round {i + 1}/{args.rounds} {server.name} c={c}: {r['rate']:.1f}/s ok={r['ok']}/{r['n']} "
-                    f"p50={r['p50_ms']:.1f} ms server CPU {cpu} ms/enrollment")
+                log(
+                    f"round {i + 1}/{args.rounds} {server.name} c={c}: {r['rate']:.1f}/s ok={r['ok']}/{r['n']} "
+                    f"p50={r['p50_ms']:.1f} ms server CPU {cpu} ms/enrollment"
+                )
                 runs.append(r)
 
         for i in range(args.rounds):  # rounds interleave the servers, so a slow spell hits all of them
@@ -473,10 +602,23 @@ def main() -> int:
         rows, token = aggregate(runs), aggregate_token(tokens)
         print(report(facts, rows, token, floors), flush=True)
         if args.json_out:
-            args.json_out.write_text(json.dumps({"machine": facts, "n": args.n, "warmup": args.warmup,
-                                                 "rounds": args.rounds, "summary": rows, "token": token,
-                                                 "runs": runs, "token_rounds": tokens,
-                                                 "floor_rounds": floors}, indent=2) + "\n")
+            args.json_out.write_text(
+                json.dumps(
+                    {
+                        "machine": facts,
+                        "n": args.n,
+                        "warmup": args.warmup,
+                        "rounds": args.rounds,
+                        "summary": rows,
+                        "token": token,
+                        "runs": runs,
+                        "token_rounds": tokens,
+                        "floor_rounds": floors,
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
         return 0
     finally:
         signal.alarm(0)

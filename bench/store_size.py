@@ -41,9 +41,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import httpx  # noqa: E402
-import trio  # noqa: E402
-
 import loadgen  # noqa: E402
+import trio  # noqa: E402
 
 CHALLENGE = "store-size-bench"
 REASONS = ("keyCompromise", "superseded", "cessationOfOperation", "affiliationChanged", None)
@@ -54,15 +53,33 @@ _CRL = re.compile(r"event=crl_published number=(\d+) revoked=(\d+) bytes=(\d+) s
 
 def ensure_state(state: Path) -> None:
     if not (state / "scepd.toml").exists():
-        subprocess.run([sys.executable, "-m", "scepd", "init", "--state", str(state), "--listen", "127.0.0.1:0",
-                        "--challenge", CHALLENGE, "--workers", "2"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scepd",
+                "init",
+                "--state",
+                str(state),
+                "--listen",
+                "127.0.0.1:0",
+                "--challenge",
+                CHALLENGE,
+                "--workers",
+                "2",
+            ],
+            cwd=REPO,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
 
 def config_for(state: Path, store: str) -> Path:
     path = state / f"{Path(store).stem}.toml"
     text = (state / "scepd.toml").read_text()
     text = text.replace('path = "scepd.sqlite3"', f'path = "{store}"').replace(
-        'file = "ca.crl"', f'file = "{Path(store).stem}.crl"')
+        'file = "ca.crl"', f'file = "{Path(store).stem}.crl"'
+    )
     path.write_text(text)
     return path
 
@@ -84,7 +101,7 @@ def seed(path: Path, n: int, revoked: int, der: bytes) -> float:
     _trio.run(create)
     started = time.perf_counter()
     rng = random.Random(14)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     revoked_rows = set(rng.sample(range(n), revoked))
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous = OFF")
@@ -95,7 +112,9 @@ def seed(path: Path, n: int, revoked: int, der: bytes) -> float:
         conn.executemany(
             "INSERT INTO certificates (serial, transaction_id, subject, requester, csr_sha256, profile, not_before,"
             " not_after, issued_at, status, der, revoked_at, revocation_reason)"
-            " VALUES (?, ?, ?, ?, ?, 'default', ?, ?, ?, ?, ?, ?, ?)", batch)
+            " VALUES (?, ?, ?, ?, ?, 'default', ?, ?, ?, ?, ?, ?, ?)",
+            batch,
+        )
         conn.execute("COMMIT")
         batch.clear()
 
@@ -107,9 +126,22 @@ def seed(path: Path, n: int, revoked: int, der: bytes) -> float:
             span = max(1, int((min(now, not_after) - issued).total_seconds()))
             status, at = "revoked", _ts(issued + dt.timedelta(seconds=rng.randrange(span)))
             reason = REASONS[i % len(REASONS)]
-        batch.append((f"{rng.getrandbits(127) | 1 << 126:x}", f"{rng.getrandbits(128):032x}", f"CN=device-{i}",
-                      f"CN=device-{i}", f"{rng.getrandbits(256):064x}", _ts(issued), _ts(not_after), _ts(issued),
-                      status, der, at, reason))
+        batch.append(
+            (
+                f"{rng.getrandbits(127) | 1 << 126:x}",
+                f"{rng.getrandbits(128):032x}",
+                f"CN=device-{i}",
+                f"CN=device-{i}",
+                f"{rng.getrandbits(256):064x}",
+                _ts(issued),
+                _ts(not_after),
+                _ts(issued),
+                status,
+                der,
+                at,
+                reason,
+            )
+        )
         if len(batch) == 50_000:
             flush()
     if batch:
@@ -138,9 +170,14 @@ class Daemon:
     def __init__(self, config: Path, nice: bool) -> None:
         argv = [sys.executable, "-m", "scepd", "serve", "--config", str(config)]
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen((["nice", "-n", "5"] if nice else []) + argv, cwd=REPO,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.proc = subprocess.Popen(
+            (["nice", "-n", "5"] if nice else []) + argv,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
         self.lines: list[str] = []
         self.url: str | None = None
         self.metrics: str | None = None
@@ -202,19 +239,22 @@ def measure(label: str, config: Path, args: argparse.Namespace, messages: list) 
         deadline = time.monotonic() + 120
         while not d.crl_lines() and time.monotonic() < deadline:  # the fresh CRL, signed after start-up
             time.sleep(0.05)
-        elapsed, _, server_cpu, _, replies = trio.run(loadgen.run, d.url, messages, args.clients, args.warmup,
-                                                      d.proc.pid)
-        ok = sum(1 for r in replies[args.warmup:] if not isinstance(r, int))
+        elapsed, _, server_cpu, _, replies = trio.run(
+            loadgen.run, d.url, messages, args.clients, args.warmup, d.proc.pid
+        )
+        ok = sum(1 for r in replies[args.warmup :] if not isinstance(r, int))
         rate = ok / elapsed
         scrape_median, scrape_max = scrape(d.metrics)
         rss, hwm = rss_kb(d.proc.pid)
         crl = d.crl_lines()
         number, entries, size, seconds = crl[-1] if crl else (0, 0, 0, float("nan"))
-        print(f"{label}: first answer {start:5.2f} s | GetCRL at start {crl_fetch * 1000:7.1f} ms "
-              f"({r.status_code}, {len(r.content)} B) | CRL #{number}: {entries} entries, {size} B, built in "
-              f"{seconds:.3f} s | {rate:6.1f} enrollments/s ({ok} ok, server CPU {server_cpu:.1f} s) | scrape "
-              f"median {scrape_median:.1f} ms, max {scrape_max:.1f} ms | RSS {rss // 1024} MB (peak {hwm // 1024} MB)",
-              flush=True)
+        print(
+            f"{label}: first answer {start:5.2f} s | GetCRL at start {crl_fetch * 1000:7.1f} ms "
+            f"({r.status_code}, {len(r.content)} B) | CRL #{number}: {entries} entries, {size} B, built in "
+            f"{seconds:.3f} s | {rate:6.1f} enrollments/s ({ok} ok, server CPU {server_cpu:.1f} s) | scrape "
+            f"median {scrape_median:.1f} ms, max {scrape_max:.1f} ms | RSS {rss // 1024} MB (peak {hwm // 1024} MB)",
+            flush=True,
+        )
         return {"start": start, "rate": rate, "crl_seconds": seconds, "scrape_max": scrape_max, "rss": rss}
     finally:
         d.stop()
@@ -241,8 +281,11 @@ def main() -> None:
             f.unlink()
         seconds = seed(tmp, args.n, args.revoked, der)
         tmp.rename(large)
-        print(f"seeded {args.n} certificates ({args.revoked} revoked) in {seconds:.1f} s; "
-              f"{large.stat().st_size // 2**20} MB", flush=True)
+        print(
+            f"seeded {args.n} certificates ({args.revoked} revoked) in {seconds:.1f} s; "
+            f"{large.stat().st_size // 2**20} MB",
+            flush=True,
+        )
     fresh = state / "fresh.sqlite3"
     for f in state.glob("fresh.sqlite3*"):
         f.unlink()
@@ -265,12 +308,14 @@ def main() -> None:
                 with sqlite3.connect(large) as db:
                     db.execute("DELETE FROM crl_current")
                 shown = "large, no stored CRL"
-            results[label].append(measure(shown, configs[label], args, messages[i * per:(i + 1) * per]))
+            results[label].append(measure(shown, configs[label], args, messages[i * per : (i + 1) * per]))
             i += 1
     fresh_rate = statistics.mean(r["rate"] for r in results["fresh"])
     large_rate = statistics.mean(r["rate"] for r in results["large"])
-    print(f"enrollment rate, large / fresh: {large_rate / fresh_rate:.3f} "
-          f"({large_rate:.1f} / {fresh_rate:.1f} per s, mean of {args.rounds} round(s))")
+    print(
+        f"enrollment rate, large / fresh: {large_rate / fresh_rate:.3f} "
+        f"({large_rate:.1f} / {fresh_rate:.1f} per s, mean of {args.rounds} round(s))"
+    )
 
 
 if __name__ == "__main__":

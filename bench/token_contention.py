@@ -30,8 +30,12 @@ MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 def _config(state: Path):  # type: ignore[no-untyped-def]
     from scepd.keys.pkcs11 import TokenConfig
 
-    return TokenConfig(module=MODULE, token_label="scepd", pin=(state / "secrets/token.pin").read_text().strip(),
-                       softhsm2_conf=str(state / "softhsm/softhsm2.conf"))
+    return TokenConfig(
+        module=MODULE,
+        token_label="scepd",
+        pin=(state / "secrets/token.pin").read_text().strip(),
+        softhsm2_conf=str(state / "softhsm/softhsm2.conf"),
+    )
 
 
 def _open(state: Path, lock: bool):  # type: ignore[no-untyped-def]
@@ -102,8 +106,10 @@ def main() -> None:
     end = time.monotonic() + args.seconds - 2
     while time.monotonic() < end:
         at = str(time.time() + 1.0)  # every opener of the round opens the token at this instant
-        procs = [subprocess.Popen(base + ["--role", "opener", "--at", at], stdout=subprocess.PIPE, text=True)
-                 for _ in range(args.parallel)]
+        procs = [
+            subprocess.Popen(base + ["--role", "opener", "--at", at], stdout=subprocess.PIPE, text=True)
+            for _ in range(args.parallel)
+        ]
         for proc in procs:
             results[proc.communicate()[0].strip()] += 1
     sign.wait()

@@ -59,12 +59,20 @@ CEK = os.urandom(32)
 
 
 def _result(mode: str, op: str, n: int, seconds: float, cpu: float, tasks: int) -> dict[str, object]:
-    return {"mode": mode, "op": op, "n": n, "tasks": tasks, "seconds": seconds,
-            "per_second": n / seconds, "cpu_ms": cpu / n * 1000}
+    return {
+        "mode": mode,
+        "op": op,
+        "n": n,
+        "tasks": tasks,
+        "seconds": seconds,
+        "per_second": n / seconds,
+        "cpu_ms": cpu / n * 1000,
+    }
 
 
-def direct(cfg: TokenConfig, label: str, n: int, ciphertext: bytes | None,
-           mode: str = "direct") -> list[dict[str, object]]:
+def direct(
+    cfg: TokenConfig, label: str, n: int, ciphertext: bytes | None, mode: str = "direct"
+) -> list[dict[str, object]]:
     """The bare PKCS#11 calls, on the module's own thread (one thread per module and process).
 
     Without a ciphertext, only the signs are measured."""
@@ -123,8 +131,9 @@ def beside_busy_thread(cfg: TokenConfig, label: str, n: int, interval: float) ->
         sys.setswitchinterval(previous)
 
 
-async def pooled(cfg: TokenConfig, label: str, n: int, tasks: int, ciphertext: bytes,
-                 mode: str = "") -> list[dict[str, object]]:
+async def pooled(
+    cfg: TokenConfig, label: str, n: int, tasks: int, ciphertext: bytes, mode: str = ""
+) -> list[dict[str, object]]:
     """Through TokenPool/Pkcs11Key, as the daemon calls the token, from `tasks` Trio tasks."""
     mode = mode or f"workers={cfg.workers}"
     out = []
@@ -190,15 +199,17 @@ def main() -> int:
         tasks = args.tasks if workers == 0 else 2 * workers
         results += trio.run(pooled, replace(cfg, workers=workers), label, args.n, tasks, ciphertext)
 
-    info = {"key": label, "key_bits": pub.key_size, "token": cfg.token_label, "module": cfg.module,
-            "results": results}
+    info = {"key": label, "key_bits": pub.key_size, "token": cfg.token_label, "module": cfg.module, "results": results}
     if args.json:
         print(json.dumps(info), flush=True)
     else:
         print(f"token {cfg.token_label!r} ({cfg.module}), key {label!r}: RSA-{pub.key_size}")
         for r in results:
-            print(f"  {r['mode']:<10} {r['op']:<8} tasks={r['tasks']:<2} n={r['n']:<5} "
-                  f"{r['per_second']:8.1f}/s  cpu={r['cpu_ms']:.3f} ms/op", flush=True)
+            print(
+                f"  {r['mode']:<10} {r['op']:<8} tasks={r['tasks']:<2} n={r['n']:<5} "
+                f"{r['per_second']:8.1f}/s  cpu={r['cpu_ms']:.3f} ms/op",
+                flush=True,
+            )
     return 0
 
 

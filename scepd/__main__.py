@@ -1,3 +1,5 @@
-from scepd.cli import main
 import sys
+
+from scepd.cli import main
+
 sys.exit(main())

@@ -30,7 +30,7 @@ log = logging.getLogger("scepd")
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _subject(text: str) -> x509.Name:
@@ -202,11 +202,30 @@ def _ensure_ra(config: Config, subject: x509.Name | None, size: int, days: int) 
     subject = subject or _ra_subject(ca_cert.subject)
     cert: x509.Certificate | None = None
     if not key_exists(token, ra_label):
-        cert = trio.run(init_ra, token, key_label(config.ca.key), ca_cert, ra_label, config.ca.ra_certificate,
-                        subject, size, dt.timedelta(days=days), _now())
+        cert = trio.run(
+            init_ra,
+            token,
+            key_label(config.ca.key),
+            ca_cert,
+            ra_label,
+            config.ca.ra_certificate,
+            subject,
+            size,
+            dt.timedelta(days=days),
+            _now(),
+        )
     elif not config.ca.ra_certificate.exists():
-        cert = trio.run(issue_ra_certificate, token, key_label(config.ca.key), ca_cert, ra_label,
-                        config.ca.ra_certificate, subject, dt.timedelta(days=days), _now())
+        cert = trio.run(
+            issue_ra_certificate,
+            token,
+            key_label(config.ca.key),
+            ca_cert,
+            ra_label,
+            config.ca.ra_certificate,
+            subject,
+            dt.timedelta(days=days),
+            _now(),
+        )
     if ensure_reject_secret(token, ra_label):
         print(f"scepd: created the implicit-rejection secret {ra_label}.reject on the token")
     return cert
@@ -221,8 +240,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     """
     state = Path(args.state).resolve()
     state.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["bash", str(REPO / "softhsm" / "init-token.sh"), str(state)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(["bash", str(REPO / "softhsm" / "init-token.sh"), str(state)], check=True, stdout=subprocess.DEVNULL)
     secret_file = state / "secrets" / "challenge"
     if not secret_file.exists():
         secret_file.write_text((args.challenge or secrets.token_urlsafe(18)) + "\n")
@@ -231,9 +249,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not config_file.exists():
         # A free SCEP port (tests, several instances) gets a free metrics port too.
         metrics_listen = args.metrics_listen or ("127.0.0.1:0" if args.listen.endswith(":0") else "127.0.0.1:9108")
-        config_file.write_text(DEFAULT_TOML.format(
-            listen=args.listen, metrics_listen=metrics_listen, module=args.module, workers=args.workers,
-            processes=args.processes, ra="" if args.no_ra else RA_TOML))
+        config_file.write_text(
+            DEFAULT_TOML.format(
+                listen=args.listen,
+                metrics_listen=metrics_listen,
+                module=args.module,
+                workers=args.workers,
+                processes=args.processes,
+                ra="" if args.no_ra else RA_TOML,
+            )
+        )
     config = load(config_file)
     from scepd.ca.setup import KeySpec, init_ca
     from scepd.keys.pkcs11 import ensure_reject_secret
@@ -241,19 +266,31 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     lone = config.ca.ra_key is None
     if not config.ca.certificate.exists():
-        trio.run(init_ca, token_config(config), key_label(config.ca.key), config.ca.certificate,
-                 _subject(args.subject), KeySpec("rsa", 3072, decrypt=lone), dt.timedelta(days=3650), _now())
+        trio.run(
+            init_ca,
+            token_config(config),
+            key_label(config.ca.key),
+            config.ca.certificate,
+            _subject(args.subject),
+            KeySpec("rsa", 3072, decrypt=lone),
+            dt.timedelta(days=3650),
+            _now(),
+        )
         usage = "signs and opens envelopes (no RA)" if lone else "sign only"
         print(f"scepd: created CA {args.subject} on the token ({usage}); certificate {config.ca.certificate}")
     if lone:
         ensure_reject_secret(token_config(config), key_label(config.ca.key))
-        print("scepd: warning: this state has no RA, so the CA key opens envelopes; add one with "
-              f"`scepd ca ra-init --config {config_file}` (docs/keys.md)")
+        print(
+            "scepd: warning: this state has no RA, so the CA key opens envelopes; add one with "
+            f"`scepd ca ra-init --config {config_file}` (docs/keys.md)"
+        )
     else:
         ra = _ensure_ra(config, _subject(args.ra_subject) if args.ra_subject else None, 2048, RA_DAYS)
         if ra is not None:
-            print(f"scepd: created RA {ra.subject.rfc4514_string()} on the token; certificate "
-                  f"{config.ca.ra_certificate} (until {ra.not_valid_after_utc:%Y-%m-%d})")
+            print(
+                f"scepd: created RA {ra.subject.rfc4514_string()} on the token; certificate "
+                f"{config.ca.ra_certificate} (until {ra.not_valid_after_utc:%Y-%m-%d})"
+            )
     print(f"scepd: state ready in {state}; config {config_file}")
     return 0
 
@@ -266,8 +303,16 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
     # Sign-only unless the config has no RA: then this CA is also the envelope key (lone-CA layout).
     lone = config.ca.ra_key is None
     spec = KeySpec(args.key_type, args.key_size, args.curve, decrypt=lone)
-    cert = trio.run(init_ca, token_config(config), key_label(config.ca.key), config.ca.certificate,
-                    _subject(args.subject), spec, dt.timedelta(days=args.days), _now())
+    cert = trio.run(
+        init_ca,
+        token_config(config),
+        key_label(config.ca.key),
+        config.ca.certificate,
+        _subject(args.subject),
+        spec,
+        dt.timedelta(days=args.days),
+        _now(),
+    )
     print(f"CA {cert.subject.rfc4514_string()} created; certificate written to {config.ca.certificate}")
     if not lone:
         print(f"the CA key only signs: create the RA next with `scepd ca ra-init --config {config.path}`")
@@ -292,8 +337,13 @@ def cmd_ca_import(args: argparse.Namespace) -> int:
     from scepd.server import key_label, token_config
 
     config = _config(args)
-    cert = trio.run(import_ca_certificate, token_config(config), key_label(config.ca.key),
-                    Path(args.certificate).read_bytes(), config.ca.certificate)
+    cert = trio.run(
+        import_ca_certificate,
+        token_config(config),
+        key_label(config.ca.key),
+        Path(args.certificate).read_bytes(),
+        config.ca.certificate,
+    )
     print(f"imported {cert.subject.rfc4514_string()} as {config.ca.certificate}")
     return 0
 
@@ -312,11 +362,16 @@ def add_ra_to_config(path: Path, ra_key: str, ra_certificate: str) -> None:
     text = path.read_text()
     header = _CA_TABLE.search(text)
     if header is None:
-        raise ConfigError("ca", f"{path} has no [ca] table header to add the RA to; add to [ca]:\n"
-                                f"ra_key = {json.dumps(ra_key)}\nra_certificate = {json.dumps(ra_certificate)}")
-    lines = (f"\n# Added by `scepd ca ra-init`: the RA opens envelopes and signs CertReps (docs/keys.md).\n"
-             f"ra_key = {json.dumps(ra_key)}\nra_certificate = {json.dumps(ra_certificate)}")
-    new = text[:header.end()] + lines + text[header.end():]
+        raise ConfigError(
+            "ca",
+            f"{path} has no [ca] table header to add the RA to; add to [ca]:\n"
+            f"ra_key = {json.dumps(ra_key)}\nra_certificate = {json.dumps(ra_certificate)}",
+        )
+    lines = (
+        f"\n# Added by `scepd ca ra-init`: the RA opens envelopes and signs CertReps (docs/keys.md).\n"
+        f"ra_key = {json.dumps(ra_key)}\nra_certificate = {json.dumps(ra_certificate)}"
+    )
+    new = text[: header.end()] + lines + text[header.end() :]
     try:
         ca = tomllib.loads(new)["ca"]
     except tomllib.TOMLDecodeError as e:
@@ -335,7 +390,9 @@ def cmd_ca_ra(args: argparse.Namespace) -> int:
 
         ca_object = key_label(config.ca.key)
         label = args.label or (ca_object[:-3] + "-ra" if ca_object.endswith("-ca") else ca_object + "-ra")
-        cert_path = (config.path.parent / args.certificate) if args.certificate else config.ca.certificate.parent / "ra.pem"
+        cert_path = (
+            (config.path.parent / args.certificate) if args.certificate else config.ca.certificate.parent / "ra.pem"
+        )
         if key_exists(token_config(config), label) and not cert_path.exists():
             raise SystemExit(f"scepd: a key labelled {label!r} is already on the token; choose another with --label")
         if cert_path.exists() and not key_exists(token_config(config), label):
@@ -350,8 +407,10 @@ def cmd_ca_ra(args: argparse.Namespace) -> int:
             except (ValueError, TypeError, InvalidSignature):
                 ours = False
             if not ours:
-                raise SystemExit(f"scepd: {cert_path} is not a certificate from this CA for the key {label!r}; "
-                                 "choose others with --label and --certificate")
+                raise SystemExit(
+                    f"scepd: {cert_path} is not a certificate from this CA for the key {label!r}; "
+                    "choose others with --label and --certificate"
+                )
         try:
             relative = str(cert_path.resolve().relative_to(config.path.parent.resolve()))
         except ValueError:
@@ -385,8 +444,11 @@ def _restrict_ca_key(config: Config) -> None:
         changed = restrict_to_signing(token_config(config), label)
     except p11.exceptions.PKCS11Error as e:
         raise SystemExit(f"scepd: the token would not make {label!r} sign-only: {type(e).__name__}: {e}") from None
-    print(f"the CA key {label!r} can no longer decrypt on the token (CKA_DECRYPT, CKA_UNWRAP false)" if changed
-          else f"the CA key {label!r} was already sign-only")
+    print(
+        f"the CA key {label!r} can no longer decrypt on the token (CKA_DECRYPT, CKA_UNWRAP false)"
+        if changed
+        else f"the CA key {label!r} was already sign-only"
+    )
 
 
 def cmd_ca_ra_renew(args: argparse.Namespace) -> int:
@@ -401,17 +463,32 @@ def cmd_ca_ra_renew(args: argparse.Namespace) -> int:
     now = _now()
     left = old.not_valid_after_utc - now
     if args.if_expiring_within is not None and left > dt.timedelta(days=args.if_expiring_within):
-        print(f"RA certificate {config.ca.ra_certificate} is valid until {old.not_valid_after_utc:%Y-%m-%d} "
-              f"({left.days} days): not renewed")
+        print(
+            f"RA certificate {config.ca.ra_certificate} is valid until {old.not_valid_after_utc:%Y-%m-%d} "
+            f"({left.days} days): not renewed"
+        )
         return 0
     ca_cert = x509.load_pem_x509_certificate(config.ca.certificate.read_bytes())
-    new = trio.run(renew_ra, token_config(config), key_label(config.ca.key), ca_cert, key_label(config.ca.ra_key),
-                   config.ca.ra_certificate, dt.timedelta(days=args.days), now)
-    print(f"RA certificate renewed: serial {new.serial_number:x}, valid until {new.not_valid_after_utc:%Y-%m-%d}, "
-          f"written to {config.ca.ra_certificate}; restart scepd to serve it")
+    new = trio.run(
+        renew_ra,
+        token_config(config),
+        key_label(config.ca.key),
+        ca_cert,
+        key_label(config.ca.ra_key),
+        config.ca.ra_certificate,
+        dt.timedelta(days=args.days),
+        now,
+    )
+    print(
+        f"RA certificate renewed: serial {new.serial_number:x}, valid until {new.not_valid_after_utc:%Y-%m-%d}, "
+        f"written to {config.ca.ra_certificate}; restart scepd to serve it"
+    )
     if new.not_valid_after_utc == ca_cert.not_valid_after_utc:
-        print(f"scepd: warning: the RA certificate ends with the CA certificate ({ca_cert.not_valid_after_utc:%Y-%m-%d});"
-              " the CA needs renewing (ca.next_certificate)", file=sys.stderr)
+        print(
+            f"scepd: warning: the RA certificate ends with the CA certificate ({ca_cert.not_valid_after_utc:%Y-%m-%d});"
+            " the CA needs renewing (ca.next_certificate)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -475,11 +552,14 @@ def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def
     settings = config.intune
 
     async def main():  # type: ignore[no-untyped-def]
-        async with TokenPool.open(token_config(config)) as pool:
-            async with SqliteStore.open(config.store_path) as store, intune_http(settings) as http:
-                ca = load_ca(config, pool)
-                issuer = ca.certificate.subject.rfc4514_string()
-                return await work(intune_client(settings, pool, http), store, issuer, settings)
+        async with (
+            TokenPool.open(token_config(config)) as pool,
+            SqliteStore.open(config.store_path) as store,
+            intune_http(settings) as http,
+        ):
+            ca = load_ca(config, pool)
+            issuer = ca.certificate.subject.rfc4514_string()
+            return await work(intune_client(settings, pool, http), store, issuer, settings)
 
     return trio.run(main)
 
@@ -505,12 +585,21 @@ def cmd_intune_credential(args: argparse.Namespace) -> int:
     from scepd.server import token_config
 
     config = _config(args)
-    cert = trio.run(create_app_credential, token_config(config), args.label, _subject(args.subject),
-                    Path(args.out), dt.timedelta(days=args.days), _now())
-    print(f"key {args.label!r} generated on the token; certificate {cert.subject.rfc4514_string()} written to "
-          f"{args.out}\nupload it to the Entra app registration, then set in [intune]:\n"
-          f'client_certificate = "{Path(args.out).resolve()}"\n'
-          f'client_key = "pkcs11:token={config.token.label};object={args.label};type=private"')
+    cert = trio.run(
+        create_app_credential,
+        token_config(config),
+        args.label,
+        _subject(args.subject),
+        Path(args.out),
+        dt.timedelta(days=args.days),
+        _now(),
+    )
+    print(
+        f"key {args.label!r} generated on the token; certificate {cert.subject.rfc4514_string()} written to "
+        f"{args.out}\nupload it to the Entra app registration, then set in [intune]:\n"
+        f'client_certificate = "{Path(args.out).resolve()}"\n'
+        f'client_key = "pkcs11:token={config.token.label};object={args.label};type=private"'
+    )
     return 0
 
 
@@ -525,8 +614,10 @@ def cmd_intune_notifications(args: argparse.Namespace) -> int:
             for n in await store.notifications(args.transaction, args.limit):
                 serial = f"{n.serial:x}" if n.serial is not None else "-"
                 state = "delivered" if n.delivered else "NOT-DELIVERED"
-                print(f"{n.at.isoformat()} {n.kind.value:<7} {state:<13} serial={serial} "
-                      f"transaction_id={n.transaction_id} detail={n.detail}")
+                print(
+                    f"{n.at.isoformat()} {n.kind.value:<7} {state:<13} serial={serial} "
+                    f"transaction_id={n.transaction_id} detail={n.detail}"
+                )
 
     trio.run(listing)
     return 0
@@ -558,19 +649,29 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("init", help="create the embedded default (SoftHSM2 token, CA, config) in a state directory")
     sp.add_argument("--state", default="var", help="state directory (default ./var)")
     sp.add_argument("--listen", default="127.0.0.1:8080")
-    sp.add_argument("--metrics-listen", help="HOST:PORT of the metrics listener (default 127.0.0.1:9108;"
-                    " 127.0.0.1:0 when --listen has port 0)")
+    sp.add_argument(
+        "--metrics-listen",
+        help="HOST:PORT of the metrics listener (default 127.0.0.1:9108; 127.0.0.1:0 when --listen has port 0)",
+    )
     sp.add_argument("--challenge", help="static challenge to use (default: a random one)")
     sp.add_argument("--subject", default="CN=scepd development CA,O=scepd")
     sp.add_argument("--ra-subject", help="RA subject (default: the CA's, with CA turned into RA in the CN)")
-    sp.add_argument("--no-ra", action="store_true",
-                    help="the lone-CA layout of earlier versions: the CA key also opens envelopes (start-up warns)")
+    sp.add_argument(
+        "--no-ra",
+        action="store_true",
+        help="the lone-CA layout of earlier versions: the CA key also opens envelopes (start-up warns)",
+    )
     sp.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so")
     # 2: measured faster than the in-process thread under load, which the GIL slows (README).
-    sp.add_argument("--workers", type=int, default=2,
-                    help="token worker processes (0: one in-process thread; default 2)")
-    sp.add_argument("--processes", type=int, default=1,
-                    help="serving processes on the one port (server.processes; about one per core)")
+    sp.add_argument(
+        "--workers", type=int, default=2, help="token worker processes (0: one in-process thread; default 2)"
+    )
+    sp.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="serving processes on the one port (server.processes; about one per core)",
+    )
     sp.set_defaults(func=cmd_init)
 
     sp = with_config(sub.add_parser("serve", help="run the daemon"))
@@ -604,24 +705,37 @@ def parser() -> argparse.ArgumentParser:
     sp = with_config(ca.add_parser("import", help="install the CA certificate signed by an enterprise root"))
     sp.add_argument("certificate", help="PEM certificate for the CA key")
     sp.set_defaults(func=cmd_ca_import)
-    sp = with_config(ca.add_parser(
-        "ra-init", help="give the CA an RA: RSA key on the token, CA-signed certificate, rejection secret; "
-                        "adds ca.ra_key/ca.ra_certificate to the config when absent"))
+    sp = with_config(
+        ca.add_parser(
+            "ra-init",
+            help="give the CA an RA: RSA key on the token, CA-signed certificate, rejection secret; "
+            "adds ca.ra_key/ca.ra_certificate to the config when absent",
+        )
+    )
     sp.add_argument("--subject", help="RA subject (default: the CA's, with CA turned into RA in the CN)")
     sp.add_argument("--key-size", type=int, choices=[2048, 3072, 4096], default=2048)
     sp.add_argument("--days", type=int, default=RA_DAYS)
-    sp.add_argument("--label", help="token object label when the config names no RA (default: the CA's "
-                                    "label with -ca turned into -ra, e.g. scepd-ra)")
-    sp.add_argument("--certificate", help="RA certificate file when the config names no RA (default: ra.pem "
-                                          "beside the CA certificate)")
-    sp.add_argument("--restrict-ca-key", action="store_true",
-                    help="also clear CKA_DECRYPT/CKA_UNWRAP on the CA key; only once every scepd using this token "
-                         "was restarted with the RA, since a lone-CA daemon can then no longer open envelopes")
+    sp.add_argument(
+        "--label",
+        help="token object label when the config names no RA (default: the CA's "
+        "label with -ca turned into -ra, e.g. scepd-ra)",
+    )
+    sp.add_argument(
+        "--certificate",
+        help="RA certificate file when the config names no RA (default: ra.pem beside the CA certificate)",
+    )
+    sp.add_argument(
+        "--restrict-ca-key",
+        action="store_true",
+        help="also clear CKA_DECRYPT/CKA_UNWRAP on the CA key; only once every scepd using this token "
+        "was restarted with the RA, since a lone-CA daemon can then no longer open envelopes",
+    )
     sp.set_defaults(func=cmd_ca_ra)
     sp = with_config(ca.add_parser("ra-renew", help="issue a new certificate for the same RA key (for a timer)"))
     sp.add_argument("--days", type=int, default=RA_DAYS, help=f"validity (default {RA_DAYS}; never past the CA's end)")
-    sp.add_argument("--if-expiring-within", type=int, metavar="DAYS",
-                    help="do nothing unless the RA certificate ends within DAYS")
+    sp.add_argument(
+        "--if-expiring-within", type=int, metavar="DAYS", help="do nothing unless the RA certificate ends within DAYS"
+    )
     sp.set_defaults(func=cmd_ca_ra_renew)
 
     ch = sub.add_parser("challenge", help="one-time challenges").add_subparsers(dest="sub", required=True)
@@ -643,7 +757,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--transaction", help="only this SCEP transactionID")
     sp.add_argument("--limit", type=int, default=50)
     sp.set_defaults(func=cmd_intune_notifications)
-    sp = with_config(it.add_parser("sync", help="pull Intune's revocation requests now (the daemon also does it on a timer)"))
+    sp = with_config(
+        it.add_parser("sync", help="pull Intune's revocation requests now (the daemon also does it on a timer)")
+    )
     sp.set_defaults(func=cmd_intune_sync)
 
     cli_certs.add_commands(sub, with_config)

@@ -47,7 +47,7 @@ def _reason(text: str) -> str:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _time(when: dt.datetime | None) -> str:
@@ -143,8 +143,10 @@ def cmd_cert_revoke(args: argparse.Namespace) -> int:
         print(f"scepd: {args.serial:x} is already revoked", file=sys.stderr)
         return 1
     audit("revoked", serial=f"{args.serial:x}", reason=args.reason, source="cli", subject=record.subject)
-    print(f"revoked {args.serial:x} ({record.subject}) reason={args.reason}; a running daemon republishes "
-          f"its CRL within {config.crl.check_interval_seconds:g} s")
+    print(
+        f"revoked {args.serial:x} ({record.subject}) reason={args.reason}; a running daemon republishes "
+        f"its CRL within {config.crl.check_interval_seconds:g} s"
+    )
     return 0
 
 
@@ -181,8 +183,10 @@ def cmd_crl_show(args: argparse.Namespace) -> int:
     config = _config(args)
     path = Path(args.input) if args.input else config.crl.file
     if path is None:
-        raise SystemExit("scepd: crl.file is not set, so there is no published copy to show; "
-                         "pass --in FILE, or sign a fresh CRL with `scepd crl export`")
+        raise SystemExit(
+            "scepd: crl.file is not set, so there is no published copy to show; "
+            "pass --in FILE, or sign a fresh CRL with `scepd crl export`"
+        )
     try:
         der = _read_crl_file(path)
     except FileNotFoundError:
@@ -220,8 +224,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_
     sp.add_argument("--status", choices=[s.value for s in CertStatus])
     sp.add_argument("--limit", type=int, default=100)
     sp.set_defaults(func=cmd_cert_list)
-    sp = with_config(cs.add_parser("search", help="certificates whose subject or requester contains TEXT, whose"
-                                                 " transaction ID is TEXT, or whose serial starts with TEXT"))
+    sp = with_config(
+        cs.add_parser(
+            "search",
+            help="certificates whose subject or requester contains TEXT, whose"
+            " transaction ID is TEXT, or whose serial starts with TEXT",
+        )
+    )
     sp.add_argument("text")
     sp.add_argument("--status", choices=[s.value for s in CertStatus])
     sp.add_argument("--limit", type=int, default=100)
@@ -236,8 +245,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_
     sp.set_defaults(func=cmd_cert_export)
     sp = with_config(cs.add_parser("revoke", help="revoke a certificate; the daemon's CRL follows"))
     sp.add_argument("serial", type=parse_serial, help="hexadecimal serial")
-    sp.add_argument("--reason", required=True, type=_reason,
-                    help=f"RFC 5280 reason: {', '.join(REVOCATION_REASONS)}")
+    sp.add_argument("--reason", required=True, type=_reason, help=f"RFC 5280 reason: {', '.join(REVOCATION_REASONS)}")
     sp.set_defaults(func=cmd_cert_revoke)
 
     crl = sub.add_parser("crl", help="certificate revocation lists")

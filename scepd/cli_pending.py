@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _time(when: dt.datetime | None) -> str:
@@ -51,8 +51,10 @@ def cmd_pending_list(args: argparse.Namespace) -> int:
     records = _with_store(args, lambda store: store.list_pending(status, args.limit))
     print(f"{'ID':>6} {'STATUS':<9} {'RECEIVED':<20} {'EXPIRES':<20} {'PROFILE':<12} SUBJECT")
     for r in records:
-        print(f"{r.id:>6} {r.status.value:<9} {_time(r.received_at):<20} {_time(r.expires_at):<20} "
-              f"{r.profile:<12} {r.subject}")
+        print(
+            f"{r.id:>6} {r.status.value:<9} {_time(r.received_at):<20} {_time(r.expires_at):<20} "
+            f"{r.profile:<12} {r.subject}"
+        )
     return 0
 
 
@@ -105,11 +107,20 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
         state = f"it is {current.status.value}" if current is not None else "there is no such request"
         print(f"scepd: request {args.id} cannot be {'approved' if approve else 'rejected'}: {state}")
         return 1
-    audit("approved" if approve else "rejected", request=decided.id, transaction_id=decided.transaction_id,
-          subject=decided.subject, profile=decided.profile, reason=args.reason or "-", source="cli")
+    audit(
+        "approved" if approve else "rejected",
+        request=decided.id,
+        transaction_id=decided.transaction_id,
+        subject=decided.subject,
+        profile=decided.profile,
+        reason=args.reason or "-",
+        source="cli",
+    )
     verb = "approved" if approve else "rejected"
-    print(f"request {decided.id} ({decided.subject}) {verb}; the client gets "
-          f"{'its certificate' if approve else 'FAILURE'} at its next poll")
+    print(
+        f"request {decided.id} ({decided.subject}) {verb}; the client gets "
+        f"{'its certificate' if approve else 'FAILURE'} at its next poll"
+    )
     return 0
 
 

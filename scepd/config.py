@@ -533,7 +533,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         if ep.challenge == "intune" and profiles[ep.profile].approval:
             # A held request would be issued on a later poll, after Intune's validation
             # and without the success notification the contract requires before delivery.
-            raise ConfigError(er.key("profile"), f"profile {ep.profile!r} requires approval, which Intune endpoints cannot use")
+            raise ConfigError(
+                er.key("profile"), f"profile {ep.profile!r} requires approval, which Intune endpoints cannot use"
+            )
         endpoints.append(ep)
     root.seen.update({"endpoints", "profiles"})
     if crl.path in paths:
@@ -582,6 +584,8 @@ def key_layout_warnings(config: Config) -> list[str]:
     by scepd.server.key_warnings.
     """
     if config.ca.ra_key is None:
-        return [f"event=ca_key_opens_envelopes key={config.ca.key!r} reason='no RA configured (ca.ra_key)' "
-                f"remedy='scepd ca ra-init --config {config.path}'"]
+        return [
+            f"event=ca_key_opens_envelopes key={config.ca.key!r} reason='no RA configured (ca.ra_key)' "
+            f"remedy='scepd ca ra-init --config {config.path}'"
+        ]
     return []

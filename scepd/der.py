@@ -99,7 +99,7 @@ def algorithm(dotted: str, parameters: bytes | None = NULL) -> bytes:
 
 def x509_time(when: dt.datetime) -> bytes:
     """RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050 on; whole seconds, Z."""
-    when = when.astimezone(dt.timezone.utc)
+    when = when.astimezone(dt.UTC)
     if when.year < 2050:
         return tlv(UTC_TIME, when.strftime("%y%m%d%H%M%SZ").encode("ascii"))
     return tlv(GENERALIZED_TIME, when.strftime("%Y%m%d%H%M%SZ").encode("ascii"))

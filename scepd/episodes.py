@@ -57,8 +57,11 @@ class Episode:
         if self.kind is None:
             return False
         lasted = time.monotonic() - self._since
-        self.log.info("event=%s_cleared %s", self.event, fields(
-            **self.context, kind=self.kind, failures=self.failures, seconds=f"{lasted:.1f}"))
+        self.log.info(
+            "event=%s_cleared %s",
+            self.event,
+            fields(**self.context, kind=self.kind, failures=self.failures, seconds=f"{lasted:.1f}"),
+        )
         self.kind, self.cause, self.failures = None, "", 0
         return True
 

@@ -66,7 +66,7 @@ class Check:
                 note = await self.probe()
         except trio.TooSlowError:
             return CheckResult(self.name, False, f"no answer within {self.timeout:g} s")
-        except Exception as e:  # any fault of the dependency is a reason, never a crash of the probe
+        except Exception as e:  # noqa: BLE001 - any fault of the dependency is a reason, never a crash of the probe
             text = str(e).splitlines()[0] if str(e) else ""
             return CheckResult(self.name, False, f"{type(e).__name__}: {text}"[:200])
         return CheckResult(self.name, True, note or "ok")

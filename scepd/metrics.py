@@ -180,6 +180,7 @@ def exposition() -> bytes:
     multiprocess.MultiProcessCollector(registry, path=directory)
     return generate_latest(registry)
 
+
 # Beside the CA's: the RA certificate ends years before the CA's and is renewed by
 # `scepd ca ra-renew` (docs/keys.md). NaN when there is no RA (lone-CA layout), so no alert fires.
 RA_CERT_EXPIRY_SECONDS = Gauge(

@@ -124,7 +124,10 @@ class Profile:
         subject = self.subject(csr)  # raises for a disallowed attribute in refuse mode
         sans = self.subject_alt_names(csr)
         if len(subject) == 0 and not sans:
-            raise Rejected(FailInfo.BAD_REQUEST, f"the request names no subject or subjectAltName that profile {self.name!r} accepts")
+            raise Rejected(
+                FailInfo.BAD_REQUEST,
+                f"the request names no subject or subjectAltName that profile {self.name!r} accepts",
+            )
 
     def _check_key(self, csr: x509.CertificateSigningRequest) -> None:
         key = csr.public_key()
@@ -143,7 +146,9 @@ class Profile:
             if bits is None:
                 raise Rejected(FailInfo.BAD_ALG, f"EC curve {key.curve.name} is not allowed")
             if bits < self.min_ec_bits:
-                raise Rejected(FailInfo.BAD_ALG, f"EC key of {bits} bits is below the profile minimum {self.min_ec_bits}")
+                raise Rejected(
+                    FailInfo.BAD_ALG, f"EC key of {bits} bits is below the profile minimum {self.min_ec_bits}"
+                )
         else:
             raise Rejected(FailInfo.BAD_ALG, f"key type {type(key).__name__} is not allowed")
 
@@ -208,18 +213,14 @@ class Profile:
             return isinstance(name.value, (ipaddress.IPv4Address, ipaddress.IPv6Address))
         return True
 
-    def extensions(
-        self, csr: x509.CertificateSigningRequest
-    ) -> list[x509.Extension[x509.ExtensionType]]:
+    def extensions(self, csr: x509.CertificateSigningRequest) -> list[x509.Extension[x509.ExtensionType]]:
         """The end-entity extensions the profile grants (the issuer adds SKI/AKI)."""
         key = csr.public_key()
         usages = set(self.key_usage)
         if not isinstance(key, rsa.RSAPublicKey):
             usages.discard("key_encipherment")  # meaningless for EC keys
         exts: list[x509.Extension[x509.ExtensionType]] = [
-            x509.Extension(
-                x509.BasicConstraints.oid, True, x509.BasicConstraints(ca=False, path_length=None)
-            ),
+            x509.Extension(x509.BasicConstraints.oid, True, x509.BasicConstraints(ca=False, path_length=None)),
             x509.Extension(
                 x509.KeyUsage.oid,
                 True,
@@ -241,9 +242,7 @@ class Profile:
                 x509.Extension(
                     x509.ExtendedKeyUsage.oid,
                     False,
-                    x509.ExtendedKeyUsage(
-                        [x509.ObjectIdentifier(o) for o in self.extended_key_usage]
-                    ),
+                    x509.ExtendedKeyUsage([x509.ObjectIdentifier(o) for o in self.extended_key_usage]),
                 )
             )
         sans = self.subject_alt_names(csr)

@@ -46,14 +46,18 @@ async def reload_config(
         log.error("event=reload_rejected path=%s key=%s reason=%r", current.path, e.key, e.reason)
         return current
     restart = sorted(
-        f.name for f in dataclasses.fields(Config)
+        f.name
+        for f in dataclasses.fields(Config)
         if f.name not in _RELOADABLE and getattr(new, f.name) != getattr(current, f.name)
     )
     old_paths = {ep.path for ep in current.endpoints}
     new_paths = {ep.path for ep in new.endpoints}
     if new_paths != old_paths:
-        log.error("event=reload_rejected path=%s reason=%r", current.path,
-                  "endpoint paths changed (added or removed): that needs a restart")
+        log.error(
+            "event=reload_rejected path=%s reason=%r",
+            current.path,
+            "endpoint paths changed (added or removed): that needs a restart",
+        )
         return current
     # Only the reloadable parts take effect; the rest stays as started, so the next reload still reports it.
     new = dataclasses.replace(
@@ -61,17 +65,20 @@ async def reload_config(
     )
     try:
         fresh = rebuild(new)
-    except Exception as e:  # e.g. a secret source that cannot be read: keep serving the old chains
+    except Exception as e:  # noqa: BLE001 - e.g. a secret source that cannot be read: keep serving the old chains
         log.error("event=reload_rejected path=%s reason=%r", current.path, f"{type(e).__name__}: {e}")
         return current
     services.update(fresh)
     changes = _profile_changes(current.profiles, new.profiles)
-    endpoints = sorted(
-        ep.name for ep in new.endpoints if ep not in current.endpoints
+    endpoints = sorted(ep.name for ep in new.endpoints if ep not in current.endpoints)
+    log.info(
+        "event=config_reloaded path=%s profiles_added=%s profiles_removed=%s profiles_changed=%s endpoints_changed=%s",
+        current.path,
+        ",".join(changes["added"]) or "-",
+        ",".join(changes["removed"]) or "-",
+        ",".join(changes["changed"]) or "-",
+        ",".join(endpoints) or "-",
     )
-    log.info("event=config_reloaded path=%s profiles_added=%s profiles_removed=%s profiles_changed=%s "
-             "endpoints_changed=%s", current.path, ",".join(changes["added"]) or "-",
-             ",".join(changes["removed"]) or "-", ",".join(changes["changed"]) or "-", ",".join(endpoints) or "-")
     if restart:
         log.warning("event=reload_restart_required path=%s settings=%s", current.path, ",".join(restart))
     return new

@@ -116,18 +116,25 @@ def load_ca(config: Config, pool: TokenPool) -> CertificateAuthority:
     if not (config.ca.ra_key and config.ca.ra_certificate) and not signer.can_decrypt:
         # A sign-only CA key (what `scepd init` makes) with the RA lines lost from the config:
         # every envelope would fail, so say why now rather than answer each request with a fault.
-        raise ValueError(f"the CA key {config.ca.key} cannot open envelopes (CKA_DECRYPT is false) and no RA is "
-                         "configured: set ca.ra_key and ca.ra_certificate (scepd init writes them), or run "
-                         "`scepd ca ra-init`")
+        raise ValueError(
+            f"the CA key {config.ca.key} cannot open envelopes (CKA_DECRYPT is false) and no RA is "
+            "configured: set ca.ra_key and ca.ra_certificate (scepd init writes them), or run "
+            "`scepd ca ra-init`"
+        )
     if config.ca.ra_key and config.ca.ra_certificate:
         ra_cert = x509.load_pem_x509_certificate(config.ca.ra_certificate.read_bytes())
         ra_key = pool.key(key_label(config.ca.ra_key))
         if ra_key.public_key != ra_cert.public_key():
             raise ValueError("ca.ra_certificate does not match ca.ra_key")
     return CertificateAuthority(
-        certificate=cert, signer=signer, ra_certificate=ra_cert, ra_key=ra_key,  # type: ignore[arg-type]
+        certificate=cert,
+        signer=signer,
+        ra_certificate=ra_cert,
+        ra_key=ra_key,  # type: ignore[arg-type]
         hash=HashName(config.ca.hash),
-        crl_url=config.ca.crl_url, ocsp_url=config.ca.ocsp_url, issuer_url=config.ca.issuer_url,
+        crl_url=config.ca.crl_url,
+        ocsp_url=config.ca.ocsp_url,
+        issuer_url=config.ca.issuer_url,
         next_chain_der=load_next_chain(config, cert),
     )
 
@@ -141,12 +148,16 @@ async def key_warnings(config: Config, ca: CertificateAuthority) -> list[str]:
     out = key_layout_warnings(config)
     remedy = f"remedy='scepd ca ra-init --config {config.path}'"
     if ca.has_ra and isinstance(ca.signer, Pkcs11Key) and ca.signer.can_decrypt:
-        out.append(f"event=ca_key_can_decrypt key={ca.signer.label!r} reason='CKA_DECRYPT is true on the token, "
-                   f"though the RA opens the envelopes' remedy='scepd ca ra-init --restrict-ca-key --config "
-                   f"{config.path}'")
+        out.append(
+            f"event=ca_key_can_decrypt key={ca.signer.label!r} reason='CKA_DECRYPT is true on the token, "
+            f"though the RA opens the envelopes' remedy='scepd ca ra-init --restrict-ca-key --config "
+            f"{config.path}'"
+        )
     if isinstance(ca.ra_key, Pkcs11Key) and not await ca.ra_key.has_reject_secret():
-        out.append(f"event=envelope_key_without_reject_secret key={ca.ra_key.label!r} "
-                   f"reason='no {ca.ra_key.label}.reject object on the token' {remedy}")
+        out.append(
+            f"event=envelope_key_without_reject_secret key={ca.ra_key.label!r} "
+            f"reason='no {ca.ra_key.label}.reject object on the token' {remedy}"
+        )
     return out
 
 
@@ -165,8 +176,11 @@ def load_next_chain(config: Config, current: x509.Certificate) -> tuple[bytes, .
     if nxt == current:
         raise ValueError(f"ca.next_certificate {config.ca.next_certificate} is the current CA certificate")
     if nxt.not_valid_before_utc > current.not_valid_after_utc:
-        log.warning("event=next_ca_gap next_not_before=%s current_not_after=%s",
-                    nxt.not_valid_before_utc.isoformat(), current.not_valid_after_utc.isoformat())
+        log.warning(
+            "event=next_ca_gap next_not_before=%s current_not_after=%s",
+            nxt.not_valid_before_utc.isoformat(),
+            current.not_valid_after_utc.isoformat(),
+        )
     return tuple(c.public_bytes(Encoding.DER) for c in certs)
 
 
@@ -190,7 +204,10 @@ def challenge_step(
 
 
 def build_services(
-    config: Config, ca: CertificateAuthority, store: Store, intune: Step | None = None,
+    config: Config,
+    ca: CertificateAuthority,
+    store: Store,
+    intune: Step | None = None,
     crl: CrlPublisher | None = None,
 ) -> dict[str, ScepService]:
     services: dict[str, ScepService] = {}
@@ -207,9 +224,15 @@ def build_services(
         approval = ApprovalGate(store, profile.pending_ttl, release=compose([policy], issue))
         steps += [policy, approval] if profile.approval else [policy]
         services[endpoint.path] = ScepService(
-            ca=ca, store=store, chain=compose(steps, issue), endpoint=endpoint.name,
-            challenge_mode=endpoint.challenge, allow_sha1=config.allow_sha1,
-            allow_single_des=config.allow_single_des, crl=crl, approval=approval,
+            ca=ca,
+            store=store,
+            chain=compose(steps, issue),
+            endpoint=endpoint.name,
+            challenge_mode=endpoint.challenge,
+            allow_sha1=config.allow_sha1,
+            allow_single_des=config.allow_single_des,
+            crl=crl,
+            approval=approval,
         )
     if config.legacy_path and LEGACY_PATH not in services:
         services[LEGACY_PATH] = services[config.endpoints[0].path]
@@ -227,8 +250,13 @@ def intune_credential(settings: IntuneConfig, pool: TokenPool) -> Credential:
     algorithm = settings.client.assertion_algorithm
     if algorithm == "PS256" and not isinstance(signer, PssSigner):
         # The token backend signs PKCS#1 v1.5 only for now: say so once, and keep authenticating.
-        log.warning("event=intune_assertion_fallback %s", fields(
-            algorithm="RS256", reason="the key backend cannot sign RSA-PSS; intune.assertion_algorithm = RS256 silences this"))
+        log.warning(
+            "event=intune_assertion_fallback %s",
+            fields(
+                algorithm="RS256",
+                reason="the key backend cannot sign RSA-PSS; intune.assertion_algorithm = RS256 silences this",
+            ),
+        )
         algorithm = "RS256"
     return ClientCertificate(certificate, signer, algorithm=algorithm)
 
@@ -241,8 +269,9 @@ def intune_http(settings: IntuneConfig | None) -> httpx.AsyncClient:
     """The HTTP client for every Intune call, through `intune.proxy` when one is set."""
     if settings is None:
         return httpx.AsyncClient()
-    credentials = (read_secret(settings.proxy_credentials_source)
-                   if settings.proxy_credentials_source is not None else None)
+    credentials = (
+        read_secret(settings.proxy_credentials_source) if settings.proxy_credentials_source is not None else None
+    )
     return http_client(proxy=settings.proxy, proxy_credentials=credentials, ca_bundle=settings.ca_bundle)
 
 
@@ -265,25 +294,40 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
             intune_check = None
             background: list[Background] = []
             crl = CrlPublisher(
-                ca, store, lifetime=config.crl.lifetime, file=config.crl.file,
+                ca,
+                store,
+                lifetime=config.crl.lifetime,
+                file=config.crl.file,
                 check_interval=config.crl.check_interval_seconds,
             )
             background.append(crl.run if primary else crl.follow)
             if primary:
-                background.append(partial(expire_pending_loop, store, expiry_interval(
-                    p.pending_ttl for p in config.profiles.values() if p.approval)))
-                background.append(partial(
-                    watch_expiry, ca.certificate, dt.timedelta(days=config.ca.expiry_warning_days),
-                    rollover=bool(ca.next_chain_der), clock=lambda: dt.datetime.now(dt.timezone.utc),
-                    ra_certificate=ca.ra_certificate if ca.has_ra else None))
+                background.append(
+                    partial(
+                        expire_pending_loop,
+                        store,
+                        expiry_interval(p.pending_ttl for p in config.profiles.values() if p.approval),
+                    )
+                )
+                background.append(
+                    partial(
+                        watch_expiry,
+                        ca.certificate,
+                        dt.timedelta(days=config.ca.expiry_warning_days),
+                        rollover=bool(ca.next_chain_der),
+                        clock=lambda: dt.datetime.now(dt.UTC),
+                        ra_certificate=ca.ra_certificate if ca.has_ra else None,
+                    )
+                )
             if config.intune is not None:
                 client = intune_client(config.intune, pool, http)
                 intune_check = client.check
                 issuer = ca.certificate.subject.rfc4514_string()
                 # One name both ways: Intune files revocation requests under the
                 # issuingCertificateAuthority sent, and the sync filters on exactly it.
-                intune = IntuneChallenge(client, store, certificate_authority=issuer,
-                                         issuing_authority=config.intune.revocation_issuer_name)
+                intune = IntuneChallenge(
+                    client, store, certificate_authority=issuer, issuing_authority=config.intune.revocation_issuer_name
+                )
                 sync = RevocationSync(
                     client,
                     store,
@@ -296,13 +340,15 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
                     background.append(sync.run)
 
             async def refresh_metrics() -> None:
-                now = dt.datetime.now(dt.timezone.utc)
+                now = dt.datetime.now(dt.UTC)
                 metrics.CA_CERT_EXPIRY_SECONDS.set((ca.certificate.not_valid_after_utc - now).total_seconds())
                 metrics.RA_CERT_EXPIRY_SECONDS.set(
-                    (ca.ra_certificate.not_valid_after_utc - now).total_seconds() if ca.has_ra else float("nan"))
+                    (ca.ra_certificate.not_valid_after_utc - now).total_seconds() if ca.has_ra else float("nan")
+                )
                 current = crl.current
                 metrics.CRL_NEXT_UPDATE_SECONDS.set(
-                    float("nan") if current is None else (current.next_update - now).total_seconds())
+                    float("nan") if current is None else (current.next_update - now).total_seconds()
+                )
                 for status, count in (await store.certificate_counts()).items():
                     metrics.CERTIFICATES.labels(status).set(count)
                 metrics.REQUESTS_PENDING.set(await store.pending_count(now))
@@ -321,11 +367,15 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
             )
 
 
-def hypercorn_config(config: Config, host: str | None = None, port: int | None = None,
-                     fd: int | None = None) -> HypercornConfig:
+def hypercorn_config(
+    config: Config, host: str | None = None, port: int | None = None, fd: int | None = None
+) -> HypercornConfig:
     hc = HypercornConfig()
-    hc.bind = [f"fd://{fd}" if fd is not None
-               else f"{host or config.listen_host}:{config.listen_port if port is None else port}"]
+    hc.bind = [
+        f"fd://{fd}"
+        if fd is not None
+        else f"{host or config.listen_host}:{config.listen_port if port is None else port}"
+    ]
     hc.accesslog = None
     # A GET PKIOperation carries the whole request in the query: certmonger sends several kB.
     hc.h11_max_incomplete_size = config.max_message_bytes * 2
@@ -342,9 +392,13 @@ def metrics_hypercorn_config(config: Config) -> HypercornConfig:
 
 
 async def handle_signals(
-    config: Config, site: Site, shutdown: trio.Event, notifier: Notifier,
+    config: Config,
+    site: Site,
+    shutdown: trio.Event,
+    notifier: Notifier,
     on_reload: Callable[[], None] | None = None,
-    *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """SIGTERM/SIGINT: graceful shutdown. SIGHUP: reload profiles and endpoint chains."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -394,22 +448,29 @@ async def serve(
         if serving.METRICS_DIR_ENV not in os.environ:  # `scepd serve` sets it; a caller of serve() may not
             log.warning("event=metrics_primary_only reason=%s is not set", serving.METRICS_DIR_ENV)
         sockets = serving.listening_sockets(
-            config.listen_host, config.listen_port if port is None else port, config.processes)
+            config.listen_host, config.listen_port if port is None else port, config.processes
+        )
     try:
         async with open_site(config, primary=primary) as site, trio.open_nursery() as nursery:
             others = serving.ServingProcesses(config.path, sockets[1:]) if sockets else None
             if signals:
-                await nursery.start(handle_signals, config, site, shutdown, notifier,
-                                    others.reload if others is not None else None)
+                await nursery.start(
+                    handle_signals, config, site, shutdown, notifier, others.reload if others is not None else None
+                )
             for task in site.background:
                 await nursery.start(task)
             if config.metrics.enabled and primary:
                 metrics_app = create_metrics_app(site.readiness, site.refresh_metrics)
                 metrics_config = metrics_hypercorn_config(config)
                 try:
-                    metrics_binds = await nursery.start(partial(
-                        hypercorn_serve, metrics_app, metrics_config,  # type: ignore[arg-type]
-                        shutdown_trigger=shutdown.wait))
+                    metrics_binds = await nursery.start(
+                        partial(
+                            hypercorn_serve,
+                            metrics_app,
+                            metrics_config,  # type: ignore[arg-type]
+                            shutdown_trigger=shutdown.wait,
+                        )
+                    )
                 except Exception as e:  # hypercorn raises it inside its own nursery
                     if (bind_error := first_leaf(e, OSError)) is None:
                         raise
@@ -421,8 +482,10 @@ async def serve(
 
             async def scep(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
                 await hypercorn_serve(
-                    create_app(site), hypercorn_config(config, port=port, fd=fd),  # type: ignore[arg-type]
-                    shutdown_trigger=shutdown.wait, task_status=task_status,
+                    create_app(site),
+                    hypercorn_config(config, port=port, fd=fd),  # type: ignore[arg-type]
+                    shutdown_trigger=shutdown.wait,
+                    task_status=task_status,
                 )
                 # hypercorn has drained its connections: the background loops go with it.
                 nursery.cancel_scope.cancel()

@@ -168,11 +168,22 @@ class ServingProcesses:
         listener = self._sockets[n - 1]
         parent, child = socket.socketpair()
         env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
-        argv = [sys.executable, "-m", "scepd", "serve", "--config", str(self._config_path),
-                "--serving-fd", str(listener.fileno()), "--control-fd", str(child.fileno())]
+        argv = [
+            sys.executable,
+            "-m",
+            "scepd",
+            "serve",
+            "--config",
+            str(self._config_path),
+            "--serving-fd",
+            str(listener.fileno()),
+            "--control-fd",
+            str(child.fileno()),
+        ]
         try:
             proc = await trio.lowlevel.open_process(
-                argv, pass_fds=(listener.fileno(), child.fileno()), env=env, stdin=subprocess.DEVNULL)
+                argv, pass_fds=(listener.fileno(), child.fileno()), env=env, stdin=subprocess.DEVNULL
+            )
         except BaseException:
             parent.close()
             raise
@@ -188,8 +199,9 @@ class ServingProcesses:
         parent.close()
         await self._reap(proc)
         del self._procs[n]
-        raise RuntimeError(f"pid {proc.pid} exited or did not accept within {START_TIMEOUT:.0f} s "
-                           f"(returncode {proc.returncode})")
+        raise RuntimeError(
+            f"pid {proc.pid} exited or did not accept within {START_TIMEOUT:.0f} s (returncode {proc.returncode})"
+        )
 
     async def _reap(self, proc: trio.Process) -> None:
         if proc.returncode is None:

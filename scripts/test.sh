@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
+# Lint, format and types first: cheap, and a failure here is a failure of the suite.
+.venv/bin/ruff check scepd tests bench
+.venv/bin/ruff format --check scepd tests bench
+.venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

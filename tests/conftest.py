@@ -33,8 +33,13 @@ def token_config(softhsm_token: SoftHsmToken):  # type: ignore[no-untyped-def]
     from scepd.keys.pkcs11 import TokenConfig
 
     def make(workers: int = 0) -> TokenConfig:
-        return TokenConfig(module=softhsm_token.module, token_label=softhsm_token.label, pin=softhsm_token.pin,
-                           workers=workers, softhsm2_conf=str(softhsm_token.conf))
+        return TokenConfig(
+            module=softhsm_token.module,
+            token_label=softhsm_token.label,
+            pin=softhsm_token.pin,
+            workers=workers,
+            softhsm2_conf=str(softhsm_token.conf),
+        )
 
     return make
 

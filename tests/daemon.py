@@ -69,17 +69,35 @@ class Daemon:
 
 def scepd(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "scepd", *args], cwd=cwd or REPO, check=check,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "scepd", *args],
+        cwd=cwd or REPO,
+        check=check,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
-def init_state(state: Path, challenge: str, *, workers: int = 0, processes: int = 1, extra_toml: str = "",
-               no_ra: bool = False) -> None:
+def init_state(
+    state: Path, challenge: str, *, workers: int = 0, processes: int = 1, extra_toml: str = "", no_ra: bool = False
+) -> None:
     """`scepd init` as the README runs it (CA + RA); `no_ra` makes the lone-CA layout of earlier versions."""
-    scepd("init", "--state", str(state), "--listen", "127.0.0.1:0", "--challenge", challenge,
-          "--workers", str(workers), "--processes", str(processes),
-          "--subject", f"CN=scepd test CA {state.name},O=scepd tests", *(["--no-ra"] if no_ra else []))
+    scepd(
+        "init",
+        "--state",
+        str(state),
+        "--listen",
+        "127.0.0.1:0",
+        "--challenge",
+        challenge,
+        "--workers",
+        str(workers),
+        "--processes",
+        str(processes),
+        "--subject",
+        f"CN=scepd test CA {state.name},O=scepd tests",
+        *(["--no-ra"] if no_ra else []),
+    )
     if extra_toml:
         config = state / "scepd.toml"
         config.write_text(config.read_text() + "\n" + extra_toml)
@@ -92,7 +110,11 @@ def running(
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "scepd", "serve", "--config", str(state / "scepd.toml")],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output: list[str] = []
     found = threading.Event()

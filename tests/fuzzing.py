@@ -36,8 +36,29 @@ from scepd.scep.constants import MessageType
 
 Op = tuple[int, int, int]
 N_OPS = 9
-INTERESTING = (0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x0C, 0x13, 0x1F, 0x30, 0x31, 0x7F, 0x80, 0x81, 0x82, 0x83,
-               0x84, 0x88, 0xA0, 0xA1, 0xFF)
+INTERESTING = (
+    0x00,
+    0x01,
+    0x02,
+    0x04,
+    0x05,
+    0x06,
+    0x0C,
+    0x13,
+    0x1F,
+    0x30,
+    0x31,
+    0x7F,
+    0x80,
+    0x81,
+    0x82,
+    0x83,
+    0x84,
+    0x88,
+    0xA0,
+    0xA1,
+    0xFF,
+)
 
 
 class Unexpected(Exception):
@@ -60,22 +81,21 @@ def mutate(seed: bytes, ops: list[Op], donor: bytes = b"") -> bytes:
         elif kind == 3:  # truncate
             del data[at:]
         elif kind == 4:  # delete a slice
-            del data[at:at + 1 + value % 64]
+            del data[at : at + 1 + value % 64]
         elif kind == 5:  # duplicate a slice in place
-            data[at:at] = data[at:at + 1 + value % 256]
+            data[at:at] = data[at : at + 1 + value % 256]
         elif kind == 6 and donor:  # splice in a slice of another message
             start = value % len(donor)
-            data[at:at] = donor[start:start + 1 + (pos >> 8) % 512]
+            data[at:at] = donor[start : start + 1 + (pos >> 8) % 512]
         elif kind == 7:  # insert random-ish bytes
             data[at:at] = random.Random(value).randbytes(1 + value % 32)
         elif kind == 8 and n:  # a long-form length: 0x84 and four bytes (huge lengths, overflows)
-            data[at % n:at % n + 1] = bytes([0x84]) + (value * 2654435761 % (1 << 32)).to_bytes(4, "big")
+            data[at % n : at % n + 1] = bytes([0x84]) + (value * 2654435761 % (1 << 32)).to_bytes(4, "big")
     return bytes(data)
 
 
 def random_ops(rng: random.Random, most: int = 4) -> list[Op]:
-    return [(rng.randrange(N_OPS), rng.randrange(1 << 16), rng.randrange(1 << 16))
-            for _ in range(rng.randint(1, most))]
+    return [(rng.randrange(N_OPS), rng.randrange(1 << 16), rng.randrange(1 << 16)) for _ in range(rng.randint(1, most))]
 
 
 @dataclass(frozen=True)
@@ -92,25 +112,36 @@ class Seeds:
 def make_seeds(recipient: x509.Certificate | None = None, challenge: str = "fuzz-challenge") -> Seeds:
     """Requests as real clients send them; addressed to `recipient` (a daemon's CA or RA) if given."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     if recipient is None:
         ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         recipient = make_self_signed(ca_key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz CA")]), now)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz device"),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "scepd")])
-    csr = (x509.CertificateSigningRequestBuilder().subject_name(subject)
-           .add_attribute(x509.oid.AttributeOID.CHALLENGE_PASSWORD, challenge.encode())
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName("fuzz.example")]), critical=False)
-           .sign(key, hashes.SHA256()))
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "fuzz device"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "scepd")]
+    )
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(subject)
+        .add_attribute(x509.oid.AttributeOID.CHALLENGE_PASSWORD, challenge.encode())
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("fuzz.example")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     csr_der = csr.public_bytes(serialization.Encoding.DER)
     signer = make_self_signed(key, subject, now)
     poll = issuer_and_subject(recipient.subject, subject)
     get_cert = issuer_and_serial(recipient.subject, 0x1234567890ABCDEF)
 
     def message(kind: MessageType, payload: bytes, **kw: object) -> bytes:
-        return build_pki_message(message_type=kind, payload=payload, transaction_id=os.urandom(8).hex(),
-                                 sender_nonce=os.urandom(16), recipient_certificate=recipient,
-                                 signer_certificate=signer, signer_key=key, **kw)  # type: ignore[arg-type]
+        return build_pki_message(
+            message_type=kind,
+            payload=payload,
+            transaction_id=os.urandom(8).hex(),
+            sender_nonce=os.urandom(16),
+            recipient_certificate=recipient,
+            signer_certificate=signer,
+            signer_key=key,
+            **kw,
+        )  # type: ignore[arg-type]
 
     messages = (
         message(MessageType.PKCS_REQ, csr_der),
@@ -121,8 +152,9 @@ def make_seeds(recipient: x509.Certificate | None = None, challenge: str = "fuzz
     )
     envelopes = (
         build_envelope(csr_der, recipient),
-        build_envelope(csr_der, recipient, cipher=ContentCipher.AES128_CBC, rsa_padding=RsaPadding.OAEP,
-                       oaep=OaepParams()),
+        build_envelope(
+            csr_der, recipient, cipher=ContentCipher.AES128_CBC, rsa_padding=RsaPadding.OAEP, oaep=OaepParams()
+        ),
     )
     return Seeds(messages, envelopes, (csr_der,), poll, get_cert)
 
@@ -137,8 +169,12 @@ def read_message(data: bytes) -> str:
     except Exception as e:  # noqa: BLE001
         raise Unexpected(f"parse_pki_message: {type(e).__name__}: {e}") from e
     # What the service reads next from a parsed message, before any key is used.
-    _ = (msg.transaction_id, msg.message_type, msg.signer_certificate.subject.rfc4514_string(),
-         msg.envelope.cipher if msg.envelope is not None else None)
+    _ = (
+        msg.transaction_id,
+        msg.message_type,
+        msg.signer_certificate.subject.rfc4514_string(),
+        msg.envelope.cipher if msg.envelope is not None else None,
+    )
     return "ok"
 
 
@@ -195,12 +231,17 @@ def read_issuer_and(data: bytes) -> str:
 
 Reader = Callable[[bytes], str]
 READERS: dict[str, Reader] = {
-    "message": read_message, "envelope": read_envelope, "csr": read_csr, "issuer_and": read_issuer_and,
+    "message": read_message,
+    "envelope": read_envelope,
+    "csr": read_csr,
+    "issuer_and": read_issuer_and,
 }
 
 
 def seeds_for(seeds: Seeds, reader: str) -> tuple[bytes, ...]:
     return {
-        "message": seeds.messages, "envelope": seeds.envelopes, "csr": seeds.csrs,
+        "message": seeds.messages,
+        "envelope": seeds.envelopes,
+        "csr": seeds.csrs,
         "issuer_and": (seeds.issuer_and_subject, seeds.issuer_and_serial),
     }[reader]

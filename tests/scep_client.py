@@ -97,7 +97,7 @@ class Client:
     ) -> bytes:
         from cryptography.hazmat.primitives import serialization
 
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         signer = signer or make_self_signed(key, csr.subject, now)
         return build_pki_message(
             message_type=message_type,
@@ -115,7 +115,9 @@ class Client:
 
     async def post(self, body: bytes) -> httpx.Response:
         return await self.http.post(
-            self.url, params={"operation": "PKIOperation"}, content=body,
+            self.url,
+            params={"operation": "PKIOperation"},
+            content=body,
             headers={"content-type": "application/x-pki-message"},
         )
 
@@ -131,13 +133,19 @@ class Client:
         return parse_cert_rep(r.content, decrypt_key=key, trusted_signers=self.ca_certs)
 
     async def poll(
-        self, csr: x509.CertificateSigningRequest, key: rsa.RSAPrivateKey, signer: x509.Certificate,
-        transaction_id: str, *, use_get: bool = False,
+        self,
+        csr: x509.CertificateSigningRequest,
+        key: rsa.RSAPrivateKey,
+        signer: x509.Certificate,
+        transaction_id: str,
+        *,
+        use_get: bool = False,
     ) -> CertRep:
         """CertPoll (GetCertInitial) for a held request: same transactionID, same signer key."""
         payload = issuer_and_subject(self.ca_certs[-1].subject, csr.subject)
-        body = self.message(csr, key, message_type=MessageType.CERT_POLL, signer=signer,
-                            transaction_id=transaction_id, payload=payload)
+        body = self.message(
+            csr, key, message_type=MessageType.CERT_POLL, signer=signer, transaction_id=transaction_id, payload=payload
+        )
         return await self.send(body, key, use_get=use_get)
 
     async def enroll(self, cn: str, challenge: str | None, **kw: object) -> tuple[CertRep, rsa.RSAPrivateKey]:

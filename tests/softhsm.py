@@ -28,11 +28,17 @@ def make_token(state_dir: Path) -> SoftHsmToken:
     """Initialise (or reuse) the token labelled 'scepd' under `state_dir`."""
     out = subprocess.run(
         ["bash", str(REPO / "softhsm" / "init-token.sh"), str(state_dir)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     conf = Path(out.strip().splitlines()[-1])
     pin_file = state_dir / "secrets" / "token.pin"
     return SoftHsmToken(
-        state_dir=state_dir, conf=conf, module=MODULE, label="scepd",
-        pin_file=pin_file, pin=pin_file.read_text().rstrip("\n"),
+        state_dir=state_dir,
+        conf=conf,
+        module=MODULE,
+        label="scepd",
+        pin_file=pin_file,
+        pin=pin_file.read_text().rstrip("\n"),
     )

@@ -20,8 +20,11 @@ def _code(e: BaseException) -> ExitCode:
 
 
 def test_a_locked_pin_has_its_own_code() -> None:
-    for exc in (pkcs11.exceptions.PinLocked(), pkcs11.exceptions.PinExpired(),
-                pkcs11.exceptions.UserPinNotInitialized()):
+    for exc in (
+        pkcs11.exceptions.PinLocked(),
+        pkcs11.exceptions.PinExpired(),
+        pkcs11.exceptions.UserPinNotInitialized(),
+    ):
         kind, message = start_failure(exc)
         assert kind == "pin_locked" and "locked" in message
         assert _code(TokenStartError(kind, message)) is ExitCode.PIN_LOCKED

@@ -99,9 +99,15 @@ def test_crl_defaults_and_settings() -> None:
     assert (config.ca.crl_url, config.ca.ocsp_url, config.ca.issuer_url) == (None, None, None)
 
     config = parse(
-        with_(crl__path="/pki/scepd.crl", crl__lifetime_hours=1.5, crl__file="ca.crl", crl__check_interval_seconds=2,
-              ca__crl_url="http://pki.example/crl/ca.crl", ca__ocsp_url="http://ocsp.example/",
-              ca__issuer_url="http://pki.example/ca.cer"),
+        with_(
+            crl__path="/pki/scepd.crl",
+            crl__lifetime_hours=1.5,
+            crl__file="ca.crl",
+            crl__check_interval_seconds=2,
+            ca__crl_url="http://pki.example/crl/ca.crl",
+            ca__ocsp_url="http://ocsp.example/",
+            ca__issuer_url="http://pki.example/ca.cer",
+        ),
         Path("/etc/scepd/scepd.toml"),
     )
     assert config.crl.path == "/pki/scepd.crl"
@@ -151,7 +157,10 @@ def test_key_layout_warning_only_without_an_ra() -> None:
     from scepd.config import key_layout_warnings
 
     [warning] = key_layout_warnings(parse(with_(), Path("/etc/scepd/scepd.toml")))
-    assert warning.startswith("event=ca_key_opens_envelopes ") and "scepd ca ra-init --config /etc/scepd/scepd.toml" in warning
+    assert (
+        warning.startswith("event=ca_key_opens_envelopes ")
+        and "scepd ca ra-init --config /etc/scepd/scepd.toml" in warning
+    )
     with_ra = with_(ca__ra_key="pkcs11:object=ra", ca__ra_certificate="ra.pem")
     assert key_layout_warnings(parse(with_ra, Path("/etc/scepd/scepd.toml"))) == []
 
@@ -159,8 +168,9 @@ def test_key_layout_warning_only_without_an_ra() -> None:
 def default_toml(ra: str) -> str:
     from scepd.cli import DEFAULT_TOML
 
-    return DEFAULT_TOML.format(listen="127.0.0.1:0", metrics_listen="127.0.0.1:0", module="/m.so", workers=0,
-                               processes=1, ra=ra)
+    return DEFAULT_TOML.format(
+        listen="127.0.0.1:0", metrics_listen="127.0.0.1:0", module="/m.so", workers=0, processes=1, ra=ra
+    )
 
 
 def test_default_config_names_the_ra() -> None:
@@ -180,10 +190,12 @@ def test_ra_init_adds_the_ra_to_an_old_config_and_keeps_the_rest(tmp_path: Path)
     path.chmod(0o640)
     add_ra_to_config(path, "pkcs11:token=scepd;object=scepd-ra;type=private", "ra.pem")
     new = path.read_text()
-    assert new.replace(new[new.index("\n# Added by"):new.index('ra_certificate = "ra.pem"') + 25], "") == old
+    assert new.replace(new[new.index("\n# Added by") : new.index('ra_certificate = "ra.pem"') + 25], "") == old
     config = parse(tomllib.loads(new), path)
-    assert (config.ca.ra_key, config.ca.ra_certificate) == ("pkcs11:token=scepd;object=scepd-ra;type=private",
-                                                             tmp_path / "ra.pem")
+    assert (config.ca.ra_key, config.ca.ra_certificate) == (
+        "pkcs11:token=scepd;object=scepd-ra;type=private",
+        tmp_path / "ra.pem",
+    )
     assert path.stat().st_mode & 0o777 == 0o640
 
 
@@ -191,7 +203,9 @@ def test_ra_init_will_not_guess_where_a_ca_table_without_header_is(tmp_path: Pat
     from scepd.cli import add_ra_to_config
 
     path = tmp_path / "scepd.toml"
-    text = 'ca.key = "pkcs11:object=scepd-ca"\nca.certificate = "ca.pem"  # [ca] as dotted keys\n\n[store]\npath = "db"\n'
+    text = (
+        'ca.key = "pkcs11:object=scepd-ca"\nca.certificate = "ca.pem"  # [ca] as dotted keys\n\n[store]\npath = "db"\n'
+    )
     path.write_text(text)
     assert "ca" in tomllib.loads(text)
     with pytest.raises(ConfigError, match="ra_key = "):

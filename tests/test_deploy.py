@@ -152,6 +152,7 @@ def test_unit_timeouts_fit_the_daemon() -> None:
     drain = max(hypercorn_config(config).graceful_timeout, metrics_hypercorn_config(config).graceful_timeout)
     worker_stop = 5  # _ProcessWorker.stop waits 5 s for a worker to leave after EOF
     assert timespan(SERVICE["TimeoutStopSec"][-1]) >= drain + worker_stop + 5
+
     # Each WATCHDOG=1 (every half WatchdogSec) first runs the token and store checks: their
     # timeouts must fit in the interval, or a slow check would be mistaken for a hung daemon.
     async def probe() -> None:
@@ -167,8 +168,9 @@ def test_unit_timeouts_fit_the_daemon() -> None:
 
 def syscall_groups() -> dict[str, list[str]]:
     """`systemd-analyze syscall-filter`: group name -> members (system calls and @groups)."""
-    result = subprocess.run([tool("systemd-analyze", "systemd"), "syscall-filter"], capture_output=True,
-                            text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [tool("systemd-analyze", "systemd"), "syscall-filter"], capture_output=True, text=True, timeout=60, check=True
+    )
     out = result.stdout
     groups: dict[str, list[str]] = {}
     current: list[str] = []
@@ -222,8 +224,13 @@ def confine_and_exec(policy_file: str, argv: list[str]) -> None:
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-                                           ctypes.POINTER(_ArgCmp)]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(_ArgCmp),
+    ]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
     allow, eq, masked_eq = 0x7FFF0000, 4, 7
 
@@ -242,14 +249,25 @@ def confine_and_exec(policy_file: str, argv: list[str]) -> None:
             assert rc == 0, f"seccomp_rule_add {name}: {rc}"
         assert lib.seccomp_load(ctx) == 0, "seccomp_load failed"
 
-    load(allow, [("socket", fail(errno.EAFNOSUPPORT), [(0, eq, family, 0)])
-                 for family in range(64) if family not in policy["families"]])
+    load(
+        allow,
+        [
+            ("socket", fail(errno.EAFNOSUPPORT), [(0, eq, family, 0)])
+            for family in range(64)
+            if family not in policy["families"]
+        ],
+    )
     if policy["mdwe"]:
         wx, shm_exec = 0x4 | 0x2, 0o100000
-        load(allow, [("mmap", fail(errno.EPERM), [(2, masked_eq, wx, wx)]),
-                     ("mprotect", fail(errno.EPERM), [(2, masked_eq, 0x4, 0x4)]),
-                     ("pkey_mprotect", fail(errno.EPERM), [(2, masked_eq, 0x4, 0x4)]),
-                     ("shmat", fail(errno.EPERM), [(2, masked_eq, shm_exec, shm_exec)])])
+        load(
+            allow,
+            [
+                ("mmap", fail(errno.EPERM), [(2, masked_eq, wx, wx)]),
+                ("mprotect", fail(errno.EPERM), [(2, masked_eq, 0x4, 0x4)]),
+                ("pkey_mprotect", fail(errno.EPERM), [(2, masked_eq, 0x4, 0x4)]),
+                ("shmat", fail(errno.EPERM), [(2, masked_eq, shm_exec, shm_exec)]),
+            ],
+        )
     # Last, as systemd does: the allow list does not allow seccomp() itself.
     load(fail(policy["errno"]), [(name, allow, []) for name in policy["allowed"]])
     os.execv(argv[0], argv)
@@ -260,8 +278,12 @@ def confined(tmp_path: Path) -> Iterator[list[str]]:
     """argv prefix that runs a command under the unit's seccomp policy."""
     policy = tmp_path / "seccomp.json"
     policy.write_text(json.dumps(unit_seccomp_policy()))
-    yield [sys.executable, "-c", "import sys; from tests.test_deploy import confine_and_exec; "
-           "confine_and_exec(sys.argv[1], sys.argv[2:])", str(policy)]
+    yield [
+        sys.executable,
+        "-c",
+        "import sys; from tests.test_deploy import confine_and_exec; confine_and_exec(sys.argv[1], sys.argv[2:])",
+        str(policy),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -274,8 +296,9 @@ def confined(tmp_path: Path) -> Iterator[list[str]]:
 )
 def test_confinement_is_real(confined: list[str], code: str, error: str) -> None:
     """The rebuilt policy refuses what systemd would refuse (as root, too)."""
-    result = subprocess.run([*confined, sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [*confined, sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0 and error in result.stderr, result.stderr
 
 
@@ -305,8 +328,9 @@ async def test_scepd_enrolls_under_the_unit_seccomp_policy(
     state = tmp_path / "state"
     await trio.to_thread.run_sync(lambda: init_state(state, CHALLENGE, workers=workers, processes=processes))
     argv = [*confined, sys.executable, "-m", "scepd", "serve", "--config", str(state / "scepd.toml")]
-    proc = await trio.lowlevel.open_process(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = await trio.lowlevel.open_process(
+        argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1")
+    )
     assert proc.stdout is not None
     output = ""
     try:
@@ -379,8 +403,13 @@ def test_example_config_parses_with_the_unit_credentials(tmp_path: Path, monkeyp
         assert read_secret(source) == f"value of {source.split(':', 1)[1]}"
     # Everything the daemon writes must be in the one writable place, the unit's StateDirectory=.
     state = Path("/var/lib") / SERVICE["StateDirectory"][-1]
-    written = [config.store_path, config.ca.certificate, config.ca.ra_certificate, config.crl.file,
-               Path(config.token.softhsm2_conf or "")]
+    written = [
+        config.store_path,
+        config.ca.certificate,
+        config.ca.ra_certificate,
+        config.crl.file,
+        Path(config.token.softhsm2_conf or ""),
+    ]
     assert all(p is not None and p.is_relative_to(state) for p in written), written
     assert [e.challenge for e in config.endpoints] == ["static", "intune"]
     # The address Prometheus scrapes is the one the example serves metrics on.
@@ -410,7 +439,7 @@ def alert_exprs() -> dict[str, str]:
             indent, value = len(m.group(1)), m.group(2).strip()
             if value in ("|", ">"):
                 block = []
-                for follow in lines[i + 1:]:
+                for follow in lines[i + 1 :]:
                     if follow.strip() and len(follow) - len(follow.lstrip()) <= indent:
                         break
                     block.append(follow.strip())
@@ -472,13 +501,21 @@ def firing(*alerts: tuple[str, dict[str, str]]) -> list[dict[str, Any]]:
 
 def key_histogram(instance: str, seconds: float, per_minute: int) -> list[dict[str, str]]:
     """Bucket series of scepd_key_operation_seconds with every observation taking `seconds`."""
-    labels = {"instance": instance, "key": "scepd-ca", "operation": "sign", "mechanism": "SHA256_RSA_PKCS",
-              "result": "ok"}
+    labels = {
+        "instance": instance,
+        "key": "scepd-ca",
+        "operation": "sign",
+        "mechanism": "SHA256_RSA_PKCS",
+        "result": "ok",
+    }
     out = []
     for bound in metrics.KEY_OPERATION_SECONDS._upper_bounds:  # type: ignore[attr-defined]
         le = "+Inf" if bound == float("inf") else repr(bound)
-        out.append(series("scepd_key_operation_seconds_bucket", f"0+{per_minute if seconds <= bound else 0}x60",
-                          le=le, **labels))
+        out.append(
+            series(
+                "scepd_key_operation_seconds_bucket", f"0+{per_minute if seconds <= bound else 0}x60", le=le, **labels
+            )
+        )
     out.append(series("scepd_key_operation_seconds_count", f"0+{per_minute}x60", **labels))
     return out
 
@@ -505,18 +542,24 @@ def test_alerts_fire_as_intended(tmp_path: Path) -> None:
                 series("scepd_crl_next_update_seconds", "3600x90", instance="b:9108"),
                 series("scepd_crl_next_update_seconds", "-60x90", instance="c:9108"),
             ],
-            "promql_expr_test": [{"expr": 'ALERTS{alertstate="firing"}', "eval_time": "80m", "exp_samples": firing(
-                ("ScepdDown", {"instance": "down:9108", **crit}),
-                ("ScepdCACertificateExpiringSoon", {"instance": "b:9108", **warn}),
-                ("ScepdCACertificateExpiringSoon", {"instance": "c:9108", **warn}),
-                ("ScepdCACertificateExpiryCritical", {"instance": "c:9108", **crit}),
-                ("ScepdRACertificateExpiringSoon", {"instance": "b:9108", **warn}),
-                ("ScepdRACertificateExpiringSoon", {"instance": "c:9108", **warn}),
-                ("ScepdRACertificateExpiryCritical", {"instance": "c:9108", **crit}),
-                ("ScepdCRLNextUpdateSoon", {"instance": "b:9108", **warn}),
-                ("ScepdCRLNextUpdateSoon", {"instance": "c:9108", **warn}),
-                ("ScepdCRLExpired", {"instance": "c:9108", **crit}),
-            )}],
+            "promql_expr_test": [
+                {
+                    "expr": 'ALERTS{alertstate="firing"}',
+                    "eval_time": "80m",
+                    "exp_samples": firing(
+                        ("ScepdDown", {"instance": "down:9108", **crit}),
+                        ("ScepdCACertificateExpiringSoon", {"instance": "b:9108", **warn}),
+                        ("ScepdCACertificateExpiringSoon", {"instance": "c:9108", **warn}),
+                        ("ScepdCACertificateExpiryCritical", {"instance": "c:9108", **crit}),
+                        ("ScepdRACertificateExpiringSoon", {"instance": "b:9108", **warn}),
+                        ("ScepdRACertificateExpiringSoon", {"instance": "c:9108", **warn}),
+                        ("ScepdRACertificateExpiryCritical", {"instance": "c:9108", **crit}),
+                        ("ScepdCRLNextUpdateSoon", {"instance": "b:9108", **warn}),
+                        ("ScepdCRLNextUpdateSoon", {"instance": "c:9108", **warn}),
+                        ("ScepdCRLExpired", {"instance": "c:9108", **crit}),
+                    ),
+                }
+            ],
         },
         {  # token and store
             "interval": "1m",
@@ -526,39 +569,98 @@ def test_alerts_fire_as_intended(tmp_path: Path) -> None:
                 series("scepd_ready", "1x30", check="store"),
                 series("scepd_ready", "1x30", check="intune"),
                 series("scepd_ready", "0x30", check="intune", instance="b:9108"),
-                series("scepd_key_operation_seconds_count", "0+6x30", key="scepd-ca", operation="sign",
-                       mechanism="SHA256_RSA_PKCS", result="error"),
+                series(
+                    "scepd_key_operation_seconds_count",
+                    "0+6x30",
+                    key="scepd-ca",
+                    operation="sign",
+                    mechanism="SHA256_RSA_PKCS",
+                    result="error",
+                ),
                 # envelopes for another key are the clients' fault: no alert
-                series("scepd_key_operation_seconds_count", "0+1x30", key="scepd-ca", operation="unwrap",
-                       mechanism="RSA_PKCS", result="rejected", instance="b:9108"),
-                series("scepd_key_operation_seconds_count", "0+20x30", key="scepd-ca", operation="unwrap",
-                       mechanism="RSA_PKCS", result="ok", instance="b:9108"),
+                series(
+                    "scepd_key_operation_seconds_count",
+                    "0+1x30",
+                    key="scepd-ca",
+                    operation="unwrap",
+                    mechanism="RSA_PKCS",
+                    result="rejected",
+                    instance="b:9108",
+                ),
+                series(
+                    "scepd_key_operation_seconds_count",
+                    "0+20x30",
+                    key="scepd-ca",
+                    operation="unwrap",
+                    mechanism="RSA_PKCS",
+                    result="ok",
+                    instance="b:9108",
+                ),
                 # token errors on decrypt
-                series("scepd_key_operation_seconds_count", "0+5x30", key="scepd-ca", operation="unwrap",
-                       mechanism="RSA_PKCS", result="error", instance="c:9108"),
+                series(
+                    "scepd_key_operation_seconds_count",
+                    "0+5x30",
+                    key="scepd-ca",
+                    operation="unwrap",
+                    mechanism="RSA_PKCS",
+                    result="error",
+                    instance="c:9108",
+                ),
                 *key_histogram("a:9108", 0.004, 60),
                 *key_histogram("slow:9108", 0.8, 60),
             ],
-            "promql_expr_test": [{"expr": 'ALERTS{alertstate="firing"}', "eval_time": "25m", "exp_samples": firing(
-                ("ScepdTokenNotReady", {"instance": "a:9108", "check": "token", **crit}),
-                ("ScepdIntuneNotReady", {"instance": "b:9108", "check": "intune", **warn}),
-                ("ScepdTokenSignErrors", {"instance": "a:9108", "key": "scepd-ca", **crit}),
-                ("ScepdTokenDecryptErrors", {"instance": "c:9108", "key": "scepd-ca", **crit}),
-                ("ScepdSigningSlow", {"instance": "slow:9108", "key": "scepd-ca", **warn}),
-            )}],
+            "promql_expr_test": [
+                {
+                    "expr": 'ALERTS{alertstate="firing"}',
+                    "eval_time": "25m",
+                    "exp_samples": firing(
+                        ("ScepdTokenNotReady", {"instance": "a:9108", "check": "token", **crit}),
+                        ("ScepdIntuneNotReady", {"instance": "b:9108", "check": "intune", **warn}),
+                        ("ScepdTokenSignErrors", {"instance": "a:9108", "key": "scepd-ca", **crit}),
+                        ("ScepdTokenDecryptErrors", {"instance": "c:9108", "key": "scepd-ca", **crit}),
+                        ("ScepdSigningSlow", {"instance": "slow:9108", "key": "scepd-ca", **warn}),
+                    ),
+                }
+            ],
         },
         {  # enrollments and Intune
             "interval": "1m",
             "input_series": [
                 series("up", "1x60"),
-                series("scepd_enrollments_total", "0+2x60", operation="PKCS_REQ", profile="default",
-                       challenge="static", outcome="SUCCESS"),
-                series("scepd_enrollments_total", "0+1x60", operation="PKCS_REQ", profile="default",
-                       challenge="static", outcome="BAD_REQUEST"),
-                series("scepd_enrollments_total", "0+9x60", operation="PKCS_REQ", profile="default",
-                       challenge="static", outcome="BAD_REQUEST", instance="b:9108"),
-                series("scepd_enrollments_total", "0+1x60", operation="PKCS_REQ", profile="default",
-                       challenge="static", outcome="SUCCESS", instance="b:9108"),
+                series(
+                    "scepd_enrollments_total",
+                    "0+2x60",
+                    operation="PKCS_REQ",
+                    profile="default",
+                    challenge="static",
+                    outcome="SUCCESS",
+                ),
+                series(
+                    "scepd_enrollments_total",
+                    "0+1x60",
+                    operation="PKCS_REQ",
+                    profile="default",
+                    challenge="static",
+                    outcome="BAD_REQUEST",
+                ),
+                series(
+                    "scepd_enrollments_total",
+                    "0+9x60",
+                    operation="PKCS_REQ",
+                    profile="default",
+                    challenge="static",
+                    outcome="BAD_REQUEST",
+                    instance="b:9108",
+                ),
+                series(
+                    "scepd_enrollments_total",
+                    "0+1x60",
+                    operation="PKCS_REQ",
+                    profile="default",
+                    challenge="static",
+                    outcome="SUCCESS",
+                    instance="b:9108",
+                ),
                 series("scepd_intune_calls_total", "0+10x60", action="validate", result="ok"),
                 series("scepd_intune_calls_total", "0+1x60", action="validate", result="http_503"),
                 series("scepd_intune_calls_total", "0+2x60", action="token", result="ok", instance="b:9108"),
@@ -566,25 +668,45 @@ def test_alerts_fire_as_intended(tmp_path: Path) -> None:
                 series("scepd_intune_verdicts_total", "0+10x60", action="validate", code="Success"),
                 series("scepd_intune_verdicts_total", "0+1x60", action="validate", code="ChallengeExpired"),
                 series("scepd_intune_verdicts_total", "0+10x60", action="success_notification", code="Success"),
-                series("scepd_intune_verdicts_total", "0+1x60", action="validate", code="Success",
-                       instance="b:9108"),
-                series("scepd_intune_verdicts_total", "0+5x60", action="validate", code="ChallengeExpired",
-                       instance="b:9108"),
-                series("scepd_intune_verdicts_total", "0+1x60", action="success_notification", code="error",
-                       instance="b:9108"),
+                series("scepd_intune_verdicts_total", "0+1x60", action="validate", code="Success", instance="b:9108"),
+                series(
+                    "scepd_intune_verdicts_total",
+                    "0+5x60",
+                    action="validate",
+                    code="ChallengeExpired",
+                    instance="b:9108",
+                ),
+                series(
+                    "scepd_intune_verdicts_total",
+                    "0+1x60",
+                    action="success_notification",
+                    code="error",
+                    instance="b:9108",
+                ),
             ],
-            "promql_expr_test": [{"expr": 'ALERTS{alertstate="firing"}', "eval_time": "50m", "exp_samples": firing(
-                ("ScepdEnrollmentFailuresHigh", {"instance": "b:9108", **warn}),
-                ("ScepdIntuneCallsFailing", {"instance": "b:9108", "action": "token", **warn}),
-                ("ScepdIntuneValidationRejections", {"instance": "b:9108", **warn}),
-                ("ScepdIntuneSuccessNotificationFailing", {"instance": "b:9108", **crit}),
-            )}],
+            "promql_expr_test": [
+                {
+                    "expr": 'ALERTS{alertstate="firing"}',
+                    "eval_time": "50m",
+                    "exp_samples": firing(
+                        ("ScepdEnrollmentFailuresHigh", {"instance": "b:9108", **warn}),
+                        ("ScepdIntuneCallsFailing", {"instance": "b:9108", "action": "token", **warn}),
+                        ("ScepdIntuneValidationRejections", {"instance": "b:9108", **warn}),
+                        ("ScepdIntuneSuccessNotificationFailing", {"instance": "b:9108", **crit}),
+                    ),
+                }
+            ],
         },
         {  # no scepd target at all (absent() keeps only the job label)
             "interval": "1m",
             "input_series": [{"series": 'up{job="other",instance="x:9100"}', "values": "1x30"}],
-            "promql_expr_test": [{"expr": 'ALERTS{alertstate="firing"}', "eval_time": "15m",
-                                  "exp_samples": firing(("ScepdScrapeTargetMissing", warn))}],
+            "promql_expr_test": [
+                {
+                    "expr": 'ALERTS{alertstate="firing"}',
+                    "eval_time": "15m",
+                    "exp_samples": firing(("ScepdScrapeTargetMissing", warn)),
+                }
+            ],
         },
     ]
     suite = tmp_path / "scepd-alerts.test.yml"  # JSON is YAML

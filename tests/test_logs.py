@@ -11,7 +11,8 @@ from scepd.logs import OneLineFormatter, escape_controls, fields
 
 def test_control_characters_become_visible_escapes() -> None:
     assert escape_controls("a\r\nb\tc\x00d\x1b[2Je\x7ff\x85g\u2028h\u2029i") == (
-        "a\\r\\nb\\tc\\x00d\\x1b[2Je\\x7ff\\x85g\\u2028h\\u2029i")
+        "a\\r\\nb\\tc\\x00d\\x1b[2Je\\x7ff\\x85g\\u2028h\\u2029i"
+    )
     assert escape_controls("CN=Müller, O=ü€") == "CN=Müller, O=ü€"  # printable non-ASCII stays
 
 

@@ -37,7 +37,9 @@ def make_csr(
     key: Any = None,
     hash: hashes.HashAlgorithm | None = None,
 ) -> x509.CertificateSigningRequest:
-    attrs = [x509.NameAttribute(oid, v) for oid, v in (subject if subject is not None else [(NameOID.COMMON_NAME, "dev-1")])]
+    attrs = [
+        x509.NameAttribute(oid, v) for oid, v in (subject if subject is not None else [(NameOID.COMMON_NAME, "dev-1")])
+    ]
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs))
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -61,8 +63,13 @@ def refused(profile: Profile, csr: x509.CertificateSigningRequest) -> Rejected:
 
 
 def test_default_profile_copies_every_common_san_form() -> None:
-    sans = [x509.DNSName("dev-1.example.com"), x509.RFC822Name("a@example.com"), upn("a@example.com"),
-            x509.UniformResourceIdentifier(SID_URI), x509.IPAddress(ipaddress.ip_address("10.0.0.1"))]
+    sans = [
+        x509.DNSName("dev-1.example.com"),
+        x509.RFC822Name("a@example.com"),
+        upn("a@example.com"),
+        x509.UniformResourceIdentifier(SID_URI),
+        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+    ]
     csr = make_csr(sans=sans)
     Profile().check_request(csr)
     assert san_of(Profile(), csr) == sans
@@ -180,7 +187,9 @@ async def test_renewal_must_keep_the_subject(ca: Ca, terminal: Terminal) -> None
     assert terminal.seen == []
 
 
-async def test_renewal_with_revoke_superseded_revokes_the_old_certificate(ca: Ca, terminal: Terminal, store: SqliteStore) -> None:
+async def test_renewal_with_revoke_superseded_revokes_the_old_certificate(
+    ca: Ca, terminal: Terminal, store: SqliteStore
+) -> None:
     old = ca.issue(_EC_KEY.public_key(), "dev-1")
     await store.put_issued(record_for(old))
     request = make_csr([(NameOID.COMMON_NAME, "dev-1"), (NameOID.ORGANIZATION_NAME, "scepd tests")])
@@ -202,30 +211,44 @@ async def test_step_records_profile_and_type(ca: Ca, terminal: Terminal) -> None
 
 def test_profile_keys_parse() -> None:
     data = with_()
-    data["profiles"] = {"intune-user": {
-        "type": "user", "subject_accept": ["CN", "E"], "subject_suffix": "O=Example,C=DE",
-        "san_accept": ["upn", "email", "uri"], "san_uri_prefixes": [INTUNE_SID_URI_PREFIX],
-        "san_dns_suffixes": [".corp.example"], "on_disallowed": "trim", "key_types": ["ec"],
-        "min_ec_bits": 384, "csr_hashes": ["sha256", "sha384"], "extended_key_usage": ["1.3.6.1.5.5.7.3.4"],
-        "revoke_superseded": True, "approval": True, "pending_ttl_hours": 12,
-    }}
+    data["profiles"] = {
+        "intune-user": {
+            "type": "user",
+            "subject_accept": ["CN", "E"],
+            "subject_suffix": "O=Example,C=DE",
+            "san_accept": ["upn", "email", "uri"],
+            "san_uri_prefixes": [INTUNE_SID_URI_PREFIX],
+            "san_dns_suffixes": [".corp.example"],
+            "on_disallowed": "trim",
+            "key_types": ["ec"],
+            "min_ec_bits": 384,
+            "csr_hashes": ["sha256", "sha384"],
+            "extended_key_usage": ["1.3.6.1.5.5.7.3.4"],
+            "revoke_superseded": True,
+            "approval": True,
+            "pending_ttl_hours": 12,
+        }
+    }
     p = parse(data, Path("/etc/scepd/scepd.toml")).profiles["intune-user"]
     assert p.certificate_type == "user" and p.subject_accept == {"CN", "E"}
     assert p.san_dns_suffixes == ("corp.example",) and p.allowed_key_types == {"ec"}
     assert p.approval and p.pending_ttl == dt.timedelta(hours=12) and p.revoke_superseded
 
 
-@pytest.mark.parametrize(("key", "value", "words"), [
-    ("type", "robot", "device, user"),
-    ("san_accept", ["x400"], "unknown value 'x400'"),
-    ("subject_accept", ["CN", "FOO"], "unknown value 'FOO'"),
-    ("on_disallowed", "ignore", "refuse, trim"),
-    ("key_types", ["dsa"], "unknown value 'dsa'"),
-    ("csr_hashes", ["md5"], "unknown value 'md5'"),
-    ("min_ec_bits", 128, "P-256"),
-    ("subject_suffix", "not a name", "RFC 4514"),
-    ("pending_ttl_hours", 0, "more than 0"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("type", "robot", "device, user"),
+        ("san_accept", ["x400"], "unknown value 'x400'"),
+        ("subject_accept", ["CN", "FOO"], "unknown value 'FOO'"),
+        ("on_disallowed", "ignore", "refuse, trim"),
+        ("key_types", ["dsa"], "unknown value 'dsa'"),
+        ("csr_hashes", ["md5"], "unknown value 'md5'"),
+        ("min_ec_bits", 128, "P-256"),
+        ("subject_suffix", "not a name", "RFC 4514"),
+        ("pending_ttl_hours", 0, "more than 0"),
+    ],
+)
 def test_profile_key_errors_name_the_key(key: str, value: Any, words: str) -> None:
     data = with_()
     data["profiles"] = {"p": {key: value}}

@@ -23,14 +23,17 @@ def test_reader_only_raises_not_strict_der(data: bytes) -> None:
             pass
 
 
-@pytest.mark.parametrize(("encoded", "why"), [
-    (b"\x30\x80\x00\x00", "indefinite"),
-    (b"\x30\x81\x05" + b"\x00" * 5, "non-minimal length"),
-    (b"\x30\x82\x00\x80" + b"\x00" * 128, "leading zero length"),
-    (b"\x1f\x21\x00", "high tag"),
-    (b"\x30\x05\x00", "overrun"),
-    (b"\x30\x00\x00", "trailing"),
-])
+@pytest.mark.parametrize(
+    ("encoded", "why"),
+    [
+        (b"\x30\x80\x00\x00", "indefinite"),
+        (b"\x30\x81\x05" + b"\x00" * 5, "non-minimal length"),
+        (b"\x30\x82\x00\x80" + b"\x00" * 128, "leading zero length"),
+        (b"\x1f\x21\x00", "high tag"),
+        (b"\x30\x05\x00", "overrun"),
+        (b"\x30\x00\x00", "trailing"),
+    ],
+)
 def test_reader_refuses_what_is_not_strict_der(encoded: bytes, why: str) -> None:
     with pytest.raises(sd.NotStrictDer):
         sd.whole(encoded, encoded[0])

@@ -28,9 +28,18 @@ from scepd.server import token_config
 
 def describe(session: TokenSession, label: str) -> dict[str, Any]:
     key = session.session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
-    out: dict[str, Any] = {a.name: bool(key[a]) for a in (
-        Attribute.SIGN, Attribute.DECRYPT, Attribute.UNWRAP, Attribute.SENSITIVE, Attribute.EXTRACTABLE,
-        Attribute.ALWAYS_SENSITIVE, Attribute.NEVER_EXTRACTABLE)}
+    out: dict[str, Any] = {
+        a.name: bool(key[a])
+        for a in (
+            Attribute.SIGN,
+            Attribute.DECRYPT,
+            Attribute.UNWRAP,
+            Attribute.SENSITIVE,
+            Attribute.EXTRACTABLE,
+            Attribute.ALWAYS_SENSITIVE,
+            Attribute.NEVER_EXTRACTABLE,
+        )
+    }
     public = load_der_public_key(session.public_key_der(label) or b"")
     assert isinstance(public, rsa.RSAPublicKey)
     # python-pkcs11 only offers .decrypt() on a key whose CKA_DECRYPT is true: ask the token anyway.
@@ -53,8 +62,9 @@ def main(argv: list[str]) -> None:
         if argv[1] == "keys":
             print(json.dumps({label: describe(session, label) for label in argv[2:]}))
         elif argv[1] == "drop-secret":
-            for obj in session.session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY,
-                                                    Attribute.LABEL: argv[2] + ".reject"}):
+            for obj in session.session.get_objects(
+                {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: argv[2] + ".reject"}
+            ):
                 obj.destroy()
         else:
             raise SystemExit(f"unknown probe {argv[1]!r}")

@@ -100,14 +100,21 @@ class CertificateAuthority:
             exts.append(x509.Extension(x509.CRLDistributionPoints.oid, False, x509.CRLDistributionPoints([point])))
         access = []
         if self.ocsp_url:
-            access.append(x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
-                                                 x509.UniformResourceIdentifier(self.ocsp_url)))
+            access.append(
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(self.ocsp_url)
+                )
+            )
         if self.issuer_url:
-            access.append(x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
-                                                 x509.UniformResourceIdentifier(self.issuer_url)))
+            access.append(
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(self.issuer_url)
+                )
+            )
         if access:
-            exts.append(x509.Extension(x509.AuthorityInformationAccess.oid, False,
-                                       x509.AuthorityInformationAccess(access)))
+            exts.append(
+                x509.Extension(x509.AuthorityInformationAccess.oid, False, x509.AuthorityInformationAccess(access))
+            )
         return exts
 
     async def sign(self, template: CertificateTemplate) -> bytes:
@@ -222,11 +229,17 @@ async def self_signed(
 
 
 async def self_signed_ca(
-    signer: Signer, subject: x509.Name, now: dt.datetime, validity: dt.timedelta, hash: HashName = HashName.SHA256,
-    *, opens_envelopes: bool = False,
+    signer: Signer,
+    subject: x509.Name,
+    now: dt.datetime,
+    validity: dt.timedelta,
+    hash: HashName = HashName.SHA256,
+    *,
+    opens_envelopes: bool = False,
 ) -> bytes:
     return await self_signed(
-        signer, subject, now, validity, ca_extensions(signer.public_key, opens_envelopes=opens_envelopes), hash)
+        signer, subject, now, validity, ca_extensions(signer.public_key, opens_envelopes=opens_envelopes), hash
+    )
 
 
 async def ra_certificate(

@@ -45,9 +45,7 @@ def signature_algorithm(public_key: PublicKeyTypes, hash: HashName) -> algos.Sig
 
 
 def _spki(public_key: PublicKeyTypes) -> a_keys.PublicKeyInfo:
-    der = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return a_keys.PublicKeyInfo.load(der)
 
 
@@ -57,7 +55,7 @@ def _name(name: x509.Name) -> a_x509.Name:
 
 def _time(when: dt.datetime) -> a_x509.Time:
     # RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050 on.
-    when = when.astimezone(dt.timezone.utc).replace(microsecond=0)
+    when = when.astimezone(dt.UTC).replace(microsecond=0)
     if when.year < 2050:
         return a_x509.Time({"utc_time": when})
     return a_x509.Time({"general_time": when})
@@ -86,9 +84,7 @@ class CertificateTemplate:
     extensions: Sequence[x509.Extension[x509.ExtensionType]]
 
 
-async def sign_certificate(
-    template: CertificateTemplate, signer: Signer, hash: HashName = HashName.SHA256
-) -> bytes:
+async def sign_certificate(template: CertificateTemplate, signer: Signer, hash: HashName = HashName.SHA256) -> bytes:
     """Return the DER certificate, its TBSCertificate signed by `signer`.
 
     Assembled from DER parts (scepd.der): names, key and extension values come
@@ -105,9 +101,7 @@ async def sign_certificate(
         template.issuer.public_bytes(),
         der.sequence(der.x509_time(template.not_before), der.x509_time(template.not_after)),
         template.subject.public_bytes(),
-        template.public_key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
+        template.public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo),
         extensions,
     )
     signature = await signer.sign(tbs_der, hash)

@@ -12,7 +12,6 @@ import base64
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
 from functools import lru_cache
 
 import trio
@@ -78,8 +77,7 @@ class Crl:
         next_update = crl.next_update_utc
         if next_update is None:
             raise ValueError("a CRL without nextUpdate was not signed by scepd")
-        return cls(der=der, number=number, this_update=crl.last_update_utc, next_update=next_update,
-                   revoked=len(crl))
+        return cls(der=der, number=number, this_update=crl.last_update_utc, next_update=next_update, revoked=len(crl))
 
     @property
     def pem(self) -> bytes:
@@ -99,16 +97,18 @@ def _entry_extensions(reason: str | None) -> bytes:
     if flag is None or flag is x509.ReasonFlags.unspecified:
         return b""
     reason_ext = x509.CRLReason(flag)
-    return der.sequence(der.sequence(der.oid(reason_ext.oid.dotted_string), der.octet_string(reason_ext.public_bytes())))
+    return der.sequence(
+        der.sequence(der.oid(reason_ext.oid.dotted_string), der.octet_string(reason_ext.public_bytes()))
+    )
 
 
 def _revoked_certificates(entries: Sequence[RevokedEntry]) -> bytes:
     """revokedCertificates written directly: for 100,000 entries asn1crypto took over a minute on
     the 2-core test machine, this about half a second (bench/store_size.py)."""
     sequence, integer, x509_time = der.sequence, der.integer, der.x509_time
-    return sequence(*(
-        sequence(integer(e.serial), x509_time(e.revoked_at), _entry_extensions(e.reason)) for e in entries
-    ))
+    return sequence(
+        *(sequence(integer(e.serial), x509_time(e.revoked_at), _entry_extensions(e.reason)) for e in entries)
+    )
 
 
 def _extension_der(value: x509.ExtensionType) -> bytes:
@@ -127,17 +127,20 @@ async def sign_crl(template: CrlTemplate, signer: Signer, hash: HashName = HashN
     return Crl(
         der=der.sequence(tbs_der, sig_alg, der.bit_string(signature)),
         number=template.number,
-        this_update=template.this_update.astimezone(dt.timezone.utc).replace(microsecond=0),
-        next_update=template.next_update.astimezone(dt.timezone.utc).replace(microsecond=0),
+        this_update=template.this_update.astimezone(dt.UTC).replace(microsecond=0),
+        next_update=template.next_update.astimezone(dt.UTC).replace(microsecond=0),
         revoked=len(template.entries),
     )
 
 
 def _tbs_cert_list(template: CrlTemplate, sig_alg: bytes) -> bytes:
-    extensions = der.explicit(0, der.sequence(
-        _extension_der(x509.AuthorityKeyIdentifier(template.authority_key_id, None, None)),
-        _extension_der(x509.CRLNumber(template.number)),
-    ))
+    extensions = der.explicit(
+        0,
+        der.sequence(
+            _extension_der(x509.AuthorityKeyIdentifier(template.authority_key_id, None, None)),
+            _extension_der(x509.CRLNumber(template.number)),
+        ),
+    )
     return der.sequence(
         der.integer(1),  # v2
         sig_alg,

@@ -27,8 +27,9 @@ log = logging.getLogger("scepd.ca")
 Clock = Callable[[], dt.datetime]
 
 
-def expiry_warning(certificate: x509.Certificate, warn_within: dt.timedelta, now: dt.datetime,
-                   *, rollover: bool) -> str | None:
+def expiry_warning(
+    certificate: x509.Certificate, warn_within: dt.timedelta, now: dt.datetime, *, rollover: bool
+) -> str | None:
     """The warning to log now, or None while the end is further away than `warn_within`."""
     left = certificate.not_valid_after_utc - now
     if left > warn_within:
@@ -37,8 +38,10 @@ def expiry_warning(certificate: x509.Certificate, warn_within: dt.timedelta, now
     end = certificate.not_valid_after_utc.isoformat()
     if left <= dt.timedelta(0):
         return f"event=ca_certificate_expired subject={subject!r} not_after={end} rollover_configured={rollover}"
-    return (f"event=ca_certificate_expiring subject={subject!r} not_after={end} days_left={left.days} "
-            f"rollover_configured={rollover}")
+    return (
+        f"event=ca_certificate_expiring subject={subject!r} not_after={end} days_left={left.days} "
+        f"rollover_configured={rollover}"
+    )
 
 
 def ra_expiry_warning(certificate: x509.Certificate, warn_within: dt.timedelta, now: dt.datetime) -> str | None:
@@ -48,8 +51,11 @@ def ra_expiry_warning(certificate: x509.Certificate, warn_within: dt.timedelta, 
         return None
     subject = certificate.subject.rfc4514_string()
     end = certificate.not_valid_after_utc.isoformat()
-    state = "event=ra_certificate_expired" if left <= dt.timedelta(0) else \
-        f"event=ra_certificate_expiring days_left={left.days}"
+    state = (
+        "event=ra_certificate_expired"
+        if left <= dt.timedelta(0)
+        else f"event=ra_certificate_expiring days_left={left.days}"
+    )
     return f"{state} subject={subject!r} not_after={end} remedy='scepd ca ra-renew, then restart scepd'"
 
 

@@ -44,7 +44,7 @@ FIRST_CRL_WAIT = 1.0  # seconds start-up waits for a first CRL when the store ho
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -129,8 +129,14 @@ class CrlPublisher:
             await self.store.save_crl(crl.number, crl.der)
         except StoreError as e:  # the serving processes keep the previous one a while longer
             log.warning("event=crl_store_failed number=%d error=%r", crl.number, str(e))
-        log.info("event=crl_published number=%d revoked=%d bytes=%d seconds=%.3f next_update=%s",
-                 crl.number, crl.revoked, len(crl.der), seconds, crl.next_update.isoformat())
+        log.info(
+            "event=crl_published number=%d revoked=%d bytes=%d seconds=%.3f next_update=%s",
+            crl.number,
+            crl.revoked,
+            len(crl.der),
+            seconds,
+            crl.next_update.isoformat(),
+        )
         if self.file is not None:
             try:
                 data = crl.pem if self.file.suffix == ".pem" else crl.der
@@ -228,8 +234,7 @@ def _ours(der: bytes, ca: CertificateAuthority) -> Crl | None:
     """`der` as a Crl if this CA signed it (a store carried over from an earlier CA may hold another's)."""
     try:
         parsed = x509.load_der_x509_crl(der)
-        if parsed.issuer != ca.certificate.subject or not parsed.is_signature_valid(
-                ca.certificate.public_key()):  # type: ignore[arg-type]
+        if parsed.issuer != ca.certificate.subject or not parsed.is_signature_valid(ca.certificate.public_key()):  # type: ignore[arg-type]
             log.warning("event=crl_stored_ignored reason=%s", "not signed by this CA")
             return None
         return Crl.from_der(der)
@@ -263,8 +268,14 @@ class _Retry:
         delay = min(self.interval * 2 ** (self.failures - 1), max(MAX_BACKOFF, self.interval))
         if self.failures == 1:
             # An unexpected fault ("other") is a bug: its traceback once, for the report.
-            log.warning("event=%s_failed cause=%s error=%r retry_in=%.1f", self.event, cause,
-                        f"{type(e).__name__}: {e}", delay, exc_info=cause == "other")
+            log.warning(
+                "event=%s_failed cause=%s error=%r retry_in=%.1f",
+                self.event,
+                cause,
+                f"{type(e).__name__}: {e}",
+                delay,
+                exc_info=cause == "other",
+            )
         else:
             log.debug("event=%s_failed cause=%s attempt=%d retry_in=%.1f", self.event, cause, self.failures, delay)
         return delay

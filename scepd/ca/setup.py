@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import serialization
 
 from scepd.ca.authority import ca_extensions, ra_certificate, self_signed_ca
 from scepd.ca.certificates import sign_csr
-from scepd.keys.base import HashName
-from scepd.keys import pkcs11
-from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key, key_exists
 from scepd.files import write_atomically
+from scepd.keys import pkcs11
+from scepd.keys.base import HashName
+from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key, key_exists
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,11 @@ async def ca_request(
         spec.generate(token, label)
     async with TokenPool.open(replace(token, workers=0)) as pool:
         signer = pool.key(label)
-        exts = [e for e in ca_extensions(signer.public_key, opens_envelopes=spec is not None and spec.decrypt)
-                if e.oid != x509.AuthorityKeyIdentifier.oid]
+        exts = [
+            e
+            for e in ca_extensions(signer.public_key, opens_envelopes=spec is not None and spec.decrypt)
+            if e.oid != x509.AuthorityKeyIdentifier.oid
+        ]
         der = await sign_csr(subject, signer, exts, hash)
     return x509.load_der_x509_csr(der).public_bytes(serialization.Encoding.PEM)
 
@@ -171,5 +174,6 @@ async def renew_ra(
     async with TokenPool.open(replace(token, workers=0)) as pool:
         if pool.key(ra_label).public_key != old.public_key():
             raise ValueError(f"{ra_cert_path} does not belong to the RA key {ra_label!r} on the token")
-    return await issue_ra_certificate(token, ca_label, ca_cert, ra_label, ra_cert_path, old.subject, validity, now,
-                                      hash)
+    return await issue_ra_certificate(
+        token, ca_label, ca_cert, ra_label, ra_cert_path, old.subject, validity, now, hash
+    )

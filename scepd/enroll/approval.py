@@ -56,8 +56,15 @@ class ApprovalGate:
         else:
             held, new = await self.store.hold_request(self._record(enrollment))
             if new:
-                audit("held", transaction_id=enrollment.transaction_id, request=held.id, subject=held.subject,
-                      endpoint=held.endpoint, profile=held.profile, expires=held.expires_at.isoformat())
+                audit(
+                    "held",
+                    transaction_id=enrollment.transaction_id,
+                    request=held.id,
+                    subject=held.subject,
+                    endpoint=held.endpoint,
+                    profile=held.profile,
+                    expires=held.expires_at.isoformat(),
+                )
         return await self._settle(held, enrollment, next)
 
     async def held_for(
@@ -143,15 +150,19 @@ def expiry_interval(ttls: Iterable[dt.timedelta]) -> float:
 
 
 async def expire_pending_loop(
-    store: Store, interval: float, clock: Callable[[], dt.datetime] | None = None,
-    *, backoff: Backoff | None = None, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    store: Store,
+    interval: float,
+    clock: Callable[[], dt.datetime] | None = None,
+    *,
+    backoff: Backoff | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Mark held requests past their pending_ttl expired, so an operator's list and the
     scepd_requests_pending gauge stay true even when the client never polls again.
 
     A store fault does not end it: keep_running logs it once, counts it and retries.
     """
-    now = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+    now = clock or (lambda: dt.datetime.now(dt.UTC))
 
     async def once() -> None:
         expired = await store.expire_pending(now())

@@ -62,9 +62,7 @@ class Enrollment:
     def challenge_password(self) -> str | None:
         """The CSR's challengePassword attribute, if any (PKCS#9, RFC 2985)."""
         try:
-            attr = self.csr.attributes.get_attribute_for_oid(
-                x509.oid.AttributeOID.CHALLENGE_PASSWORD
-            )
+            attr = self.csr.attributes.get_attribute_for_oid(x509.oid.AttributeOID.CHALLENGE_PASSWORD)
         except x509.AttributeNotFound:
             return None
         value = attr.value

@@ -12,8 +12,8 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -50,7 +50,7 @@ Clock = Callable[[], dt.datetime]
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,7 @@ class ScepService:
         except ScepError as e:
             answer = Answer(PkiStatus.FAILURE, e.fail_info, e.reason)
         self._account(operation, msg.transaction_id, answer, started)
-        return await self._reply(
-            msg.transaction_id, msg.sender_nonce, msg.signer_certificate, answer, msg, msg.digest
-        )
+        return await self._reply(msg.transaction_id, msg.sender_nonce, msg.signer_certificate, answer, msg, msg.digest)
 
     async def _dispatch(self, msg: PkiMessage) -> Answer:
         if msg.message_type in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ):
@@ -134,9 +132,7 @@ class ScepService:
             return await self._get_crl(msg)
         if msg.message_type is MessageType.CERT_POLL:
             return await self._poll(msg)
-        return Answer(
-            PkiStatus.FAILURE, FailInfo.BAD_REQUEST, f"{msg.message_type.name} is not supported"
-        )
+        return Answer(PkiStatus.FAILURE, FailInfo.BAD_REQUEST, f"{msg.message_type.name} is not supported")
 
     async def _read(self, msg: PkiMessage, reader: Callable[[bytes], T]) -> T:
         """Open the envelope and read its payload with `reader`, with one answer for every failure.
@@ -223,14 +219,28 @@ class ScepService:
         try:
             issued = await outcome
         except Rejected as e:
-            audit("rejected", transaction_id=enrollment.transaction_id, subject=requested,
-                  endpoint=self.endpoint, fail_info=e.fail_info.name, reason=e.reason)
+            audit(
+                "rejected",
+                transaction_id=enrollment.transaction_id,
+                subject=requested,
+                endpoint=self.endpoint,
+                fail_info=e.fail_info.name,
+                reason=e.reason,
+            )
             return Answer(PkiStatus.FAILURE, e.fail_info, e.reason, profile=enrollment.profile_name)
         except Pending:
             return Answer(PkiStatus.PENDING, profile=enrollment.profile_name)
-        audit("issued", transaction_id=enrollment.transaction_id, subject=issued.certificate.subject.rfc4514_string(),
-              serial=f"{issued.serial:x}", endpoint=self.endpoint, profile=enrollment.profile_name,
-              type=enrollment.notes.get("certificate_type"), challenge=enrollment.challenge_mode, reused=issued.reused)
+        audit(
+            "issued",
+            transaction_id=enrollment.transaction_id,
+            subject=issued.certificate.subject.rfc4514_string(),
+            serial=f"{issued.serial:x}",
+            endpoint=self.endpoint,
+            profile=enrollment.profile_name,
+            type=enrollment.notes.get("certificate_type"),
+            challenge=enrollment.challenge_mode,
+            reused=issued.reused,
+        )
         return Answer(PkiStatus.SUCCESS, certificates=(issued.der,), profile=enrollment.profile_name)
 
     async def _get_cert(self, msg: PkiMessage) -> Answer:
@@ -292,9 +302,16 @@ class ScepService:
         metrics.ENROLLMENT_SECONDS.labels(operation).observe(time.perf_counter() - started)
         if answer.status is PkiStatus.FAILURE:
             # fields() quotes: the transactionID is the client's, spaces and all.
-            log.info("scep_failure %s", fields(transaction_id=transaction_id, operation=operation,
-                                               fail_info=outcome, reason=answer.reason,
-                                               detail=answer.detail))
+            log.info(
+                "scep_failure %s",
+                fields(
+                    transaction_id=transaction_id,
+                    operation=operation,
+                    fail_info=outcome,
+                    reason=answer.reason,
+                    detail=answer.detail,
+                ),
+            )
 
 
 @dataclass(frozen=True)

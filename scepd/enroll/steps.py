@@ -11,8 +11,8 @@ from cryptography import x509
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.enroll.pipeline import Enrollment, Issued, Next
-from scepd.profiles import Profile
 from scepd.logs import audit
+from scepd.profiles import Profile
 from scepd.store.base import CertificateRecord, CertStatus, SerialCollision, Store, StoreError
 
 
@@ -94,8 +94,14 @@ class StoreIssued:
             except SerialCollision:
                 continue
             except StoreError as e:
-                audit("not_delivered", transaction_id=enrollment.transaction_id, serial=f"{issued.serial:x}",
-                      subject=record.subject, kind=e.kind, reason="the store could not record it")
+                audit(
+                    "not_delivered",
+                    transaction_id=enrollment.transaction_id,
+                    serial=f"{issued.serial:x}",
+                    subject=record.subject,
+                    kind=e.kind,
+                    reason="the store could not record it",
+                )
                 raise
             if earlier is not None:
                 # IdempotentRetry's lock covers one process; a copy of this request

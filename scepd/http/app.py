@@ -118,8 +118,9 @@ def create_app(site: Site) -> QuartTrio:
         if operation == "GetNextCACert":
             if not site.ca.next_chain_der:
                 return _text(404, "no rollover CA certificate is configured (GetCACaps does not offer GetNextCACert)")
-            draft = build_next_ca_cert(site.ca.next_chain_der, signer_certificate=site.ca.certificate,
-                                       digest=site.ca.hash)
+            draft = build_next_ca_cert(
+                site.ca.next_chain_der, signer_certificate=site.ca.certificate, digest=site.ca.hash
+            )
             return Response(await sign_next_ca_cert(draft, site.ca.signer), content_type=CONTENT_TYPE_NEXT_CA_CERT)
         if operation != "PKIOperation":
             return _text(400, f"unknown operation {operation[:40]!r}")

@@ -219,11 +219,19 @@ class TokenSource:
                 except httpx.TransportError as e:
                     result = "transport"
                     failure: IntuneError = IntuneTransportError(
-                        "token", f"token endpoint unreachable: {type(e).__name__}")
+                        "token", f"token endpoint unreachable: {type(e).__name__}"
+                    )
                     failure.request_id = request_id
-                    log.warning("event=intune_call %s", fields(action="token", client_request_id=request_id,
-                                                                attempt=attempt + 1, result=result,
-                                                                error=type(e).__name__))
+                    log.warning(
+                        "event=intune_call %s",
+                        fields(
+                            action="token",
+                            client_request_id=request_id,
+                            attempt=attempt + 1,
+                            result=result,
+                            error=type(e).__name__,
+                        ),
+                    )
                     continue
                 if response.status_code == 429 or response.status_code >= 500:
                     result = f"http_{response.status_code}"
@@ -238,8 +246,12 @@ class TokenSource:
                     self._log_refusal(response, request_id, attempt, f"http_{response.status_code}")
                     raise
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("event=intune_call %s", fields(action="token", client_request_id=request_id,
-                                                             attempt=attempt + 1, result="ok", status=200))
+                    log.debug(
+                        "event=intune_call %s",
+                        fields(
+                            action="token", client_request_id=request_id, attempt=attempt + 1, result="ok", status=200
+                        ),
+                    )
                 return cached
             raise failure
         finally:
@@ -254,10 +266,17 @@ class TokenSource:
         except ValueError:
             body = {}
         body = body if isinstance(body, dict) else {}
-        log.warning("event=intune_call %s", fields(
-            action="token", client_request_id=request_id, attempt=attempt + 1, result=result,
-            code=str(body.get("error", ""))[:80] or None,
-            error_description=str(body.get("error_description", "")).splitlines()[0][:300] or None))
+        log.warning(
+            "event=intune_call %s",
+            fields(
+                action="token",
+                client_request_id=request_id,
+                attempt=attempt + 1,
+                result=result,
+                code=str(body.get("error", ""))[:80] or None,
+                error_description=str(body.get("error_description", "")).splitlines()[0][:300] or None,
+            ),
+        )
 
     def _parse(self, response: httpx.Response) -> tuple[_Cached, str]:
         try:

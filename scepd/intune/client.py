@@ -117,7 +117,7 @@ def issuing_authority_name(certificate: x509.Certificate) -> str:
 
 def expiry_text(when: dt.datetime) -> str:
     """`YYYY-MM-DDTHH:MM:SS.fffZ` (contract §5.1)."""
-    utc = when.astimezone(dt.timezone.utc)
+    utc = when.astimezone(dt.UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
@@ -245,9 +245,15 @@ class IntuneClient:
         if not 1 <= max_requests <= contract.MAX_REVOCATION_BATCH:
             raise ValueError(f"max_requests must be 1..{contract.MAX_REVOCATION_BATCH}")
         body = {"downloadParameters": {"maxRequests": max_requests, "issuerName": issuer_name}}
-        answer = (await self._post(
-            "download_revocations", contract.PKI_PROVIDER, contract.DOWNLOAD_REVOCATIONS, contract.PKI_API_VERSION, body
-        )).body
+        answer = (
+            await self._post(
+                "download_revocations",
+                contract.PKI_PROVIDER,
+                contract.DOWNLOAD_REVOCATIONS,
+                contract.PKI_API_VERSION,
+                body,
+            )
+        ).body
         items = answer.get("value")
         if not isinstance(items, list):
             raise IntuneBadResponse("downloadRevocationRequests: no value list")
@@ -325,23 +331,38 @@ class IntuneClient:
             findings.append(Finding("Entra token for Microsoft Graph", True, self.graph_scope))
             services = await step("Graph Application.Read.All (Intune service discovery)", self._fresh_services)
             if services is not None:
-                findings.append(Finding("Graph Application.Read.All (Intune service discovery)", True,
-                                        f"{len(services)} endpoints listed"))
+                findings.append(
+                    Finding(
+                        "Graph Application.Read.All (Intune service discovery)",
+                        True,
+                        f"{len(services)} endpoints listed",
+                    )
+                )
                 for provider in (contract.SCEP_PROVIDER, contract.PKI_PROVIDER):
                     uri = services.get(provider.lower())
-                    note = "" if uri else (" (required: no validation without it)" if provider == contract.SCEP_PROVIDER
-                                           else " (revocation sync stays off without it)")
+                    note = (
+                        ""
+                        if uri
+                        else (
+                            " (required: no validation without it)"
+                            if provider == contract.SCEP_PROVIDER
+                            else " (revocation sync stays off without it)"
+                        )
+                    )
                     findings.append(Finding(f"discovered {provider}", uri is not None, (uri or "not listed") + note))
         intune = await step("Entra token for Intune", lambda: self.tokens.token(self.intune_scope))
         if intune is not None:
             findings.append(Finding("Entra token for Intune", True, self.intune_scope))
             if graph is not None and self._services and contract.SCEP_PROVIDER.lower() in self._services:
                 what = "Intune scep_challenge_provider (validateRequest with a non-CSR)"
-                verdict = await step(what, lambda: self.validate("scepd-intune-check-" + str(uuid.uuid4()),
-                                                                 b"scepd intune check: not a CSR"))
+                verdict = await step(
+                    what,
+                    lambda: self.validate("scepd-intune-check-" + str(uuid.uuid4()), b"scepd intune check: not a CSR"),
+                )
                 if verdict is not None:
-                    findings.append(Finding(what, True, f"Intune answered {verdict.code} "
-                                                        f"(client-request-id {verdict.request_id})"))
+                    findings.append(
+                        Finding(what, True, f"Intune answered {verdict.code} (client-request-id {verdict.request_id})")
+                    )
         return findings
 
     async def _fresh_services(self) -> dict[str, str]:
@@ -366,8 +387,15 @@ class IntuneClient:
             raise IntuneBadResponse("the answer lacks code or errorDescription")
         verdict = Verdict(code, description, reply.request_id)
         if not verdict.success:
-            log.warning("event=intune_verdict %s", fields(action=reply.action, client_request_id=reply.request_id,
-                                                          code=code, error_description=description[:300]))
+            log.warning(
+                "event=intune_verdict %s",
+                fields(
+                    action=reply.action,
+                    client_request_id=reply.request_id,
+                    code=code,
+                    error_description=description[:300],
+                ),
+            )
         return verdict
 
     async def _service(self, provider: str) -> str:
@@ -409,7 +437,11 @@ class IntuneClient:
                 break
             answer = (await self._call("discovery", "GET", url, self.graph_scope, {}, None)).body
             for item in answer.get("value") or []:
-                if isinstance(item, dict) and isinstance(item.get("providerName"), str) and isinstance(item.get("uri"), str):
+                if (
+                    isinstance(item, dict)
+                    and isinstance(item.get("providerName"), str)
+                    and isinstance(item.get("uri"), str)
+                ):
                     services.setdefault(item["providerName"].lower(), item["uri"])  # first wins, as in Java
             link = answer.get("@odata.nextLink")
             url = link if isinstance(link, str) else None
@@ -417,9 +449,7 @@ class IntuneClient:
             raise IntuneBadResponse("Graph discovery answered without a value list")
         return services
 
-    async def _post(
-        self, action: str, provider: str, suffix: str, api_version: str, body: Mapping[str, Any]
-    ) -> _Reply:
+    async def _post(self, action: str, provider: str, suffix: str, api_version: str, body: Mapping[str, Any]) -> _Reply:
         headers = {"api-version": api_version}
 
         async def url() -> str:
@@ -462,7 +492,9 @@ class IntuneClient:
                 sent = self.clock()
                 try:
                     if body is None:
-                        response = await self.http.request(method, target, headers=headers, timeout=self.settings.timeout)
+                        response = await self.http.request(
+                            method, target, headers=headers, timeout=self.settings.timeout
+                        )
                     else:
                         headers["Content-Type"] = "application/json; charset=utf-8"
                         response = await self.http.request(
@@ -474,9 +506,17 @@ class IntuneClient:
                     failure: IntuneError = IntuneTransportError(action, type(e).__name__)
                     failure.request_id = request_id
                     result = "timeout" if isinstance(e, httpx.TimeoutException) else "transport"
-                    log.warning("event=intune_call %s", fields(
-                        action=action, client_request_id=request_id, attempt=attempt + 1, result=result,
-                        error=type(e).__name__, seconds=f"{self.clock() - sent:.3f}"))
+                    log.warning(
+                        "event=intune_call %s",
+                        fields(
+                            action=action,
+                            client_request_id=request_id,
+                            attempt=attempt + 1,
+                            result=result,
+                            error=type(e).__name__,
+                            seconds=f"{self.clock() - sent:.3f}",
+                        ),
+                    )
                 else:
                     status = response.status_code
                     if 200 <= status < 300:
@@ -486,23 +526,47 @@ class IntuneClient:
                             answer = None
                         if not isinstance(answer, dict):
                             result = "bad_response"
-                            log.warning("event=intune_call %s", fields(
-                                action=action, client_request_id=request_id, attempt=attempt + 1,
-                                result=result, status=status))
+                            log.warning(
+                                "event=intune_call %s",
+                                fields(
+                                    action=action,
+                                    client_request_id=request_id,
+                                    attempt=attempt + 1,
+                                    result=result,
+                                    status=status,
+                                ),
+                            )
                             raise IntuneBadResponse(f"{action}: the answer is not a JSON object")
                         result = "ok"
                         if log.isEnabledFor(logging.DEBUG):  # the common case: skip formatting the fields
-                            log.debug("event=intune_call %s", fields(
-                                action=action, client_request_id=request_id, attempt=attempt + 1, result=result,
-                                status=status, seconds=f"{self.clock() - sent:.3f}"))
+                            log.debug(
+                                "event=intune_call %s",
+                                fields(
+                                    action=action,
+                                    client_request_id=request_id,
+                                    attempt=attempt + 1,
+                                    result=result,
+                                    status=status,
+                                    seconds=f"{self.clock() - sent:.3f}",
+                                ),
+                            )
                         return _Reply(action, answer, request_id)
                     if discovered:
                         self._forget_services()
                     result = f"http_{status}"
                     code, message = _error_detail(response)
-                    log.warning("event=intune_call %s", fields(
-                        action=action, client_request_id=request_id, attempt=attempt + 1, result=result,
-                        code=code, error_description=message, seconds=f"{self.clock() - sent:.3f}"))
+                    log.warning(
+                        "event=intune_call %s",
+                        fields(
+                            action=action,
+                            client_request_id=request_id,
+                            attempt=attempt + 1,
+                            result=result,
+                            code=code,
+                            error_description=message,
+                            seconds=f"{self.clock() - sent:.3f}",
+                        ),
+                    )
                     failure = IntuneHttpError(action, status, code)
                     failure.request_id = request_id
                     if status == 401 and not refreshed:

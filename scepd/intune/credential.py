@@ -30,7 +30,9 @@ async def create_app_credential(
     generate_key(token, label, "rsa", size=2048)
     extensions = [
         x509.Extension(x509.BasicConstraints.oid, True, x509.BasicConstraints(ca=False, path_length=None)),
-        x509.Extension(x509.KeyUsage.oid, True, x509.KeyUsage(True, False, False, False, False, False, False, False, False)),
+        x509.Extension(
+            x509.KeyUsage.oid, True, x509.KeyUsage(True, False, False, False, False, False, False, False, False)
+        ),
         x509.Extension(x509.ExtendedKeyUsage.oid, False, x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])),
     ]
     async with TokenPool.open(replace(token, workers=0)) as pool:

@@ -60,7 +60,7 @@ class SyncReport:
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _same_name(a: str, b: str) -> bool:
@@ -109,8 +109,10 @@ class RevocationSync:
             try:
                 if not await self.client.has_service(PKI_PROVIDER):
                     if enabled is not False:
-                        log.warning("event=intune_revocation_sync_off %s", fields(
-                            reason=f"discovery lists no {PKI_PROVIDER}; validation and notification go on"))
+                        log.warning(
+                            "event=intune_revocation_sync_off %s",
+                            fields(reason=f"discovery lists no {PKI_PROVIDER}; validation and notification go on"),
+                        )
                     enabled = False
                     metrics.INTUNE_REVOCATION_SYNC_ENABLED.set(0)
                 else:
@@ -120,8 +122,12 @@ class RevocationSync:
                     metrics.INTUNE_REVOCATION_SYNC_ENABLED.set(1)
                     report = await self.sync_once()
                     if report.downloaded or report.uploaded:
-                        log.info("event=intune_revocation_sync downloaded=%d revoked=%d uploaded=%d",
-                                 report.downloaded, report.revoked, report.uploaded)
+                        log.info(
+                            "event=intune_revocation_sync downloaded=%d revoked=%d uploaded=%d",
+                            report.downloaded,
+                            report.revoked,
+                            report.uploaded,
+                        )
                 if episode is not None:
                     log.info("event=intune_revocation_sync_recovered failed_rounds=%d", failures)
                 failures, episode = 0, None
@@ -131,10 +137,15 @@ class RevocationSync:
                 failures += 1
                 if episode is None:
                     episode = kind
-                    log.warning("event=intune_revocation_sync_failed %s", fields(
-                        kind=kind, error=(str(e).splitlines() or [type(e).__name__])[0][:200],
-                        client_request_id=getattr(e, "request_id", "") or None),
-                        exc_info=kind == "internal")
+                    log.warning(
+                        "event=intune_revocation_sync_failed %s",
+                        fields(
+                            kind=kind,
+                            error=(str(e).splitlines() or [type(e).__name__])[0][:200],
+                            client_request_id=getattr(e, "request_id", "") or None,
+                        ),
+                        exc_info=kind == "internal",
+                    )
                 pause = min(self.interval, self.RETRY_FIRST * 2 ** (failures - 1))
             await trio.sleep(pause)
 
@@ -188,11 +199,19 @@ class RevocationSync:
             return record, False, False
         metrics.INTUNE_REVOCATIONS.labels("foreign_issuer" if foreign else record.outcome.value).inc()
         if foreign:
-            log.warning("event=intune_revocation_foreign_issuer request_context=%s issuer=%r",
-                        request.request_context, request.issuer_name)
+            log.warning(
+                "event=intune_revocation_foreign_issuer request_context=%s issuer=%r",
+                request.request_context,
+                request.issuer_name,
+            )
         if record.outcome is RevocationOutcome.REVOKED:
-            audit("revoked", serial=request.serial_number, reason=REVOCATION_REASON, source="intune",
-                  request_context=request.request_context)
+            audit(
+                "revoked",
+                serial=request.serial_number,
+                reason=REVOCATION_REASON,
+                source="intune",
+                request_context=request.request_context,
+            )
             return record, True, True
         return record, True, False
 

@@ -39,7 +39,7 @@ UNDELIVERED_REASON = "cessationOfOperation"
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class IntuneChallenge:
@@ -72,13 +72,17 @@ class IntuneChallenge:
             verdict = await self.client.validate(tid, enrollment.csr_der)
         except IntuneError as e:
             metrics.INTUNE_VERDICTS.labels("validate", e.code).inc()
-            log.warning("event=intune_validate_failed %s",
-                        fields(transaction_id=tid, error=e.code, client_request_id=e.request_id or None))
+            log.warning(
+                "event=intune_validate_failed %s",
+                fields(transaction_id=tid, error=e.code, client_request_id=e.request_id or None),
+            )
             raise Rejected(FailInfo.BAD_REQUEST, f"Intune validation could not be done ({e.code})") from e
         metrics.INTUNE_VERDICTS.labels("validate", verdict.code[:64]).inc()
         if not verdict.success:
-            log.warning("event=intune_validate_rejected %s",
-                        fields(transaction_id=tid, code=verdict.code, client_request_id=verdict.request_id))
+            log.warning(
+                "event=intune_validate_rejected %s",
+                fields(transaction_id=tid, code=verdict.code, client_request_id=verdict.request_id),
+            )
             raise Rejected(FailInfo.BAD_REQUEST, f"Intune rejected the request: {verdict.code}")
         enrollment.challenge_mode = "intune"
 
@@ -91,15 +95,22 @@ class IntuneChallenge:
             raise
         except BaseException as e:
             if isinstance(e, Exception):
-                await self._notify_failure(enrollment, contract.HRESULT_CA_FAILURE, "the CA could not issue the certificate")
+                await self._notify_failure(
+                    enrollment, contract.HRESULT_CA_FAILURE, "the CA could not issue the certificate"
+                )
             raise
 
         if await self._notify_success(enrollment, issued):
             return issued
         with trio.CancelScope(shield=True):
             await self.store.revoke(issued.serial, UNDELIVERED_REASON, self.clock())
-        audit("revoked", transaction_id=tid, serial=f"{issued.serial:x}", reason=UNDELIVERED_REASON,
-              source="intune_success_notification_failed")
+        audit(
+            "revoked",
+            transaction_id=tid,
+            serial=f"{issued.serial:x}",
+            reason=UNDELIVERED_REASON,
+            source="intune_success_notification_failed",
+        )
         raise Rejected(FailInfo.BAD_REQUEST, "Intune did not acknowledge the certificate; it was not delivered")
 
     async def _already_delivered(self, enrollment: Enrollment) -> Issued | None:
@@ -143,8 +154,10 @@ class IntuneChallenge:
         # notification anyway, and then files revocation requests under this name.
         await self._record(enrollment, issued.serial, NotificationKind.SUCCESS, ok, detail, issuer)
         if not ok:
-            log.warning("event=intune_success_notification_failed %s", fields(
-                transaction_id=enrollment.transaction_id, detail=detail, client_request_id=request_id or None))
+            log.warning(
+                "event=intune_success_notification_failed %s",
+                fields(transaction_id=enrollment.transaction_id, detail=detail, client_request_id=request_id or None),
+            )
         return ok
 
     async def _notify_failure(self, enrollment: Enrollment, hresult: int, description: str) -> None:
@@ -160,11 +173,18 @@ class IntuneChallenge:
                 except IntuneError as e:
                     detail = f"{e.code}: {e}"[:200]
                 ok = verdict is not None and verdict.success
-                metrics.INTUNE_VERDICTS.labels("failure_notification", (verdict.code if verdict else "error")[:64]).inc()
+                metrics.INTUNE_VERDICTS.labels(
+                    "failure_notification", (verdict.code if verdict else "error")[:64]
+                ).inc()
                 await self._record(enrollment, None, NotificationKind.FAILURE, ok, f"hResult=0x{hresult:08X} {detail}")
 
     async def _record(
-        self, enrollment: Enrollment, serial: int | None, kind: NotificationKind, delivered: bool, detail: str,
+        self,
+        enrollment: Enrollment,
+        serial: int | None,
+        kind: NotificationKind,
+        delivered: bool,
+        detail: str,
         issuer: str | None = None,
     ) -> None:
         await self.store.record_notification(

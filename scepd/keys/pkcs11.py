@@ -32,9 +32,9 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from scepd.keys import token_lock
 from scepd.keys.base import KeyBackendError
 from scepd.keys.pkcs11_key import Pkcs11Key
-from scepd.keys import token_lock
 from scepd.keys.pkcs11_worker import TokenSession, start_failure
 from scepd.metrics import TOKEN_WORKERS, TOKEN_WORKERS_BUSY
 
@@ -157,7 +157,8 @@ class _ProcessWorker:
         argv = [sys.executable, "-m", "scepd.keys.pkcs11_worker", str(child.fileno())]
         try:
             proc = await trio.to_thread.run_sync(
-                lambda: subprocess.Popen(argv, pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL))
+                lambda: subprocess.Popen(argv, pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
+            )
         finally:
             child.close()
         self._conn, self._proc = Connection(parent.detach()), proc
@@ -236,6 +237,7 @@ class TokenPool:
         errors: list[Exception] = []
         try:
             async with trio.open_nursery() as nursery:
+
                 async def start(w: Any) -> None:
                     try:
                         inventories.append(await w.start())
@@ -250,8 +252,9 @@ class TokenPool:
             pool = cls(cfg, workers)
             for label, kind, spki, can_sign, can_decrypt in inventories[0]:
                 if spki is not None:
-                    pool._keys[label] = Pkcs11Key(pool, label, kind, load_der_public_key(spki),
-                                                  can_sign=can_sign, can_decrypt=can_decrypt)
+                    pool._keys[label] = Pkcs11Key(
+                        pool, label, kind, load_der_public_key(spki), can_sign=can_sign, can_decrypt=can_decrypt
+                    )
             TOKEN_WORKERS.inc(pool.size)
             try:
                 yield pool
@@ -272,8 +275,8 @@ class TokenPool:
             return self._keys[label]
         except KeyError:
             raise KeyMissing(
-                f"no private key labelled {label!r} with a public key or certificate on token "
-                f"{self.cfg.token_label!r}") from None
+                f"no private key labelled {label!r} with a public key or certificate on token {self.cfg.token_label!r}"
+            ) from None
 
     def labels(self) -> list[str]:
         return sorted(self._keys)
@@ -305,6 +308,7 @@ class TokenPool:
 def _on_token(cfg: TokenConfig, op: Callable[[TokenSession], T]) -> T:
     """Run `op` in a fresh session, holding the token lock throughout: the CLI's operations
     (key generation, certificate storage) write token files a starting daemon reads."""
+
     def run() -> T:
         with token_lock.exclusive(cfg.module, cfg.softhsm2_conf, cfg.timeout):
             session = TokenSession(cfg)
@@ -316,8 +320,9 @@ def _on_token(cfg: TokenConfig, op: Callable[[TokenSession], T]) -> T:
     return token_thread(cfg.module).submit(run).result()
 
 
-def generate_key(cfg: TokenConfig, label: str, kind: str, size: int = 3072, curve: str = "P-256",
-                 *, decrypt: bool = False) -> PublicKeyTypes:
+def generate_key(
+    cfg: TokenConfig, label: str, kind: str, size: int = 3072, curve: str = "P-256", *, decrypt: bool = False
+) -> PublicKeyTypes:
     """Generate a key pair ON the token (sensitive, not extractable); refuses an existing label.
 
     Sign-only unless `decrypt`: only a key that exists to open envelopes (an RA) gets CKA_DECRYPT.
@@ -353,6 +358,18 @@ def ensure_reject_secret(cfg: TokenConfig, label: str) -> bool:
     return _on_token(cfg, lambda s: s.ensure_reject_secret(label))
 
 
-__all__ = ["TokenConfig", "TokenPool", "TokenStartError", "KeyMissing", "Pkcs11Key", "read_pin", "generate_key", "find_public_key",
-           "key_exists", "store_certificate", "load_certificate", "ensure_reject_secret",
-           "token_thread"]
+__all__ = [
+    "TokenConfig",
+    "TokenPool",
+    "TokenStartError",
+    "KeyMissing",
+    "Pkcs11Key",
+    "read_pin",
+    "generate_key",
+    "find_public_key",
+    "key_exists",
+    "store_certificate",
+    "load_certificate",
+    "ensure_reject_secret",
+    "token_thread",
+]

@@ -10,7 +10,12 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from scepd.keys.base import (
-    HashName, KeyBackendError, OaepParams, RsaPadding, UnsupportedParameters, Unwrapped,
+    HashName,
+    KeyBackendError,
+    OaepParams,
+    RsaPadding,
+    UnsupportedParameters,
+    Unwrapped,
 )
 from scepd.metrics import KEY_OPERATION_SECONDS
 
@@ -19,16 +24,28 @@ if TYPE_CHECKING:
 
 # RSA: the token hashes and pads (CKM_SHA*_RSA_PKCS); measured no slower than
 # hashing here + CKM_RSA_PKCS over a DigestInfo, and correct by construction.
-_RSA_MECH = {HashName.SHA1: "SHA1_RSA_PKCS", HashName.SHA224: "SHA224_RSA_PKCS",
-             HashName.SHA256: "SHA256_RSA_PKCS", HashName.SHA384: "SHA384_RSA_PKCS",
-             HashName.SHA512: "SHA512_RSA_PKCS"}
+_RSA_MECH = {
+    HashName.SHA1: "SHA1_RSA_PKCS",
+    HashName.SHA224: "SHA224_RSA_PKCS",
+    HashName.SHA256: "SHA256_RSA_PKCS",
+    HashName.SHA384: "SHA384_RSA_PKCS",
+    HashName.SHA512: "SHA512_RSA_PKCS",
+}
 
 
 class Pkcs11Key:
     """A Signer and (RSA) Decrypter whose private half never leaves the token."""
 
-    def __init__(self, pool: TokenPool, label: str, kind: str, public_key: PublicKeyTypes,
-                 *, can_sign: bool = True, can_decrypt: bool = False) -> None:
+    def __init__(
+        self,
+        pool: TokenPool,
+        label: str,
+        kind: str,
+        public_key: PublicKeyTypes,
+        *,
+        can_sign: bool = True,
+        can_decrypt: bool = False,
+    ) -> None:
         self._pool, self._label, self.kind, self._public = pool, label, kind, public_key
         # CKA_SIGN / CKA_DECRYPT as the token reported them when the pool opened.
         self.can_sign, self.can_decrypt = can_sign, can_decrypt
@@ -60,7 +77,8 @@ class Pkcs11Key:
         finally:
             if started:
                 KEY_OPERATION_SECONDS.labels(self._label, operation, mechanism, result).observe(
-                    time.perf_counter() - started)
+                    time.perf_counter() - started
+                )
 
     async def sign(self, data: bytes, hash: HashName) -> bytes:
         hash = HashName(hash)
@@ -78,19 +96,20 @@ class Pkcs11Key:
             return encode_dss_signature(int.from_bytes(value[:half], "big"), int.from_bytes(value[half:], "big"))
         return value  # type: ignore[no-any-return]
 
-    async def unwrap(self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None,
-                     key_size: int) -> Unwrapped:
+    async def unwrap(self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None, key_size: int) -> Unwrapped:
         if self.kind != "rsa":
             raise UnsupportedParameters(f"key {self._label!r} is not an RSA key and cannot open envelopes")
         if RsaPadding(padding) is RsaPadding.OAEP:
             params = oaep or OaepParams()
             mechanism = "RSA_PKCS_OAEP"
-            args: tuple[str, str, bytes] | None = (HashName(params.hash).value, HashName(params.mgf_hash).value,
-                                                   params.label)
+            args: tuple[str, str, bytes] | None = (
+                HashName(params.hash).value,
+                HashName(params.mgf_hash).value,
+                params.label,
+            )
         else:
             mechanism, args = "RSA_PKCS", None
-        status, value = await self._run("unwrap", mechanism, "unwrap", self._label, args, bytes(ciphertext),
-                                        key_size)
+        status, value = await self._run("unwrap", mechanism, "unwrap", self._label, args, bytes(ciphertext), key_size)
         if status == "unsupported":
             raise UnsupportedParameters(value)
         if status != "ok":

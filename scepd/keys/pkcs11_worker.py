@@ -23,8 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util import ec as p11ec
 
-from scepd.keys import rejection
-from scepd.keys import token_lock
+from scepd.keys import rejection, token_lock
 from scepd.keys.token_lock import TokenBusy
 
 if TYPE_CHECKING:
@@ -33,15 +32,27 @@ if TYPE_CHECKING:
     from scepd.keys.pkcs11 import TokenConfig
 
 CURVES = {"P-256": "secp256r1", "P-384": "secp384r1"}
-_HASH_MECH = {"sha1": (Mechanism.SHA_1, MGF.SHA1), "sha224": (Mechanism.SHA224, MGF.SHA224),
-              "sha256": (Mechanism.SHA256, MGF.SHA256), "sha384": (Mechanism.SHA384, MGF.SHA384),
-              "sha512": (Mechanism.SHA512, MGF.SHA512)}
+_HASH_MECH = {
+    "sha1": (Mechanism.SHA_1, MGF.SHA1),
+    "sha224": (Mechanism.SHA224, MGF.SHA224),
+    "sha256": (Mechanism.SHA256, MGF.SHA256),
+    "sha384": (Mechanism.SHA384, MGF.SHA384),
+    "sha512": (Mechanism.SHA512, MGF.SHA512),
+}
 # PKCS#11 return codes of C_Decrypt that mean "this ciphertext is not for this key". SoftHSM2
 # answers CKR_GENERAL_ERROR when OpenSSL rejects the padding, so that counts too.
-_BAD_CIPHERTEXT = (pkcs11.exceptions.EncryptedDataInvalid, pkcs11.exceptions.EncryptedDataLenRange,
-                   pkcs11.exceptions.DataInvalid, pkcs11.exceptions.DataLenRange, pkcs11.exceptions.GeneralError)
-_UNSUPPORTED = (pkcs11.exceptions.ArgumentsBad, pkcs11.exceptions.MechanismInvalid,
-                pkcs11.exceptions.MechanismParamInvalid)
+_BAD_CIPHERTEXT = (
+    pkcs11.exceptions.EncryptedDataInvalid,
+    pkcs11.exceptions.EncryptedDataLenRange,
+    pkcs11.exceptions.DataInvalid,
+    pkcs11.exceptions.DataLenRange,
+    pkcs11.exceptions.GeneralError,
+)
+_UNSUPPORTED = (
+    pkcs11.exceptions.ArgumentsBad,
+    pkcs11.exceptions.MechanismInvalid,
+    pkcs11.exceptions.MechanismParamInvalid,
+)
 _loaded_conf: dict[str, str | None] = {}
 
 
@@ -83,9 +94,12 @@ def start_failure(e: BaseException) -> tuple[str, str]:
     }.get(type(e))
     if kind is None and (type(e) is pkcs11.exceptions.PKCS11Error or isinstance(e, OSError)):
         kind = "module"  # python-pkcs11 raises the bare base class when the module file does not load
-    what = {"no_token": "no such token", "pin_incorrect": "the PIN was refused",
-            "pin_locked": "the user PIN is locked, expired or not initialised",
-            "module": "the PKCS#11 module did not load"}.get(kind or "", "the token worker could not start")
+    what = {
+        "no_token": "no such token",
+        "pin_incorrect": "the PIN was refused",
+        "pin_locked": "the user PIN is locked, expired or not initialised",
+        "module": "the PKCS#11 module did not load",
+    }.get(kind or "", "the token worker could not start")
     detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
     return kind or "other", f"{what} ({detail})"
 
@@ -130,24 +144,33 @@ class TokenSession:
         if pub is not None:
             if pub.key_type == KeyType.EC:
                 return p11ec.encode_ec_public_key(pub)
-            numbers = rsa.RSAPublicNumbers(int.from_bytes(pub[Attribute.PUBLIC_EXPONENT], "big"),
-                                           int.from_bytes(pub[Attribute.MODULUS], "big"))
-            return numbers.public_key().public_bytes(serialization.Encoding.DER,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+            numbers = rsa.RSAPublicNumbers(
+                int.from_bytes(pub[Attribute.PUBLIC_EXPONENT], "big"), int.from_bytes(pub[Attribute.MODULUS], "big")
+            )
+            return numbers.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         cert = self.load_certificate(label)
         if cert is not None:
             from cryptography import x509
 
-            return x509.load_der_x509_certificate(cert).public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            return (
+                x509.load_der_x509_certificate(cert)
+                .public_key()
+                .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            )
         return None
 
     def token_info(self) -> dict[str, str]:
         """What the token says it is (CK_TOKEN_INFO), to hold key URIs' token attributes against."""
         token = self.session.token
         serial = token.serial.decode("ascii", "replace") if isinstance(token.serial, bytes) else str(token.serial)
-        return {"label": token.label.strip(), "manufacturer": token.manufacturer_id.strip(),
-                "serial": serial.strip(), "model": token.model.strip()}
+        return {
+            "label": token.label.strip(),
+            "manufacturer": token.manufacturer_id.strip(),
+            "serial": serial.strip(),
+            "model": token.model.strip(),
+        }
 
     def inventory(self) -> list[tuple[str, str, bytes | None, bool, bool]]:
         """(label, 'rsa'|'ec', SPKI DER or None, CKA_SIGN, CKA_DECRYPT) for every private key on the token."""
@@ -157,15 +180,23 @@ class TokenSession:
             if not label or obj.key_type not in (KeyType.RSA, KeyType.EC):
                 continue
             self._keys[label] = obj
-            out.append((label, "rsa" if obj.key_type == KeyType.RSA else "ec", self.public_key_der(label),
-                        bool(obj[Attribute.SIGN]), bool(obj[Attribute.DECRYPT])))
+            out.append(
+                (
+                    label,
+                    "rsa" if obj.key_type == KeyType.RSA else "ec",
+                    self.public_key_der(label),
+                    bool(obj[Attribute.SIGN]),
+                    bool(obj[Attribute.DECRYPT]),
+                )
+            )
         return out
 
     def sign(self, label: str, mechanism: str, data: bytes) -> bytes:
         return bytes(self._private(label).sign(data, mechanism=Mechanism[mechanism]))
 
-    def unwrap(self, label: str, oaep: tuple[str, str, bytes] | None, ciphertext: bytes,
-               key_size: int) -> tuple[bytes, str]:
+    def unwrap(
+        self, label: str, oaep: tuple[str, str, bytes] | None, ciphertext: bytes, key_size: int
+    ) -> tuple[bytes, str]:
         """A `key_size`-byte content key, and "ok" or why the block was rejected (implicit rejection).
 
         The substitute is computed first, for every request, on the token (an
@@ -196,8 +227,10 @@ class TokenSession:
         Python is only allowed for a key that exists solely to open envelopes.
         """
         if (oaep[2] or oaep in self._unsupported) and key[Attribute.SIGN]:
-            raise Unsupported(f"OAEP {oaep[0]}/{oaep[1]}{' with a label' if oaep[2] else ''} is not done by "
-                              "this token, and raw RSA is refused on a key that can sign")
+            raise Unsupported(
+                f"OAEP {oaep[0]}/{oaep[1]}{' with a label' if oaep[2] else ''} is not done by "
+                "this token, and raw RSA is refused on a key that can sign"
+            )
 
     def _decrypt(self, key: Any, oaep: tuple[str, str, bytes] | None, ciphertext: bytes) -> bytes:
         if oaep is None:
@@ -246,11 +279,23 @@ class TokenSession:
 
     def _generate_secret(self, label: str, *, store: bool) -> Any:
         return self.session.generate_key(
-            KeyType.GENERIC_SECRET, 256, label=label + REJECT_SUFFIX, store=store,
-            template={Attribute.SIGN: True, Attribute.VERIFY: False, Attribute.ENCRYPT: False,
-                      Attribute.DECRYPT: False, Attribute.WRAP: False, Attribute.UNWRAP: False,
-                      Attribute.DERIVE: False, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
-                      Attribute.PRIVATE: True})
+            KeyType.GENERIC_SECRET,
+            256,
+            label=label + REJECT_SUFFIX,
+            store=store,
+            template={
+                Attribute.SIGN: True,
+                Attribute.VERIFY: False,
+                Attribute.ENCRYPT: False,
+                Attribute.DECRYPT: False,
+                Attribute.WRAP: False,
+                Attribute.UNWRAP: False,
+                Attribute.DERIVE: False,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.PRIVATE: True,
+            },
+        )
 
     def has_reject_secret(self, label: str) -> bool:
         return self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX) is not None
@@ -279,23 +324,31 @@ class TokenSession:
         if decrypt and kind != "rsa":
             raise ValueError("only an RSA key can open SCEP envelopes")
         key_id = secrets.token_bytes(16)
-        private = {Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
-                   Attribute.EXTRACTABLE: False, Attribute.SIGN: True}
+        private = {
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+            Attribute.SIGN: True,
+        }
         public = {Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.VERIFY: True}
         if kind == "rsa":
             if size not in (2048, 3072, 4096):
                 raise ValueError("RSA key size must be 2048, 3072 or 4096")
             private |= {Attribute.DECRYPT: decrypt, Attribute.UNWRAP: decrypt}
             public |= {Attribute.ENCRYPT: decrypt, Attribute.WRAP: decrypt}
-            self.session.generate_keypair(KeyType.RSA, size, id=key_id, label=label, store=True,
-                                          public_template=public, private_template=private)
+            self.session.generate_keypair(
+                KeyType.RSA, size, id=key_id, label=label, store=True, public_template=public, private_template=private
+            )
         elif kind == "ec":
             if curve not in CURVES:
                 raise ValueError(f"EC curve must be one of {', '.join(CURVES)}")
             params = self.session.create_domain_parameters(
-                KeyType.EC, {Attribute.EC_PARAMS: p11ec.encode_named_curve_parameters(CURVES[curve])}, local=True)
-            params.generate_keypair(id=key_id, label=label, store=True,
-                                    public_template=public, private_template=private)
+                KeyType.EC, {Attribute.EC_PARAMS: p11ec.encode_named_curve_parameters(CURVES[curve])}, local=True
+            )
+            params.generate_keypair(
+                id=key_id, label=label, store=True, public_template=public, private_template=private
+            )
         else:
             raise ValueError("key kind must be 'rsa' or 'ec'")
         der = self.public_key_der(label)
@@ -327,9 +380,14 @@ class TokenSession:
             old.destroy()
         key = self._find(ObjectClass.PRIVATE_KEY, label)
         template = {
-            Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.CERTIFICATE_TYPE: pkcs11.CertificateType.X_509,
-            Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.LABEL: label, Attribute.VALUE: der,
-            Attribute.SUBJECT: cert.subject.public_bytes(), Attribute.ISSUER: cert.issuer.public_bytes(),
+            Attribute.CLASS: ObjectClass.CERTIFICATE,
+            Attribute.CERTIFICATE_TYPE: pkcs11.CertificateType.X_509,
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: False,
+            Attribute.LABEL: label,
+            Attribute.VALUE: der,
+            Attribute.SUBJECT: cert.subject.public_bytes(),
+            Attribute.ISSUER: cert.issuer.public_bytes(),
             Attribute.SERIAL_NUMBER: cert.serial_number.to_bytes(20, "big").lstrip(b"\0") or b"\0",
         }
         if key is not None:

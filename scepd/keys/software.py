@@ -58,8 +58,7 @@ class SoftwareKey:
             return self._key.sign(data, apad.PKCS1v15(), algorithm)
         return self._key.sign(data, ec.ECDSA(algorithm))
 
-    async def unwrap(self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None,
-                     key_size: int) -> Unwrapped:
+    async def unwrap(self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None, key_size: int) -> Unwrapped:
         """Implicit rejection as on the token; the secret lives in this object only."""
         if not isinstance(self._key, rsa.RSAPrivateKey):
             raise UnsupportedParameters(f"key {self._label!r} is not an RSA key and cannot open envelopes")

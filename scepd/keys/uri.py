@@ -48,7 +48,7 @@ class Pkcs11Uri:
     def parse(cls, uri: str) -> Pkcs11Uri:
         if not uri.lower().startswith("pkcs11:"):
             raise Pkcs11UriError(f"not a PKCS#11 URI (must start with 'pkcs11:'): {uri!r}")
-        body = uri[len("pkcs11:"):]
+        body = uri[len("pkcs11:") :]
         path, _, query = body.partition("?")
         values: dict[str, object] = {}
         for part in filter(None, path.split(";")):
@@ -97,7 +97,9 @@ class Pkcs11Uri:
         return "pkcs11:" + ";".join(path) + ("?" + "&".join(query) if query else "")
 
     def __repr__(self) -> str:
-        set_ = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if getattr(self, f.name) is not None)
+        set_ = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if getattr(self, f.name) is not None
+        )
         return f"Pkcs11Uri({set_})"
 
 

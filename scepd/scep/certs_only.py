@@ -18,8 +18,12 @@ from scepd.scep.signed import ASN1_ERRORS, signed_data_der
 def build_degenerate(certificates: Sequence[bytes], crls: Sequence[bytes] = ()) -> bytes:
     """DER ContentInfo(SignedData) with no signers and no content; certificates in the given order."""
     return signed_data_der(
-        digest_name=HashName.SHA256, content=None, certificates=certificates, crls=crls,
-        signer_infos=[], digest_algorithms=[],
+        digest_name=HashName.SHA256,
+        content=None,
+        certificates=certificates,
+        crls=crls,
+        signer_infos=[],
+        digest_algorithms=[],
     )
 
 

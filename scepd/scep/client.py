@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
@@ -59,7 +58,7 @@ from scepd.scep.signed import (
 )
 from scepd.scep.signed_view import load_signed_data
 
-PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
 def make_self_signed(key: PrivateKey, subject: x509.Name, now: dt.datetime) -> x509.Certificate:

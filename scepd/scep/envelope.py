@@ -171,16 +171,21 @@ def _strict_envelope(data: bytes) -> Envelope | None:
     if ktri is None:
         return None
     rid = sd.children(d, ktri[2], ktri[3])
-    if [t for t, *_ in rid][:1] != [sd.INTEGER] or len(rid) != 4 or rid[2][0] != sd.SEQUENCE \
-            or rid[3][0] != sd.OCTET_STRING:
+    if (
+        [t for t, *_ in rid][:1] != [sd.INTEGER]
+        or len(rid) != 4
+        or rid[2][0] != sd.SEQUENCE
+        or rid[3][0] != sd.OCTET_STRING
+    ):
         return None
     algorithm = sd.children(d, rid[2][2], rid[2][3])
     if not algorithm or algorithm[0][0] != sd.OID:
         return None
     transport = sd.oid_text(d[algorithm[0][2] : algorithm[0][3]])
     # Absent, NULL, or an empty RSAES-OAEP-params SEQUENCE: every field at its (SHA-1) default.
-    default_params = len(algorithm) == 1 or (len(algorithm) == 2 and d[algorithm[1][1] : algorithm[1][3]] in (
-        der.NULL, b"\x30\x00"))
+    default_params = len(algorithm) == 1 or (
+        len(algorithm) == 2 and d[algorithm[1][1] : algorithm[1][3]] in (der.NULL, b"\x30\x00")
+    )
     if transport == "1.2.840.113549.1.1.1":
         rsa_padding, oaep = RsaPadding.PKCS1V15, None
     elif transport == "1.2.840.113549.1.1.7" and default_params:
@@ -199,8 +204,9 @@ def _strict_envelope(data: bytes) -> Envelope | None:
     encrypted_key = d[rid[3][2] : rid[3][3]]
     if cipher is None or len(iv) != cipher.block_size or not encrypted or len(encrypted) % cipher.block_size:
         return None
-    return Envelope(padding=rsa_padding, oaep=oaep, encrypted_key=encrypted_key, cipher=cipher, iv=iv,
-                    encrypted_content=encrypted)
+    return Envelope(
+        padding=rsa_padding, oaep=oaep, encrypted_key=encrypted_key, cipher=cipher, iv=iv, encrypted_content=encrypted
+    )
 
 
 def _general_envelope(data: bytes) -> Envelope:
@@ -228,9 +234,7 @@ def _general_envelope(data: bytes) -> Envelope:
         content_alg = eci["content_encryption_algorithm"]
         cipher = ContentCipher.from_oid(content_alg["algorithm"].dotted)
         if cipher is None:
-            raise ScepError(
-                FailInfo.BAD_ALG, f"unsupported content cipher {content_alg['algorithm'].dotted}"
-            )
+            raise ScepError(FailInfo.BAD_ALG, f"unsupported content cipher {content_alg['algorithm'].dotted}")
         iv = content_alg["parameters"].native
         if not isinstance(iv, bytes) or len(iv) != cipher.block_size:
             raise ScepError(FailInfo.BAD_REQUEST, "the content cipher has no valid IV")
@@ -269,9 +273,7 @@ def _key_encryption_algorithm(rsa_padding: RsaPadding, oaep: OaepParams | None) 
     return cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep", "parameters": params})
 
 
-def wrap_key(
-    public_key: rsa.RSAPublicKey, cek: bytes, rsa_padding: RsaPadding, oaep: OaepParams | None
-) -> bytes:
+def wrap_key(public_key: rsa.RSAPublicKey, cek: bytes, rsa_padding: RsaPadding, oaep: OaepParams | None) -> bytes:
     if rsa_padding is RsaPadding.PKCS1V15:
         return public_key.encrypt(cek, padding.PKCS1v15())
     oaep = oaep or OaepParams()

@@ -30,9 +30,7 @@ from scepd.scep.signed_view import SignedView, read_signed
 OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
 OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 
-DEFAULT_HASHES = frozenset(
-    {HashName.SHA1, HashName.SHA256, HashName.SHA512, HashName.SHA224, HashName.SHA384}
-)
+DEFAULT_HASHES = frozenset({HashName.SHA1, HashName.SHA256, HashName.SHA512, HashName.SHA224, HashName.SHA384})
 
 
 @dataclass(frozen=True)
@@ -197,11 +195,7 @@ def to_name(name: asn1_x509.Name) -> x509.Name:
                 raise ValueError("a Name attribute is not a string")
             oid = x509.ObjectIdentifier(atv["type"].dotted)
             kind = _STRING_TYPES.get(type(value))
-            attrs.append(
-                x509.NameAttribute(oid, text, kind)
-                if kind is not None
-                else x509.NameAttribute(oid, text)
-            )
+            attrs.append(x509.NameAttribute(oid, text, kind) if kind is not None else x509.NameAttribute(oid, text))
         rdns.append(x509.RelativeDistinguishedName(attrs))
     return x509.Name(rdns)
 

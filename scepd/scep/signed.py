@@ -157,9 +157,8 @@ def find_signer(
             # Byte-equal names are equal; only otherwise pay for RFC 4518 comparison.
             if cert.issuer.dump() == ias["issuer"].dump() or cert.issuer == ias["issuer"]:
                 return cert
-        elif sid.name == "subject_key_identifier":
-            if key_identifier_matches(cert, sid.chosen.native):
-                return cert
+        elif sid.name == "subject_key_identifier" and key_identifier_matches(cert, sid.chosen.native):
+            return cert
     return None
 
 

@@ -36,10 +36,18 @@ _SPEC_TYPED: dict[str, tuple[int, ...]] = {
     "1.2.840.113549.1.9.3": (sd.OID,),  # contentType
     "1.2.840.113549.1.9.4": (sd.OCTET_STRING,),  # messageDigest
     "1.2.840.113549.1.9.5": (0x17, 0x18),  # signingTime: UTCTime or GeneralizedTime
-    **{oid: () for oid in (
-        "1.2.840.113549.1.9.6", "1.2.840.113549.1.9.15", "1.2.840.113549.1.9.16.2.11",
-        "1.2.840.113549.1.9.16.2.14", "1.2.840.113549.1.9.52", "1.3.6.1.4.1.311.2.4.1", "1.3.6.1.4.1.311.3.3.1",
-    )},
+    **{
+        oid: ()
+        for oid in (
+            "1.2.840.113549.1.9.6",
+            "1.2.840.113549.1.9.15",
+            "1.2.840.113549.1.9.16.2.11",
+            "1.2.840.113549.1.9.16.2.14",
+            "1.2.840.113549.1.9.52",
+            "1.3.6.1.4.1.311.2.4.1",
+            "1.3.6.1.4.1.311.3.3.1",
+        )
+    },
 }
 
 
@@ -90,7 +98,7 @@ def load_signed_data(data: bytes) -> cms.SignedData:
         signed = info["content"]
         # Touch the parts every caller needs so lazy-parse errors surface here
         # (cheaply: converting the signer infos to native values cost more than verifying them).
-        signed["encap_content_info"]["content_type"].native
+        signed["encap_content_info"]["content_type"].native  # noqa: B018
         for signer_info in signed["signer_infos"]:
             signer_info["signed_attrs"]  # noqa: B018
         return signed
@@ -254,8 +262,9 @@ class _StrictSigned:
     def signer_der(self) -> bytes | None:
         if self._sid_ski is not None:  # rare: let asn1crypto compute key identifiers
             ski = self._sid_ski
-            return next((c for c, _, _ in self._certs if key_identifier_matches(asn1_x509.Certificate.load(c), ski)),
-                        None)
+            return next(
+                (c for c, _, _ in self._certs if key_identifier_matches(asn1_x509.Certificate.load(c), ski)), None
+            )
         for cert, serial, issuer in self._certs:
             if serial != self._sid_serial:
                 continue
@@ -289,4 +298,3 @@ def _only(data: bytes, start: int, end: int, tag: int) -> tuple[int, int]:
     if ce != end:
         raise sd.NotStrictDer("trailing bytes in a container")
     return cs, ce
-

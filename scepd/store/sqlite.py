@@ -285,9 +285,15 @@ def _issued_for_request(conn: sqlite3.Connection, transaction_id: str, csr_sha25
 
 # SQLite's extended result code names (sqlite3.Error.sqlite_errorname) by prefix -> StoreError.kind.
 _FAULT_KINDS = (
-    ("SQLITE_FULL", "full"), ("SQLITE_READONLY", "readonly"), ("SQLITE_IOERR", "io"),
-    ("SQLITE_BUSY", "locked"), ("SQLITE_LOCKED", "locked"), ("SQLITE_CORRUPT", "corrupt"),
-    ("SQLITE_NOTADB", "corrupt"), ("SQLITE_CANTOPEN", "cantopen"), ("SQLITE_CONSTRAINT", "constraint"),
+    ("SQLITE_FULL", "full"),
+    ("SQLITE_READONLY", "readonly"),
+    ("SQLITE_IOERR", "io"),
+    ("SQLITE_BUSY", "locked"),
+    ("SQLITE_LOCKED", "locked"),
+    ("SQLITE_CORRUPT", "corrupt"),
+    ("SQLITE_NOTADB", "corrupt"),
+    ("SQLITE_CANTOPEN", "cantopen"),
+    ("SQLITE_CONSTRAINT", "constraint"),
 )
 
 
@@ -583,8 +589,7 @@ class SqliteStore:
                 def fill(c: sqlite3.Connection) -> None:
                     c.executemany(
                         "UPDATE intune_notifications SET issuer = ? WHERE id = ?",
-                        [(x509.load_der_x509_certificate(bytes(der)).issuer.rfc4514_string(), id_)
-                         for id_, der in old],
+                        [(x509.load_der_x509_certificate(bytes(der)).issuer.rfc4514_string(), id_) for id_, der in old],
                     )
 
                 _write(conn, fill)
@@ -596,7 +601,9 @@ class SqliteStore:
         return await self._run(names)
 
     async def notifications(self, transaction_id: str | None = None, limit: int = 100) -> list[NotificationRecord]:
-        where, args = ("", (limit,)) if transaction_id is None else ("WHERE transaction_id = ?", (transaction_id, limit))
+        where, args = (
+            ("", (limit,)) if transaction_id is None else ("WHERE transaction_id = ?", (transaction_id, limit))
+        )
         query = (
             "SELECT transaction_id, serial, kind, delivered, detail, at, issuer FROM intune_notifications"
             f" {where} ORDER BY id DESC LIMIT ?"
@@ -635,9 +642,7 @@ class SqliteStore:
                 ).rowcount
                 if changed:
                     outcome = RevocationOutcome.REVOKED
-                elif conn.execute(
-                    "SELECT 1 FROM certificates WHERE serial = ?", (encode_serial(serial),)
-                ).fetchone():
+                elif conn.execute("SELECT 1 FROM certificates WHERE serial = ?", (encode_serial(serial),)).fetchone():
                     outcome = RevocationOutcome.ALREADY_REVOKED
             conn.execute(
                 "INSERT INTO intune_revocations (request_context, serial_text, outcome, received_at)"
@@ -700,8 +705,7 @@ class SqliteStore:
     async def next_crl_number(self) -> int:
         def bump(conn: sqlite3.Connection) -> int:
             conn.execute(
-                "INSERT INTO crl_state (id, number) VALUES (1, 1)"
-                " ON CONFLICT (id) DO UPDATE SET number = number + 1"
+                "INSERT INTO crl_state (id, number) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET number = number + 1"
             )
             number: int = conn.execute("SELECT number FROM crl_state WHERE id = 1").fetchone()[0]
             return number
@@ -725,10 +729,19 @@ class SqliteStore:
 
     async def hold_request(self, record: PendingRecord) -> tuple[PendingRecord, bool]:
         row: tuple[Any, ...] = (
-            record.transaction_id, record.csr_sha256, bytes(record.csr_der), bytes(record.signer_der),
-            record.subject, record.endpoint, record.profile, record.challenge_mode, record.message_type,
+            record.transaction_id,
+            record.csr_sha256,
+            bytes(record.csr_der),
+            bytes(record.signer_der),
+            record.subject,
+            record.endpoint,
+            record.profile,
+            record.challenge_mode,
+            record.message_type,
             encode_serial(record.renewal_of) if record.renewal_of is not None else None,
-            encode_time(record.received_at), encode_time(record.expires_at), PendingStatus.PENDING.value,
+            encode_time(record.received_at),
+            encode_time(record.expires_at),
+            PendingStatus.PENDING.value,
         )
         columns = (
             "transaction_id, csr_sha256, csr_der, signer_der, subject, endpoint, profile, challenge_mode,"
@@ -736,11 +749,14 @@ class SqliteStore:
         )
 
         def hold(conn: sqlite3.Connection) -> tuple[sqlite3.Row, bool]:
-            new = conn.execute(
-                f"INSERT INTO pending_requests ({columns}) VALUES ({', '.join('?' * len(row))})"
-                " ON CONFLICT (transaction_id, csr_sha256) DO NOTHING",
-                row,
-            ).rowcount == 1
+            new = (
+                conn.execute(
+                    f"INSERT INTO pending_requests ({columns}) VALUES ({', '.join('?' * len(row))})"
+                    " ON CONFLICT (transaction_id, csr_sha256) DO NOTHING",
+                    row,
+                ).rowcount
+                == 1
+            )
             held: sqlite3.Row = conn.execute(
                 f"SELECT {_PENDING_COLUMNS} FROM pending_requests WHERE transaction_id = ? AND csr_sha256 = ?",
                 (record.transaction_id, record.csr_sha256),

@@ -13,17 +13,23 @@ from scepd.ca.authority import CertificateAuthority, self_signed_ca
 from scepd.keys.base import Signer
 from scepd.profiles import Profile
 
-NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 
 async def make_ca(signer: Signer, name: str = "CRL test CA", **urls: str) -> CertificateAuthority:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "scepd tests")])
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, name), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "scepd tests")]
+    )
     cert = x509.load_der_x509_certificate(
         await self_signed_ca(signer, subject, NOW - dt.timedelta(days=1), dt.timedelta(days=3650))
     )
-    return CertificateAuthority(certificate=cert, signer=signer, ra_certificate=cert, ra_key=signer,  # type: ignore[arg-type]
-                                **urls)  # type: ignore[arg-type]
+    return CertificateAuthority(
+        certificate=cert,
+        signer=signer,
+        ra_certificate=cert,
+        ra_key=signer,  # type: ignore[arg-type]
+        **urls,
+    )  # type: ignore[arg-type]
 
 
 async def issue(ca: CertificateAuthority, cn: str) -> x509.Certificate:

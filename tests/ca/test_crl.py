@@ -82,8 +82,14 @@ async def test_reason_code_only_for_meaningful_rfc5280_names(rsa_key: SoftwareKe
 
 def test_reason_names() -> None:
     assert set(REVOCATION_REASONS) == {
-        "unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
-        "cessationOfOperation", "privilegeWithdrawn", "aACompromise",
+        "unspecified",
+        "keyCompromise",
+        "cACompromise",
+        "affiliationChanged",
+        "superseded",
+        "cessationOfOperation",
+        "privilegeWithdrawn",
+        "aACompromise",
     }
     assert parse_reason("keyCompromise") == "keyCompromise"
     assert parse_reason("key_compromise") == "keyCompromise"
@@ -96,7 +102,7 @@ async def test_times_after_2049_are_generalized_time(rsa_key: SoftwareKey) -> No
     from asn1crypto import crl as a_crl
 
     ca = await make_ca(rsa_key)
-    later = dt.datetime(2049, 12, 31, 12, tzinfo=dt.timezone.utc)
+    later = dt.datetime(2049, 12, 31, 12, tzinfo=dt.UTC)
     crl = await ca.sign_crl(ca.crl_template([RevokedEntry(9, later, None)], 1, later, DAY))
     tbs = a_crl.CertificateList.load(crl.der)["tbs_cert_list"]
     assert tbs["this_update"].name == "utc_time"
@@ -116,8 +122,7 @@ def test_template_rejects_nonsense() -> None:
 
 async def test_ec_ca_signs_with_ecdsa() -> None:
     ca = await make_ca(SoftwareKey(ec.generate_private_key(ec.SECP384R1())))
-    crl = await sign_crl(ca.crl_template([RevokedEntry(3, NOW, "superseded")], 7, NOW, DAY), ca.signer,
-                         HashName.SHA384)
+    crl = await sign_crl(ca.crl_template([RevokedEntry(3, NOW, "superseded")], 7, NOW, DAY), ca.signer, HashName.SHA384)
     parsed = x509.load_der_x509_crl(crl.der)
     assert parsed.signature_algorithm_oid == x509.oid.SignatureAlgorithmOID.ECDSA_WITH_SHA384
     assert parsed.is_signature_valid(ca.certificate.public_key())  # type: ignore[arg-type]
@@ -143,7 +148,7 @@ async def test_token_signed_crl_verifies_with_openssl(
     async with TokenPool.open(cfg) as pool:
         ca = await make_ca(pool.key(label), f"CRL token CA {kind}")
         revoked, valid = await issue(ca, "revoked-device"), await issue(ca, "valid-device")
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         entry = RevokedEntry(revoked.serial_number, now - dt.timedelta(minutes=1), "keyCompromise")
         crl = x509.load_der_x509_crl((await ca.sign_crl(ca.crl_template([entry], 3, now, DAY))).der)
     assert crl.is_signature_valid(ca.certificate.public_key())  # type: ignore[arg-type]

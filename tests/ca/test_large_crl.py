@@ -23,8 +23,10 @@ async def test_a_crl_of_100000_entries_signed_on_the_token(token_config: Callabl
     label = f"crl-large-{uuid.uuid4().hex[:8]}"
     generate_key(cfg, label, "rsa", size=2048)
     rng = random.Random(5280)
-    entries = [RevokedEntry(rng.getrandbits(159) | 1, NOW - dt.timedelta(seconds=i), REASONS[i % len(REASONS)])
-               for i in range(100_000)]
+    entries = [
+        RevokedEntry(rng.getrandbits(159) | 1, NOW - dt.timedelta(seconds=i), REASONS[i % len(REASONS)])
+        for i in range(100_000)
+    ]
     async with TokenPool.open(cfg) as pool:
         ca = await make_ca(pool.key(label), "large CRL CA")
         started = time.perf_counter()

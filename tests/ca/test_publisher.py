@@ -56,9 +56,17 @@ class SlowKey(SoftwareKey):
 
 def record(serial: int) -> CertificateRecord:
     return CertificateRecord(
-        serial=serial, transaction_id=f"tx-{serial}", subject=f"CN=device-{serial}", requester="CN=x",
-        csr_sha256="cd" * 32, profile="default", not_before=NOW, not_after=NOW + dt.timedelta(days=30),
-        issued_at=NOW, status=CertStatus.VALID, der=b"\x30\x00",
+        serial=serial,
+        transaction_id=f"tx-{serial}",
+        subject=f"CN=device-{serial}",
+        requester="CN=x",
+        csr_sha256="cd" * 32,
+        profile="default",
+        not_before=NOW,
+        not_after=NOW + dt.timedelta(days=30),
+        issued_at=NOW,
+        status=CertStatus.VALID,
+        der=b"\x30\x00",
     )
 
 
@@ -196,7 +204,10 @@ async def test_a_follower_serves_the_stored_crl_and_picks_up_newer_ones(
         await nursery.start(follower.follow)
         assert follower.current is not None and follower.current.der == signed.der
         assert (follower.current.number, follower.current.revoked, follower.current.next_update) == (
-            signed.number, 0, signed.next_update)
+            signed.number,
+            0,
+            signed.next_update,
+        )
         await store.revoke(3, "superseded", NOW)
         await primary.refresh()
         with trio.fail_after(5):
@@ -324,8 +335,9 @@ async def test_a_store_fault_episode_is_logged_once_counted_and_retried_with_bac
                 while serials(publisher) != [1]:
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
-    warnings = [r for r in caplog.records if "event=crl_refresh_failed" in r.getMessage()
-                and r.levelno == logging.WARNING]
+    warnings = [
+        r for r in caplog.records if "event=crl_refresh_failed" in r.getMessage() and r.levelno == logging.WARNING
+    ]
     assert len(warnings) == 1 and "cause=store" in warnings[0].getMessage()
     assert "event=crl_refresh_recovered" in caplog.text
 
@@ -356,4 +368,5 @@ async def test_a_token_fault_on_the_real_token_does_not_end_the_loop(
     assert "event=crl_refresh_failed cause=token" in caplog.text
     assert "event=crl_refresh_recovered" in caplog.text
     assert x509.load_der_x509_crl(publisher.current.der).is_signature_valid(  # type: ignore[union-attr]
-        ca.certificate.public_key())  # type: ignore[arg-type]
+        ca.certificate.public_key()
+    )  # type: ignore[arg-type]

@@ -22,7 +22,9 @@ NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "scepd tests")])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "scepd tests")]
+    )
 
 
 class Ca:
@@ -101,7 +103,9 @@ def enrollment(
     )
 
 
-def record_for(cert: x509.Certificate, transaction_id: str = "earlier", csr_der: bytes = b"", renewal_of: int | None = None) -> CertificateRecord:
+def record_for(
+    cert: x509.Certificate, transaction_id: str = "earlier", csr_der: bytes = b"", renewal_of: int | None = None
+) -> CertificateRecord:
     return CertificateRecord(
         serial=cert.serial_number,
         transaction_id=transaction_id,

@@ -77,7 +77,9 @@ async def test_steps_without_applies_always_apply_and_order_matters(terminal: Te
 
     never = Never()
     k = key()
-    await FirstMatching(never, plain, StaticChallenge(SECRET))(enrollment(csr(k, "d", None), self_signed(k, "d")), terminal)
+    await FirstMatching(never, plain, StaticChallenge(SECRET))(
+        enrollment(csr(k, "d", None), self_signed(k, "d")), terminal
+    )
     assert calls == ["plain"] and not never.called and len(terminal.seen) == 1
 
 

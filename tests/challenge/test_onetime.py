@@ -18,7 +18,9 @@ TTL = dt.timedelta(hours=1)
 
 def request(challenge: str | None, now: dt.datetime = NOW):  # type: ignore[no-untyped-def]
     k = key()
-    return enrollment(csr(k, "device", challenge.encode() if challenge is not None else None), self_signed(k, "device"), now=now)
+    return enrollment(
+        csr(k, "device", challenge.encode() if challenge is not None else None), self_signed(k, "device"), now=now
+    )
 
 
 def test_challenge_digest_is_hex_sha256_of_utf8() -> None:
@@ -62,7 +64,9 @@ async def test_expired_challenge_is_rejected(store: SqliteStore, terminal: Termi
 
 
 @pytest.mark.parametrize("challenge", [None, "never-minted"])
-async def test_missing_or_unknown_challenge_is_rejected(store: SqliteStore, terminal: Terminal, challenge: str | None) -> None:
+async def test_missing_or_unknown_challenge_is_rejected(
+    store: SqliteStore, terminal: Terminal, challenge: str | None
+) -> None:
     with pytest.raises(Rejected) as info:
         await OneTimeChallenge(store)(request(challenge), terminal)
     assert info.value.fail_info is FailInfo.BAD_REQUEST

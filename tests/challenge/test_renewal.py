@@ -38,7 +38,9 @@ async def issued_device(
     return k, cert
 
 
-async def test_renewal_is_accepted_and_old_certificate_superseded(ca: Ca, store: SqliteStore, terminal: Terminal) -> None:
+async def test_renewal_is_accepted_and_old_certificate_superseded(
+    ca: Ca, store: SqliteStore, terminal: Terminal
+) -> None:
     _, old = await issued_device(ca, store)
     e = enrollment(csr(key(), "device", None), old, message_type=MessageType.RENEWAL_REQ)
     issued = await SignerIsIssuedCertificate(store, ca.certificate)(e, terminal)
@@ -49,7 +51,9 @@ async def test_renewal_is_accepted_and_old_certificate_superseded(ca: Ca, store:
     assert stored is not None and stored.status is CertStatus.SUPERSEDED
 
 
-async def test_pkcsreq_signed_by_issued_certificate_is_a_renewal_too(ca: Ca, store: SqliteStore, terminal: Terminal) -> None:
+async def test_pkcsreq_signed_by_issued_certificate_is_a_renewal_too(
+    ca: Ca, store: SqliteStore, terminal: Terminal
+) -> None:
     _, old = await issued_device(ca, store)
     e = enrollment(csr(key(), "device", None), old, message_type=MessageType.PKCS_REQ)
     await SignerIsIssuedCertificate(store, ca.certificate)(e, terminal)
@@ -149,7 +153,9 @@ async def test_stored_certificate_must_match_the_signer(ca: Ca, store: SqliteSto
     assert info.value.fail_info is FailInfo.BAD_CERT_ID
 
 
-async def test_second_renewal_of_the_same_certificate_is_refused(ca: Ca, store: SqliteStore, terminal: Terminal) -> None:
+async def test_second_renewal_of_the_same_certificate_is_refused(
+    ca: Ca, store: SqliteStore, terminal: Terminal
+) -> None:
     _, old = await issued_device(ca, store)
     step = SignerIsIssuedCertificate(store, ca.certificate)
     await step(enrollment(csr(key(), "d", None), old, transaction_id="first"), terminal)
@@ -183,7 +189,9 @@ async def test_retry_of_a_completed_renewal_passes_through(ca: Ca, store: Sqlite
         await step(enrollment(csr(key(), "d", None), old, transaction_id="tx-1"), reuse)
 
 
-async def test_concurrent_renewals_of_one_certificate_issue_once(ca: Ca, store: SqliteStore, terminal: Terminal) -> None:
+async def test_concurrent_renewals_of_one_certificate_issue_once(
+    ca: Ca, store: SqliteStore, terminal: Terminal
+) -> None:
     _, old = await issued_device(ca, store)
     step = SignerIsIssuedCertificate(store, ca.certificate)
     outcomes: list[str] = []
@@ -204,4 +212,3 @@ async def test_concurrent_renewals_of_one_certificate_issue_once(ca: Ca, store: 
             nursery.start_soon(attempt, i)
     assert sorted(outcomes) == ["BAD_CERT_ID"] * 4 + ["issued"]
     assert step._locks == {} and step._users == {}  # the lock table does not grow
-

@@ -36,7 +36,7 @@ class Requester:
         self.cn = cn
         self.key = rsa_key()
         self.csr = make_csr(self.key, cn, CHALLENGE)
-        self.signer = make_self_signed(self.key, self.csr.subject, dt.datetime.now(dt.timezone.utc))
+        self.signer = make_self_signed(self.key, self.csr.subject, dt.datetime.now(dt.UTC))
         self.transaction_id = secrets.token_hex(16)
 
     async def request(self):  # type: ignore[no-untyped-def]
@@ -147,7 +147,7 @@ async def test_polls_that_are_not_the_requesters_are_refused(daemon_lifecycle: D
     # Another key polling for the same transaction does not get the certificate.
     impostor = Requester(client, "held-impostor")
     impostor.key = rsa_key(fresh=True)
-    impostor.signer = make_self_signed(impostor.key, device.csr.subject, dt.datetime.now(dt.timezone.utc))
+    impostor.signer = make_self_signed(impostor.key, device.csr.subject, dt.datetime.now(dt.UTC))
     impostor.transaction_id = device.transaction_id
     rep = await impostor.poll()
     assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_MESSAGE_CHECK
@@ -190,8 +190,9 @@ def test_pending_metric_counts_waiting_requests(daemon_lifecycle: Daemon) -> Non
 
 
 @pytest.mark.parametrize("collect", ["refresh", "resubmit"])
-def test_certmonger_waits_while_held_and_collects_after_approval(daemon_lifecycle: Daemon, tmp_path: Path,
-                                                                 collect: str) -> None:
+def test_certmonger_waits_while_held_and_collects_after_approval(
+    daemon_lifecycle: Daemon, tmp_path: Path, collect: str
+) -> None:
     """certmonger (a client we did not write) gets PENDING, keeps the request, and after the
     operator's approval collects the certificate.
 
@@ -204,15 +205,22 @@ def test_certmonger_waits_while_held_and_collects_after_approval(daemon_lifecycl
         cm.add_scep_ca("held", daemon_lifecycle.base_url + "/held", signing_ca=daemon_lifecycle.state / "ca.pem")
         first = cm.request("held", subject=f"CN={cn}", challenge=CHALLENGE, timeout=8)
         assert first.status == "CA_WORKING" and first.cert_path is None, first.listing
-        assert "SCEP status is \"pending\"" in cm.log_text()
+        assert 'SCEP status is "pending"' in cm.log_text()
         assert stored(daemon_lifecycle, cn) == []
         pending(daemon_lifecycle, "approve", str(request_id(daemon_lifecycle, cn)))
         cm.getcert(collect, "-i", first.request_id)
-        done = cm.wait(first.request_id, key_path=first.key_path,
-                       cert_path=cm.files_dir / f"{first.request_id}.cert.pem", timeout=30)
+        done = cm.wait(
+            first.request_id,
+            key_path=first.key_path,
+            cert_path=cm.files_dir / f"{first.request_id}.cert.pem",
+            timeout=30,
+        )
         assert done.status == "MONITORING" and done.cert_path is not None, done.listing + cm.log_tail()
-        verify = subprocess.run(["openssl", "verify", "-CAfile", str(daemon_lifecycle.state / "ca.pem"),
-                                 str(done.cert_path)], capture_output=True, text=True)
+        verify = subprocess.run(
+            ["openssl", "verify", "-CAfile", str(daemon_lifecycle.state / "ca.pem"), str(done.cert_path)],
+            capture_output=True,
+            text=True,
+        )
         assert verify.returncode == 0, verify.stdout + verify.stderr
     serial = x509.load_pem_x509_certificate(done.cert_path.read_bytes()).serial_number
     assert stored(daemon_lifecycle, cn) == [(f"{serial:x}", "valid")]

@@ -43,8 +43,12 @@ def write_pem(path: Path, obj: x509.Certificate | x509.CertificateRevocationList
 
 
 def openssl_verify(ca: Path, crl: Path, cert: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["openssl", "verify", "-crl_check", "-CAfile", str(ca), "-CRLfile", str(crl), str(cert)],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["openssl", "verify", "-crl_check", "-CAfile", str(ca), "-CRLfile", str(crl), str(cert)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 @pytest.mark.parametrize("with_ra", [False, True])
@@ -52,8 +56,12 @@ async def test_get_crl_answers_the_current_crl(legacy_client: Client, client: Cl
     c = client if with_ra else legacy_client
     ca = c.ca_certs[-1]
     key = rsa_key()
-    body = c.message(make_csr(key, "crl-reader", None), key, message_type=MessageType.GET_CRL,
-                     payload=issuer_and_serial(ca.subject, 12345))
+    body = c.message(
+        make_csr(key, "crl-reader", None),
+        key,
+        message_type=MessageType.GET_CRL,
+        payload=issuer_and_serial(ca.subject, 12345),
+    )
     rep = await c.send(body, key)
     assert rep.status is PkiStatus.SUCCESS, (rep.fail_info, rep.fail_info_text)
     assert rep.certificates == [] and len(rep.crls) == 1
@@ -66,8 +74,9 @@ async def test_get_crl_answers_the_current_crl(legacy_client: Client, client: Cl
 async def test_get_crl_for_another_issuer_is_bad_cert_id(client: Client) -> None:
     key = rsa_key()
     stranger = x509.Name.from_rfc4514_string("CN=Some Other CA")
-    body = client.message(make_csr(key, "crl-reader", None), key, message_type=MessageType.GET_CRL,
-                          payload=issuer_and_serial(stranger, 1))
+    body = client.message(
+        make_csr(key, "crl-reader", None), key, message_type=MessageType.GET_CRL, payload=issuer_and_serial(stranger, 1)
+    )
     rep = await client.send(body, key)
     assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_CERT_ID
 
@@ -146,7 +155,7 @@ async def test_cli_revocation_reaches_the_served_crl(crl_daemon: Daemon, tmp_pat
     assert serial in scepd("cert", "search", serial[:8], "-c", config).stdout
     shown = scepd("cert", "show", serial.upper(), "-c", config).stdout
     assert "reason:         keyCompromise" in shown and "CN=to-revoke" in shown
-    assert x509.load_pem_x509_certificate(shown[shown.index("-----BEGIN"):].encode()) == revoked
+    assert x509.load_pem_x509_certificate(shown[shown.index("-----BEGIN") :].encode()) == revoked
     scepd("cert", "export", serial, "--der", "--out", str(tmp_path / "c.der"), "-c", config)
     assert (tmp_path / "c.der").read_bytes() == revoked.public_bytes(serialization.Encoding.DER)
 
@@ -158,8 +167,12 @@ async def test_cli_revocation_reaches_the_served_crl(crl_daemon: Daemon, tmp_pat
     scepd("crl", "export", "--out", str(tmp_path / "fresh.pem"), "-c", config)
     fresh = x509.load_pem_x509_crl((tmp_path / "fresh.pem").read_bytes())
     assert crl_number(fresh) > crl_number(crl) and len(fresh) == 1
-    check = subprocess.run(["openssl", "crl", "-in", str(tmp_path / "fresh.pem"), "-CAfile", str(ca_pem), "-noout"],
-                           capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        ["openssl", "crl", "-in", str(tmp_path / "fresh.pem"), "-CAfile", str(ca_pem), "-noout"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert "verify OK" in check.stdout + check.stderr, check.stdout + check.stderr
 
 

@@ -32,6 +32,7 @@ def test_the_crl_loop_survives_a_token_outage_and_resumes(tmp_path: Path) -> Non
     config = tmp_path / "scepd.toml"
     config.write_text(config.read_text().replace('file = "ca.crl"', 'file = "ca.crl"\ncheck_interval_seconds = 0.2'))
     with running(tmp_path, CHALLENGE) as d:
+
         async def enroll() -> int:
             async with httpx.AsyncClient(timeout=30) as http:
                 client = Client(d.url, http)

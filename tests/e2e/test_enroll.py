@@ -100,8 +100,7 @@ async def test_issued_certificate_verifies_with_openssl(daemon: Daemon, client: 
     rep, _ = await client.enroll("openssl-verified", CHALLENGE)
     pem = tmp_path / "leaf.pem"
     pem.write_bytes(rep.certificates[0].public_bytes(serialization.Encoding.PEM))
-    out = subprocess.run(["openssl", "verify", "-CAfile", str(daemon.ca_pem), str(pem)],
-                         capture_output=True, text=True)
+    out = subprocess.run(["openssl", "verify", "-CAfile", str(daemon.ca_pem), str(pem)], capture_output=True, text=True)
     assert out.returncode == 0 and ": OK" in out.stdout, out.stdout + out.stderr
 
 
@@ -202,7 +201,7 @@ async def test_reply_always_has_content_type_attribute(client: Client) -> None:
 async def test_windows_signer_with_critical_aki(client: Client) -> None:
     key = rsa_key()
     csr = make_csr(key, "windows-aki", CHALLENGE)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     signer = (
         x509.CertificateBuilder()
         .subject_name(csr.subject)
@@ -211,9 +210,7 @@ async def test_windows_signer_with_critical_aki(client: Client) -> None:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=True
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=True)
         .sign(key, hashes.SHA256())
     )
     rep = await client.send(client.message(csr, key, signer=signer), key)
@@ -232,8 +229,7 @@ async def test_renewal_signed_by_issued_certificate(daemon: Daemon, client: Clie
     assert stored(daemon, old.serial_number)[2] == "superseded"  # type: ignore[index]
     # RenewalReq as its own message type works the same way.
     again = await client.send(
-        client.message(make_csr(new_key, "renew-me", None), new_key, signer=new,
-                       message_type=MessageType.RENEWAL_REQ),
+        client.message(make_csr(new_key, "renew-me", None), new_key, signer=new, message_type=MessageType.RENEWAL_REQ),
         new_key,
     )
     assert_issued(client, again, "renew-me")
@@ -245,13 +241,17 @@ async def test_get_cert_by_issuer_and_serial(client: Client) -> None:
     rep, key = await client.enroll("fetch-me", CHALLENGE)
     cert = assert_issued(client, rep, "fetch-me")
     body = client.message(
-        make_csr(key, "fetch-me", None), key, message_type=MessageType.GET_CERT,
+        make_csr(key, "fetch-me", None),
+        key,
+        message_type=MessageType.GET_CERT,
         payload=issuer_and_serial(cert.issuer, cert.serial_number),
     )
     got = await client.send(body, key)
     assert got.status is PkiStatus.SUCCESS and got.certificates == [cert]
     missing = client.message(
-        make_csr(key, "fetch-me", None), key, message_type=MessageType.GET_CERT,
+        make_csr(key, "fetch-me", None),
+        key,
+        message_type=MessageType.GET_CERT,
         payload=issuer_and_serial(cert.issuer, 12345),
     )
     none = await client.send(missing, key)
@@ -265,11 +265,15 @@ async def test_poll_with_a_payload_that_is_not_issuer_and_subject_gets_the_unrea
 
     key = rsa_key()
     ca = client.ca_certs[-1]
-    body = client.message(make_csr(key, "x", None), key, message_type=MessageType.CERT_POLL,
-                          payload=issuer_and_serial(ca.subject, 1))
+    body = client.message(
+        make_csr(key, "x", None), key, message_type=MessageType.CERT_POLL, payload=issuer_and_serial(ca.subject, 1)
+    )
     rep = await client.send(body, key)
     assert (rep.status, rep.fail_info, rep.fail_info_text) == (
-        PkiStatus.FAILURE, FailInfo.BAD_MESSAGE_CHECK, UNREADABLE_TEXT)
+        PkiStatus.FAILURE,
+        FailInfo.BAD_MESSAGE_CHECK,
+        UNREADABLE_TEXT,
+    )
 
 
 async def test_concurrent_enrollments(daemon_ra: Daemon, ra_client: Client) -> None:
@@ -293,7 +297,7 @@ async def test_poll_after_issue_returns_the_certificate_again(client: Client) ->
 
     key = rsa_key()
     csr = make_csr(key, "lost-reply", CHALLENGE)
-    signer = make_self_signed(key, csr.subject, dt.datetime.now(dt.timezone.utc))
+    signer = make_self_signed(key, csr.subject, dt.datetime.now(dt.UTC))
     tid = secrets.token_hex(16)
     first = await client.send(client.message(csr, key, signer=signer, transaction_id=tid), key)
     cert = assert_issued(client, first, "lost-reply")
@@ -302,8 +306,9 @@ async def test_poll_after_issue_returns_the_certificate_again(client: Client) ->
     # Another key polling for that transaction learns nothing; an unknown transaction is badCertId.
     stranger = rsa_key()
     stranger_csr = make_csr(stranger, "someone-else", None)
-    other = await client.poll(stranger_csr, stranger, make_self_signed(stranger, stranger_csr.subject,
-                                                                       dt.datetime.now(dt.timezone.utc)), tid)
+    other = await client.poll(
+        stranger_csr, stranger, make_self_signed(stranger, stranger_csr.subject, dt.datetime.now(dt.UTC)), tid
+    )
     assert other.status is PkiStatus.FAILURE and other.fail_info is FailInfo.BAD_CERT_ID
     unknown = await client.poll(csr, key, signer, secrets.token_hex(16))
     assert unknown.status is PkiStatus.FAILURE and unknown.fail_info is FailInfo.BAD_CERT_ID

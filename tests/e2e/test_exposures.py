@@ -34,12 +34,14 @@ async def test_client_strings_cannot_forge_log_lines(daemon: Daemon, client: Cli
     await trio.sleep(0.3)
     log = daemon.log()
     # The events were logged (escaped), so the check below looks at lines that carry the text.
-    assert re.search(r"audit=issued .*subject=\"CN=cn-1\\nlevel=ERROR event=forged subject=1\\u2028x\"", log), log[-3000:]
+    assert re.search(r"audit=issued .*subject=\"CN=cn-1\\nlevel=ERROR event=forged subject=1\\u2028x\"", log), log[
+        -3000:
+    ]
     assert re.search(r"scep_failure transaction_id=\"tid-2\\r\\nlevel=ERROR", log), log[-3000:]
     assert re.search(r"audit=rejected transaction_id=\"tid-2\\r\\n", log), log[-3000:]
     lines = log.splitlines()
     assert not [line for line in lines if line.lstrip().startswith(FORGED)]
-    assert all(line.startswith("ts=") for line in lines if FORGED in line), [l for l in lines if FORGED in l]
+    assert all(line.startswith("ts=") for line in lines if FORGED in line), [x for x in lines if FORGED in x]
     assert "\u2028" not in log and "\x85" not in log
 
 
@@ -60,8 +62,13 @@ def _with_ca_key(state: Path, uri: str) -> Path:
 
 
 def _serve_until_exit(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scepd", "serve", "--config", str(config)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "scepd", "serve", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_key_uri_for_another_token_label_is_refused(key_uri_state: Path) -> None:
@@ -80,8 +87,9 @@ def test_key_uri_for_another_token_model_is_refused_at_start(key_uri_state: Path
     assert scepd("config", "check", "--config", str(config), check=False).returncode == 0
     served = _serve_until_exit(config)
     assert served.returncode != 0 and "serving SCEP" not in served.stdout
-    assert "ca.key" in served.stderr and "model='Luna K7' but the token's is 'SoftHSM v2'" in served.stderr, \
+    assert "ca.key" in served.stderr and "model='Luna K7' but the token's is 'SoftHSM v2'" in served.stderr, (
         served.stderr
+    )
 
 
 def test_key_uri_matching_the_token_is_served(key_uri_state: Path) -> None:

@@ -23,13 +23,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.daemon import REPO, Daemon
-from tests.external import certmonger, openssl_cli, scenarios, scepclient
-from tests.external.target import ScepTarget
 from scepd.keys.base import HashName, OaepParams, RsaPadding
 from scepd.scep import ContentCipher
 from scepd.scep.client import build_pki_message, make_self_signed
 from scepd.scep.constants import MessageType
+from tests.daemon import REPO, Daemon
+from tests.external import certmonger, openssl_cli, scenarios, scepclient
+from tests.external.target import ScepTarget
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_certmonger_enrolls_pinned_ca(daemon: Daemon, target: ScepTarget, tmp_pa
 def readme_certmonger_commands() -> list[list[str]]:
     """The certmonger lines of the README's client examples, as argument lists."""
     text = (REPO / "README.md").read_text()
-    lines = text[text.index("# certmonger\n"):].splitlines()[1:]
+    lines = text[text.index("# certmonger\n") :].splitlines()[1:]
     commands = [shlex.split(line) for line in itertools.takewhile(lambda line: line.startswith("getcert "), lines)]
     assert [c[1] for c in commands] == ["add-scep-ca", "request"], commands
     return commands
@@ -93,8 +93,12 @@ def test_certmonger_enrolls_with_the_readme_commands(daemon: Daemon, tmp_path: P
     add, req = readme_certmonger_commands()
     assert "-N" not in add and "-r" not in add and "-I" not in add  # unpinned
     cert_path, key_path = tmp_path / "me.crt", tmp_path / "me.key"
-    swap = {"http://127.0.0.1:8080/scep": daemon.url, "<challenge>": daemon.challenge,
-            "/tmp/me.crt": str(cert_path), "/tmp/me.key": str(key_path)}
+    swap = {
+        "http://127.0.0.1:8080/scep": daemon.url,
+        "<challenge>": daemon.challenge,
+        "/tmp/me.crt": str(cert_path),
+        "/tmp/me.key": str(key_path),
+    }
     add, req = ([swap.get(a, a) for a in c] for c in (add, req))
     assert set(swap.values()) <= set(add + req), (add, req)
     with certmonger.CertmongerInstance(tmp_path / "cm") as cm:
@@ -166,8 +170,13 @@ def test_scepclient_enrolls_with_legacy_des(which: str, request: pytest.FixtureR
 
 def test_scepclient_des_refused_by_default(daemon: Daemon, target: ScepTarget, tmp_path: Path) -> None:
     before = stored_serials(daemon)
-    res = scepclient.enroll(tmp_path / "sc", target.url, target.challenge, cn=scenarios.unique_cn("des"),
-                            ca_fingerprint=scepclient.ca_fingerprint(openssl_cli.x509_to_der(daemon.ra_pem)))
+    res = scepclient.enroll(
+        tmp_path / "sc",
+        target.url,
+        target.challenge,
+        cn=scenarios.unique_cn("des"),
+        ca_fingerprint=scepclient.ca_fingerprint(openssl_cli.x509_to_der(daemon.ra_pem)),
+    )
     assert not res.issued
     assert "badAlg" in res.output
     assert stored_serials(daemon) == before
@@ -185,8 +194,9 @@ def test_scepclient_wrong_challenge_rejected(daemon_legacy: Daemon, tmp_path: Pa
     [(ContentCipher.AES128_CBC, RsaPadding.PKCS1V15), (ContentCipher.DES3_CBC, RsaPadding.OAEP)],
     ids=["aes128-v15", "des3-oaep"],
 )
-def test_openssl_reads_reply_to_openssl_request(which: str, cipher: ContentCipher, padding: RsaPadding,
-                                                request: pytest.FixtureRequest, tmp_path: Path) -> None:
+def test_openssl_reads_reply_to_openssl_request(
+    which: str, cipher: ContentCipher, padding: RsaPadding, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     """The CSR and key come from `openssl req`; the CertRep is verified, decrypted and its
     certificate extracted with `openssl cms` and `openssl pkcs7`, then checked with `openssl verify`.
 
@@ -206,13 +216,21 @@ def test_openssl_reads_reply_to_openssl_request(which: str, cipher: ContentCiphe
     key = serialization.load_pem_private_key(req.key_path.read_bytes(), None)
     csr = x509.load_pem_x509_csr(req.csr_pem)
     body = build_pki_message(
-        message_type=MessageType.PKCS_REQ, payload=req.csr_der, transaction_id=secrets.token_hex(16),
-        sender_nonce=os.urandom(16), recipient_certificate=recipient, cipher=cipher, padding=padding,
-        oaep=OaepParams() if padding is RsaPadding.OAEP else None, signer_certificate=make_self_signed(key, csr.subject, _now()), signer_key=key,  # type: ignore[arg-type]
+        message_type=MessageType.PKCS_REQ,
+        payload=req.csr_der,
+        transaction_id=secrets.token_hex(16),
+        sender_nonce=os.urandom(16),
+        recipient_certificate=recipient,
+        cipher=cipher,
+        padding=padding,
+        oaep=OaepParams() if padding is RsaPadding.OAEP else None,
+        signer_certificate=make_self_signed(key, csr.subject, _now()),
+        signer_key=key,  # type: ignore[arg-type]
         digest=HashName.SHA256,
     )
-    reply = httpx.get(daemon.url, params={"operation": "PKIOperation", "message": base64.b64encode(body).decode()},
-                      timeout=30)
+    reply = httpx.get(
+        daemon.url, params={"operation": "PKIOperation", "message": base64.b64encode(body).decode()}, timeout=30
+    )
     assert reply.status_code == 200, reply.text
     assert reply.headers["content-type"] == "application/x-pki-message"
 
@@ -233,4 +251,4 @@ def test_openssl_reads_reply_to_openssl_request(which: str, cipher: ContentCiphe
 def _now():  # type: ignore[no-untyped-def]
     import datetime as dt
 
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)

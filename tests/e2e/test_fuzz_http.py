@@ -34,8 +34,9 @@ def _seeds(ca_pem: bytes) -> Seeds:
     return make_seeds(x509.load_pem_x509_certificate(ca_pem), CHALLENGE)
 
 
-ops = st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 1 << 16), st.integers(0, 1 << 16)),
-               min_size=1, max_size=4)
+ops = st.lists(
+    st.tuples(st.integers(0, 1 << 16), st.integers(0, 1 << 16), st.integers(0, 1 << 16)), min_size=1, max_size=4
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -45,11 +46,17 @@ def test_mutated_requests_never_get_a_5xx(daemon: Daemon, data: st.DataObject) -
     seed = data.draw(st.sampled_from(seeds.messages), label="seed")
     body = mutate(seed, data.draw(ops, label="ops"), seeds.envelopes[0])
     if data.draw(st.booleans(), label="get"):
-        r = httpx.get(daemon.url, params={"operation": "PKIOperation", "message": base64.b64encode(body).decode()},
-                      timeout=30)
+        r = httpx.get(
+            daemon.url, params={"operation": "PKIOperation", "message": base64.b64encode(body).decode()}, timeout=30
+        )
     else:
-        r = httpx.post(daemon.url, params={"operation": "PKIOperation"}, content=body, timeout=30,
-                       headers={"content-type": "application/x-pki-message"})
+        r = httpx.post(
+            daemon.url,
+            params={"operation": "PKIOperation"},
+            content=body,
+            timeout=30,
+            headers={"content-type": "application/x-pki-message"},
+        )
     assert r.status_code in (200, 400, 413), (r.status_code, r.text[:300])
 
 
@@ -64,10 +71,16 @@ async def test_signer_certificate_with_an_unreadable_subject_is_refused(daemon: 
     der = good.public_bytes(Encoding.DER)
     subject = good.subject.public_bytes()
     at = der.rindex(subject)  # the subject (self-signed: the issuer, which the signer lookup compares, is first)
-    broken = der[:at] + subject.replace(b"\x0c", b"\x01", 1) + der[at + len(subject):]
+    broken = der[:at] + subject.replace(b"\x0c", b"\x01", 1) + der[at + len(subject) :]
     body = build_pki_message(
-        message_type=MessageType.PKCS_REQ, payload=csr.public_bytes(Encoding.DER), transaction_id=os.urandom(8).hex(),
-        sender_nonce=os.urandom(16), recipient_certificate=client.recipient, signer_certificate=good, signer_key=key)
+        message_type=MessageType.PKCS_REQ,
+        payload=csr.public_bytes(Encoding.DER),
+        transaction_id=os.urandom(8).hex(),
+        sender_nonce=os.urandom(16),
+        recipient_certificate=client.recipient,
+        signer_certificate=good,
+        signer_key=key,
+    )
     assert body.count(der) == 1
     r = await client.post(body.replace(der, broken))
     assert r.status_code in (200, 400), (r.status_code, r.text[:300])
@@ -95,15 +108,24 @@ def test_mutated_csrs_in_a_valid_envelope_never_get_a_5xx(daemon: Daemon, data: 
     ca = x509.load_pem_x509_certificate(_recipient(daemon))
     subject = x509.Name.from_rfc4514_string("CN=fuzzed csr")
     body = build_pki_message(
-        message_type=MessageType.PKCS_REQ, payload=csr, transaction_id=os.urandom(8).hex(),
-        sender_nonce=os.urandom(16), recipient_certificate=ca,
-        signer_certificate=make_self_signed(key, subject, dt.datetime.now(dt.UTC)), signer_key=key)
-    r = httpx.post(daemon.url, params={"operation": "PKIOperation"}, content=body, timeout=30,
-                   headers={"content-type": "application/x-pki-message"})
+        message_type=MessageType.PKCS_REQ,
+        payload=csr,
+        transaction_id=os.urandom(8).hex(),
+        sender_nonce=os.urandom(16),
+        recipient_certificate=ca,
+        signer_certificate=make_self_signed(key, subject, dt.datetime.now(dt.UTC)),
+        signer_key=key,
+    )
+    r = httpx.post(
+        daemon.url,
+        params={"operation": "PKIOperation"},
+        content=body,
+        timeout=30,
+        headers={"content-type": "application/x-pki-message"},
+    )
     assert r.status_code in (200, 400), (r.status_code, r.text[:300])
 
 
 @cache
 def _client_key() -> rsa.RSAPrivateKey:
     return rsa_key()
-

@@ -78,8 +78,12 @@ async def test_oversized_get_is_refused(daemon: Daemon, size: int) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"operation": "PKIOperation"}, {"operation": "PKIOperation", "message": "%%%not-base64"},
-     {"operation": "Nonsense"}, {}],
+    [
+        {"operation": "PKIOperation"},
+        {"operation": "PKIOperation", "message": "%%%not-base64"},
+        {"operation": "Nonsense"},
+        {},
+    ],
     ids=["no-message", "bad-base64", "unknown-op", "no-op"],
 )
 async def test_bad_queries_are_400(client: Client, params: dict[str, str]) -> None:
@@ -104,8 +108,9 @@ async def test_bit_flipped_message_never_500(daemon: Daemon, client: Client) -> 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=1, max_size=2048))
 def test_random_get_messages_never_500(daemon: Daemon, data: bytes) -> None:
-    r = httpx.get(daemon.url, params={"operation": "PKIOperation", "message": base64.b64encode(data).decode()},
-                  timeout=10)
+    r = httpx.get(
+        daemon.url, params={"operation": "PKIOperation", "message": base64.b64encode(data).decode()}, timeout=10
+    )
     assert r.status_code in (200, 400, 413), r.status_code
 
 

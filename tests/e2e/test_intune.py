@@ -95,8 +95,16 @@ def notifications(daemon: Daemon, tid: str) -> list[tuple[str, int, str]]:
         ).fetchall()
 
 
-async def enroll(client: Client, fake: FakeIntune, cn: str, *, subject: str | None = None, tid: str | None = None,
-                 challenge: str | None = None, key=None):  # type: ignore[no-untyped-def]
+async def enroll(
+    client: Client,
+    fake: FakeIntune,
+    cn: str,
+    *,
+    subject: str | None = None,
+    tid: str | None = None,
+    challenge: str | None = None,
+    key=None,
+):  # type: ignore[no-untyped-def]
     key = key or rsa_key()
     challenge = challenge or fake.mint_challenge(subject or f"CN={cn}", ttl=600)
     body = client.message(make_csr(key, cn, challenge), key, transaction_id=tid)
@@ -122,8 +130,9 @@ async def test_device_enrolls_and_intune_hears_of_it(daemon_intune: Daemon, clie
 
 
 @pytest.mark.parametrize("case", ["subject-mismatch", "expired", "reused", "unknown", "untargeted", "no-challenge"])
-async def test_rejected_challenges_issue_nothing(daemon_intune: Daemon, client: Client, fake: FakeIntune,
-                                                 case: str) -> None:
+async def test_rejected_challenges_issue_nothing(
+    daemon_intune: Daemon, client: Client, fake: FakeIntune, case: str
+) -> None:
     cn, tid = f"device-{case}", f"tid-{case}"
     key = rsa_key()
     if case == "subject-mismatch":
@@ -166,8 +175,9 @@ async def test_rejected_challenges_issue_nothing(daemon_intune: Daemon, client: 
         ("discovery", "no-provider", False),
     ],
 )
-async def test_faults_end_in_failure_or_later_success(daemon_intune: Daemon, client: Client, fake: FakeIntune,
-                                                      route: str, fault: str, recovers: bool) -> None:
+async def test_faults_end_in_failure_or_later_success(
+    daemon_intune: Daemon, client: Client, fake: FakeIntune, route: str, fault: str, recovers: bool
+) -> None:
     tid = f"tid-{route}-{fault}"
     if route in ("token", "discovery"):
         fake.expire_tokens()  # make the daemon come back for a token, and so rediscover after the 401
@@ -204,13 +214,13 @@ async def test_faults_end_in_failure_or_later_success(daemon_intune: Daemon, cli
         assert tid not in fake.notifications("success")
     # Whatever happened, nothing was issued without a Success validation for this transaction.
     issued = transaction_certificates(daemon_intune, tid)
-    validated = [c for c in fake.calls("validate")
-                 if c.status == 200 and c.body["request"]["transactionId"] == tid]
+    validated = [c for c in fake.calls("validate") if c.status == 200 and c.body["request"]["transactionId"] == tid]
     assert not issued or validated
 
 
-async def test_success_notification_failure_withholds_certificate(daemon_intune: Daemon, client: Client,
-                                                                  fake: FakeIntune) -> None:
+async def test_success_notification_failure_withholds_certificate(
+    daemon_intune: Daemon, client: Client, fake: FakeIntune
+) -> None:
     fake.fail("success", 500, times=100)
     rep, _ = await enroll(client, fake, "device-unnotified", tid="tid-unnotified")
     fake.clear_faults()
@@ -222,8 +232,9 @@ async def test_success_notification_failure_withholds_certificate(daemon_intune:
     assert (kind, delivered) == ("success", 0) and "http_500" in detail
 
 
-async def test_success_notification_budget_bounds_the_wait_and_withholds(daemon_intune: Daemon, client: Client,
-                                                                          fake: FakeIntune) -> None:
+async def test_success_notification_budget_bounds_the_wait_and_withholds(
+    daemon_intune: Daemon, client: Client, fake: FakeIntune
+) -> None:
     """Each attempt alone fits its 2 s timeout, but three of them would take over 6 s: the 3 s budget
     for the whole notification runs out first, and the certificate is revoked, not delivered."""
     fake.slow("success", 1.9, times=100, status=500)
@@ -239,8 +250,9 @@ async def test_success_notification_budget_bounds_the_wait_and_withholds(daemon_
     assert (kind, delivered) == ("success", 0) and detail.startswith("budget")
 
 
-async def test_policy_refusal_after_validation_notifies_failure(daemon_intune: Daemon, client: Client,
-                                                                 fake: FakeIntune) -> None:
+async def test_policy_refusal_after_validation_notifies_failure(
+    daemon_intune: Daemon, client: Client, fake: FakeIntune
+) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
@@ -266,8 +278,9 @@ async def test_resent_request_gets_same_certificate_without_revalidation(client:
     assert len(fake.calls("validate")) == validations
 
 
-async def test_concurrent_enrollments_overlap_their_intune_calls(daemon_intune: Daemon, client: Client,
-                                                                  fake: FakeIntune) -> None:
+async def test_concurrent_enrollments_overlap_their_intune_calls(
+    daemon_intune: Daemon, client: Client, fake: FakeIntune
+) -> None:
     """With Intune answering slowly, 8 devices at once each get a certificate (correctness;
     the overlap itself is measured by the benchmark, not timed here)."""
     fake.slow("validate", 0.2, times=8)
@@ -283,8 +296,7 @@ async def test_concurrent_enrollments_overlap_their_intune_calls(daemon_intune: 
     assert results == [PkiStatus.SUCCESS] * 8
 
 
-async def test_tokens_and_discovery_are_cached_and_refreshed_ahead_of_expiry(client: Client,
-                                                                           fake: FakeIntune) -> None:
+async def test_tokens_and_discovery_are_cached_and_refreshed_ahead_of_expiry(client: Client, fake: FakeIntune) -> None:
     await enroll(client, fake, "device-warm", tid="tid-warm")  # tokens and the service map are now cached
     tokens, discoveries = len(fake.calls("token")), len(fake.calls("discovery"))
     for n in range(3):
@@ -305,8 +317,9 @@ async def test_tokens_and_discovery_are_cached_and_refreshed_ahead_of_expiry(cli
     assert all(c.status == 200 for c in fake.calls("validate")[scep_calls:])  # ... so no 401 on the way
 
 
-async def test_tenant_without_pki_connector_still_validates_and_notifies(daemon_intune: Daemon, client: Client,
-                                                                          fake: FakeIntune) -> None:
+async def test_tenant_without_pki_connector_still_validates_and_notifies(
+    daemon_intune: Daemon, client: Client, fake: FakeIntune
+) -> None:
     fake.set_discovery(omit=["PkiConnectorFEService"])
     fake.expire_tokens()  # the next call gets a 401, so the daemon rediscovers: now without the connector
     rep, _ = await enroll(client, fake, "device-no-pki", tid="tid-no-pki")
@@ -332,8 +345,7 @@ async def test_static_endpoint_beside_intune_endpoint(daemon_intune: Daemon, fak
     assert len(fake.calls("validate")) == validations
 
 
-def test_certificate_credential_signed_on_the_token(tmp_path_factory: pytest.TempPathFactory,
-                                                    fake: FakeIntune) -> None:
+def test_certificate_credential_signed_on_the_token(tmp_path_factory: pytest.TempPathFactory, fake: FakeIntune) -> None:
     """The Entra app authenticates with a JWT assertion whose key was generated on the token."""
     from tests.daemon import scepd
 
@@ -345,7 +357,7 @@ def test_certificate_credential_signed_on_the_token(tmp_path_factory: pytest.Tem
     fake.add_client_certificate(app_cert)
     toml = intune_toml(fake, state / "unused", interval=3600).replace(
         f'client_secret = "file:{state / "unused"}"',
-        f'client_certificate = "intune-app.pem"\nclient_key = "pkcs11:token=scepd;object=scepd-intune;type=private"',
+        'client_certificate = "intune-app.pem"\nclient_key = "pkcs11:token=scepd;object=scepd-intune;type=private"',
     )
     assert "client_secret" not in toml
     config = state / "scepd.toml"
@@ -368,8 +380,10 @@ def test_certificate_credential_signed_on_the_token(tmp_path_factory: pytest.Tem
     assert token_calls and all(c.status == 200 for c in token_calls)
     assert all("client_secret" not in c.body for c in token_calls)
     # PS256 by default; a key backend without RSA-PSS falls back to RS256, and says so.
-    algorithms = {json.loads(base64.urlsafe_b64decode(c.body["client_assertion"].split(".")[0] + "=="))["alg"]
-                  for c in token_calls}
+    algorithms = {
+        json.loads(base64.urlsafe_b64decode(c.body["client_assertion"].split(".")[0] + "=="))["alg"]
+        for c in token_calls
+    }
     assert algorithms == {"PS256"} or (algorithms == {"RS256"} and "event=intune_assertion_fallback" in log)
 
 
@@ -552,8 +566,12 @@ def test_intune_commands_and_daemon_wiring_use_the_configured_proxy(cli_state: P
         end = config.index("[endpoints.intune]")
         table = own.config_snippet(f"file:{cli_state / 'own-client-secret'}")
         (cli_state / "own-client-secret").write_text(own.client_secret or "")
-        proxied = (config[:start] + table + f'proxy = "{proxy.url}"\nproxy_credentials = "file:proxy-credentials"\n\n'
-                   + config[end:])
+        proxied = (
+            config[:start]
+            + table
+            + f'proxy = "{proxy.url}"\nproxy_credentials = "file:proxy-credentials"\n\n'
+            + config[end:]
+        )
         (cli_state / "scepd-proxy.toml").write_text(proxied)
         from tests.daemon import scepd
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from cryptography import x509
 
 from tests.daemon import REPO, Daemon, init_state, running, scepd
@@ -26,8 +25,14 @@ CA_LABEL, RA_LABEL = "scepd-ca", "scepd-ra"
 
 def probe(config: Path, *args: str) -> Any:
     """tests/token_probe.py in its own process: the daemon's token, not the test session's."""
-    out = subprocess.run([sys.executable, "-m", "tests.token_probe", str(config), *args], cwd=REPO, check=True,
-                         capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.token_probe", str(config), *args],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     return json.loads(out) if out.strip() else None
 
 
@@ -42,8 +47,9 @@ async def enroll_ok(daemon: Daemon, cn: str, *, chain: int) -> Client:
 
 
 def warnings(text: str) -> set[str]:
-    return set(re.findall(r"event=(ca_key_opens_envelopes|ca_key_can_decrypt|envelope_key_without_reject_secret)",
-                          text))
+    return set(
+        re.findall(r"event=(ca_key_opens_envelopes|ca_key_can_decrypt|envelope_key_without_reject_secret)", text)
+    )
 
 
 def test_default_keys_on_the_token(daemon: Daemon) -> None:
@@ -119,7 +125,7 @@ async def test_ra_renew_same_key_new_certificate_and_gauge(tmp_path: Path) -> No
     new = x509.load_pem_x509_certificate(ra_pem.read_bytes())
     assert new.serial_number != old.serial_number
     assert new.public_key() == old.public_key() and new.subject == old.subject
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     assert dt.timedelta(days=9) < new.not_valid_after_utc - now <= dt.timedelta(days=10)
 
     with running(state, CHALLENGE) as d:

@@ -18,11 +18,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from scepd.keys.base import HashName, RsaPadding
 from scepd.scep import UNREADABLE_TEXT, ContentCipher
 from scepd.scep.client import _sign, attribute, draft_signed_data, make_self_signed
-from scepd.scep.constants import OID_MESSAGE_TYPE, OID_SENDER_NONCE, OID_TRANSACTION_ID, FailInfo, MessageType, PkiStatus
+from scepd.scep.constants import (
+    OID_MESSAGE_TYPE,
+    OID_SENDER_NONCE,
+    OID_TRANSACTION_ID,
+    FailInfo,
+    MessageType,
+    PkiStatus,
+)
 from scepd.scep.envelope import build_envelope
-from scepd.keys.base import HashName, RsaPadding
 from tests.e2e.conftest import CHALLENGE
 from tests.scep_client import Client, make_csr, rsa_key
 
@@ -35,8 +42,9 @@ def raw_rsa(pub: rsa.RSAPublicKey, em: bytes) -> bytes:
     return pow(int.from_bytes(em, "big"), e, n).to_bytes(pub.key_size // 8, "big")
 
 
-def request(client: Client, key: rsa.RSAPrivateKey, payload: bytes, block: bytes, cek: bytes,
-            rsa_padding: RsaPadding) -> bytes:
+def request(
+    client: Client, key: rsa.RSAPrivateKey, payload: bytes, block: bytes, cek: bytes, rsa_padding: RsaPadding
+) -> bytes:
     """A signed PKCSReq whose envelope carries `block` as its key transport and `payload` under `cek`."""
     info = cms.ContentInfo.load(build_envelope(b"x", client.recipient, cipher=CIPHER, rsa_padding=rsa_padding))
     enveloped = info["content"]
@@ -48,13 +56,17 @@ def request(client: Client, key: rsa.RSAPrivateKey, payload: bytes, block: bytes
     csr = make_csr(key, "probe", CHALLENGE)
     import datetime as dt
 
-    signer = make_self_signed(key, csr.subject, dt.datetime.now(dt.timezone.utc))
+    signer = make_self_signed(key, csr.subject, dt.datetime.now(dt.UTC))
     draft = draft_signed_data(
         content=info.dump(force=True),
-        attributes=[attribute(OID_MESSAGE_TYPE, core.PrintableString(MessageType.PKCS_REQ.value)),
-                    attribute(OID_TRANSACTION_ID, core.PrintableString(secrets.token_hex(16))),
-                    attribute(OID_SENDER_NONCE, core.OctetString(os.urandom(16)))],
-        signer_certificate=signer, digest_name=HashName.SHA256, certificates=(),
+        attributes=[
+            attribute(OID_MESSAGE_TYPE, core.PrintableString(MessageType.PKCS_REQ.value)),
+            attribute(OID_TRANSACTION_ID, core.PrintableString(secrets.token_hex(16))),
+            attribute(OID_SENDER_NONCE, core.OctetString(os.urandom(16))),
+        ],
+        signer_certificate=signer,
+        digest_name=HashName.SHA256,
+        certificates=(),
     )
     return draft.finish(_sign(key, draft.to_be_signed, HashName.SHA256))
 
@@ -85,7 +97,7 @@ async def test_every_unreadable_envelope_gets_one_answer(client: Client) -> None
     csr_der = make_csr(key, "probe", CHALLENGE).public_bytes(Encoding.DER)
     answers = {}
     for name, (payload, block, cek, rsa_padding) in shapes(pub, csr_der).items():
-        for attempt in range(2):  # the same request behaves the same
+        for _attempt in range(2):  # the same request behaves the same
             r = await client.post(request(client, key, payload, block, cek, rsa_padding))
             assert r.status_code == 200, (name, r.status_code, r.text)
             from scepd.scep.client import parse_cert_rep

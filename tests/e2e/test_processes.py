@@ -104,10 +104,14 @@ async def test_both_processes_enroll_and_metrics_sum_them(two: Daemon) -> None:
     # The serving process did real work: 24 RSA-2048 enrollments cost well over 10 ms of CPU each time.
     assert _cpu_ticks(child) - ticks >= 2, "the serving process took no share of the enrollments"
     after = scrape(two)
-    assert total(after, "scepd_enrollments_total", outcome="SUCCESS") - total(
-        before, "scepd_enrollments_total", outcome="SUCCESS") == 24
+    assert (
+        total(after, "scepd_enrollments_total", outcome="SUCCESS")
+        - total(before, "scepd_enrollments_total", outcome="SUCCESS")
+        == 24
+    )
     signs = total(after, "scepd_key_operation_seconds_count", operation="sign", result="ok") - total(
-        before, "scepd_key_operation_seconds_count", operation="sign", result="ok")
+        before, "scepd_key_operation_seconds_count", operation="sign", result="ok"
+    )
     assert signs == 48
     assert value(after, "scepd_token_workers") == 2  # one token thread in each process
     with two.db() as db:
@@ -120,8 +124,9 @@ async def test_a_resent_request_gets_one_certificate_across_processes(two: Daemo
     async with httpx.AsyncClient(timeout=30) as http:
         c = Client(two.url, http)
         await c.get_ca_cert()
-        body = c.message(make_csr(key, "resent-everywhere", CHALLENGE), key,
-                         transaction_id="resent-" + os.urandom(8).hex())
+        body = c.message(
+            make_csr(key, "resent-everywhere", CHALLENGE), key, transaction_id="resent-" + os.urandom(8).hex()
+        )
     serials: list[int] = []
 
     async def send() -> None:
@@ -186,8 +191,9 @@ def test_sighup_reloads_every_process(two: Daemon) -> None:
 def test_a_dead_serving_process_is_replaced(two: Daemon) -> None:
     [child] = _serving_children(two.proc.pid)
     os.kill(child, signal.SIGKILL)
-    [replacement] = _wait(lambda: [p for p in _serving_children(two.proc.pid) if p != child] or None,
-                          what="a new serving process")
+    [replacement] = _wait(
+        lambda: [p for p in _serving_children(two.proc.pid) if p != child] or None, what="a new serving process"
+    )
     assert replacement != child
     assert "event=serving_process_exited n=1" in two.log()
     certs = trio.run(_enroll_apart, two, [f"after-restart-{i}" for i in range(8)])
@@ -211,9 +217,13 @@ def test_sigterm_stops_every_process_and_a_lost_primary_stops_them_too(tmp_path:
         d.proc.kill()  # no chance to pass anything on: the socketpair's EOF must do it
         d.proc.wait(10)
         for pid in children:
-            _wait(lambda pid=pid: not Path(f"/proc/{pid}").exists() or
-                  Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
-                  what=f"orphaned serving process {pid} to exit")
+            _wait(
+                lambda pid=pid: (
+                    not Path(f"/proc/{pid}").exists()
+                    or Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+                ),
+                what=f"orphaned serving process {pid} to exit",
+            )
         assert "event=primary_gone" in d.log()
 
 
@@ -232,8 +242,9 @@ async def test_intune_enrollments_through_both_processes(tmp_path: Path) -> None
                 async with _fresh_client(d.url) as c:
                     key = rsa_key()
                     cn = f"device-{tid}"
-                    body = c.message(make_csr(key, cn, fake.mint_challenge(f"CN={cn}", ttl=600)), key,
-                                     transaction_id=tid)
+                    body = c.message(
+                        make_csr(key, cn, fake.mint_challenge(f"CN={cn}", ttl=600)), key, transaction_id=tid
+                    )
                     rep = await c.send(body, key)
                     assert rep.status is PkiStatus.SUCCESS, rep.fail_info_text
                     [success] = fake.notifications("success")[tid]

@@ -28,8 +28,9 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield h
 
 
-def csr_with(cn: str, sans: list[x509.GeneralName], *, ou: str | None = None,
-             hash: hashes.HashAlgorithm | None = None) -> tuple[x509.CertificateSigningRequest, object]:
+def csr_with(
+    cn: str, sans: list[x509.GeneralName], *, ou: str | None = None, hash: hashes.HashAlgorithm | None = None
+) -> tuple[x509.CertificateSigningRequest, object]:
     key = rsa_key()
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
     if ou:
@@ -52,7 +53,9 @@ async def test_strict_profile_imposes_suffix_usages_and_copies_the_sid_uri(
     daemon_lifecycle: Daemon, http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     client = await lifecycle_client(daemon_lifecycle, "/strict", http)
-    csr, key = csr_with("intune-device-1", [x509.DNSName("device-1.example.com"), x509.UniformResourceIdentifier(SID_URI)])
+    csr, key = csr_with(
+        "intune-device-1", [x509.DNSName("device-1.example.com"), x509.UniformResourceIdentifier(SID_URI)]
+    )
     rep = await client.send(client.message(csr, key), key)  # type: ignore[arg-type]
     assert rep.status is PkiStatus.SUCCESS, rep.fail_info_text
     [cert] = rep.certificates
@@ -69,19 +72,27 @@ async def test_strict_profile_imposes_suffix_usages_and_copies_the_sid_uri(
     # openssl agrees: the chain verifies and the SID URI is in the certificate as issued
     pem = tmp_path / "device.pem"
     pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    verify = subprocess.run(["openssl", "verify", "-CAfile", str(daemon_lifecycle.ca_pem), str(pem)],
-                            capture_output=True, text=True)
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(daemon_lifecycle.ca_pem), str(pem)], capture_output=True, text=True
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    text = subprocess.run(["openssl", "x509", "-in", str(pem), "-noout", "-ext", "subjectAltName"],
-                          capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(pem), "-noout", "-ext", "subjectAltName"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert f"URI:{SID_URI}" in text
 
 
-@pytest.mark.parametrize(("sans", "ou", "words"), [
-    ([x509.RFC822Name("someone@example.com")], None, "subjectAltName email:someone@example.com"),
-    ([x509.UniformResourceIdentifier("https://evil.example/")], None, "subjectAltName uri:https://evil.example/"),
-    ([x509.DNSName("ok.example.com")], "admins", "subject attribute OU"),
-])
+@pytest.mark.parametrize(
+    ("sans", "ou", "words"),
+    [
+        ([x509.RFC822Name("someone@example.com")], None, "subjectAltName email:someone@example.com"),
+        ([x509.UniformResourceIdentifier("https://evil.example/")], None, "subjectAltName uri:https://evil.example/"),
+        ([x509.DNSName("ok.example.com")], "admins", "subject attribute OU"),
+    ],
+)
 async def test_strict_profile_refuses_names_it_does_not_allow(
     daemon_lifecycle: Daemon, http: httpx.AsyncClient, sans: list[x509.GeneralName], ou: str | None, words: str
 ) -> None:
@@ -94,7 +105,9 @@ async def test_strict_profile_refuses_names_it_does_not_allow(
     assert stored_count(daemon_lifecycle, cn) == 0
 
 
-async def test_strict_profile_refuses_a_sha224_csr_as_bad_alg(daemon_lifecycle: Daemon, http: httpx.AsyncClient) -> None:
+async def test_strict_profile_refuses_a_sha224_csr_as_bad_alg(
+    daemon_lifecycle: Daemon, http: httpx.AsyncClient
+) -> None:
     client = await lifecycle_client(daemon_lifecycle, "/strict", http)
     csr, key = csr_with("sha224-csr", [x509.DNSName("sha224.example.com")], hash=hashes.SHA224())
     rep = await client.send(client.message(csr, key), key)  # type: ignore[arg-type]
@@ -102,15 +115,17 @@ async def test_strict_profile_refuses_a_sha224_csr_as_bad_alg(daemon_lifecycle: 
     assert rep.fail_info_text is not None and "CSR signature hash sha224" in rep.fail_info_text
 
 
-async def test_trim_profile_issues_without_the_disallowed_names(daemon_lifecycle: Daemon, http: httpx.AsyncClient) -> None:
+async def test_trim_profile_issues_without_the_disallowed_names(
+    daemon_lifecycle: Daemon, http: httpx.AsyncClient
+) -> None:
     client = await lifecycle_client(daemon_lifecycle, "/trim", http)
     upn = x509.OtherName(OID_UPN, b"\x0c\x0eu1@example.com")
-    csr, key = csr_with("user-1", [x509.DNSName("not-for-users.example.com"), upn,
-                                   x509.UniformResourceIdentifier(SID_URI)], ou="sales")
+    csr, key = csr_with(
+        "user-1", [x509.DNSName("not-for-users.example.com"), upn, x509.UniformResourceIdentifier(SID_URI)], ou="sales"
+    )
     rep = await client.send(client.message(csr, key), key)  # type: ignore[arg-type]
     assert rep.status is PkiStatus.SUCCESS, rep.fail_info_text
     [cert] = rep.certificates
     assert cert.subject.rfc4514_string() == "CN=user-1"
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert list(san) == [upn, x509.UniformResourceIdentifier(SID_URI)]
-

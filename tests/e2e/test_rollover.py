@@ -22,12 +22,21 @@ from tests.e2e.conftest import CHALLENGE
 def rollover_certificate(path: Path) -> x509.Certificate:
     """A next-generation CA certificate. Its key would live on the token too; GetNextCACert only serves the certificate."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scepd test CA 2"),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "scepd tests")])
-    now = dt.datetime.now(dt.timezone.utc)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "scepd test CA 2"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "scepd tests"),
+        ]
+    )
+    now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + dt.timedelta(days=7300))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=7300))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -42,14 +51,20 @@ def rollover(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon,
     nxt = rollover_certificate(state / "next.pem")
     config = state / "scepd.toml"
     # A ten-year CA with a warning window longer than that: the warning is due at once.
-    config.write_text(config.read_text().replace(
-        'certificate = "ca.pem"', 'certificate = "ca.pem"\nnext_certificate = "next.pem"\nexpiry_warning_days = 3651'))
+    config.write_text(
+        config.read_text().replace(
+            'certificate = "ca.pem"',
+            'certificate = "ca.pem"\nnext_certificate = "next.pem"\nexpiry_warning_days = 3651',
+        )
+    )
     with running(state, CHALLENGE) as d:
         yield d, nxt
     assert "Traceback" not in d.log(), d.log()
 
 
-def test_get_next_ca_cert_is_signed_by_the_current_ca(rollover: tuple[Daemon, x509.Certificate], tmp_path: Path) -> None:
+def test_get_next_ca_cert_is_signed_by_the_current_ca(
+    rollover: tuple[Daemon, x509.Certificate], tmp_path: Path
+) -> None:
     daemon, nxt = rollover
     caps = httpx.get(daemon.url, params={"operation": "GetCACaps"}, timeout=10).text.split()
     assert "GetNextCACert" in caps
@@ -60,12 +75,31 @@ def test_get_next_ca_cert_is_signed_by_the_current_ca(rollover: tuple[Daemon, x5
     reply.write_bytes(r.content)
     # openssl checks the signature against today's CA, then the content is the certs-only message.
     content = tmp_path / "content.p7"
-    done = subprocess.run(["openssl", "cms", "-verify", "-inform", "DER", "-in", str(reply), "-binary",
-                           "-CAfile", str(daemon.state / "ca.pem"), "-out", str(content)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            "openssl",
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            str(reply),
+            "-binary",
+            "-CAfile",
+            str(daemon.state / "ca.pem"),
+            "-out",
+            str(content),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
-    printed = subprocess.run(["openssl", "pkcs7", "-inform", "DER", "-in", str(content), "-print_certs"],
-                             capture_output=True, text=True, check=True).stdout
+    printed = subprocess.run(
+        ["openssl", "pkcs7", "-inform", "DER", "-in", str(content), "-print_certs"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     served = x509.load_pem_x509_certificates(printed.encode())
     assert served == [nxt]
 
@@ -78,8 +112,23 @@ def test_a_tampered_next_ca_reply_does_not_verify(rollover: tuple[Daemon, x509.C
     body[at] ^= 0x01
     reply = tmp_path / "tampered.p7"
     reply.write_bytes(bytes(body))
-    done = subprocess.run(["openssl", "cms", "-verify", "-inform", "DER", "-in", str(reply), "-binary",
-                           "-CAfile", str(daemon.state / "ca.pem"), "-out", "/dev/null"], capture_output=True)
+    done = subprocess.run(
+        [
+            "openssl",
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            str(reply),
+            "-binary",
+            "-CAfile",
+            str(daemon.state / "ca.pem"),
+            "-out",
+            "/dev/null",
+        ],
+        capture_output=True,
+    )
     assert done.returncode != 0
 
 

@@ -32,8 +32,9 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return state
 
 
-def _variant(state: Path, name: str, old: str, new: str, workers: int = 0,
-             also: tuple[tuple[str, str], ...] = ()) -> Path:
+def _variant(
+    state: Path, name: str, old: str, new: str, workers: int = 0, also: tuple[tuple[str, str], ...] = ()
+) -> Path:
     """scepd.toml with `old` (and each pair of `also`) replaced; one token thread unless `workers`
     (fewer processes on 2 cores)."""
     text = (state / "scepd.toml").read_text().replace("workers = 2\n", f"workers = {workers}\n")
@@ -54,29 +55,65 @@ def test_each_startup_failure_ends_with_one_line_and_its_own_exit_code(state: Pa
     bad_toml = tmp_path / "bad.toml"
     bad_toml.write_text("[server\n")
     cases: dict[str, tuple[Path, tuple[str, ...], ExitCode, str]] = {
-        "wrong PIN": (_variant(state, "wrong-pin", "file:secrets/token.pin", "file:secrets/wrong.pin"), (),
-                      ExitCode.PIN_INCORRECT, "the PIN was refused"),
+        "wrong PIN": (
+            _variant(state, "wrong-pin", "file:secrets/token.pin", "file:secrets/wrong.pin"),
+            (),
+            ExitCode.PIN_INCORRECT,
+            "the PIN was refused",
+        ),
         # A token worker process reports the same way as the in-process token thread.
         "wrong PIN, worker process": (
-            _variant(state, "wrong-pin-2", "file:secrets/token.pin", "file:secrets/wrong.pin", workers=2), (),
-            ExitCode.PIN_INCORRECT, "the PIN was refused"),
+            _variant(state, "wrong-pin-2", "file:secrets/token.pin", "file:secrets/wrong.pin", workers=2),
+            (),
+            ExitCode.PIN_INCORRECT,
+            "the PIN was refused",
+        ),
         # The key URIs name the token too (a URI naming another token is a config error, exit 4).
-        "missing token": (_variant(state, "no-token", 'label = "scepd"', 'label = "no-such-token"',
-                                   also=(("token=scepd;", "token=no-such-token;"),)), (),
-                          ExitCode.TOKEN_NOT_FOUND, "no such token"),
-        "missing key": (_variant(state, "no-key", "object=scepd-ca;", "object=no-such-key;"), (),
-                        ExitCode.KEY_MISSING, "no private key labelled 'no-such-key'"),
-        "missing PIN file": (_variant(state, "no-pin", "file:secrets/token.pin", "file:secrets/gone.pin"), (),
-                             ExitCode.CONFIG_UNREADABLE, "gone.pin"),
+        "missing token": (
+            _variant(
+                state,
+                "no-token",
+                'label = "scepd"',
+                'label = "no-such-token"',
+                also=(("token=scepd;", "token=no-such-token;"),),
+            ),
+            (),
+            ExitCode.TOKEN_NOT_FOUND,
+            "no such token",
+        ),
+        "missing key": (
+            _variant(state, "no-key", "object=scepd-ca;", "object=no-such-key;"),
+            (),
+            ExitCode.KEY_MISSING,
+            "no private key labelled 'no-such-key'",
+        ),
+        "missing PIN file": (
+            _variant(state, "no-pin", "file:secrets/token.pin", "file:secrets/gone.pin"),
+            (),
+            ExitCode.CONFIG_UNREADABLE,
+            "gone.pin",
+        ),
         "missing config": (state / "absent.toml", (), ExitCode.CONFIG_UNREADABLE, "file not found"),
         "unreadable config": (state, (), ExitCode.CONFIG_UNREADABLE, "Is a directory"),
         "invalid config": (bad_toml, (), ExitCode.CONFIG_INVALID, "not valid TOML"),
         "token worker cannot start": (
-            _variant(state, "no-softhsm-conf", 'softhsm2_conf = "softhsm/softhsm2.conf"',
-                     'softhsm2_conf = "softhsm/absent.conf"', workers=1), (), ExitCode.TOKEN_WORKER,
-            "the token worker could not start"),
-        "port in use": (_variant(state, "port", "[server]", "[server]"), ("--listen", f"127.0.0.1:{port}"), ExitCode.LISTEN,
-                        f"cannot listen on 127.0.0.1:{port} (SCEP): Address already in use"),
+            _variant(
+                state,
+                "no-softhsm-conf",
+                'softhsm2_conf = "softhsm/softhsm2.conf"',
+                'softhsm2_conf = "softhsm/absent.conf"',
+                workers=1,
+            ),
+            (),
+            ExitCode.TOKEN_WORKER,
+            "the token worker could not start",
+        ),
+        "port in use": (
+            _variant(state, "port", "[server]", "[server]"),
+            ("--listen", f"127.0.0.1:{port}"),
+            ExitCode.LISTEN,
+            f"cannot listen on 127.0.0.1:{port} (SCEP): Address already in use",
+        ),
     }
     try:
         # All at once: they share the token, which the token lock makes safe.
@@ -84,7 +121,11 @@ def test_each_startup_failure_ends_with_one_line_and_its_own_exit_code(state: Pa
         for name, (config, extra, _, _) in cases.items():
             proc = subprocess.Popen(
                 [sys.executable, "-m", "scepd", "serve", "--config", str(config), *extra],
-                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             procs[name] = proc
         results = {name: (proc.wait(60), *proc.communicate()) for name, proc in procs.items()}
     finally:
@@ -106,8 +147,13 @@ def test_debug_log_level_adds_the_traceback(state: Path) -> None:
     config = state / "wrong-pin-debug.toml"
     config.write_text((state / "scepd.toml").read_text().replace("file:secrets/token.pin", "file:secrets/wrong.pin"))
     (state / "secrets" / "wrong.pin").write_text("not-the-pin\n")
-    done = subprocess.run([sys.executable, "-m", "scepd", "--log-level", "debug", "serve", "--config", str(config)],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "scepd", "--log-level", "debug", "serve", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == ExitCode.PIN_INCORRECT
     assert "Traceback" in done.stderr and "TokenStartError" in done.stderr
     assert done.stderr.strip().splitlines()[-1].endswith(f"(exit {int(ExitCode.PIN_INCORRECT)})")
@@ -121,6 +167,7 @@ def loaded(tmp_path: Path) -> Iterator[tuple[Daemon, list[str], list[int]]]:
     failures: list[str] = []
     issued: list[int] = []
     with running(tmp_path, CHALLENGE) as d:
+
         async def load() -> None:
             async with httpx.AsyncClient(timeout=30) as http:
                 client = Client(d.url, http)
@@ -162,11 +209,31 @@ def test_overlapping_restart_and_admin_commands_beside_a_loaded_daemon(
     for round_ in range(2):
         second = subprocess.Popen(
             [sys.executable, "-m", "scepd", "serve", "--config", str(d.config), "--listen", "127.0.0.1:0"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        exports = [subprocess.Popen(
-            [sys.executable, "-m", "scepd", "crl", "export", "-c", str(d.config), "--out",
-             str(d.state / f"export-{round_}-{i}.crl")],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        exports = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "scepd",
+                    "crl",
+                    "export",
+                    "-c",
+                    str(d.config),
+                    "--out",
+                    str(d.state / f"export-{round_}-{i}.crl"),
+                ],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for i in range(2)
+        ]
         try:
             assert second.stdout is not None
             lines = []

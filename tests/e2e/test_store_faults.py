@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from scepd.health import PUBLIC_FAILURE
-from scepd.scep.constants import PkiStatus
 from scepd.scep.client import parse_cert_rep
+from scepd.scep.constants import PkiStatus
 from tests.daemon import Daemon, init_state, running
 from tests.e2e.conftest import CHALLENGE
 from tests.e2e.test_operations import scrape, total
@@ -38,10 +38,14 @@ def store_fs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon,
     with image.open("wb") as f:
         f.truncate(8 << 20)
     # ext4, not tmpfs: tmpfs lets a process write through a file it opened before `chattr +i`.
-    made = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-b", "1024", str(image)], capture_output=True,
-                          text=True)
-    mounted = made.returncode == 0 and subprocess.run(
-        ["mount", "-o", "loop", str(image), str(mount)], capture_output=True, text=True).returncode == 0
+    made = subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-m", "0", "-b", "1024", str(image)], capture_output=True, text=True
+    )
+    mounted = (
+        made.returncode == 0
+        and subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True, text=True).returncode
+        == 0
+    )
     if not mounted:
         pytest.skip(f"cannot make and loop-mount a small ext4 file system (root needed): {made.stderr.strip()}")
     try:

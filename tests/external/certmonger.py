@@ -48,17 +48,19 @@ SCEP_SUBMIT = "/usr/lib/certmonger/scep-submit"
 
 # States after which nothing more will happen without intervention (or, for
 # CA_UNREACHABLE, not before certmonger's long retry timer).
-FINAL_STATES = frozenset({
-    "MONITORING",
-    "CA_REJECTED",
-    "CA_UNREACHABLE",
-    "CA_UNCONFIGURED",
-    "NEED_GUIDANCE",
-    "NEED_CA",
-    "NEED_KEY_PAIR",  # stuck key generation
-    "NEED_TO_NOTIFY_REJECTION",
-    "NOTIFYING_REJECTION",
-})
+FINAL_STATES = frozenset(
+    {
+        "MONITORING",
+        "CA_REJECTED",
+        "CA_UNREACHABLE",
+        "CA_UNCONFIGURED",
+        "NEED_GUIDANCE",
+        "NEED_CA",
+        "NEED_KEY_PAIR",  # stuck key generation
+        "NEED_TO_NOTIFY_REJECTION",
+        "NOTIFYING_REJECTION",
+    }
+)
 
 # scep-submit exit codes (certmonger-scep-submit(8), submit-e.h).
 SUBMIT_STATUS = {
@@ -96,8 +98,7 @@ class CertmongerError(RuntimeError):
 def legacy_namespace_available() -> bool:
     """True if `openssl_legacy=True` can work here (unshare -m permitted)."""
     try:
-        r = subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
-                           capture_output=True, timeout=10)
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return r.returncode == 0
@@ -105,8 +106,7 @@ def legacy_namespace_available() -> bool:
 
 def _openssl_default_cnf() -> str:
     """OpenSSL's default config file (OPENSSLDIR/openssl.cnf, symlinks resolved)."""
-    out = subprocess.run(["openssl", "version", "-d"], capture_output=True, text=True,
-                         timeout=10, check=True).stdout
+    out = subprocess.run(["openssl", "version", "-d"], capture_output=True, text=True, timeout=10, check=True).stdout
     m = re.search(r'OPENSSLDIR: "([^"]+)"', out)
     path = Path(m.group(1) if m else "/usr/lib/ssl") / "openssl.cnf"
     return str(path.resolve())
@@ -224,42 +224,63 @@ class CertmongerInstance:
 
     def env(self) -> dict[str, str]:
         """Environment for both the daemon and getcert."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("CERTMONGER_", "DBUS_"))}
-        env.update({
-            "CERTMONGER_CONFIG_DIR": str(self.config_dir),
-            "CERTMONGER_REQUESTS_DIR": str(self.requests_dir),
-            "CERTMONGER_CAS_DIR": str(self.cas_dir),
-            "CERTMONGER_LOCAL_CA_DIR": str(self.local_ca_dir),
-            "CERTMONGER_TMPDIR": str(self.tmp_dir),
-            "CERTMONGER_SYSTEM_LOCK_FILE": str(self.workdir / "certmonger.lock"),
-            "CERTMONGER_PVT_ADDRESS": self.address,
-            # No bus at all: make sure nothing can find one.
-            "DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/certmonger-test-no-bus",
-            "DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent/certmonger-test-no-bus",
-        })
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CERTMONGER_", "DBUS_"))}
+        env.update(
+            {
+                "CERTMONGER_CONFIG_DIR": str(self.config_dir),
+                "CERTMONGER_REQUESTS_DIR": str(self.requests_dir),
+                "CERTMONGER_CAS_DIR": str(self.cas_dir),
+                "CERTMONGER_LOCAL_CA_DIR": str(self.local_ca_dir),
+                "CERTMONGER_TMPDIR": str(self.tmp_dir),
+                "CERTMONGER_SYSTEM_LOCK_FILE": str(self.workdir / "certmonger.lock"),
+                "CERTMONGER_PVT_ADDRESS": self.address,
+                # No bus at all: make sure nothing can find one.
+                "DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent/certmonger-test-no-bus",
+                "DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent/certmonger-test-no-bus",
+            }
+        )
         return env
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self) -> "CertmongerInstance":
+    def start(self) -> CertmongerInstance:
         if self.proc is not None:
             raise CertmongerError("already started")
-        for d in (self.workdir, self.config_dir, self.requests_dir, self.cas_dir,
-                  self.local_ca_dir, self.tmp_dir, self.files_dir):
+        for d in (
+            self.workdir,
+            self.config_dir,
+            self.requests_dir,
+            self.cas_dir,
+            self.local_ca_dir,
+            self.tmp_dir,
+            self.files_dir,
+        ):
             d.mkdir(parents=True, exist_ok=True)
         if self.socket_path.exists():
             self.socket_path.unlink()
-        argv = [CERTMONGER, "-n", "-L", "-P", str(self.socket_path), "-d", str(self.debug_level),
-                "-p", str(self.pid_path)]
+        argv = [
+            CERTMONGER,
+            "-n",
+            "-L",
+            "-P",
+            str(self.socket_path),
+            "-d",
+            str(self.debug_level),
+            "-p",
+            str(self.pid_path),
+        ]
         if self.openssl_legacy:
             argv = self._legacy_argv(argv)
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
                 argv,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env(), cwd=self.workdir, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                cwd=self.workdir,
+                start_new_session=True,
             )
         finally:
             log.close()
@@ -289,14 +310,13 @@ class CertmongerInstance:
         cnf = self.workdir / "openssl-legacy.cnf"
         cnf.write_text(_LEGACY_OPENSSL_CNF)
         system_cnf = _openssl_default_cnf()
-        probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
-                               capture_output=True, timeout=10)
+        probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True, timeout=10)
         if probe.returncode != 0:
-            raise CertmongerError("openssl_legacy needs a private mount namespace (unshare -m): "
-                                  + probe.stderr.decode(errors="replace"))
+            raise CertmongerError(
+                "openssl_legacy needs a private mount namespace (unshare -m): " + probe.stderr.decode(errors="replace")
+            )
         script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
-        return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
-                str(cnf), system_cnf, *argv]
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(cnf), system_cnf, *argv]
 
     def stop(self) -> None:
         """Kill the daemon (and any helper it is running: its own process group)."""
@@ -318,7 +338,7 @@ class CertmongerInstance:
             self._sock_tmp.cleanup()
             self._sock_tmp = None
 
-    def __enter__(self) -> "CertmongerInstance":
+    def __enter__(self) -> CertmongerInstance:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -338,17 +358,27 @@ class CertmongerInstance:
     def getcert(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         if self.proc is None or self.proc.poll() is not None:
             raise CertmongerError("certmonger is not running")
-        r = subprocess.run([GETCERT, *args], capture_output=True, text=True, timeout=timeout,
-                           env=self.env(), stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            [GETCERT, *args], capture_output=True, text=True, timeout=timeout, env=self.env(), stdin=subprocess.DEVNULL
+        )
         if check and r.returncode != 0:
             raise CertmongerError(f"getcert {' '.join(args)} -> rc={r.returncode}\n{r.stdout}{r.stderr}")
         return r
 
-    def add_scep_ca(self, name: str, url: str, *, signing_ca: Path | None = None,
-                    ra_cert: Path | None = None, other_certs: Path | None = None,
-                    tls_ca: Path | None = None, ca_identifier: str | None = None,
-                    non_renewal: bool = False, verbose_helper: bool = True,
-                    wait: float = 20.0) -> str:
+    def add_scep_ca(
+        self,
+        name: str,
+        url: str,
+        *,
+        signing_ca: Path | None = None,
+        ra_cert: Path | None = None,
+        other_certs: Path | None = None,
+        tls_ca: Path | None = None,
+        ca_identifier: str | None = None,
+        non_renewal: bool = False,
+        verbose_helper: bool = True,
+        wait: float = 20.0,
+    ) -> str:
         """`getcert add-scep-ca -c NAME -u URL ...`, then wait until certmonger
         has fetched the CA's certificates (GetCACaps + GetCACert).
 
@@ -394,10 +424,18 @@ class CertmongerInstance:
                 return d
         raise KeyError(name)
 
-    def request(self, ca: str, *, subject: str, challenge: str | None,
-                nickname: str | None = None, key_size: int | None = None,
-                key_type: str | None = None, dns: Sequence[str] = (),
-                timeout: float = 60.0) -> EnrollResult:
+    def request(
+        self,
+        ca: str,
+        *,
+        subject: str,
+        challenge: str | None,
+        nickname: str | None = None,
+        key_size: int | None = None,
+        key_type: str | None = None,
+        dns: Sequence[str] = (),
+        timeout: float = 60.0,
+    ) -> EnrollResult:
         """`getcert request -c CA -N SUBJECT -L CHALLENGE -k KEY -f CERT`, then
         wait (bounded) for a final state.  certmonger generates the key and CSR.
 
@@ -406,8 +444,7 @@ class CertmongerInstance:
         nickname = nickname or f"req-{int(time.time() * 1000) % 10**9}"
         key_path = self.files_dir / f"{nickname}.key.pem"
         cert_path = self.files_dir / f"{nickname}.cert.pem"
-        args = ["request", "-c", ca, "-I", nickname, "-N", subject,
-                "-k", str(key_path), "-f", str(cert_path)]
+        args = ["request", "-c", ca, "-I", nickname, "-N", subject, "-k", str(key_path), "-f", str(cert_path)]
         if challenge is not None:
             args += ["-L", challenge]
         if key_size is not None:
@@ -423,8 +460,9 @@ class CertmongerInstance:
         text = self.getcert("list", "-i", request_id).stdout
         return _parse_list(text), text
 
-    def wait(self, request_id: str, *, key_path: Path, cert_path: Path,
-             timeout: float = 60.0, poll: float = 0.5) -> EnrollResult:
+    def wait(
+        self, request_id: str, *, key_path: Path, cert_path: Path, timeout: float = 60.0, poll: float = 0.5
+    ) -> EnrollResult:
         """Poll `getcert list -i ID` until a final state or `timeout` seconds.
 
         On timeout the result carries the last state seen (e.g. CA_WORKING
@@ -439,24 +477,37 @@ class CertmongerInstance:
                 done = False  # being saved
             if done or time.monotonic() - start > timeout:
                 issued = cert_path if (state == "MONITORING" and cert_path.exists()) else None
-                return EnrollResult(request_id=request_id, status=state,
-                                    ca_error=fields.get("ca-error"), stuck=stuck,
-                                    key_path=key_path, cert_path=issued, listing=text,
-                                    elapsed=time.monotonic() - start)
+                return EnrollResult(
+                    request_id=request_id,
+                    status=state,
+                    ca_error=fields.get("ca-error"),
+                    stuck=stuck,
+                    key_path=key_path,
+                    cert_path=issued,
+                    listing=text,
+                    elapsed=time.monotonic() - start,
+                )
             time.sleep(poll)
 
 
-def enroll(workdir: Path, url: str, challenge: str | None, subject: str, *,
-           signing_ca: Path | None = None, openssl_legacy: bool = False,
-           timeout: float = 60.0, **request_kw: object) -> tuple[EnrollResult, str]:
+def enroll(
+    workdir: Path,
+    url: str,
+    challenge: str | None,
+    subject: str,
+    *,
+    signing_ca: Path | None = None,
+    openssl_legacy: bool = False,
+    timeout: float = 60.0,
+    **request_kw: object,
+) -> tuple[EnrollResult, str]:
     """One-shot: start a private certmonger, add the SCEP CA, request, stop.
 
     Returns (result, daemon log)."""
     cm = CertmongerInstance(workdir, openssl_legacy=openssl_legacy)
     with cm:
         cm.add_scep_ca("scep-under-test", url, signing_ca=signing_ca)
-        res = cm.request("scep-under-test", subject=subject, challenge=challenge,
-                         timeout=timeout, **request_kw)  # type: ignore[arg-type]
+        res = cm.request("scep-under-test", subject=subject, challenge=challenge, timeout=timeout, **request_kw)  # type: ignore[arg-type]
     return res, cm.log_text()
 
 
@@ -474,9 +525,14 @@ class ScepSubmitResult:
         return SUBMIT_STATUS.get(self.returncode, f"EXIT_{self.returncode}")
 
 
-def scep_submit(url: str, *args: str, operation: str | None = None,
-                env: Mapping[str, str] | None = None, stdin: bytes | None = None,
-                timeout: float = 30.0) -> ScepSubmitResult:
+def scep_submit(
+    url: str,
+    *args: str,
+    operation: str | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
+    timeout: float = 30.0,
+) -> ScepSubmitResult:
     """Run `scep-submit -u URL ARGS...`.
 
     operation: sets CERTMONGER_OPERATION as the daemon would: IDENTIFY,
@@ -489,15 +545,15 @@ def scep_submit(url: str, *args: str, operation: str | None = None,
         full_env["CERTMONGER_OPERATION"] = operation
     if env:
         full_env.update(env)
-    r = subprocess.run([SCEP_SUBMIT, "-u", url, *args], input=stdin, capture_output=True,
-                       timeout=timeout, env=full_env)
-    return ScepSubmitResult(r.returncode, r.stdout.decode(errors="replace"),
-                            r.stderr.decode(errors="replace"))
+    r = subprocess.run([SCEP_SUBMIT, "-u", url, *args], input=stdin, capture_output=True, timeout=timeout, env=full_env)
+    return ScepSubmitResult(r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace"))
 
 
 def _split_pem(text: str) -> list[bytes]:
-    return [m.group(0).encode() + b"\n" for m in re.finditer(
-        r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", text, re.S)]
+    return [
+        m.group(0).encode() + b"\n"
+        for m in re.finditer(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", text, re.S)
+    ]
 
 
 def get_ca_caps(url: str, *, ca_identifier: str | None = None, timeout: float = 30.0) -> list[str]:
@@ -520,9 +576,15 @@ def get_ca_certs(url: str, *, ca_identifier: str | None = None, timeout: float =
     return _split_pem(r.stdout)
 
 
-def submit_pkimessage(url: str, pkimessage_pem: str, *, ra_cert_pem: str,
-                      ca_cert_pem: str | None = None, poll: bool = False,
-                      timeout: float = 30.0) -> ScepSubmitResult:
+def submit_pkimessage(
+    url: str,
+    pkimessage_pem: str,
+    *,
+    ra_cert_pem: str,
+    ca_cert_pem: str | None = None,
+    poll: bool = False,
+    timeout: float = 30.0,
+) -> ScepSubmitResult:
     """Send a ready PKCSReq (or GetCertInitial with poll=True) pkiMessage (PEM
     'PKCS7') the way the daemon does (CERTMONGER_OPERATION=SUBMIT/POLL).
     On ISSUED stdout holds the reply's pkcsPKIEnvelope (PEM)."""

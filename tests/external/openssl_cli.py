@@ -28,20 +28,17 @@ class OpensslError(RuntimeError):
         self.returncode = proc.returncode
         self.stdout = proc.stdout
         self.stderr = proc.stderr
-        super().__init__(
-            f"openssl {' '.join(args)} -> rc={proc.returncode}\n"
-            f"{proc.stderr.decode(errors='replace')}"
-        )
+        super().__init__(f"openssl {' '.join(args)} -> rc={proc.returncode}\n{proc.stderr.decode(errors='replace')}")
 
 
-def run(args: Sequence[str], input: bytes | None = None, check: bool = True,
-        timeout: float = TIMEOUT) -> subprocess.CompletedProcess[bytes]:
+def run(
+    args: Sequence[str], input: bytes | None = None, check: bool = True, timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess[bytes]:
     """Run `openssl ARGS...`; raise OpensslError on failure if check."""
     env = dict(os.environ)
     if input is None:
         input = b""  # never let openssl wait for a pass phrase on our stdin
-    proc = subprocess.run([OPENSSL, *args], input=input, capture_output=True,
-                          timeout=timeout, env=env)
+    proc = subprocess.run([OPENSSL, *args], input=input, capture_output=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise OpensslError(args, proc)
     return proc
@@ -66,7 +63,7 @@ class _Files:
     def out(self, name: str) -> Path:
         return self.dir / name
 
-    def __enter__(self) -> "_Files":
+    def __enter__(self) -> _Files:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -82,8 +79,7 @@ def _legacy_args(legacy: bool) -> list[str]:
 # --- certificates ---------------------------------------------------------
 
 
-def verify(cert_pem: Data, ca_pem: Data, untrusted: Data | None = None,
-           purpose: str | None = None) -> bool:
+def verify(cert_pem: Data, ca_pem: Data, untrusted: Data | None = None, purpose: str | None = None) -> bool:
     """`openssl verify -CAfile ca [-untrusted ...] [-purpose ...] cert` -> True iff 'OK'."""
     with _Files() as f:
         args = ["verify", "-CAfile", f.path(ca_pem)]
@@ -104,8 +100,11 @@ def x509_text(cert: Data, inform: str = "PEM") -> str:
 def x509_field(cert: Data, field: str, inform: str = "PEM") -> str:
     """One `openssl x509 -noout -FIELD` value, e.g. field='subject' -> 'CN = foo'."""
     with _Files() as f:
-        out = run(["x509", "-inform", inform, "-noout", f"-{field}", "-nameopt", "oneline",
-                   "-in", f.path(cert)]).stdout.decode().strip()
+        out = (
+            run(["x509", "-inform", inform, "-noout", f"-{field}", "-nameopt", "oneline", "-in", f.path(cert)])
+            .stdout.decode()
+            .strip()
+        )
     return out.split("=", 1)[1].strip() if out.lower().startswith(field.lower() + "=") else out
 
 
@@ -144,8 +143,14 @@ class CmsVerified:
     signers_pem: bytes
 
 
-def cms_verify_der(data: Data, ca_pem: Data | None = None, *, noverify: bool = False,
-                   purpose: str = "any", certfile: Data | None = None) -> CmsVerified:
+def cms_verify_der(
+    data: Data,
+    ca_pem: Data | None = None,
+    *,
+    noverify: bool = False,
+    purpose: str = "any",
+    certfile: Data | None = None,
+) -> CmsVerified:
     """Verify a DER CMS/PKCS#7 SignedData and return its content and signer cert(s).
 
     With ca_pem the signer certificate must chain to it (purpose 'any' by
@@ -155,8 +160,19 @@ def cms_verify_der(data: Data, ca_pem: Data | None = None, *, noverify: bool = F
     """
     with _Files() as f:
         out, signer = f.out("content.bin"), f.out("signer.pem")
-        args = ["cms", "-verify", "-binary", "-inform", "DER", "-in", f.path(data, ".der"),
-                "-out", str(out), "-signer", str(signer)]
+        args = [
+            "cms",
+            "-verify",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            f.path(data, ".der"),
+            "-out",
+            str(out),
+            "-signer",
+            str(signer),
+        ]
         if noverify or ca_pem is None:
             args.append("-noverify")
         else:
@@ -170,12 +186,20 @@ def cms_verify_der(data: Data, ca_pem: Data | None = None, *, noverify: bool = F
 def cms_print(data: Data, inform: str = "DER") -> str:
     """`openssl cms -cmsout -print` of any CMS structure, for assertions on OIDs."""
     with _Files() as f:
-        return run(["cms", "-cmsout", "-print", "-noout", "-inform", inform,
-                    "-in", f.path(data, ".der")]).stdout.decode()
+        return run(
+            ["cms", "-cmsout", "-print", "-noout", "-inform", inform, "-in", f.path(data, ".der")]
+        ).stdout.decode()
 
 
-def cms_decrypt(data: Data, key_pem: Data, cert_pem: Data | None = None, *,
-                inform: str = "DER", legacy: bool = False, key_password: str | None = None) -> bytes:
+def cms_decrypt(
+    data: Data,
+    key_pem: Data,
+    cert_pem: Data | None = None,
+    *,
+    inform: str = "DER",
+    legacy: bool = False,
+    key_password: str | None = None,
+) -> bytes:
     """Decrypt a CMS/PKCS#7 EnvelopedData with a recipient key (PEM).
 
     legacy=True loads OpenSSL's legacy provider (needed for DES envelopes).
@@ -183,8 +207,20 @@ def cms_decrypt(data: Data, key_pem: Data, cert_pem: Data | None = None, *,
     """
     with _Files() as f:
         out = f.out("plain.bin")
-        args = ["cms", "-decrypt", "-binary", "-inform", inform, "-in", f.path(data, ".der"),
-                "-inkey", f.path(key_pem), "-out", str(out), *_legacy_args(legacy)]
+        args = [
+            "cms",
+            "-decrypt",
+            "-binary",
+            "-inform",
+            inform,
+            "-in",
+            f.path(data, ".der"),
+            "-inkey",
+            f.path(key_pem),
+            "-out",
+            str(out),
+            *_legacy_args(legacy),
+        ]
         if cert_pem is not None:
             args += ["-recip", f.path(cert_pem)]
         if key_password is not None:
@@ -193,8 +229,14 @@ def cms_decrypt(data: Data, key_pem: Data, cert_pem: Data | None = None, *,
         return out.read_bytes()
 
 
-def cms_encrypt(data: bytes, recipient_pem: Data | Sequence[Data], *, cipher: str = "aes256",
-                keyopts: Sequence[str] = (), legacy: bool = False) -> bytes:
+def cms_encrypt(
+    data: bytes,
+    recipient_pem: Data | Sequence[Data],
+    *,
+    cipher: str = "aes256",
+    keyopts: Sequence[str] = (),
+    legacy: bool = False,
+) -> bytes:
     """Build a DER EnvelopedData for one or more recipient certificates.
 
     `openssl cms -encrypt -binary -outform DER -<cipher> -recip CERT...`.
@@ -205,8 +247,19 @@ def cms_encrypt(data: bytes, recipient_pem: Data | Sequence[Data], *, cipher: st
     recips = [recipient_pem] if isinstance(recipient_pem, (bytes, str, Path)) else list(recipient_pem)
     with _Files() as f:
         out = f.out("env.der")
-        args = ["cms", "-encrypt", "-binary", "-outform", "DER", "-in", f.path(data, ".bin"),
-                "-out", str(out), f"-{cipher}", *_legacy_args(legacy)]
+        args = [
+            "cms",
+            "-encrypt",
+            "-binary",
+            "-outform",
+            "DER",
+            "-in",
+            f.path(data, ".bin"),
+            "-out",
+            str(out),
+            f"-{cipher}",
+            *_legacy_args(legacy),
+        ]
         for r in recips:
             args += ["-recip", f.path(r)]
         for opt in keyopts:
@@ -215,14 +268,30 @@ def cms_encrypt(data: bytes, recipient_pem: Data | Sequence[Data], *, cipher: st
         return out.read_bytes()
 
 
-def cms_sign(data: bytes, signer_cert: Data, signer_key: Data, *, md: str = "sha256",
-             nocerts: bool = False, noattr: bool = False) -> bytes:
+def cms_sign(
+    data: bytes, signer_cert: Data, signer_key: Data, *, md: str = "sha256", nocerts: bool = False, noattr: bool = False
+) -> bytes:
     """A plain DER SignedData over `data` (no SCEP attributes: openssl cannot add them)."""
     with _Files() as f:
         out = f.out("signed.der")
-        args = ["cms", "-sign", "-binary", "-nodetach", "-outform", "DER", "-md", md,
-                "-in", f.path(data, ".bin"), "-out", str(out),
-                "-signer", f.path(signer_cert), "-inkey", f.path(signer_key)]
+        args = [
+            "cms",
+            "-sign",
+            "-binary",
+            "-nodetach",
+            "-outform",
+            "DER",
+            "-md",
+            md,
+            "-in",
+            f.path(data, ".bin"),
+            "-out",
+            str(out),
+            "-signer",
+            f.path(signer_cert),
+            "-inkey",
+            f.path(signer_key),
+        ]
         if nocerts:
             args.append("-nocerts")
         if noattr:
@@ -248,9 +317,16 @@ class NewRequest:
         return run(["req", "-in", str(self.csr_path), "-outform", "DER"]).stdout
 
 
-def req_new(workdir: Path, subject: str, *, challenge: str | None = None,
-            key: str = "rsa:2048", md: str = "sha256", sans: Sequence[str] = (),
-            name: str = "req") -> NewRequest:
+def req_new(
+    workdir: Path,
+    subject: str,
+    *,
+    challenge: str | None = None,
+    key: str = "rsa:2048",
+    md: str = "sha256",
+    sans: Sequence[str] = (),
+    name: str = "req",
+) -> NewRequest:
     """`openssl req -new -newkey KEY -nodes -subj SUBJECT` with a challengePassword attribute.
 
     subject: OpenSSL form, e.g. "/CN=device-1/O=Example".
@@ -264,8 +340,15 @@ def req_new(workdir: Path, subject: str, *, challenge: str | None = None,
     rdns = [part for part in re.split(r"(?<!\\)/", subject) if part]
     if not rdns:
         raise ValueError("empty subject")
-    lines = ["[req]", "distinguished_name = dn", "attributes = req_attributes", "prompt = no",
-             "utf8 = yes", "string_mask = utf8only", "[dn]"]
+    lines = [
+        "[req]",
+        "distinguished_name = dn",
+        "attributes = req_attributes",
+        "prompt = no",
+        "utf8 = yes",
+        "string_mask = utf8only",
+        "[dn]",
+    ]
     for i, rdn in enumerate(rdns):
         attr, _, value = rdn.partition("=")
         lines.append(f"{i}.{attr.strip()} = {value.replace(chr(92) + '/', '/')}")
@@ -276,8 +359,20 @@ def req_new(workdir: Path, subject: str, *, challenge: str | None = None,
         lines.append(f"challengePassword = {challenge}")
     cnf.write_text("\n".join(lines) + "\n")
     key_path, csr_path = workdir / f"{name}.key", workdir / f"{name}.csr"
-    args = ["req", "-new", "-config", str(cnf), "-newkey", key, "-nodes", "-keyout", str(key_path),
-            "-out", str(csr_path), f"-{md}"]
+    args = [
+        "req",
+        "-new",
+        "-config",
+        str(cnf),
+        "-newkey",
+        key,
+        "-nodes",
+        "-keyout",
+        str(key_path),
+        "-out",
+        str(csr_path),
+        f"-{md}",
+    ]
     if sans:
         args += ["-addext", "subjectAltName=" + ",".join(sans)]
     run(args)

@@ -68,14 +68,31 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_scepserver(workdir: Path, challenge: str, *, key_size: int = 2048,
-                       extra_args: tuple[str, ...] = ()) -> Iterator[ScepTarget]:
+def running_scepserver(
+    workdir: Path, challenge: str, *, key_size: int = 2048, extra_args: tuple[str, ...] = ()
+) -> Iterator[ScepTarget]:
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     depot = workdir / "depot"
-    subprocess.run([SCEPSERVER, "ca", "-init", "-depot", str(depot), "-keySize", str(key_size),
-                    "-organization", "scep reference", "-country", "US"],
-                   check=True, capture_output=True, timeout=60, cwd=workdir)
+    subprocess.run(
+        [
+            SCEPSERVER,
+            "ca",
+            "-init",
+            "-depot",
+            str(depot),
+            "-keySize",
+            str(key_size),
+            "-organization",
+            "scep reference",
+            "-country",
+            "US",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+        cwd=workdir,
+    )
     ca_pem = depot / "ca.pem"
     assert ca_pem.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
     log_path = workdir / "scepserver.log"
@@ -84,16 +101,19 @@ def running_scepserver(workdir: Path, challenge: str, *, key_size: int = 2048,
         url = f"http://127.0.0.1:{port}/scep"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [SCEPSERVER, "-depot", str(depot), "-port", str(port), "-challenge", challenge,
-                 "-debug", *extra_args],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-                start_new_session=True)
+                [SCEPSERVER, "-depot", str(depot), "-port", str(port), "-challenge", challenge, "-debug", *extra_args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                start_new_session=True,
+            )
         try:
             wait_for_scep(url, proc=proc)
-        except (RuntimeError, TimeoutError):
+        except (RuntimeError, TimeoutError) as e:
             _stop(proc)
             if attempt == 4:
-                raise RuntimeError("scepserver did not start:\n" + log_path.read_text(errors="replace"))
+                raise RuntimeError("scepserver did not start:\n" + log_path.read_text(errors="replace")) from e
             continue
         break
     try:

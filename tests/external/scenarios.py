@@ -29,19 +29,21 @@ def _same_public_key(cert_pem: Path, key_pem: Path) -> bool:
 
 def require_certmonger_can_decrypt(target: ScepTarget) -> None:
     if target.legacy_des_replies and not certmonger.legacy_namespace_available():
-        pytest.skip("server replies with DES; certmonger needs OpenSSL's legacy provider, "
-                    "which needs a private mount namespace (unshare -m) that is not permitted here")
+        pytest.skip(
+            "server replies with DES; certmonger needs OpenSSL's legacy provider, "
+            "which needs a private mount namespace (unshare -m) that is not permitted here"
+        )
 
 
-def certmonger_enrolls(target: ScepTarget, workdir: Path, *, pin_ca: bool = True,
-                       timeout: float = 60.0) -> certmonger.EnrollResult:
+def certmonger_enrolls(
+    target: ScepTarget, workdir: Path, *, pin_ca: bool = True, timeout: float = 60.0
+) -> certmonger.EnrollResult:
     """certmonger daemon generates key+CSR with the challenge and gets a cert that
     `openssl verify` accepts against the target CA."""
     require_certmonger_can_decrypt(target)
     cn = unique_cn("certmonger")
     with certmonger.CertmongerInstance(workdir, openssl_legacy=target.legacy_des_replies) as cm:
-        cas = cm.add_scep_ca("target", target.url,
-                             signing_ca=target.ca_pem_path if pin_ca else None)
+        cas = cm.add_scep_ca("target", target.url, signing_ca=target.ca_pem_path if pin_ca else None)
         assert "certificate thumbprint" in cas, cas
         res = cm.request("target", subject=f"CN={cn}", challenge=target.challenge, timeout=timeout)
         assert res.status == "MONITORING", f"{res.listing}\n--- certmonger log ---\n{cm.log_tail(80)}"
@@ -52,29 +54,32 @@ def certmonger_enrolls(target: ScepTarget, workdir: Path, *, pin_ca: bool = True
     return res
 
 
-def certmonger_rejected_with_wrong_challenge(target: ScepTarget, workdir: Path, *,
-                                             pin_ca: bool = True,
-                                             timeout: float = 60.0) -> certmonger.EnrollResult:
+def certmonger_rejected_with_wrong_challenge(
+    target: ScepTarget, workdir: Path, *, pin_ca: bool = True, timeout: float = 60.0
+) -> certmonger.EnrollResult:
     # A FAILURE CertRep has no envelope: no legacy provider needed.
     with certmonger.CertmongerInstance(workdir) as cm:
         cm.add_scep_ca("target", target.url, signing_ca=target.ca_pem_path if pin_ca else None)
-        res = cm.request("target", subject=f"CN={unique_cn('certmonger-bad')}",
-                         challenge="not-" + target.challenge, timeout=timeout)
+        res = cm.request(
+            "target", subject=f"CN={unique_cn('certmonger-bad')}", challenge="not-" + target.challenge, timeout=timeout
+        )
         log = cm.log_tail(80)
     assert res.status == "CA_REJECTED", f"{res.listing}\n--- certmonger log ---\n{log}"
     assert res.cert_path is None
     return res
 
 
-def scepclient_enrolls(target: ScepTarget, workdir: Path, *,
-                       pinned_pem: Path | None = None) -> scepclient.ScepclientResult:
+def scepclient_enrolls(
+    target: ScepTarget, workdir: Path, *, pinned_pem: Path | None = None
+) -> scepclient.ScepclientResult:
     """pinned_pem: the certificate scepclient selects by fingerprint (default the CA).
     It envelopes to that certificate and accepts only replies it signed, so in front
     of an RA it is the RA that gets pinned, as admins pin an NDES RA."""
     cn = unique_cn("scepclient")
     pinned_der = openssl_cli.x509_to_der(pinned_pem or target.ca_pem_path)
-    res = scepclient.enroll(workdir, target.url, target.challenge, cn=cn,
-                            ca_fingerprint=scepclient.ca_fingerprint(pinned_der))
+    res = scepclient.enroll(
+        workdir, target.url, target.challenge, cn=cn, ca_fingerprint=scepclient.ca_fingerprint(pinned_der)
+    )
     assert res.issued, res.output
     assert res.cert_path is not None
     assert openssl_cli.verify(res.cert_path, target.ca_pem_path), res.output
@@ -84,8 +89,7 @@ def scepclient_enrolls(target: ScepTarget, workdir: Path, *,
 
 
 def scepclient_rejected_with_wrong_challenge(target: ScepTarget, workdir: Path) -> scepclient.ScepclientResult:
-    res = scepclient.enroll(workdir, target.url, "not-" + target.challenge,
-                            cn=unique_cn("scepclient-bad"))
+    res = scepclient.enroll(workdir, target.url, "not-" + target.challenge, cn=unique_cn("scepclient-bad"))
     assert not res.issued, res.output
     assert res.returncode != 0
     return res

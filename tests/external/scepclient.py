@@ -35,11 +35,22 @@ def ca_fingerprint(ca_der: bytes) -> str:
     return hashlib.sha256(ca_der).hexdigest()
 
 
-def enroll(workdir: Path, url: str, challenge: str | None, *, cn: str = "scepclient",
-           organization: str | None = None, ou: str | None = None, country: str | None = None,
-           key_size: int = 2048, ca_fingerprint: str | None = None,
-           cacert_message: str | None = None, key_path: Path | None = None,
-           timeout: float = 60.0, debug: bool = True) -> ScepclientResult:
+def enroll(
+    workdir: Path,
+    url: str,
+    challenge: str | None,
+    *,
+    cn: str = "scepclient",
+    organization: str | None = None,
+    ou: str | None = None,
+    country: str | None = None,
+    key_size: int = 2048,
+    ca_fingerprint: str | None = None,
+    cacert_message: str | None = None,
+    key_path: Path | None = None,
+    timeout: float = 60.0,
+    debug: bool = True,
+) -> ScepclientResult:
     """`scepclient -server-url URL -challenge C -private-key K -certificate CERT -cn CN ...`.
 
     Runs in `workdir` (created).  An existing key_path is reused (renewal-style
@@ -50,8 +61,19 @@ def enroll(workdir: Path, url: str, challenge: str | None, *, cn: str = "scepcli
     workdir.mkdir(parents=True, exist_ok=True)
     key_path = Path(key_path) if key_path is not None else workdir / "key.pem"
     cert_path = workdir / "cert.pem"
-    args = [SCEPCLIENT, "-server-url", url, "-private-key", str(key_path),
-            "-certificate", str(cert_path), "-cn", cn, "-keySize", str(key_size)]
+    args = [
+        SCEPCLIENT,
+        "-server-url",
+        url,
+        "-private-key",
+        str(key_path),
+        "-certificate",
+        str(cert_path),
+        "-cn",
+        cn,
+        "-keySize",
+        str(key_size),
+    ]
     if challenge is not None:
         args += ["-challenge", challenge]
     if organization is not None:
@@ -67,8 +89,7 @@ def enroll(workdir: Path, url: str, challenge: str | None, *, cn: str = "scepcli
     if debug:
         args.append("-debug")
     try:
-        proc = subprocess.run(args, cwd=workdir, capture_output=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(args, cwd=workdir, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
         rc, out = proc.returncode, (proc.stdout + proc.stderr).decode(errors="replace")
     except subprocess.TimeoutExpired as e:
         rc = -1

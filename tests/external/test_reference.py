@@ -37,7 +37,8 @@ def test_certmonger_enrolls(reference_scep_server: ScepTarget, tmp_path: Path) -
 
 
 def test_certmonger_unpinned_ca_only_server_fails_verification(
-        reference_scep_server: ScepTarget, tmp_path: Path) -> None:
+    reference_scep_server: ScepTarget, tmp_path: Path
+) -> None:
     """Documents the certmonger 0.79.17 quirk: from a CA-only GetCACert it learns
     only an 'encryption cert', and then cannot build a trust store for the
     CertRep signature.  (scepd should serve CA+RA, or users must pass -N.)"""
@@ -46,8 +47,12 @@ def test_certmonger_unpinned_ca_only_server_fails_verification(
         store = cm.ca_store("ref")
         assert store.get("ca_encryption_cert", "").startswith("-----BEGIN CERTIFICATE-----")
         assert not store.get("ca_encryption_issuer_cert")
-        res = cm.request("ref", subject=f"CN={scenarios.unique_cn('unpinned')}",
-                         challenge=reference_scep_server.challenge, timeout=60)
+        res = cm.request(
+            "ref",
+            subject=f"CN={scenarios.unique_cn('unpinned')}",
+            challenge=reference_scep_server.challenge,
+            timeout=60,
+        )
     assert res.status == "CA_UNREACHABLE", res.listing
     assert "failed to verify signature on server response" in (res.ca_error or ""), res.listing
 
@@ -78,8 +83,12 @@ def test_openssl_req_and_envelope_roundtrip(reference_scep_server: ScepTarget, t
     assert "aes-256-cbc" in openssl_cli.cms_print(env)
     ca_key = reference_scep_server.ca_pem_path.parent / "ca.key"  # PEM, empty pass phrase
     assert openssl_cli.cms_decrypt(env, ca_key, key_password="") == req.csr_der
-    oaep = openssl_cli.cms_encrypt(b"x" * 40, reference_scep_server.ca_pem_path, cipher="aes128",
-                                   keyopts=["rsa_padding_mode:oaep", "rsa_oaep_md:sha256"])
+    oaep = openssl_cli.cms_encrypt(
+        b"x" * 40,
+        reference_scep_server.ca_pem_path,
+        cipher="aes128",
+        keyopts=["rsa_padding_mode:oaep", "rsa_oaep_md:sha256"],
+    )
     assert "rsaesOaep" in openssl_cli.cms_print(oaep)
     assert openssl_cli.cms_decrypt(oaep, ca_key, key_password="") == b"x" * 40
 
@@ -98,11 +107,15 @@ def test_openssl_verifies_reference_certrep(reference_scep_server: ScepTarget, t
     # certmonger's request: signed by its self-signed cert, AES-256 envelope
     inner = openssl_cli.cms_verify_der(der, noverify=True).content
     assert "aes-256-cbc" in openssl_cli.cms_print(inner)
-    r = httpx.post(reference_scep_server.url, params={"operation": "PKIOperation"}, content=der,
-                   headers={"content-type": "application/x-pki-message"}, timeout=30)
+    r = httpx.post(
+        reference_scep_server.url,
+        params={"operation": "PKIOperation"},
+        content=der,
+        headers={"content-type": "application/x-pki-message"},
+        timeout=30,
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "application/x-pki-message"
     verified = openssl_cli.cms_verify_der(r.content, reference_scep_server.ca_pem_path)
-    assert openssl_cli.x509_to_der(verified.signers_pem) == openssl_cli.x509_to_der(
-        reference_scep_server.ca_pem_path)
+    assert openssl_cli.x509_to_der(verified.signers_pem) == openssl_cli.x509_to_der(reference_scep_server.ca_pem_path)
     printed = openssl_cli.cms_print(r.content)
     assert "2.16.840.1.113733.1.9.4" in printed  # failInfo attribute present

@@ -137,7 +137,8 @@ def verify_assertion(fake: FakeIntune, assertion: str, client_id: str, token_url
         signature = base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4))
         scheme: padding.AsymmetricPadding = (
             # RFC 7518 §3.5: MGF1 with SHA-256 and a salt as long as the digest.
-            padding.PSS(padding.MGF1(hashes.SHA256()), salt_length=32) if header["alg"] == "PS256"
+            padding.PSS(padding.MGF1(hashes.SHA256()), salt_length=32)
+            if header["alg"] == "PS256"
             else padding.PKCS1v15()
         )
         key.verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"), scheme, hashes.SHA256())

@@ -54,11 +54,19 @@ def _only(obj: dict[str, Json], allowed: frozenset[str], where: str) -> None:
 
 
 VALIDATE_FIELDS = frozenset({"transactionId", "certificateRequest", "callerInfo"})
-SUCCESS_FIELDS = frozenset({
-    "transactionId", "certificateRequest", "certificateThumbprint", "certificateSerialNumber",
-    "certificateExpirationDateUtc", "issuingCertificateAuthority", "callerInfo", "caConfiguration",
-    "certificateAuthority",
-})
+SUCCESS_FIELDS = frozenset(
+    {
+        "transactionId",
+        "certificateRequest",
+        "certificateThumbprint",
+        "certificateSerialNumber",
+        "certificateExpirationDateUtc",
+        "issuingCertificateAuthority",
+        "callerInfo",
+        "caConfiguration",
+        "certificateAuthority",
+    }
+)
 FAILURE_FIELDS = frozenset({"transactionId", "certificateRequest", "hResult", "errorDescription", "callerInfo"})
 DOWNLOAD_FIELDS = frozenset({"maxRequests", "issuerName"})
 RESULT_FIELDS = frozenset({"requestContext", "succeeded", "errorCode", "errorMessage"})

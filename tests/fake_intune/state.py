@@ -332,7 +332,7 @@ class FakeIntune:
         )
 
     def set_issuer_filter(self, mode: str) -> None:
-        """"match" (default): a download gets the items whose issuerName matches its filter.
+        """ "match" (default): a download gets the items whose issuerName matches its filter.
         "ignore": every queued item, as a service that ignores or loosely applies the filter
         would; whether Intune honours the filter exactly is [U] (§6.1)."""
         if mode not in ("match", "ignore"):

@@ -383,7 +383,11 @@ def test_success_notification(fake: FakeIntune, http: httpx.Client) -> None:
     wrapped = success_body(csr, "t-ok")
     for body in (
         {"Notification": wrapped["notification"]},
-        {"notification": {("TransactionId" if k == "transactionId" else k): v for k, v in wrapped["notification"].items()}},
+        {
+            "notification": {
+                ("TransactionId" if k == "transactionId" else k): v for k, v in wrapped["notification"].items()
+            }
+        },
         {"notification": {**wrapped["notification"], "certificateTemplate": "x"}},
         {**wrapped, "extra": 1},
     ):

@@ -53,8 +53,14 @@ async def test_entra_takes_the_assertion(fake_intune: FakeIntune, algorithm: str
     fake_intune.add_client_certificate(cert)
     credential = ClientCertificate(cert, MemorySigner(key), algorithm=algorithm)
     async with httpx.AsyncClient() as http:
-        tokens = TokenSource(http, authority=fake_intune.authority, tenant=fake_intune.tenant,
-                             client_id=fake_intune.client_id, credential=credential, retries=0)
+        tokens = TokenSource(
+            http,
+            authority=fake_intune.authority,
+            tenant=fake_intune.tenant,
+            client_id=fake_intune.client_id,
+            credential=credential,
+            retries=0,
+        )
         assert await tokens.token("https://graph.microsoft.com/.default")
     [call] = fake_intune.calls("token")
     header = header_of(call.body["client_assertion"])

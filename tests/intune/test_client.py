@@ -29,8 +29,9 @@ async def test_a_missing_code_is_still_refused(intune: IntuneClient, fake_intune
         await intune.validate("tid-null", make_csr("CN=device", "anything"))
 
 
-async def test_readiness_notes_a_missing_pki_connector_but_stays_ready(intune: IntuneClient,
-                                                                       fake_intune: FakeIntune) -> None:
+async def test_readiness_notes_a_missing_pki_connector_but_stays_ready(
+    intune: IntuneClient, fake_intune: FakeIntune
+) -> None:
     fake_intune.set_discovery(omit=["PkiConnectorFEService"])
     status, body = await Readiness([Check("intune", intune.check, timeout=5, cache_ok=0, cache_failed=0)]).report()
     assert status == 200
@@ -56,16 +57,23 @@ async def test_every_exchange_is_logged_with_its_client_request_id(
     lines = caplog.text.splitlines()
     # A 200 exchange at debug; Intune's non-Success verdict as a warning with its code and text.
     assert any("DEBUG" in line and f"client_request_id={ok}" in line and "status=200" in line for line in lines)
-    assert any("WARNING" in line and "event=intune_verdict" in line and f"client_request_id={ok}" in line
-               and f"code={verdict.code}" in line for line in lines)
+    assert any(
+        "WARNING" in line
+        and "event=intune_verdict" in line
+        and f"client_request_id={ok}" in line
+        and f"code={verdict.code}" in line
+        for line in lines
+    )
     # A failed exchange as a warning with the error Intune sent; the error carries the id too.
-    assert any("WARNING" in line and f"client_request_id={refused}" in line and "code=InternalError" in line
-               for line in lines)
+    assert any(
+        "WARNING" in line and f"client_request_id={refused}" in line and "code=InternalError" in line for line in lines
+    )
     assert failed.value.request_id == refused
 
 
-async def test_a_token_refresh_stalls_only_the_caller_that_refreshes(intune: IntuneClient,
-                                                                     fake_intune: FakeIntune) -> None:
+async def test_a_token_refresh_stalls_only_the_caller_that_refreshes(
+    intune: IntuneClient, fake_intune: FakeIntune
+) -> None:
     """Past the refresh time (half of a short lifetime) Entra answers slowly: other calls go on with
     the still-valid token instead of queueing behind the refresh."""
     import trio

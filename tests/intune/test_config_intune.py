@@ -27,8 +27,13 @@ def test_defaults() -> None:
 
 
 def test_proxy_credentials_come_from_a_secret_source_relative_to_the_config() -> None:
-    config = intune(proxy="http://proxy.corp:3128", proxy_credentials="file:secrets/proxy",
-                    ca_bundle="corp-roots.pem", notification_budget_seconds=45, assertion_algorithm="RS256")
+    config = intune(
+        proxy="http://proxy.corp:3128",
+        proxy_credentials="file:secrets/proxy",
+        ca_bundle="corp-roots.pem",
+        notification_budget_seconds=45,
+        assertion_algorithm="RS256",
+    )
     assert config.proxy == "http://proxy.corp:3128"
     assert config.proxy_credentials_source == "file:/etc/scepd/secrets/proxy"
     assert config.ca_bundle == Path("/etc/scepd/corp-roots.pem")
@@ -40,8 +45,11 @@ def test_proxy_credentials_come_from_a_secret_source_relative_to_the_config() ->
     [
         ({"proxy": "http://user:pw@proxy.corp:3128"}, "intune.proxy", "no credentials"),
         ({"proxy": "proxy.corp:3128"}, "intune.proxy", "URL"),
-        ({"proxy": "http://proxy.corp:3128", "proxy_credentials": "user:pw"}, "intune.proxy_credentials",
-         "secret source"),
+        (
+            {"proxy": "http://proxy.corp:3128", "proxy_credentials": "user:pw"},
+            "intune.proxy_credentials",
+            "secret source",
+        ),
         ({"proxy_credentials": "env:PROXY"}, "intune.proxy_credentials", "needs intune.proxy"),
         ({"notification_budget_seconds": 0}, "intune.notification_budget_seconds", "between"),
         ({"assertion_algorithm": "ES256"}, "intune.assertion_algorithm", "PS256 or RS256"),

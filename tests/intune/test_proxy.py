@@ -29,11 +29,13 @@ async def every_kind_of_call(client: IntuneClient, fake: FakeIntune) -> None:
     [request] = await client.download_revocations(10, "CN=scepd CA")
     assert request.request_context == context
     await client.upload_revocation_results(
-        [RevocationResult(context, RevocationErrorCode.CERTIFICATE_NOT_FOUND_ERROR, "not ours")])
+        [RevocationResult(context, RevocationErrorCode.CERTIFICATE_NOT_FOUND_ERROR, "not ours")]
+    )
 
 
-async def test_every_intune_call_goes_through_the_proxy(fake_intune: FakeIntune, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_every_intune_call_goes_through_the_proxy(
+    fake_intune: FakeIntune, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # An environment proxy must not win over the explicit setting, nor NO_PROXY let loopback bypass it.
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

@@ -154,8 +154,14 @@ async def test_the_loop_survives_a_fault_logs_it_once_and_resumes(
     kind = {"intune": "http_500", "store": "store", "token": "token"}[fault]
     errors = metrics.INTUNE_REVOCATION_SYNC_ERRORS.labels(kind)
     before = errors._value.get()
-    sync = RevocationSync(intune, flaky, issuer_name=name, interval=0.05, batch=10,  # type: ignore[arg-type]
-                          on_revoked=on_revoked)
+    sync = RevocationSync(
+        intune,
+        flaky,
+        issuer_name=name,
+        interval=0.05,
+        batch=10,  # type: ignore[arg-type]
+        on_revoked=on_revoked,
+    )
     caplog.set_level(logging.INFO, logger="scepd.intune")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sync.run)
@@ -199,7 +205,10 @@ async def test_names_sent_before_the_ledger_kept_them_come_from_the_certificates
     await issue(store, old, "legacy-device", legacy=True)
     await issue(store, new, "device")
     sync = RevocationSync(intune, store, issuer_name=issuing_authority_name(new.certificate))
-    assert await sync.issuer_names() == [issuing_authority_name(new.certificate),
-                                         issuing_authority_name(old.certificate)]
+    assert await sync.issuer_names() == [
+        issuing_authority_name(new.certificate),
+        issuing_authority_name(old.certificate),
+    ]
     assert [n.issuer for n in await store.notifications("tid-legacy-device")] == [
-        issuing_authority_name(old.certificate)]  # filled in once, kept
+        issuing_authority_name(old.certificate)
+    ]  # filled in once, kept

@@ -26,7 +26,9 @@ class Proxy:
 
     def requests(self) -> list[str]:
         """The request lines tinyproxy logged ("Request (file descriptor N): GET http://... HTTP/1.1")."""
-        return [line for line in self.log.read_text(errors="replace").splitlines() if "Request (file descriptor" in line]
+        return [
+            line for line in self.log.read_text(errors="replace").splitlines() if "Request (file descriptor" in line
+        ]
 
 
 def _free_port() -> int:

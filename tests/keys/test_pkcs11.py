@@ -16,8 +16,15 @@ from pkcs11 import Attribute, ObjectClass
 
 from scepd.keys.base import Decrypter, HashName, KeyBackendError, OaepParams, RsaPadding, Signer
 from scepd.keys.pkcs11 import (
-    TokenConfig, TokenPool, find_public_key, generate_key, key_exists, load_certificate, read_pin,
-    store_certificate, token_thread,
+    TokenConfig,
+    TokenPool,
+    find_public_key,
+    generate_key,
+    key_exists,
+    load_certificate,
+    read_pin,
+    store_certificate,
+    token_thread,
 )
 from scepd.keys.pkcs11_worker import TokenSession
 from scepd.metrics import KEY_OPERATION_SECONDS
@@ -40,8 +47,11 @@ def unique(prefix: str) -> str:
 def keys(token_config: Callable[..., TokenConfig]) -> dict[str, Any]:
     cfg = token_config()
     out = {}
-    for name, kind, kw in [("rsa", "rsa", {"size": 2048, "decrypt": True}), ("p256", "ec", {"curve": "P-256"}),
-                           ("p384", "ec", {"curve": "P-384"})]:
+    for name, kind, kw in [
+        ("rsa", "rsa", {"size": 2048, "decrypt": True}),
+        ("p256", "ec", {"curve": "P-256"}),
+        ("p384", "ec", {"curve": "P-384"}),
+    ]:
         label = unique(f"t-{name}")
         out[name] = (label, generate_key(cfg, label, kind, **kw))
     return out
@@ -53,8 +63,17 @@ def private_attributes(cfg: TokenConfig, label: str) -> dict[str, Any]:
         try:
             key = s.session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
             pub = s.session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=label)
-            return {a: key[a] for a in (Attribute.TOKEN, Attribute.PRIVATE, Attribute.SENSITIVE,
-                                        Attribute.EXTRACTABLE, Attribute.SIGN, Attribute.ID)} | {"pub_id": pub[Attribute.ID]}
+            return {
+                a: key[a]
+                for a in (
+                    Attribute.TOKEN,
+                    Attribute.PRIVATE,
+                    Attribute.SENSITIVE,
+                    Attribute.EXTRACTABLE,
+                    Attribute.SIGN,
+                    Attribute.ID,
+                )
+            } | {"pub_id": pub[Attribute.ID]}
         finally:
             s.close()
 
@@ -100,12 +119,20 @@ def test_certificate_on_token(token_config: Callable[..., TokenConfig], keys: di
     label, _ = keys["p256"]
     priv = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name.from_rfc4514_string("CN=test")
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(priv.public_key())
-            .serial_number(12345).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-            .sign(priv, hashes.SHA256()))
-    der = cert.public_bytes(encoding=__import__("cryptography.hazmat.primitives.serialization",
-                                                fromlist=["Encoding"]).Encoding.DER)
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(priv.public_key())
+        .serial_number(12345)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(priv, hashes.SHA256())
+    )
+    der = cert.public_bytes(
+        encoding=__import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.DER
+    )
     assert load_certificate(cfg, label) is None
     store_certificate(cfg, label, der)
     store_certificate(cfg, label, der)  # replaces
@@ -130,8 +157,12 @@ async def test_sign_every_hash(token_config: Callable[..., TokenConfig], keys: d
                     pub.verify(sig, data, ec.ECDSA(HASHES[h]))
 
 
-OAEPS = [OaepParams(), OaepParams(HashName.SHA256, HashName.SHA256),
-         OaepParams(HashName.SHA256, HashName.SHA1), OaepParams(HashName.SHA1, HashName.SHA1, b"label")]
+OAEPS = [
+    OaepParams(),
+    OaepParams(HashName.SHA256, HashName.SHA256),
+    OaepParams(HashName.SHA256, HashName.SHA1),
+    OaepParams(HashName.SHA1, HashName.SHA1, b"label"),
+]
 
 
 def oaep(p: OaepParams) -> padding.OAEP:
@@ -146,10 +177,21 @@ def decrypt_only_key(cfg: TokenConfig, label: str) -> rsa.RSAPublicKey:
         s = TokenSession(cfg)
         try:
             s.session.generate_keypair(
-                KeyType.RSA, 2048, label=label, id=os.urandom(16), store=True,
+                KeyType.RSA,
+                2048,
+                label=label,
+                id=os.urandom(16),
+                store=True,
                 public_template={Attribute.TOKEN: True, Attribute.ENCRYPT: True, Attribute.VERIFY: False},
-                private_template={Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
-                                  Attribute.EXTRACTABLE: False, Attribute.DECRYPT: True, Attribute.SIGN: False})
+                private_template={
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.DECRYPT: True,
+                    Attribute.SIGN: False,
+                },
+            )
             der = s.public_key_der(label)
             assert der is not None
             return der
@@ -181,8 +223,9 @@ def bad_blocks(pub: rsa.RSAPublicKey, cek: bytes) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-async def test_unwrap_implicit_rejection(token_config: Callable[..., TokenConfig], keys: dict[str, Any],
-                                         workers: int) -> None:
+async def test_unwrap_implicit_rejection(
+    token_config: Callable[..., TokenConfig], keys: dict[str, Any], workers: int
+) -> None:
     label, pub = keys["rsa"]
     async with TokenPool.open(token_config(workers)) as pool:
         key = pool.key(label)
@@ -211,8 +254,9 @@ async def test_unwrap_implicit_rejection(token_config: Callable[..., TokenConfig
         assert again.genuine is False and again.detail == "content key length"  # a 32-byte key where 16 are due
 
 
-async def test_unwrap_refuses_raw_rsa_on_a_key_that_signs(token_config: Callable[..., TokenConfig],
-                                                         keys: dict[str, Any]) -> None:
+async def test_unwrap_refuses_raw_rsa_on_a_key_that_signs(
+    token_config: Callable[..., TokenConfig], keys: dict[str, Any]
+) -> None:
     """OAEP parameters SoftHSM2 cannot do (SHA-2, a label) would need raw RSA: refused on a signing key."""
     from scepd.keys.base import UnsupportedParameters
 
@@ -240,8 +284,12 @@ async def test_unwrap_raw_oaep_on_a_decrypt_only_key(token_config: Callable[...,
         for p in OAEPS:
             got = await key.unwrap(pub.encrypt(cek, oaep(p)), RsaPadding.OAEP, p, 24)
             assert (got.key, got.genuine) == (cek, True), p
-            for bad in (pub.encrypt(cek, oaep(OAEPS[(OAEPS.index(p) + 1) % len(OAEPS)])), os.urandom(256),
-                        pub.encrypt(cek[:5], oaep(p)), b"\0" * 256):
+            for bad in (
+                pub.encrypt(cek, oaep(OAEPS[(OAEPS.index(p) + 1) % len(OAEPS)])),
+                os.urandom(256),
+                pub.encrypt(cek[:5], oaep(p)),
+                b"\0" * 256,
+            ):
                 rejected = await key.unwrap(bad, RsaPadding.OAEP, p, 24)
                 assert not rejected.genuine and len(rejected.key) == 24 and rejected.key != cek, p
 
@@ -272,14 +320,26 @@ async def test_rejection_secret_on_the_token(token_config: Callable[..., TokenCo
         s = TokenSession(cfg)
         try:
             obj = s.session.get_key(object_class=ObjectClass.SECRET_KEY, label=label + ".reject")
-            return {a: obj[a] for a in (Attribute.SENSITIVE, Attribute.EXTRACTABLE, Attribute.SIGN,
-                                        Attribute.DECRYPT, Attribute.TOKEN)}
+            return {
+                a: obj[a]
+                for a in (
+                    Attribute.SENSITIVE,
+                    Attribute.EXTRACTABLE,
+                    Attribute.SIGN,
+                    Attribute.DECRYPT,
+                    Attribute.TOKEN,
+                )
+            }
         finally:
             s.close()
 
     assert token_thread(cfg.module).submit(secret_attributes).result() == {
-        Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.SIGN: True, Attribute.DECRYPT: False,
-        Attribute.TOKEN: True}
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.SIGN: True,
+        Attribute.DECRYPT: False,
+        Attribute.TOKEN: True,
+    }
 
 
 async def test_metrics(token_config: Callable[..., TokenConfig], keys: dict[str, Any]) -> None:
@@ -288,13 +348,21 @@ async def test_metrics(token_config: Callable[..., TokenConfig], keys: dict[str,
     def count(op: str, mech: str, result: str) -> float:
         for metric in KEY_OPERATION_SECONDS.collect():
             for s in metric.samples:
-                if s.name.endswith("_count") and s.labels == {"key": label, "operation": op,
-                                                              "mechanism": mech, "result": result}:
+                if s.name.endswith("_count") and s.labels == {
+                    "key": label,
+                    "operation": op,
+                    "mechanism": mech,
+                    "result": result,
+                }:
                     return s.value
         return 0.0
 
-    before = (count("sign", "SHA256_RSA_PKCS", "ok"), count("unwrap", "RSA_PKCS", "rejected"),
-              count("unwrap", "RSA_PKCS", "error"), count("unwrap", "RSA_PKCS", "ok"))
+    before = (
+        count("sign", "SHA256_RSA_PKCS", "ok"),
+        count("unwrap", "RSA_PKCS", "rejected"),
+        count("unwrap", "RSA_PKCS", "error"),
+        count("unwrap", "RSA_PKCS", "ok"),
+    )
     async with TokenPool.open(token_config()) as pool:
         await pool.key(label).sign(b"x", HashName.SHA256)
         await pool.key(label).unwrap(b"\x00" * 256, RsaPadding.PKCS1V15, None, 16)

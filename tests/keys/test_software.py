@@ -26,7 +26,11 @@ async def test_rsa_sign_and_unwrap() -> None:
     ct = RSA.public_key().encrypt(b"k" * 16, padding.PKCS1v15())
     assert (await key.unwrap(ct, RsaPadding.PKCS1V15, None, 16)).key == b"k" * 16
     bad = await key.unwrap(b"\x01" * 256, RsaPadding.OAEP, None, 16)
-    assert not bad.genuine and len(bad.key) == 16 and bad.key == (await key.unwrap(b"\x01" * 256, RsaPadding.OAEP, None, 16)).key
+    assert (
+        not bad.genuine
+        and len(bad.key) == 16
+        and bad.key == (await key.unwrap(b"\x01" * 256, RsaPadding.OAEP, None, 16)).key
+    )
     short = await key.unwrap(ct, RsaPadding.PKCS1V15, None, 24)  # a 16-byte key where 24 are due
     assert not short.genuine and short.detail == "content key length" and len(short.key) == 24
 

@@ -19,8 +19,8 @@ import trio
 
 from scepd.cli_errors import ExitCode, classify
 from scepd.keys import token_lock
-from scepd.keys.token_lock import TokenBusy
 from scepd.keys.pkcs11 import TokenConfig, TokenPool, TokenStartError, key_exists
+from scepd.keys.token_lock import TokenBusy
 
 
 @contextmanager

@@ -10,24 +10,33 @@ def test_full_uri() -> None:
         "pkcs11:token=scepd;object=ca-key;type=private"
         "?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/scepd/pin"
     )
-    assert uri == Pkcs11Uri(token="scepd", object="ca-key", type="private",
-                            module_path="/usr/lib/softhsm/libsofthsm2.so", pin_source="file:/etc/scepd/pin")
+    assert uri == Pkcs11Uri(
+        token="scepd",
+        object="ca-key",
+        type="private",
+        module_path="/usr/lib/softhsm/libsofthsm2.so",
+        pin_source="file:/etc/scepd/pin",
+    )
 
 
 def test_percent_decoding_and_id_bytes() -> None:
-    uri = Pkcs11Uri.parse("pkcs11:manufacturer=SoftHSM%20project;serial=651736fa;model=SoftHSM%20v2;"
-                          "object=my%3Bkey%C3%A9;id=%01%ab%FF")
+    uri = Pkcs11Uri.parse(
+        "pkcs11:manufacturer=SoftHSM%20project;serial=651736fa;model=SoftHSM%20v2;object=my%3Bkey%C3%A9;id=%01%ab%FF"
+    )
     assert uri.manufacturer == "SoftHSM project"
     assert uri.model == "SoftHSM v2"
     assert uri.object == "my;keyé"
     assert uri.id == b"\x01\xab\xff"
 
 
-@pytest.mark.parametrize("text", [
-    "pkcs11:token=scepd;object=ca-key;type=private",
-    "pkcs11:token=a%20b;object=x%3By;id=%00%10;type=cert?module-path=/m.so&pin-source=env:PIN",
-    "pkcs11:object=%E2%82%AC",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pkcs11:token=scepd;object=ca-key;type=private",
+        "pkcs11:token=a%20b;object=x%3By;id=%00%10;type=cert?module-path=/m.so&pin-source=env:PIN",
+        "pkcs11:object=%E2%82%AC",
+    ],
+)
 def test_round_trip(text: str) -> None:
     uri = Pkcs11Uri.parse(text)
     assert Pkcs11Uri.parse(str(uri)) == uri
@@ -43,15 +52,18 @@ def test_pin_value_refused() -> None:
         Pkcs11Uri.parse("pkcs11:token=scepd;object=ca?pin-value=1234")
 
 
-@pytest.mark.parametrize("bad", [
-    "token=scepd",  # no scheme
-    "pkcs11:token=scepd;token=other",  # duplicate
-    "pkcs11:colour=blue",  # unknown attribute
-    "pkcs11:type=sometimes",  # bad type
-    "pkcs11:object",  # no '='
-    "pkcs11:object=%FF",  # not UTF-8
-    "pkcs11:object=x?module-colour=1",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "token=scepd",  # no scheme
+        "pkcs11:token=scepd;token=other",  # duplicate
+        "pkcs11:colour=blue",  # unknown attribute
+        "pkcs11:type=sometimes",  # bad type
+        "pkcs11:object",  # no '='
+        "pkcs11:object=%FF",  # not UTF-8
+        "pkcs11:object=x?module-colour=1",
+    ],
+)
 def test_rejects(bad: str) -> None:
     with pytest.raises(Pkcs11UriError):
         Pkcs11Uri.parse(bad)

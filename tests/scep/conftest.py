@@ -12,12 +12,12 @@ import secrets
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import strategies as st
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+from hypothesis import strategies as st
 
 from scepd.keys.base import HashName
 from scepd.keys.software import SoftwareKey
@@ -25,7 +25,7 @@ from scepd.scep import CertRepDraft, ContentCipher, build_cert_rep, open_envelop
 from scepd.scep.client import build_pki_message, make_self_signed
 from scepd.scep.constants import MessageType, PkiStatus
 
-NOW = dt.datetime(2025, 1, 15, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2025, 1, 15, 12, 0, tzinfo=dt.UTC)
 HASHES = {n: getattr(hashes, n.name)() for n in HashName}
 
 
@@ -33,9 +33,12 @@ def name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def issue(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, cn: str,
-          ca_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | None = None,
-          ca_name: x509.Name | None = None) -> x509.Certificate:
+def issue(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    cn: str,
+    ca_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | None = None,
+    ca_name: x509.Name | None = None,
+) -> x509.Certificate:
     ca_key = ca_key or key
     return (
         x509.CertificateBuilder()
@@ -106,8 +109,9 @@ def request(ra: Party, requester: Party, payload: bytes, **kw: object) -> bytes:
     return build_pki_message(**args)  # type: ignore[arg-type]
 
 
-async def serve(ra: Party, body: bytes, *, issued: list[bytes] | None = None,
-                status: PkiStatus = PkiStatus.SUCCESS, **kw: object) -> tuple[bytes, bytes]:
+async def serve(
+    ra: Party, body: bytes, *, issued: list[bytes] | None = None, status: PkiStatus = PkiStatus.SUCCESS, **kw: object
+) -> tuple[bytes, bytes]:
     """A toy server: parse, open, answer. Returns (opened payload, CertRep)."""
     msg = parse_pki_message(body)
     assert msg.envelope is not None

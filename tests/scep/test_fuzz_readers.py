@@ -25,8 +25,9 @@ def seeds() -> Seeds:
     return _SEEDS[0]
 
 
-ops = st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 1 << 16), st.integers(0, 1 << 16)),
-               min_size=1, max_size=6)
+ops = st.lists(
+    st.tuples(st.integers(0, 1 << 16), st.integers(0, 1 << 16), st.integers(0, 1 << 16)), min_size=1, max_size=6
+)
 
 
 @pytest.mark.parametrize("reader", sorted(READERS))

@@ -34,12 +34,17 @@ def write_party(tmp_path: Path, party: Party, stem: str) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("signer_name", ["ra", "ec_ra"])
-async def test_openssl_verifies_success_cert_rep(tmp_path: Path, request: pytest.FixtureRequest,
-                                                 requester: Party, signer_name: str) -> None:
+async def test_openssl_verifies_success_cert_rep(
+    tmp_path: Path, request: pytest.FixtureRequest, requester: Party, signer_name: str
+) -> None:
     signer: Party = request.getfixturevalue(signer_name)
     draft = build_cert_rep(
-        transaction_id="t-openssl", recipient_nonce=os.urandom(16), sender_nonce=os.urandom(16),
-        status=PkiStatus.SUCCESS, certificates=[signer.der], recipient_certificate=requester.cert,
+        transaction_id="t-openssl",
+        recipient_nonce=os.urandom(16),
+        sender_nonce=os.urandom(16),
+        status=PkiStatus.SUCCESS,
+        certificates=[signer.der],
+        recipient_certificate=requester.cert,
         signer_certificate=signer.cert,
     )
     rep = tmp_path / "rep.der"
@@ -50,14 +55,20 @@ async def test_openssl_verifies_success_cert_rep(tmp_path: Path, request: pytest
     env = tmp_path / "env.der"
     env.write_bytes(out)
     cert, key = write_party(tmp_path, requester, "req")
-    inner = openssl("cms", "-decrypt", "-inform", "DER", "-binary", "-in", str(env), "-inkey", str(key), "-recip", str(cert))
+    inner = openssl(
+        "cms", "-decrypt", "-inform", "DER", "-binary", "-in", str(env), "-inkey", str(key), "-recip", str(cert)
+    )
     assert cms.ContentInfo.load(inner)["content"]["certificates"][0].chosen.dump() == signer.der
 
 
 async def test_openssl_verifies_failure_cert_rep(tmp_path: Path, ra: Party) -> None:
     draft = build_cert_rep(
-        transaction_id="t-fail", recipient_nonce=os.urandom(8), sender_nonce=os.urandom(16),
-        status=PkiStatus.FAILURE, fail_info=FailInfo.BAD_CERT_ID, fail_info_text="unknown",
+        transaction_id="t-fail",
+        recipient_nonce=os.urandom(8),
+        sender_nonce=os.urandom(16),
+        status=PkiStatus.FAILURE,
+        fail_info=FailInfo.BAD_CERT_ID,
+        fail_info_text="unknown",
         signer_certificate=ra.cert,
     )
     rep, empty = tmp_path / "rep.der", tmp_path / "empty"
@@ -67,12 +78,14 @@ async def test_openssl_verifies_failure_cert_rep(tmp_path: Path, ra: Party) -> N
     assert out == b""
 
 
-@pytest.mark.parametrize("cipher_flag,cipher", [("-aes256", ContentCipher.AES256_CBC),
-                                                ("-aes128", ContentCipher.AES128_CBC),
-                                                ("-des3", ContentCipher.DES3_CBC)])
+@pytest.mark.parametrize(
+    "cipher_flag,cipher",
+    [("-aes256", ContentCipher.AES256_CBC), ("-aes128", ContentCipher.AES128_CBC), ("-des3", ContentCipher.DES3_CBC)],
+)
 @pytest.mark.parametrize("oaep", [False, True])
-async def test_openssl_envelope_opens(tmp_path: Path, ra: Party, cipher_flag: str, cipher: ContentCipher,
-                                      oaep: bool) -> None:
+async def test_openssl_envelope_opens(
+    tmp_path: Path, ra: Party, cipher_flag: str, cipher: ContentCipher, oaep: bool
+) -> None:
     cert, _ = write_party(tmp_path, ra, "ra")
     payload = os.urandom(333)
     args = ["cms", "-encrypt", "-binary", "-outform", "DER", cipher_flag, "-recip", str(cert)]
@@ -87,6 +100,10 @@ async def test_openssl_envelope_opens(tmp_path: Path, ra: Party, cipher_flag: st
 async def test_openssl_decrypts_our_oaep_envelope(tmp_path: Path, ra: Party) -> None:
     cert, key = write_party(tmp_path, ra, "ra")
     env = tmp_path / "env.der"
-    env.write_bytes(build_envelope(b"hello scep", ra.cert, cipher=ContentCipher.AES128_CBC, rsa_padding=RsaPadding.OAEP))
-    out = openssl("cms", "-decrypt", "-inform", "DER", "-binary", "-in", str(env), "-inkey", str(key), "-recip", str(cert))
+    env.write_bytes(
+        build_envelope(b"hello scep", ra.cert, cipher=ContentCipher.AES128_CBC, rsa_padding=RsaPadding.OAEP)
+    )
+    out = openssl(
+        "cms", "-decrypt", "-inform", "DER", "-binary", "-in", str(env), "-inkey", str(key), "-recip", str(cert)
+    )
     assert out == b"hello scep"

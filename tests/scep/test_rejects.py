@@ -11,14 +11,13 @@ from hypothesis import strategies as st
 
 from scepd.keys.base import HashName
 from scepd.scep import MalformedMessage, ScepError, parse_certs_only, parse_issuer_and_serial, parse_pki_message
-from scepd.scep.client import build_pki_message
 from scepd.scep.constants import FailInfo, MessageType
 from tests.scep.conftest import Party, mutate, request
 
 
 def _flip_in(body: bytes, needle: bytes, offset: int = 0) -> bytes:
     at = body.index(needle) + offset
-    return body[:at] + bytes([body[at] ^ 0x01]) + body[at + 1:]
+    return body[:at] + bytes([body[at] ^ 0x01]) + body[at + 1 :]
 
 
 def test_tampered_signature_is_bad_message_check(request_der: bytes) -> None:
@@ -65,20 +64,28 @@ def _resigned_without(ra: Party, requester: Party, csr_der: bytes, oid: str) -> 
     draft = s.draft_signed_data(
         content=sd["encap_content_info"]["content"].native,
         attributes=[a for a in attrs if a["type"].dotted not in ("1.2.840.113549.1.9.3", "1.2.840.113549.1.9.4")],
-        signer_certificate=requester.cert, digest_name=HashName.SHA256, certificates=(),
+        signer_certificate=requester.cert,
+        digest_name=HashName.SHA256,
+        certificates=(),
     )
-    from tests.scep.conftest import HASHES
     from cryptography.hazmat.primitives.asymmetric import padding
+
+    from tests.scep.conftest import HASHES
 
     return draft.finish(requester.key.sign(draft.to_be_signed, padding.PKCS1v15(), HASHES[HashName.SHA256]))  # type: ignore[call-arg]
 
 
-@pytest.mark.parametrize("oid,what", [
-    ("2.16.840.1.113733.1.9.7", "transaction_id"),
-    ("2.16.840.1.113733.1.9.5", "sender_nonce"),
-    ("2.16.840.1.113733.1.9.2", "message_type"),
-])
-def test_missing_scep_attribute_is_bad_request(ra: Party, requester: Party, csr_der: bytes, oid: str, what: str) -> None:
+@pytest.mark.parametrize(
+    "oid,what",
+    [
+        ("2.16.840.1.113733.1.9.7", "transaction_id"),
+        ("2.16.840.1.113733.1.9.5", "sender_nonce"),
+        ("2.16.840.1.113733.1.9.2", "message_type"),
+    ],
+)
+def test_missing_scep_attribute_is_bad_request(
+    ra: Party, requester: Party, csr_der: bytes, oid: str, what: str
+) -> None:
     with pytest.raises(ScepError) as e:
         parse_pki_message(_resigned_without(ra, requester, csr_der, oid))
     assert e.value.fail_info is FailInfo.BAD_REQUEST
@@ -86,17 +93,22 @@ def test_missing_scep_attribute_is_bad_request(ra: Party, requester: Party, csr_
 
 
 def test_unknown_message_type_is_bad_request_with_context(ra: Party, requester: Party, csr_der: bytes) -> None:
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     from scepd.scep import signed as s
     from scepd.scep.envelope import build_envelope
-    from cryptography.hazmat.primitives.asymmetric import padding
     from tests.scep.conftest import HASHES
 
     draft = s.draft_signed_data(
         content=build_envelope(csr_der, ra.cert),
-        attributes=[s.attribute("2.16.840.1.113733.1.9.2", core.PrintableString("99")),
-                    s.attribute("2.16.840.1.113733.1.9.7", core.PrintableString("tid-x")),
-                    s.attribute("2.16.840.1.113733.1.9.5", core.OctetString(b"n" * 16))],
-        signer_certificate=requester.cert, digest_name=HashName.SHA256, certificates=(),
+        attributes=[
+            s.attribute("2.16.840.1.113733.1.9.2", core.PrintableString("99")),
+            s.attribute("2.16.840.1.113733.1.9.7", core.PrintableString("tid-x")),
+            s.attribute("2.16.840.1.113733.1.9.5", core.OctetString(b"n" * 16)),
+        ],
+        signer_certificate=requester.cert,
+        digest_name=HashName.SHA256,
+        certificates=(),
     )
     body = draft.finish(requester.key.sign(draft.to_be_signed, padding.PKCS1v15(), HASHES[HashName.SHA256]))  # type: ignore[call-arg]
     with pytest.raises(ScepError) as e:
@@ -115,19 +127,27 @@ def test_signer_certificate_absent_is_not_answerable(ra: Party, requester: Party
 
 
 def test_unsupported_cipher_is_bad_alg(ra: Party, requester: Party, csr_der: bytes) -> None:
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     from scepd.scep import signed as s
     from scepd.scep.envelope import build_envelope
-    from cryptography.hazmat.primitives.asymmetric import padding
     from tests.scep.conftest import HASHES
 
     env = cms.ContentInfo.load(build_envelope(csr_der, ra.cert))
-    env["content"]["encrypted_content_info"]["content_encryption_algorithm"] = {"algorithm": "aes256_ofb", "parameters": b"\0" * 16}
+    env["content"]["encrypted_content_info"]["content_encryption_algorithm"] = {
+        "algorithm": "aes256_ofb",
+        "parameters": b"\0" * 16,
+    }
     draft = s.draft_signed_data(
         content=env.dump(force=True),
-        attributes=[s.attribute("2.16.840.1.113733.1.9.2", core.PrintableString("19")),
-                    s.attribute("2.16.840.1.113733.1.9.7", core.PrintableString("t")),
-                    s.attribute("2.16.840.1.113733.1.9.5", core.OctetString(b"n" * 16))],
-        signer_certificate=requester.cert, digest_name=HashName.SHA256, certificates=(),
+        attributes=[
+            s.attribute("2.16.840.1.113733.1.9.2", core.PrintableString("19")),
+            s.attribute("2.16.840.1.113733.1.9.7", core.PrintableString("t")),
+            s.attribute("2.16.840.1.113733.1.9.5", core.OctetString(b"n" * 16)),
+        ],
+        signer_certificate=requester.cert,
+        digest_name=HashName.SHA256,
+        certificates=(),
     )
     body = draft.finish(requester.key.sign(draft.to_be_signed, padding.PKCS1v15(), HASHES[HashName.SHA256]))  # type: ignore[call-arg]
     with pytest.raises(ScepError) as e:

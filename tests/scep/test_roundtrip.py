@@ -37,8 +37,9 @@ def issued_for(ra: Party, requester: Party) -> bytes:
 
 @pytest.mark.parametrize("cipher", list(ContentCipher))
 @pytest.mark.parametrize("padding", list(RsaPadding))
-async def test_pkcsreq_round_trip(ra: Party, requester: Party, csr_der: bytes,
-                                  cipher: ContentCipher, padding: RsaPadding) -> None:
+async def test_pkcsreq_round_trip(
+    ra: Party, requester: Party, csr_der: bytes, cipher: ContentCipher, padding: RsaPadding
+) -> None:
     oaep = OaepParams() if padding is RsaPadding.OAEP else None
     body = request(ra, requester, csr_der, cipher=cipher, padding=padding, oaep=oaep, transaction_id="tid-1")
     msg = parse_pki_message(body)
@@ -86,9 +87,14 @@ async def test_ec_reply_signer(ec_ra: Party, ra: Party, requester: Party, csr_de
     body = request(ra, requester, csr_der, digest=digest)
     msg = parse_pki_message(body)
     draft = build_cert_rep(
-        transaction_id=msg.transaction_id, recipient_nonce=msg.sender_nonce, sender_nonce=os.urandom(16),
-        status=PkiStatus.SUCCESS, certificates=[issued_for(ra, requester)],
-        recipient_certificate=msg.signer_certificate, signer_certificate=ec_ra.cert, digest=digest,
+        transaction_id=msg.transaction_id,
+        recipient_nonce=msg.sender_nonce,
+        sender_nonce=os.urandom(16),
+        status=PkiStatus.SUCCESS,
+        certificates=[issued_for(ra, requester)],
+        recipient_certificate=msg.signer_certificate,
+        signer_certificate=ec_ra.cert,
+        digest=digest,
     )
     reply = await sign_cert_rep(draft, ec_ra.soft)
     signer_info = cms.ContentInfo.load(reply)["content"]["signer_infos"][0]
@@ -107,8 +113,12 @@ async def test_ec_request_signer(ra: Party, ec_ra: Party, csr_der: bytes) -> Non
 async def test_failure_carries_fail_info_and_text(ra: Party, requester: Party, request_der: bytes) -> None:
     msg = parse_pki_message(request_der)
     draft = build_cert_rep(
-        transaction_id=msg.transaction_id, recipient_nonce=msg.sender_nonce, sender_nonce=os.urandom(16),
-        status=PkiStatus.FAILURE, fail_info=FailInfo.BAD_REQUEST, fail_info_text="challende wrong — nope",
+        transaction_id=msg.transaction_id,
+        recipient_nonce=msg.sender_nonce,
+        sender_nonce=os.urandom(16),
+        status=PkiStatus.FAILURE,
+        fail_info=FailInfo.BAD_REQUEST,
+        fail_info_text="challende wrong — nope",
         signer_certificate=ra.cert,
     )
     reply = await sign_cert_rep(draft, ra.soft)
@@ -130,11 +140,21 @@ async def test_pending_has_empty_content(ra: Party, requester: Party, request_de
 
 def test_fail_info_only_with_failure(ra: Party) -> None:
     with pytest.raises(ValueError):
-        build_cert_rep(transaction_id="t", recipient_nonce=b"n", sender_nonce=b"s", status=PkiStatus.FAILURE,
-                       signer_certificate=ra.cert)
+        build_cert_rep(
+            transaction_id="t",
+            recipient_nonce=b"n",
+            sender_nonce=b"s",
+            status=PkiStatus.FAILURE,
+            signer_certificate=ra.cert,
+        )
     with pytest.raises(ValueError):
-        build_cert_rep(transaction_id="t", recipient_nonce=b"n", sender_nonce=b"s", status=PkiStatus.SUCCESS,
-                       signer_certificate=ra.cert)
+        build_cert_rep(
+            transaction_id="t",
+            recipient_nonce=b"n",
+            sender_nonce=b"s",
+            status=PkiStatus.SUCCESS,
+            signer_certificate=ra.cert,
+        )
 
 
 async def test_eight_byte_nonce_echoed(ra: Party, requester: Party, csr_der: bytes) -> None:
@@ -149,9 +169,13 @@ async def test_eight_byte_nonce_echoed(ra: Party, requester: Party, csr_der: byt
 async def test_signer_with_critical_aki(ra: Party, requester: Party, csr_der: bytes) -> None:
     key = requester.key
     signer = (
-        x509.CertificateBuilder().subject_name(name("win")).issuer_name(name("win"))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(NOW).not_valid_after(NOW + dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name("win"))
+        .issuer_name(name("win"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + dt.timedelta(days=1))
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=True)
         .sign(key, hashes.SHA256())
     )
@@ -165,9 +189,15 @@ async def test_reply_attributes_and_strict_der(ra: Party, requester: Party, requ
     _, reply = await serve(ra, request_der, issued=[issued_for(ra, requester)])
     signed = cms.ContentInfo.load(reply)["content"]
     attrs = {a["type"].dotted: a for a in signed["signer_infos"][0]["signed_attrs"]}
-    assert {"1.2.840.113549.1.9.3", "1.2.840.113549.1.9.4", "2.16.840.1.113733.1.9.2",
-            "2.16.840.1.113733.1.9.3", "2.16.840.1.113733.1.9.5", "2.16.840.1.113733.1.9.6",
-            "2.16.840.1.113733.1.9.7"} <= set(attrs)
+    assert {
+        "1.2.840.113549.1.9.3",
+        "1.2.840.113549.1.9.4",
+        "2.16.840.1.113733.1.9.2",
+        "2.16.840.1.113733.1.9.3",
+        "2.16.840.1.113733.1.9.5",
+        "2.16.840.1.113733.1.9.6",
+        "2.16.840.1.113733.1.9.7",
+    } <= set(attrs)
     # messageType, pkiStatus and transactionID are PrintableString (tag 0x13).
     for oid in ("2.16.840.1.113733.1.9.2", "2.16.840.1.113733.1.9.3", "2.16.840.1.113733.1.9.7"):
         assert attrs[oid]["values"][0].dump()[0] == 0x13
@@ -214,7 +244,11 @@ def test_caps_text() -> None:
 
 def _tlv(tag: bytes, body: bytes) -> bytes:
     n = len(body)
-    length = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    length = (
+        bytes([n])
+        if n < 0x80
+        else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    )
     return tag + length + body
 
 
@@ -227,11 +261,18 @@ def to_ber(der: bytes, chunk: int = 100) -> bytes:
     layers and the eContent as a constructed, chunked OCTET STRING."""
     sd = cms.ContentInfo.load(der)["content"]
     content = sd["encap_content_info"]["content"].native
-    chunks = [_tlv(b"\x04", content[i:i + chunk]) for i in range(0, len(content), chunk)]
-    encap = _indefinite(b"\x30", sd["encap_content_info"]["content_type"].dump(),
-                        _indefinite(b"\xa0", _indefinite(b"\x24", *chunks)))
-    signed = _indefinite(b"\x30", sd["version"].dump(), sd["digest_algorithms"].dump(), encap,
-                         sd["certificates"].dump(), sd["signer_infos"].dump())
+    chunks = [_tlv(b"\x04", content[i : i + chunk]) for i in range(0, len(content), chunk)]
+    encap = _indefinite(
+        b"\x30", sd["encap_content_info"]["content_type"].dump(), _indefinite(b"\xa0", _indefinite(b"\x24", *chunks))
+    )
+    signed = _indefinite(
+        b"\x30",
+        sd["version"].dump(),
+        sd["digest_algorithms"].dump(),
+        encap,
+        sd["certificates"].dump(),
+        sd["signer_infos"].dump(),
+    )
     return _indefinite(b"\x30", cms.ContentInfo.load(der)["content_type"].dump(), _indefinite(b"\xa0", signed))
 
 

@@ -68,9 +68,15 @@ def both(body: bytes) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
 
 def make(ra: Party, signer: Party, csr_der: bytes, **kw: Any) -> bytes:
     return build_pki_message(
-        message_type=kw.pop("message_type", MessageType.PKCS_REQ), payload=csr_der,
-        transaction_id=secrets.token_hex(8), sender_nonce=os.urandom(kw.pop("nonce_size", 16)),
-        recipient_certificate=ra.cert, signer_certificate=signer.cert, signer_key=signer.key, **kw)
+        message_type=kw.pop("message_type", MessageType.PKCS_REQ),
+        payload=csr_der,
+        transaction_id=secrets.token_hex(8),
+        sender_nonce=os.urandom(kw.pop("nonce_size", 16)),
+        recipient_certificate=ra.cert,
+        signer_certificate=signer.cert,
+        signer_key=signer.key,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +93,10 @@ VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
     "des3": lambda: {"cipher": ContentCipher.DES3_CBC},
     "des": lambda: {"cipher": ContentCipher.DES_CBC},
     "oaep": lambda: {"padding": RsaPadding.OAEP},
-    "oaep-sha256": lambda: {"padding": RsaPadding.OAEP, "oaep": OaepParams(hash=HashName.SHA256,
-                                                                             mgf_hash=HashName.SHA256)},
+    "oaep-sha256": lambda: {
+        "padding": RsaPadding.OAEP,
+        "oaep": OaepParams(hash=HashName.SHA256, mgf_hash=HashName.SHA256),
+    },
     "8-byte-nonce": lambda: {"nonce_size": 8},
     "no-content-type": lambda: {"omit_content_type_attr": True},
     "renewal": lambda: {"message_type": MessageType.RENEWAL_REQ},
@@ -96,8 +104,9 @@ VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_well_formed_requests_read_the_same_both_ways(ra: Party, requester: Party, csr_der: bytes,
-                                                      variant: str) -> None:
+def test_well_formed_requests_read_the_same_both_ways(
+    ra: Party, requester: Party, csr_der: bytes, variant: str
+) -> None:
     body = make(ra, requester, csr_der, **VARIANTS[variant]())
     assert isinstance(signed_view.read_signed(body), signed_view._StrictSigned)
     fast, general = both(body)
@@ -141,8 +150,9 @@ def test_subject_key_identifier_signer_is_found(ra: Party, requester: Party, csr
     assert fast == general and fast[0] == "ok"
 
 
-def test_unsorted_signed_attributes_verify_through_the_canonical_form(ra: Party, requester: Party,
-                                                                      csr_der: bytes) -> None:
+def test_unsorted_signed_attributes_verify_through_the_canonical_form(
+    ra: Party, requester: Party, csr_der: bytes
+) -> None:
     """A client that signed the DER (sorted) SET but sent its attributes in another order."""
     body = make(ra, requester, csr_der)
     info = cms.ContentInfo.load(body)
@@ -171,8 +181,9 @@ def test_ber_request_takes_the_general_reader(ra: Party, requester: Party, csr_d
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_mutated_requests_get_the_same_outcome_both_ways(ra: Party, requester: Party, csr_der: bytes,
-                                                        data: st.DataObject) -> None:
+def test_mutated_requests_get_the_same_outcome_both_ways(
+    ra: Party, requester: Party, csr_der: bytes, data: st.DataObject
+) -> None:
     body = mutate(data, _base_request(ra, requester, csr_der))
     fast, general = both(body)
     assert fast == general
@@ -199,8 +210,9 @@ _ENVELOPES = ["default", "oaep", "des3", "aes128"]
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_mutated_envelopes_get_the_same_outcome_both_ways(ra: Party, requester: Party, csr_der: bytes,
-                                                         data: st.DataObject) -> None:
+def test_mutated_envelopes_get_the_same_outcome_both_ways(
+    ra: Party, requester: Party, csr_der: bytes, data: st.DataObject
+) -> None:
     """The request's signature covers its envelope, so mutations of a whole request stop
     before the envelope is read; here the envelope is mutated alone."""
     variant = data.draw(st.sampled_from(_ENVELOPES))

@@ -81,8 +81,11 @@ async def test_the_expiry_loop_outlives_a_store_fault_and_resumes(
     await _pragma(store, "query_only = 1")
     later = NOW + dt.timedelta(minutes=1)
     async with trio.open_nursery() as nursery:
-        await nursery.start(lambda task_status: expire_pending_loop(
-            store, 0.05, lambda: later, backoff=Backoff(0.01, 0.05), task_status=task_status))
+        await nursery.start(
+            lambda task_status: expire_pending_loop(
+                store, 0.05, lambda: later, backoff=Backoff(0.01, 0.05), task_status=task_status
+            )
+        )
         with trio.fail_after(10):
             while _count("pending_expiry", "store:readonly") - before < 4:
                 await trio.sleep(0.01)

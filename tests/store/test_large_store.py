@@ -44,9 +44,11 @@ def test_migration_5_counts_the_certificates_already_stored(tmp_path: Path) -> N
                 c.execute("INSERT INTO schema_version VALUES (?, 'x')", (version,))
         for serial, status in ((1, "valid"), (2, "valid"), (3, "revoked")):
             r = record(serial)
-            c.execute("INSERT INTO certificates (serial, transaction_id, subject, requester, csr_sha256, profile,"
-                      " not_before, not_after, issued_at, status, der) VALUES (?, ?, '', '', ?, '', '', '', '', ?, ?)",
-                      (f"{serial:x}", r.transaction_id, r.csr_sha256, status, r.der))
+            c.execute(
+                "INSERT INTO certificates (serial, transaction_id, subject, requester, csr_sha256, profile,"
+                " not_before, not_after, issued_at, status, der) VALUES (?, ?, '', '', ?, '', '', '', '', ?, ?)",
+                (f"{serial:x}", r.transaction_id, r.csr_sha256, status, r.der),
+            )
 
     _write(conn, up_to_4)
     conn.close()

@@ -321,6 +321,7 @@ async def test_cancelled_caller_does_not_break_the_connection(store: SqliteStore
 
 # -- Intune notifications, revocation requests, CRL --------------------------
 
+
 async def test_notifications_are_kept_newest_first(store: SqliteStore) -> None:
     from scepd.store.base import NotificationKind, NotificationRecord
 
