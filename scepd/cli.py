@@ -12,6 +12,7 @@ import re
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -507,7 +508,7 @@ def cmd_challenge_mint(args: argparse.Namespace) -> int:
     return 0
 
 
-def _intune_errors(command):  # type: ignore[no-untyped-def]
+def _intune_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Every `scepd intune ...` command ends an error with one line naming the cause, never a
     traceback (unless --log-level debug, which logs it): the operator reads it in a terminal."""
 

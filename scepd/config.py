@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -196,7 +196,7 @@ def _secret_source(r: _Reader, name: str) -> str | None:
         raise ConfigError(
             r.key(name), "must be a secret source (file:PATH, env:NAME or credential:NAME), never the secret itself"
         )
-    return value
+    return cast("str | None", value)
 
 
 def _profile(name: str, r: _Reader) -> Profile:
@@ -262,7 +262,7 @@ def _strings(r: _Reader, name: str) -> list[str]:
     values = r.get(name, list, [])
     if not all(isinstance(v, str) and v for v in values):
         raise ConfigError(r.key(name), "must be a list of non-empty strings")
-    return values
+    return cast(list[str], values)
 
 
 def _choices(r: _Reader, name: str, allowed: Any, default: Any) -> Any:
@@ -281,7 +281,7 @@ def _url(r: _Reader, name: str, default: str) -> str:
     value = r.get(name, str, default)
     if not value.startswith(("https://", "http://")):
         raise ConfigError(r.key(name), "must be an http(s) URL")
-    return value
+    return cast(str, value)
 
 
 def _intune(r: _Reader, resolve: Any) -> IntuneConfig:

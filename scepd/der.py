@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import cast
 
 from asn1crypto import core
 
@@ -89,7 +90,7 @@ def utf8_string(value: str) -> bytes:
 
 @lru_cache(maxsize=256)
 def oid(dotted: str) -> bytes:
-    return core.ObjectIdentifier(dotted).dump()
+    return cast(bytes, core.ObjectIdentifier(dotted).dump())
 
 
 def algorithm(dotted: str, parameters: bytes | None = NULL) -> bytes:

@@ -130,7 +130,7 @@ def load_ca(config: Config, pool: TokenPool) -> CertificateAuthority:
         certificate=cert,
         signer=signer,
         ra_certificate=ra_cert,
-        ra_key=ra_key,  # type: ignore[arg-type]
+        ra_key=ra_key,
         hash=HashName(config.ca.hash),
         crl_url=config.ca.crl_url,
         ocsp_url=config.ca.ocsp_url,
@@ -467,7 +467,7 @@ async def serve(
                         partial(
                             hypercorn_serve,
                             metrics_app,
-                            metrics_config,  # type: ignore[arg-type]
+                            metrics_config,
                             shutdown_trigger=shutdown.wait,
                         )
                     )
@@ -483,7 +483,7 @@ async def serve(
             async def scep(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
                 await hypercorn_serve(
                     create_app(site),
-                    hypercorn_config(config, port=port, fd=fd),  # type: ignore[arg-type]
+                    hypercorn_config(config, port=port, fd=fd),
                     shutdown_trigger=shutdown.wait,
                     task_status=task_status,
                 )

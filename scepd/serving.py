@@ -159,7 +159,7 @@ class ServingProcesses:
                     await self._reap(proc)
                     control.close()
                     del self._procs[n]
-                    multiprocess.mark_process_dead(proc.pid)
+                    multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
             if not self._stopping:
                 log.error("event=serving_process_exited n=%d pid=%d returncode=%s", n, proc.pid, proc.returncode)
                 await trio.sleep(RESTART_DELAY)

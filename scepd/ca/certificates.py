@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 from asn1crypto import algos, core
 from asn1crypto import csr as a_csr
@@ -116,7 +117,7 @@ def _extension_der(ext: x509.Extension[x509.ExtensionType]) -> bytes:
 
 @lru_cache(maxsize=16)
 def _signature_algorithm_der(kind: str, hash: HashName) -> bytes:
-    return algos.SignedDigestAlgorithm({"algorithm": f"{hash.value}_{kind}"}).dump()
+    return cast(bytes, algos.SignedDigestAlgorithm({"algorithm": f"{hash.value}_{kind}"}).dump())
 
 
 def signature_algorithm_der(public_key: PublicKeyTypes, hash: HashName) -> bytes:
@@ -160,7 +161,7 @@ async def sign_csr(
             "signature": signature,
         }
     )
-    return req.dump()
+    return cast(bytes, req.dump())
 
 
 def key_identifier(public_key: PublicKeyTypes) -> x509.SubjectKeyIdentifier:

@@ -278,7 +278,7 @@ class _Retry:
             )
         else:
             log.debug("event=%s_failed cause=%s attempt=%d retry_in=%.1f", self.event, cause, self.failures, delay)
-        return delay
+        return float(delay)
 
     def succeeded(self) -> None:
         if self.failures:

@@ -153,15 +153,17 @@ class ScepService:
         except UnsupportedParameters as e:
             log.info("event=envelope_unsupported transaction_id=%s reason=%r", msg.transaction_id, str(e))
             raise ScepError(FailInfo.BAD_ALG, "the envelope's key transport parameters are not supported") from None
+        values: list[T] = []
+        problem = ""
         try:
-            value, problem = reader(opened.content), ""
+            values.append(reader(opened.content))
         except Exception as e:  # noqa: BLE001 - whatever a parser raises, the payload is unreadable
-            value, problem = None, f"{type(e).__name__}: {e}"  # type: ignore[assignment]
+            problem = f"{type(e).__name__}: {e}"
         if not opened.readable:
             raise Unreadable(opened.detail)
-        if problem:
+        if not values:
             raise Unreadable(f"payload: {problem}")
-        return value
+        return values[0]
 
     async def _enroll(self, msg: PkiMessage) -> Answer:
         read = await self._read(msg, _signed_csr)

@@ -125,7 +125,8 @@ def create_app(site: Site) -> QuartTrio:
         if operation != "PKIOperation":
             return _text(400, f"unknown operation {operation[:40]!r}")
         if request.method == "POST":
-            body = await request.get_data(cache=False)
+            body = await request.get_data(cache=False, as_text=False)
+            assert isinstance(body, bytes)
             if body[:2] == b"MI":  # a few clients POST base64 instead of DER
                 body = decode_get_message(body.decode("ascii", "replace"))
         else:

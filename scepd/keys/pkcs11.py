@@ -182,10 +182,11 @@ class _ProcessWorker:
         try:
             if scope.cancelled_caught:
                 raise TimeoutError(f"no answer in {timeout:g} s")
-            return self._conn.recv()  # type: ignore[no-any-return]
+            answer: tuple[str, Any] = self._conn.recv()
         except (EOFError, OSError, TimeoutError) as e:
             await self.stop()  # the next call starts a fresh process
             raise KeyBackendError(f"token worker {self._n} failed: {type(e).__name__}: {e}") from e
+        return answer
 
     async def call(self, op: str, *args: Any) -> tuple[str, Any]:
         if self._proc is None:
@@ -197,7 +198,8 @@ class _ProcessWorker:
             raise KeyBackendError(f"token worker {self._n} failed: {type(e).__name__}: {e}") from e
         # Once sent, wait for the answer even if cancelled, so the pipe stays in step.
         with trio.CancelScope(shield=True):
-            return await self._receive()
+            answer = await self._receive()
+        return answer
 
     async def stop(self) -> None:
         conn, proc, self._conn, self._proc = self._conn, self._proc, None, None

@@ -82,7 +82,7 @@ def start_failure(e: BaseException) -> tuple[str, str]:
     """(kind, message) for an exception raised while a session opened; `kind` picks the CLI's exit code."""
     if isinstance(e, TokenBusy):
         return "busy", str(e)
-    kind = {
+    kinds: dict[type[BaseException], str] = {
         pkcs11.exceptions.NoSuchToken: "no_token",
         pkcs11.exceptions.TokenNotPresent: "no_token",
         pkcs11.exceptions.TokenNotRecognised: "no_token",
@@ -91,7 +91,8 @@ def start_failure(e: BaseException) -> tuple[str, str]:
         pkcs11.exceptions.PinLocked: "pin_locked",
         pkcs11.exceptions.PinExpired: "pin_locked",
         pkcs11.exceptions.UserPinNotInitialized: "pin_locked",
-    }.get(type(e))
+    }
+    kind = kinds.get(type(e))
     if kind is None and (type(e) is pkcs11.exceptions.PKCS11Error or isinstance(e, OSError)):
         kind = "module"  # python-pkcs11 raises the bare base class when the module file does not load
     what = {

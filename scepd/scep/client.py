@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -71,7 +73,7 @@ def make_self_signed(key: PrivateKey, subject: x509.Name, now: dt.datetime) -> x
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hash_algorithm(HashName.SHA256))
+        .sign(key, hashes.SHA256())
     )
 
 
@@ -119,12 +121,12 @@ def _name(name: x509.Name) -> asn1_x509.Name:
 
 def issuer_and_subject(issuer: x509.Name, subject: x509.Name) -> bytes:
     """CertPoll payload."""
-    return IssuerAndSubject({"issuer": _name(issuer), "subject": _name(subject)}).dump()
+    return cast(bytes, IssuerAndSubject({"issuer": _name(issuer), "subject": _name(subject)}).dump())
 
 
 def issuer_and_serial(issuer: x509.Name, serial: int) -> bytes:
     """GetCert / GetCRL payload."""
-    return cms.IssuerAndSerialNumber({"issuer": _name(issuer), "serial_number": serial}).dump()
+    return cast(bytes, cms.IssuerAndSerialNumber({"issuer": _name(issuer), "serial_number": serial}).dump())
 
 
 @dataclass(frozen=True)

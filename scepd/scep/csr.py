@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from scepd.keys.software import hash_algorithm
 from scepd.scep.signed import ASN1_ERRORS
 
+_READ_ERRORS: tuple[type[Exception], ...] = (ValueError, *ASN1_ERRORS)
+
 
 @dataclass(frozen=True)
 class CsrRead:
@@ -53,7 +55,7 @@ def _nonzero_version(der: bytes) -> CsrRead | None:
         patched = asn1_csr.CertificationRequest.load(der)
         patched["certification_request_info"]["version"] = 0
         csr = x509.load_der_x509_csr(patched.dump(force=True))
-    except (ValueError, *ASN1_ERRORS):
+    except _READ_ERRORS:
         return None
     return CsrRead(csr, _verify(csr, signed_bytes, algorithm, signature), quirk=f"nonzero version {version}")
 

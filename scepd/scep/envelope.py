@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import cast
 
 from asn1crypto import algos, cms, parser
 from cryptography import x509
@@ -327,4 +328,4 @@ _OID_ENVELOPED_DATA = der.oid("1.2.840.113549.1.7.3")
 
 @lru_cache(maxsize=32)
 def _key_encryption_algorithm_der(rsa_padding: RsaPadding, oaep: OaepParams | None) -> bytes:
-    return _key_encryption_algorithm(rsa_padding, oaep).dump()
+    return cast(bytes, _key_encryption_algorithm(rsa_padding, oaep).dump())

@@ -166,7 +166,7 @@ def parse_envelope_learned(content: bytes, learned: dict[str, object]) -> Envelo
         raise ScepError(e.fail_info, e.reason, **learned) from e  # type: ignore[arg-type]
 
 
-class IssuerAndSubject(core.Sequence):
+class IssuerAndSubject(core.Sequence):  # type: ignore[misc]
     """RFC 8894 3.3.3: the CertPoll payload."""
 
     _fields = [("issuer", asn1_x509.Name), ("subject", asn1_x509.Name)]

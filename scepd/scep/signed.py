@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
@@ -191,18 +192,18 @@ def issuer_and_serial_der(certificate: x509.Certificate) -> bytes:
 
 @lru_cache(maxsize=16)
 def digest_algorithm_der(name: HashName) -> bytes:
-    return algos.DigestAlgorithm({"algorithm": name.value}).dump()
+    return cast(bytes, algos.DigestAlgorithm({"algorithm": name.value}).dump())
 
 
 def signature_algorithm_der(public_key: object, digest_name: HashName) -> bytes:
     if isinstance(public_key, rsa.RSAPublicKey):
-        return _RSA_SIGNATURE_ALGORITHM
+        return cast(bytes, _RSA_SIGNATURE_ALGORITHM)
     return _ecdsa_signature_algorithm(digest_name)
 
 
 @lru_cache(maxsize=16)
 def _ecdsa_signature_algorithm(digest_name: HashName) -> bytes:
-    return algos.SignedDigestAlgorithm({"algorithm": f"{digest_name.value}_ecdsa"}).dump()
+    return cast(bytes, algos.SignedDigestAlgorithm({"algorithm": f"{digest_name.value}_ecdsa"}).dump())
 
 
 _RSA_SIGNATURE_ALGORITHM = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump()
