@@ -7,7 +7,7 @@ find the token and log in (what a starting `scepd serve`, its token workers
 and every token-using admin command do), while one long-lived process signs
 in a loop (a serving daemon). Prints how many logins and signatures failed
 and why. `--no-lock` opens the token without scepd's token lock
-(scepd/keys/token_lock.py), to show the failure it prevents. DIR is made with
+(scepd/keys/pkcs11/lock.py), to show the failure it prevents. DIR is made with
 softhsm/init-token.sh (or `scepd init`); a key labelled `contention` is made
 on first use.
 """
@@ -28,7 +28,7 @@ MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
 
 def _config(state: Path):  # type: ignore[no-untyped-def]
-    from scepd.keys.pkcs11 import TokenConfig
+    from scepd.keys.pkcs11.config import TokenConfig
 
     return TokenConfig(
         module=MODULE,
@@ -39,7 +39,8 @@ def _config(state: Path):  # type: ignore[no-untyped-def]
 
 
 def _open(state: Path, lock: bool):  # type: ignore[no-untyped-def]
-    from scepd.keys import pkcs11_worker, token_lock
+    from scepd.keys.pkcs11 import lock as token_lock
+    from scepd.keys.pkcs11 import session as pkcs11_worker
 
     cfg = _config(state)
     if not lock:  # the session as scepd opened it before the lock existed
@@ -48,8 +49,8 @@ def _open(state: Path, lock: bool):  # type: ignore[no-untyped-def]
 
 
 def signer(state: Path, seconds: float, lock: bool) -> None:
-    from scepd.keys import pkcs11
-    from scepd.keys.pkcs11_worker import TokenSession
+    from scepd.keys.pkcs11 import pool as pkcs11
+    from scepd.keys.pkcs11.session import TokenSession
 
     cfg = _config(state)
     session: TokenSession = _open(state, lock)
@@ -71,7 +72,7 @@ def signer(state: Path, seconds: float, lock: bool) -> None:
 def opener(state: Path, lock: bool, at: float) -> None:
     import pkcs11  # noqa: F401 - imported before the start line, so the processes open the token together
 
-    from scepd.keys import pkcs11_worker  # noqa: F401
+    from scepd.keys.pkcs11 import session as pkcs11_worker  # noqa: F401
 
     time.sleep(max(0.0, at - time.time()))
     try:

@@ -49,8 +49,9 @@ from loadgen import cpu_seconds  # noqa: E402  (bench/ is this script's sys.path
 
 from scepd.config import load  # noqa: E402
 from scepd.keys.base import HashName, RsaPadding  # noqa: E402
-from scepd.keys.pkcs11 import TokenConfig, TokenPool, token_thread  # noqa: E402
-from scepd.keys.pkcs11_worker import TokenSession  # noqa: E402
+from scepd.keys.pkcs11.config import TokenConfig
+from scepd.keys.pkcs11.pool import TokenPool, token_thread  # noqa: E402
+from scepd.keys.pkcs11.session import TokenSession  # noqa: E402
 from scepd.server import key_label, token_config  # noqa: E402
 
 # What the daemon signs and decrypts: a tbsCertificate / signed attributes, and a CEK.

@@ -64,7 +64,7 @@ def _key_warnings(config: Config) -> tuple[list[str], str | None]:
     systemd unit); the file is still valid, so that is a note, not a failure.
     """
     from scepd.config import key_layout_warnings
-    from scepd.keys.pkcs11 import TokenPool
+    from scepd.keys.pkcs11.pool import TokenPool
     from scepd.server import key_warnings, load_ca, token_config
 
     async def check() -> list[str]:
@@ -194,7 +194,7 @@ def _ensure_ra(config: Config, subject: x509.Name | None, size: int, days: int) 
     and the rejection secret is ensured in every case. None if nothing was issued.
     """
     from scepd.ca.setup import init_ra, issue_ra_certificate
-    from scepd.keys.pkcs11 import ensure_reject_secret, key_exists
+    from scepd.keys.pkcs11.pool import ensure_reject_secret, key_exists
     from scepd.server import key_label, token_config
 
     assert config.ca.ra_key is not None and config.ca.ra_certificate is not None
@@ -262,7 +262,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         )
     config = load(config_file)
     from scepd.ca.setup import KeySpec, init_ca
-    from scepd.keys.pkcs11 import ensure_reject_secret
+    from scepd.keys.pkcs11.pool import ensure_reject_secret
     from scepd.server import key_label, token_config
 
     lone = config.ca.ra_key is None
@@ -386,7 +386,7 @@ def cmd_ca_ra(args: argparse.Namespace) -> int:
     """Give the CA an RA; on a lone-CA state directory, also name it in the config (the one command)."""
     config = _config(args)
     if not (config.ca.ra_key and config.ca.ra_certificate):
-        from scepd.keys.pkcs11 import key_exists
+        from scepd.keys.pkcs11.pool import key_exists
         from scepd.server import key_label, token_config
 
         ca_object = key_label(config.ca.key)
@@ -399,7 +399,7 @@ def cmd_ca_ra(args: argparse.Namespace) -> int:
         if cert_path.exists() and not key_exists(token_config(config), label):
             raise SystemExit(f"scepd: {cert_path} exists; choose another file with --certificate")
         if cert_path.exists():  # both there: an earlier run that stopped before the config; adopt only its own
-            from scepd.keys.pkcs11 import find_public_key
+            from scepd.keys.pkcs11.pool import find_public_key
 
             found = x509.load_pem_x509_certificate(cert_path.read_bytes())
             try:
@@ -437,7 +437,7 @@ def _restrict_ca_key(config: Config) -> None:
     """Clear CKA_DECRYPT/CKA_UNWRAP on the CA key: only once the RA opens the envelopes everywhere."""
     import pkcs11 as p11
 
-    from scepd.keys.pkcs11 import restrict_to_signing
+    from scepd.keys.pkcs11.pool import restrict_to_signing
     from scepd.server import key_label, token_config
 
     label = key_label(config.ca.key)
@@ -543,7 +543,7 @@ def _first_error(e: BaseException) -> BaseException:
 
 def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def]
     """Run `work(client, store, ca_subject, intune_config)` with the daemon's Intune client, token and store."""
-    from scepd.keys.pkcs11 import TokenPool
+    from scepd.keys.pkcs11.pool import TokenPool
     from scepd.server import intune_client, intune_http, load_ca, token_config
     from scepd.store.sqlite import SqliteStore
 

@@ -200,7 +200,7 @@ def cmd_crl_export(args: argparse.Namespace) -> int:
     """Sign a fresh CRL on the token from the store (it takes the next CRL number)."""
     from scepd.ca.publisher import CrlPublisher
     from scepd.cli import _config
-    from scepd.keys.pkcs11 import TokenPool
+    from scepd.keys.pkcs11.pool import TokenPool
     from scepd.server import load_ca, token_config
     from scepd.store.sqlite import SqliteStore
 

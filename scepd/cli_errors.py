@@ -75,7 +75,7 @@ def first_leaf(e: BaseException, kind: type[E]) -> E | None:
 
 def classify_one(e: BaseException) -> tuple[ExitCode, str]:
     """The exit code and the one line for one (non-group) exception."""
-    from scepd.keys.pkcs11 import KeyMissing, TokenStartError
+    from scepd.keys.pkcs11.config import KeyMissing, TokenStartError
 
     if isinstance(e, StartupError):
         return e.code, str(e)

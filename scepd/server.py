@@ -47,7 +47,9 @@ from scepd.intune.http import http_client
 from scepd.intune.revocation import RevocationSync
 from scepd.intune.step import IntuneChallenge
 from scepd.keys.base import HashName, KeyBackendError
-from scepd.keys.pkcs11 import Pkcs11Key, TokenConfig, TokenPool
+from scepd.keys.pkcs11.config import TokenConfig
+from scepd.keys.pkcs11.key import Pkcs11Key
+from scepd.keys.pkcs11.pool import TokenPool
 from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
 from scepd.logs import fields
 from scepd.profiles import ProfileStep

@@ -7,7 +7,7 @@ that takes 0.53 ms alone took 13.3 ms while another thread ran Python). So the p
 starts, binds one socket per process on the one port and starts
 `processes - 1` fresh interpreters (`scepd serve --serving-fd`, never a
 fork), each accepting on its own socket. Each has its own token pool (one
-module instance per process, as pkcs11_worker requires), its own store
+module instance per process, as scepd.keys.pkcs11.session requires), its own store
 connection (SQLite serialises writers) and its own Intune client. On this
 project's 2-core machine, shared with the benchmark's load generator, it
 measured no faster than `token.workers = 2`; it is for more cores.

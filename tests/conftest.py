@@ -30,7 +30,7 @@ def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsmT
 @pytest.fixture(scope="session")
 def token_config(softhsm_token: SoftHsmToken):  # type: ignore[no-untyped-def]
     """`token_config(workers=0)` -> a TokenConfig for the session token; `TokenPool.open(...)` it."""
-    from scepd.keys.pkcs11 import TokenConfig
+    from scepd.keys.pkcs11.config import TokenConfig
 
     def make(workers: int = 0) -> TokenConfig:
         return TokenConfig(

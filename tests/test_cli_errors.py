@@ -9,9 +9,9 @@ import pkcs11.exceptions
 
 from scepd.cli_errors import ExitCode, ListenError, classify
 from scepd.config import ConfigError
-from scepd.keys.pkcs11 import TokenStartError
-from scepd.keys.pkcs11_worker import start_failure
-from scepd.keys.token_lock import TokenBusy
+from scepd.keys.pkcs11.config import TokenStartError
+from scepd.keys.pkcs11.lock import TokenBusy
+from scepd.keys.pkcs11.session import start_failure
 from scepd.store.base import StoreError
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from scepd.config import load
 from scepd.intune.auth import ClientSecret
-from scepd.keys.pkcs11 import TokenConfig
-from scepd.keys.pkcs11_worker import WorkerConfig
+from scepd.keys.pkcs11.config import TokenConfig
+from scepd.keys.pkcs11.worker import WorkerConfig
 from scepd.server import open_site
 from tests.daemon import init_state
 

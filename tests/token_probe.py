@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from pkcs11 import Attribute, Mechanism, ObjectClass
 
 from scepd.config import load
-from scepd.keys.pkcs11_worker import TokenSession
+from scepd.keys.pkcs11.session import TokenSession
 from scepd.server import token_config
 
 

@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from scepd.ca.authority import ca_extensions, ra_certificate, self_signed_ca
 from scepd.ca.certificates import sign_csr
 from scepd.files import write_atomically
-from scepd.keys import pkcs11
 from scepd.keys.base import HashName
-from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key, key_exists
+from scepd.keys.pkcs11 import pool as pkcs11
+from scepd.keys.pkcs11.config import TokenConfig
+from scepd.keys.pkcs11.pool import TokenPool, generate_key, key_exists
 
 
 @dataclass(frozen=True)

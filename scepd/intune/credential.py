@@ -18,7 +18,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from scepd.ca.authority import self_signed
 from scepd.ca.certificates import key_identifier
-from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key, key_exists
+from scepd.keys.pkcs11.config import TokenConfig
+from scepd.keys.pkcs11.pool import TokenPool, generate_key, key_exists
 
 
 async def create_app_credential(

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from scepd.ca.crl import REVOCATION_REASONS, CrlTemplate, parse_reason, sign_crl
 from scepd.keys.base import HashName
-from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key
+from scepd.keys.pkcs11.config import TokenConfig
+from scepd.keys.pkcs11.pool import TokenPool, generate_key
 from scepd.keys.software import SoftwareKey
 from scepd.store.base import RevokedEntry
 from tests.ca.conftest import NOW, issue, make_ca

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 from cryptography import x509
 
-from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key
+from scepd.keys.pkcs11.config import TokenConfig
+from scepd.keys.pkcs11.pool import TokenPool, generate_key
 from scepd.store.base import RevokedEntry
 from tests.ca.conftest import NOW, make_ca
 

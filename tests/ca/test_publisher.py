@@ -19,7 +19,8 @@ from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.publisher import CrlPublisher
 from scepd.keys.base import HashName
-from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key
+from scepd.keys.pkcs11.config import TokenConfig
+from scepd.keys.pkcs11.pool import TokenPool, generate_key
 from scepd.keys.software import SoftwareKey
 from scepd.store.base import CertificateRecord, CertStatus, StoreError
 from scepd.store.sqlite import SqliteStore

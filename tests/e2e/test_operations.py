@@ -107,7 +107,7 @@ def worker_daemon(tmp_path: Path) -> Iterator[Daemon]:
 def _token_workers(pid: int) -> list[int]:
     # Each thread has its own children list; the workers are started from a Trio worker thread.
     children = [c for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
-    return [int(c) for c in children if b"pkcs11_worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [int(c) for c in children if b"scepd.keys.pkcs11.worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 def _wait_ready(daemon: Daemon, status: int, timeout: float = 20) -> dict:  # type: ignore[type-arg]

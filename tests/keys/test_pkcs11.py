@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pkcs11 import Attribute, ObjectClass
 
 from scepd.keys.base import Decrypter, HashName, KeyBackendError, OaepParams, RsaPadding, Signer
-from scepd.keys.pkcs11 import (
-    TokenConfig,
+from scepd.keys.pkcs11.config import TokenConfig
+from scepd.keys.pkcs11.pool import (
     TokenPool,
     find_public_key,
     generate_key,
@@ -26,7 +26,7 @@ from scepd.keys.pkcs11 import (
     store_certificate,
     token_thread,
 )
-from scepd.keys.pkcs11_worker import TokenSession
+from scepd.keys.pkcs11.session import TokenSession
 from scepd.metrics import KEY_OPERATION_SECONDS
 
 ALL_HASHES = list(HashName)
@@ -296,7 +296,7 @@ async def test_unwrap_raw_oaep_on_a_decrypt_only_key(token_config: Callable[...,
 
 async def test_rejection_secret_on_the_token(token_config: Callable[..., TokenConfig], keys: dict[str, Any]) -> None:
     """Without a stored secret each worker makes its own; with one, every worker derives the same key."""
-    from scepd.keys.pkcs11 import ensure_reject_secret
+    from scepd.keys.pkcs11.pool import ensure_reject_secret
 
     cfg = token_config()
     label = unique("ra")

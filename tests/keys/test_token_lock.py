@@ -1,4 +1,4 @@
-"""The SoftHSM2 token lock (scepd/keys/token_lock.py): every way scepd opens the token waits for it.
+"""The SoftHSM2 token lock (scepd/keys/pkcs11/lock.py): every way scepd opens the token waits for it.
 
 Why it exists is measured, not asserted here (bench/token_contention.py: logins of processes that
 open one SoftHSM2 token together fail now and then without it); these tests show that a token worker
@@ -18,9 +18,10 @@ import pytest
 import trio
 
 from scepd.cli_errors import ExitCode, classify
-from scepd.keys import token_lock
-from scepd.keys.pkcs11 import TokenConfig, TokenPool, TokenStartError, key_exists
-from scepd.keys.token_lock import TokenBusy
+from scepd.keys.pkcs11 import lock as token_lock
+from scepd.keys.pkcs11.config import TokenConfig, TokenStartError
+from scepd.keys.pkcs11.lock import TokenBusy
+from scepd.keys.pkcs11.pool import TokenPool, key_exists
 
 
 @contextmanager

@@ -1,10 +1,15 @@
-"""`Pkcs11Key`: one private key on the token, signing and decrypting through a TokenPool."""
+"""`Pkcs11Key`: one private key on the token, signing and decrypting through a TokenPool.
+
+The key only needs the pool's `call`, so it names that (`TokenCalls`) rather than
+importing the pool, which builds keys: the dependency runs one way, pool -> key.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -19,8 +24,12 @@ from scepd.keys.base import (
 )
 from scepd.metrics import KEY_OPERATION_SECONDS
 
-if TYPE_CHECKING:
-    from scepd.keys.pkcs11 import TokenPool
+
+class TokenCalls(Protocol):
+    """What a key asks of its pool: run one token operation on an idle worker."""
+
+    async def call(self, op: str, *args: Any, on_start: Callable[[], None] | None = None) -> tuple[str, Any]: ...
+
 
 # RSA: the token hashes and pads (CKM_SHA*_RSA_PKCS); measured no slower than
 # hashing here + CKM_RSA_PKCS over a DigestInfo, and correct by construction.
@@ -38,7 +47,7 @@ class Pkcs11Key:
 
     def __init__(
         self,
-        pool: TokenPool,
+        pool: TokenCalls,
         label: str,
         kind: str,
         public_key: PublicKeyTypes,

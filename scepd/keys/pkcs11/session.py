@@ -4,7 +4,7 @@ python-pkcs11 0.10.1 calls C_Initialize(NULL), which tells SoftHSM2 the
 application is single-threaded, so SoftHSM2 takes no locks of its own. Hence
 everything here is synchronous and a `TokenSession` is only ever touched by
 one OS thread: the module's dedicated thread in-process (workers=0), or the
-main thread of a worker process (`worker_main`, workers=N).
+main thread of a worker process (scepd.keys.pkcs11.worker, workers=N).
 
 Replies cross the process boundary as plain tuples: ("ok", value),
 ("decrypt", message) for a ciphertext that does not decrypt, or ("backend",
@@ -23,13 +23,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util import ec as p11ec
 
-from scepd.keys import rejection, token_lock
-from scepd.keys.token_lock import TokenBusy
+from scepd.keys import rejection
+from scepd.keys.pkcs11 import lock as token_lock
+from scepd.keys.pkcs11.lock import TokenBusy
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-
-    from scepd.keys.pkcs11 import TokenConfig
+    from scepd.keys.pkcs11.config import TokenConfig
 
 CURVES = {"P-256": "secp256r1", "P-384": "secp384r1"}
 _HASH_MECH = {
@@ -408,60 +407,3 @@ class TokenSession:
             return ("backend", f"no private key labelled {args[0]!r} on the token")
         except Exception as e:  # noqa: BLE001 - every other fault is the backend's
             return ("backend", f"{type(e).__name__}: {e}")
-
-
-def worker_main(conn: Connection, cfg: Any) -> None:
-    """Serve one worker process: log in once, then answer requests until EOF."""
-    try:
-        with token_lock.exclusive(cfg.module, cfg.softhsm2_conf, getattr(cfg, "timeout", 30.0)):
-            session = TokenSession(cfg)
-            inventory = session.inventory()
-    except Exception as e:  # noqa: BLE001
-        conn.send(("start", start_failure(e)))
-        return
-    conn.send(("ok", inventory))
-    while True:
-        try:
-            op, args = conn.recv()
-        except (EOFError, OSError):
-            break
-        conn.send(session.dispatch(op, args))
-    session.close()
-
-
-class WorkerConfig:
-    """The TokenConfig a worker process receives (as a dict, over its socket).
-
-    Not a SimpleNamespace: that repr would print the PIN in any traceback or
-    debug line that shows the config. Kept here, not imported from
-    scepd.keys.pkcs11, so a worker starts without loading trio and the metrics.
-    """
-
-    def __init__(self, **values: Any) -> None:
-        self.__dict__.update(values)
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={'<secret>' if k == 'pin' else repr(v)}" for k, v in vars(self).items())
-        return f"WorkerConfig({shown})"
-
-    __str__ = __repr__
-
-
-def main(fd: int) -> None:
-    """`python -m scepd.keys.pkcs11_worker FD`: FD is a socket to the TokenPool; the config comes over it."""
-    import signal
-    from multiprocessing.connection import Connection
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop (EOF)
-    conn = Connection(fd)
-    try:
-        cfg = WorkerConfig(**conn.recv())
-    except EOFError:
-        return
-    worker_main(conn, cfg)
-
-
-if __name__ == "__main__":
-    import sys
-
-    main(int(sys.argv[1]))

@@ -1,11 +1,11 @@
 """Keys on a PKCS#11 token, behind the Signer/Decrypter interface.
 
 All calls into the PKCS#11 module of a process go through ONE OS thread (see
-pkcs11_worker for why). `TokenConfig.workers` picks the mode:
+scepd.keys.pkcs11.session for why). `TokenConfig.workers` picks the mode:
 
 * 0: a `TokenPool` of one in-process worker, the module's dedicated thread;
 * N: N worker processes (fresh interpreters, `python -m
-  scepd.keys.pkcs11_worker`, never a fork), each loading the module, logging
+  scepd.keys.pkcs11.worker`, never a fork), each loading the module, logging
   in once and caching key handles; the event loop waits on their sockets
   with `trio.lowlevel.wait_readable`, so it never blocks.
 
@@ -24,7 +24,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
@@ -32,37 +32,15 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from scepd.keys import token_lock
 from scepd.keys.base import KeyBackendError
-from scepd.keys.pkcs11_key import Pkcs11Key
-from scepd.keys.pkcs11_worker import TokenSession, start_failure
+from scepd.keys.pkcs11 import lock as token_lock
+from scepd.keys.pkcs11.config import KeyMissing, TokenConfig, TokenStartError
+from scepd.keys.pkcs11.key import Pkcs11Key
+from scepd.keys.pkcs11.session import TokenSession, start_failure
 from scepd.metrics import TOKEN_WORKERS, TOKEN_WORKERS_BUSY
 
 T = TypeVar("T")
-_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@dataclass(frozen=True)
-class TokenConfig:
-    module: str
-    token_label: str
-    pin: str = field(repr=False)
-    workers: int = 0
-    softhsm2_conf: str | None = None
-    timeout: float = 30.0  # seconds one token operation may take before its worker is declared hung
-
-
-class TokenStartError(KeyBackendError):
-    """The token could not be opened; `kind` says why (no_token, pin_incorrect, pin_locked, module, busy,
-    other), so the CLI can end with the matching exit code."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-class KeyMissing(KeyBackendError):
-    """The configuration names a key the token does not hold."""
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def read_pin(source: str) -> str:
@@ -154,7 +132,7 @@ class _ProcessWorker:
             env["SOFTHSM2_CONF"] = self._cfg.softhsm2_conf
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_SOURCE_ROOT, env.get("PYTHONPATH")]))
         # A fresh interpreter (no fork of this threaded process, no re-import of __main__).
-        argv = [sys.executable, "-m", "scepd.keys.pkcs11_worker", str(child.fileno())]
+        argv = [sys.executable, "-m", "scepd.keys.pkcs11.worker", str(child.fileno())]
         try:
             proc = await trio.to_thread.run_sync(
                 lambda: subprocess.Popen(argv, pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
@@ -361,13 +339,10 @@ def ensure_reject_secret(cfg: TokenConfig, label: str) -> bool:
 
 
 __all__ = [
-    "TokenConfig",
     "TokenPool",
-    "TokenStartError",
-    "KeyMissing",
-    "Pkcs11Key",
     "read_pin",
     "generate_key",
+    "restrict_to_signing",
     "find_public_key",
     "key_exists",
     "store_certificate",
