@@ -52,7 +52,7 @@ from scepd.keys.base import HashName, RsaPadding  # noqa: E402
 from scepd.keys.pkcs11.config import TokenConfig
 from scepd.keys.pkcs11.pool import TokenPool, token_thread  # noqa: E402
 from scepd.keys.pkcs11.session import TokenSession  # noqa: E402
-from scepd.server import key_label, token_config  # noqa: E402
+from scepd.wiring import key_label, token_config  # noqa: E402
 
 # What the daemon signs and decrypts: a tbsCertificate / signed attributes, and a CEK.
 TBS = os.urandom(900)

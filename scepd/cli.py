@@ -65,7 +65,7 @@ def _key_warnings(config: Config) -> tuple[list[str], str | None]:
     """
     from scepd.config import key_layout_warnings
     from scepd.keys.pkcs11.pool import TokenPool
-    from scepd.server import key_warnings, load_ca, token_config
+    from scepd.wiring import key_warnings, load_ca, token_config
 
     async def check() -> list[str]:
         async with TokenPool.open(replace(token_config(config), workers=0)) as pool:
@@ -195,7 +195,7 @@ def _ensure_ra(config: Config, subject: x509.Name | None, size: int, days: int) 
     """
     from scepd.ca.setup import init_ra, issue_ra_certificate
     from scepd.keys.pkcs11.pool import ensure_reject_secret, key_exists
-    from scepd.server import key_label, token_config
+    from scepd.wiring import key_label, token_config
 
     assert config.ca.ra_key is not None and config.ca.ra_certificate is not None
     token, ra_label = token_config(config), key_label(config.ca.ra_key)
@@ -263,7 +263,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     config = load(config_file)
     from scepd.ca.setup import KeySpec, init_ca
     from scepd.keys.pkcs11.pool import ensure_reject_secret
-    from scepd.server import key_label, token_config
+    from scepd.wiring import key_label, token_config
 
     lone = config.ca.ra_key is None
     if not config.ca.certificate.exists():
@@ -298,7 +298,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_ca_init(args: argparse.Namespace) -> int:
     from scepd.ca.setup import KeySpec, init_ca
-    from scepd.server import key_label, token_config
+    from scepd.wiring import key_label, token_config
 
     config = _config(args)
     # Sign-only unless the config has no RA: then this CA is also the envelope key (lone-CA layout).
@@ -322,7 +322,7 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
 
 def cmd_ca_csr(args: argparse.Namespace) -> int:
     from scepd.ca.setup import KeySpec, ca_request
-    from scepd.server import key_label, token_config
+    from scepd.wiring import key_label, token_config
 
     config = _config(args)
     lone = config.ca.ra_key is None
@@ -335,7 +335,7 @@ def cmd_ca_csr(args: argparse.Namespace) -> int:
 
 def cmd_ca_import(args: argparse.Namespace) -> int:
     from scepd.ca.setup import import_ca_certificate
-    from scepd.server import key_label, token_config
+    from scepd.wiring import key_label, token_config
 
     config = _config(args)
     cert = trio.run(
@@ -387,7 +387,7 @@ def cmd_ca_ra(args: argparse.Namespace) -> int:
     config = _config(args)
     if not (config.ca.ra_key and config.ca.ra_certificate):
         from scepd.keys.pkcs11.pool import key_exists
-        from scepd.server import key_label, token_config
+        from scepd.wiring import key_label, token_config
 
         ca_object = key_label(config.ca.key)
         label = args.label or (ca_object[:-3] + "-ra" if ca_object.endswith("-ca") else ca_object + "-ra")
@@ -438,7 +438,7 @@ def _restrict_ca_key(config: Config) -> None:
     import pkcs11 as p11
 
     from scepd.keys.pkcs11.pool import restrict_to_signing
-    from scepd.server import key_label, token_config
+    from scepd.wiring import key_label, token_config
 
     label = key_label(config.ca.key)
     try:
@@ -455,7 +455,7 @@ def _restrict_ca_key(config: Config) -> None:
 def cmd_ca_ra_renew(args: argparse.Namespace) -> int:
     """A new CA-signed certificate for the same RA key, before the old one ends (for a timer)."""
     from scepd.ca.setup import renew_ra
-    from scepd.server import key_label, token_config
+    from scepd.wiring import key_label, token_config
 
     config = _config(args)
     if not (config.ca.ra_key and config.ca.ra_certificate):
@@ -544,7 +544,7 @@ def _first_error(e: BaseException) -> BaseException:
 def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def]
     """Run `work(client, store, ca_subject, intune_config)` with the daemon's Intune client, token and store."""
     from scepd.keys.pkcs11.pool import TokenPool
-    from scepd.server import intune_client, intune_http, load_ca, token_config
+    from scepd.wiring import intune_client, intune_http, load_ca, token_config
     from scepd.store.sqlite import SqliteStore
 
     config = _config(args)
@@ -583,7 +583,7 @@ def cmd_intune_check(args: argparse.Namespace) -> int:
 @_intune_errors
 def cmd_intune_credential(args: argparse.Namespace) -> int:
     from scepd.intune.credential import create_app_credential
-    from scepd.server import token_config
+    from scepd.wiring import token_config
 
     config = _config(args)
     cert = trio.run(

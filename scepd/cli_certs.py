@@ -201,7 +201,7 @@ def cmd_crl_export(args: argparse.Namespace) -> int:
     from scepd.ca.publisher import CrlPublisher
     from scepd.cli import _config
     from scepd.keys.pkcs11.pool import TokenPool
-    from scepd.server import load_ca, token_config
+    from scepd.wiring import load_ca, token_config
     from scepd.store.sqlite import SqliteStore
 
     config = _config(args)

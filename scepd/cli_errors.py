@@ -8,49 +8,14 @@ are listed in docs/operations-startup.md; keep the two in step.
 
 from __future__ import annotations
 
-import enum
 import errno
 import sys
 import traceback
-from typing import TypeVar
 
 from scepd.config import ConfigError
+from scepd.errors import ExitCode, ListenError, StartupError, leaves
 from scepd.keys.base import KeyBackendError
 from scepd.store.base import StoreError
-
-E = TypeVar("E", bound=BaseException)
-
-
-class ExitCode(enum.IntEnum):
-    OK = 0
-    FAILURE = 1  # anything not listed below (a bug: run with --log-level debug for the traceback)
-    USAGE = 2  # bad command line or argument (argparse uses 2 as well)
-    CONFIG_UNREADABLE = 3  # the configuration, or a file or secret it names, cannot be read
-    CONFIG_INVALID = 4  # the configuration is not valid
-    STORE = 5  # the store cannot be opened
-    TOKEN_NOT_FOUND = 10  # no token with the configured label
-    PIN_INCORRECT = 11
-    PIN_LOCKED = 12  # PIN locked, expired or never set: an officer must act
-    KEY_MISSING = 13  # a configured key is not on the token, or does not match its certificate
-    TOKEN_WORKER = 14  # the token could not be opened otherwise (module does not load, worker, lock, fault)
-    LISTEN = 15  # a listening address is in use or cannot be bound
-
-
-class ListenError(Exception):
-    """A listener could not bind its address."""
-
-    def __init__(self, what: str, address: str, error: OSError) -> None:
-        super().__init__(f"cannot listen on {address} ({what}): {error.strerror or error}")
-        self.error = error
-
-
-class StartupError(Exception):
-    """A start-up failure already classified (`code`) by the code that saw it."""
-
-    def __init__(self, code: ExitCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
 
 _TOKEN_KINDS = {
     "no_token": ExitCode.TOKEN_NOT_FOUND,
@@ -60,17 +25,6 @@ _TOKEN_KINDS = {
 }
 _UNREADABLE = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR)
 _BIND = (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
-
-
-def _leaves(e: BaseException) -> list[BaseException]:
-    if isinstance(e, BaseExceptionGroup):
-        return [leaf for sub in e.exceptions for leaf in _leaves(sub)]
-    return [e]
-
-
-def first_leaf(e: BaseException, kind: type[E]) -> E | None:
-    """The first exception of `kind` in `e` or in the groups nested in it."""
-    return next((leaf for leaf in _leaves(e) if isinstance(leaf, kind)), None)
 
 
 def classify_one(e: BaseException) -> tuple[ExitCode, str]:
@@ -105,7 +59,7 @@ def classify_one(e: BaseException) -> tuple[ExitCode, str]:
 
 def classify(e: BaseException) -> tuple[ExitCode, str]:
     """Unwrap Trio's exception groups; the first leaf with a known cause wins."""
-    found = [classify_one(leaf) for leaf in _leaves(e)]
+    found = [classify_one(leaf) for leaf in leaves(e)]
     for code, message in found:
         if code is not ExitCode.FAILURE:
             return code, message

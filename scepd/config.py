@@ -581,7 +581,7 @@ def key_layout_warnings(config: Config) -> list[str]:
     Without an RA the CA key opens envelopes, so it must be able to decrypt
     what anyone sends: a layout of earlier versions that keeps working.
     What only the token knows (CKA_DECRYPT, the rejection secret) is checked
-    by scepd.server.key_warnings.
+    by scepd.wiring.key_warnings.
     """
     if config.ca.ra_key is None:
         return [

@@ -19,7 +19,7 @@ from scepd.config import load
 from scepd.intune.auth import ClientSecret
 from scepd.keys.pkcs11.config import TokenConfig
 from scepd.keys.pkcs11.worker import WorkerConfig
-from scepd.server import open_site
+from scepd.wiring import open_site
 from tests.daemon import init_state
 
 CHALLENGE = "repr-static-challenge-91Zq"

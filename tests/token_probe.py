@@ -23,7 +23,7 @@ from pkcs11 import Attribute, Mechanism, ObjectClass
 
 from scepd.config import load
 from scepd.keys.pkcs11.session import TokenSession
-from scepd.server import token_config
+from scepd.wiring import token_config
 
 
 def describe(session: TokenSession, label: str) -> dict[str, Any]:

@@ -555,7 +555,7 @@ def test_intune_sync_error_is_one_line(cli_state: Path, fake: FakeIntune) -> Non
 
 
 def test_intune_commands_and_daemon_wiring_use_the_configured_proxy(cli_state: Path, tmp_path: Path) -> None:
-    """The daemon and the admin commands build their Intune client the same way (server.intune_http),
+    """The daemon and the admin commands build their Intune client the same way (wiring.intune_http),
     with the proxy's credentials from a secret source; a fresh fake sees only proxied requests."""
     from tests.intune.tinyproxy import VIA_NAME, tinyproxy
 

@@ -1,0 +1,364 @@
+"""Build scepd's parts from a Config: the token pool and its keys, the CA, the store, the
+Intune client and the chain of enrollment steps per endpoint.
+
+The one place that knows every concrete class. Both the daemon (scepd.server,
+which adds the listeners, signals and systemd around `open_site`) and the
+command line (scepd.cli) build what they need here, so a command and the
+daemon always read the config the same way. Everything `open_site` builds
+lives inside its context, so shutdown closes the token sessions and the store
+in order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from scepd import metrics
+from scepd.ca.authority import CertificateAuthority
+from scepd.ca.expiry import watch_expiry
+from scepd.ca.publisher import CrlPublisher
+from scepd.challenge.anyof import FirstMatching
+from scepd.challenge.onetime import OneTimeChallenge
+from scepd.challenge.renewal import SignerIsIssuedCertificate
+from scepd.challenge.static import StaticChallenge
+from scepd.config import Config, ConfigError, Endpoint, IntuneConfig, key_layout_warnings, read_secret
+from scepd.enroll.approval import ApprovalGate, expire_pending_loop, expiry_interval
+from scepd.enroll.pipeline import Step, compose
+from scepd.enroll.service import ScepService
+from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
+from scepd.errors import ExitCode, StartupError
+from scepd.health import Readiness
+from scepd.http.app import LEGACY_PATH, Background, Site
+from scepd.intune.auth import ClientCertificate, ClientSecret, Credential, PssSigner
+from scepd.intune.client import IntuneClient
+from scepd.intune.http import http_client
+from scepd.intune.revocation import RevocationSync
+from scepd.intune.step import IntuneChallenge
+from scepd.keys.base import HashName, KeyBackendError
+from scepd.keys.pkcs11.config import TokenConfig
+from scepd.keys.pkcs11.key import Pkcs11Key
+from scepd.keys.pkcs11.pool import TokenPool
+from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
+from scepd.logs import fields
+from scepd.profiles import ProfileStep
+from scepd.store.base import Store
+from scepd.store.sqlite import SqliteStore
+
+log = logging.getLogger("scepd")
+
+
+def token_config(config: Config) -> TokenConfig:
+    if config.token.softhsm2_conf:
+        # SoftHSM2 reads this when the module initialises, in this process and in workers.
+        os.environ["SOFTHSM2_CONF"] = config.token.softhsm2_conf
+    return TokenConfig(
+        module=config.token.module,
+        token_label=config.token.label,
+        pin=read_secret(config.token.pin_source),
+        workers=config.token.workers,
+        softhsm2_conf=config.token.softhsm2_conf,
+    )
+
+
+def key_label(uri: str) -> str:
+    parsed = Pkcs11Uri.parse(uri)
+    if not parsed.object:
+        raise ValueError(f"{uri}: the key URI must name the object (object=...)")
+    return parsed.object
+
+
+async def check_key_uris(config: Config, pool: TokenPool) -> None:
+    """Refuse a key URI whose token attributes (token=, manufacturer=, serial=, model=)
+    describe another token than the one the pool opened, instead of ignoring them."""
+    status, info = await pool.call("token_info")
+    if status != "ok":
+        raise KeyBackendError(f"token {config.token.label!r}: {info}")
+    token = TokenIdentity(module=config.token.module, **info)
+    keys = [("ca.key", config.ca.key), ("ca.ra_key", config.ca.ra_key)]
+    if config.intune is not None:
+        keys.append(("intune.client_key", config.intune.client_key))
+    for name, uri in keys:
+        if uri is not None:
+            try:
+                key_on_token(uri, token)
+            except Pkcs11UriError as e:
+                raise ConfigError(name, str(e)) from None
+
+
+def capabilities(config: Config) -> tuple[str, ...]:
+    """GetCACaps: only what scepd really does."""
+    caps = ["POSTPKIOperation", "SHA-256", "SHA-512", "AES", "DES3", "SCEPStandard", "Renewal"]
+    if config.allow_sha1:
+        caps.insert(1, "SHA-1")
+    if config.ca.next_certificate is not None:
+        caps.append("GetNextCACert")
+    return tuple(caps)
+
+
+def load_ca(config: Config, pool: TokenPool) -> CertificateAuthority:
+    cert = x509.load_pem_x509_certificate(config.ca.certificate.read_bytes())
+    signer = pool.key(key_label(config.ca.key))
+    if signer.public_key != cert.public_key():
+        raise ValueError(f"ca.certificate {config.ca.certificate} does not match the key {config.ca.key}")
+    ra_cert, ra_key = cert, signer
+    if not (config.ca.ra_key and config.ca.ra_certificate) and not signer.can_decrypt:
+        # A sign-only CA key (what `scepd init` makes) with the RA lines lost from the config:
+        # every envelope would fail, so say why now rather than answer each request with a fault.
+        raise ValueError(
+            f"the CA key {config.ca.key} cannot open envelopes (CKA_DECRYPT is false) and no RA is "
+            "configured: set ca.ra_key and ca.ra_certificate (scepd init writes them), or run "
+            "`scepd ca ra-init`"
+        )
+    if config.ca.ra_key and config.ca.ra_certificate:
+        ra_cert = x509.load_pem_x509_certificate(config.ca.ra_certificate.read_bytes())
+        ra_key = pool.key(key_label(config.ca.ra_key))
+        if ra_key.public_key != ra_cert.public_key():
+            raise ValueError("ca.ra_certificate does not match ca.ra_key")
+    return CertificateAuthority(
+        certificate=cert,
+        signer=signer,
+        ra_certificate=ra_cert,
+        ra_key=ra_key,
+        hash=HashName(config.ca.hash),
+        crl_url=config.ca.crl_url,
+        ocsp_url=config.ca.ocsp_url,
+        issuer_url=config.ca.issuer_url,
+        next_chain_der=load_next_chain(config, cert),
+    )
+
+
+async def key_warnings(config: Config, ca: CertificateAuthority) -> list[str]:
+    """Where the key layout in use is weaker than the default (docs/keys.md): one structured line each.
+
+    Logged at start-up and printed by `scepd config check`; the remedy named
+    is the one command that fixes it.
+    """
+    out = key_layout_warnings(config)
+    remedy = f"remedy='scepd ca ra-init --config {config.path}'"
+    if ca.has_ra and isinstance(ca.signer, Pkcs11Key) and ca.signer.can_decrypt:
+        out.append(
+            f"event=ca_key_can_decrypt key={ca.signer.label!r} reason='CKA_DECRYPT is true on the token, "
+            f"though the RA opens the envelopes' remedy='scepd ca ra-init --restrict-ca-key --config "
+            f"{config.path}'"
+        )
+    if isinstance(ca.ra_key, Pkcs11Key) and not await ca.ra_key.has_reject_secret():
+        out.append(
+            f"event=envelope_key_without_reject_secret key={ca.ra_key.label!r} "
+            f"reason='no {ca.ra_key.label}.reject object on the token' {remedy}"
+        )
+    return out
+
+
+def load_next_chain(config: Config, current: x509.Certificate) -> tuple[bytes, ...]:
+    """The rollover CA certificate (and new RA certificates) from ca.next_certificate, checked."""
+    if config.ca.next_certificate is None:
+        return ()
+    certs = x509.load_pem_x509_certificates(config.ca.next_certificate.read_bytes())
+    nxt = certs[0]
+    try:
+        is_ca = nxt.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ValueError(f"ca.next_certificate {config.ca.next_certificate}: the first certificate is not a CA")
+    if nxt == current:
+        raise ValueError(f"ca.next_certificate {config.ca.next_certificate} is the current CA certificate")
+    if nxt.not_valid_before_utc > current.not_valid_after_utc:
+        log.warning(
+            "event=next_ca_gap next_not_before=%s current_not_after=%s",
+            nxt.not_valid_before_utc.isoformat(),
+            current.not_valid_after_utc.isoformat(),
+        )
+    return tuple(c.public_bytes(Encoding.DER) for c in certs)
+
+
+def challenge_step(
+    config: Config, endpoint: Endpoint, ca: CertificateAuthority, store: Store, intune: Step | None = None
+) -> Step | None:
+    if endpoint.challenge == "intune":
+        assert intune is not None  # config.parse requires [intune] for such endpoints
+        primary: Step | None = intune
+    elif endpoint.challenge == "static":
+        assert config.static_challenge_source is not None  # config.parse guarantees it
+        primary = StaticChallenge(read_secret(config.static_challenge_source))
+    elif endpoint.challenge == "onetime":
+        primary = OneTimeChallenge(store)
+    else:
+        primary = None
+    if not endpoint.renewal:
+        return primary
+    renewal = SignerIsIssuedCertificate(store, ca.certificate)
+    return FirstMatching(renewal, primary) if primary is not None else renewal
+
+
+def build_services(
+    config: Config,
+    ca: CertificateAuthority,
+    store: Store,
+    intune: Step | None = None,
+    crl: CrlPublisher | None = None,
+) -> dict[str, ScepService]:
+    services: dict[str, ScepService] = {}
+    for endpoint in config.endpoints:
+        steps: list[Step] = []
+        challenge = challenge_step(config, endpoint, ca, store, intune)
+        if challenge is not None:
+            steps.append(challenge)
+        profile = config.profiles[endpoint.profile]
+        policy = ProfileStep(profile, store)
+        issue = compose([IdempotentRetry(store), StoreIssued(store)], SignCertificate(ca, config.profiles))
+        # Polls of held requests are answered on every endpoint, so a request held
+        # before a reload turned approval off can still be collected.
+        approval = ApprovalGate(store, profile.pending_ttl, release=compose([policy], issue))
+        steps += [policy, approval] if profile.approval else [policy]
+        services[endpoint.path] = ScepService(
+            ca=ca,
+            store=store,
+            chain=compose(steps, issue),
+            endpoint=endpoint.name,
+            challenge_mode=endpoint.challenge,
+            allow_sha1=config.allow_sha1,
+            allow_single_des=config.allow_single_des,
+            crl=crl,
+            approval=approval,
+        )
+    if config.legacy_path and LEGACY_PATH not in services:
+        services[LEGACY_PATH] = services[config.endpoints[0].path]
+    return services
+
+
+def intune_credential(settings: IntuneConfig, pool: TokenPool) -> Credential:
+    if settings.client_secret_source is not None:
+        return ClientSecret(read_secret(settings.client_secret_source))
+    assert settings.client_certificate is not None and settings.client_key is not None
+    certificate = x509.load_pem_x509_certificate(settings.client_certificate.read_bytes())
+    signer = pool.key(key_label(settings.client_key))
+    if signer.public_key != certificate.public_key():
+        raise ValueError("intune.client_certificate does not match intune.client_key")
+    algorithm = settings.client.assertion_algorithm
+    if algorithm == "PS256" and not isinstance(signer, PssSigner):
+        # The token backend signs PKCS#1 v1.5 only for now: say so once, and keep authenticating.
+        log.warning(
+            "event=intune_assertion_fallback %s",
+            fields(
+                algorithm="RS256",
+                reason="the key backend cannot sign RSA-PSS; intune.assertion_algorithm = RS256 silences this",
+            ),
+        )
+        algorithm = "RS256"
+    return ClientCertificate(certificate, signer, algorithm=algorithm)
+
+
+def intune_client(settings: IntuneConfig, pool: TokenPool, http: httpx.AsyncClient) -> IntuneClient:
+    return IntuneClient(settings.client, intune_credential(settings, pool), http)
+
+
+def intune_http(settings: IntuneConfig | None) -> httpx.AsyncClient:
+    """The HTTP client for every Intune call, through `intune.proxy` when one is set."""
+    if settings is None:
+        return httpx.AsyncClient()
+    credentials = (
+        read_secret(settings.proxy_credentials_source) if settings.proxy_credentials_source is not None else None
+    )
+    return http_client(proxy=settings.proxy, proxy_credentials=credentials, ca_bundle=settings.ca_bundle)
+
+
+@asynccontextmanager
+async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Site]:
+    """Everything one process serves with; `primary=False` for a serving process beside the primary
+    (scepd.serving), which runs no background loop of its own but follows the primary's CRL."""
+    async with TokenPool.open(token_config(config)) as pool:
+        await check_key_uris(config, pool)
+        async with SqliteStore.open(config.store_path) as store, intune_http(config.intune) as http:
+            try:
+                ca = load_ca(config, pool)
+            except ValueError as e:  # a certificate that is not for its key, or not a CA
+                code = ExitCode.KEY_MISSING if "does not match" in str(e) else ExitCode.CONFIG_INVALID
+                raise StartupError(code, str(e)) from e
+            if primary:
+                for warning in await key_warnings(config, ca):
+                    log.warning(warning)
+            intune: IntuneChallenge | None = None
+            intune_check = None
+            background: list[Background] = []
+            crl = CrlPublisher(
+                ca,
+                store,
+                lifetime=config.crl.lifetime,
+                file=config.crl.file,
+                check_interval=config.crl.check_interval_seconds,
+            )
+            background.append(crl.run if primary else crl.follow)
+            if primary:
+                background.append(
+                    partial(
+                        expire_pending_loop,
+                        store,
+                        expiry_interval(p.pending_ttl for p in config.profiles.values() if p.approval),
+                    )
+                )
+                background.append(
+                    partial(
+                        watch_expiry,
+                        ca.certificate,
+                        dt.timedelta(days=config.ca.expiry_warning_days),
+                        rollover=bool(ca.next_chain_der),
+                        clock=lambda: dt.datetime.now(dt.UTC),
+                        ra_certificate=ca.ra_certificate if ca.has_ra else None,
+                    )
+                )
+            if config.intune is not None:
+                client = intune_client(config.intune, pool, http)
+                intune_check = client.check
+                issuer = ca.certificate.subject.rfc4514_string()
+                # One name both ways: Intune files revocation requests under the
+                # issuingCertificateAuthority sent, and the sync filters on exactly it.
+                intune = IntuneChallenge(
+                    client, store, certificate_authority=issuer, issuing_authority=config.intune.revocation_issuer_name
+                )
+                sync = RevocationSync(
+                    client,
+                    store,
+                    issuer_name=config.intune.revocation_issuer_name or issuer,
+                    interval=config.intune.revocation_interval_seconds,
+                    batch=config.intune.revocation_batch,
+                    on_revoked=crl.refresh,
+                )
+                if primary:
+                    background.append(sync.run)
+
+            async def refresh_metrics() -> None:
+                now = dt.datetime.now(dt.UTC)
+                metrics.CA_CERT_EXPIRY_SECONDS.set((ca.certificate.not_valid_after_utc - now).total_seconds())
+                metrics.RA_CERT_EXPIRY_SECONDS.set(
+                    (ca.ra_certificate.not_valid_after_utc - now).total_seconds() if ca.has_ra else float("nan")
+                )
+                current = crl.current
+                metrics.CRL_NEXT_UPDATE_SECONDS.set(
+                    float("nan") if current is None else (current.next_update - now).total_seconds()
+                )
+                for status, count in (await store.certificate_counts()).items():
+                    metrics.CERTIFICATES.labels(status).set(count)
+                metrics.REQUESTS_PENDING.set(await store.pending_count(now))
+
+            yield Site(
+                ca=ca,
+                services=build_services(config, ca, store, intune, crl),
+                caps=capabilities(config),
+                max_message_bytes=config.max_message_bytes,
+                background=tuple(background),
+                crl=crl,
+                crl_path=config.crl.path,
+                readiness=Readiness.build(token=pool.ping, store=store.ping, intune=intune_check),
+                refresh_metrics=refresh_metrics,
+                rebuild=lambda new: build_services(new, ca, store, intune, crl),
+            )
