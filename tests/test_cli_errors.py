@@ -7,8 +7,9 @@ import errno
 
 import pkcs11.exceptions
 
-from scepd.cli_errors import ExitCode, ListenError, classify
+from scepd.cli.errors import classify
 from scepd.config import ConfigError
+from scepd.errors import ExitCode, ListenError
 from scepd.keys.pkcs11.config import TokenStartError
 from scepd.keys.pkcs11.lock import TokenBusy
 from scepd.keys.pkcs11.session import start_failure

@@ -166,7 +166,7 @@ def test_key_layout_warning_only_without_an_ra() -> None:
 
 
 def default_toml(ra: str) -> str:
-    from scepd.cli import DEFAULT_TOML
+    from scepd.cli.init import DEFAULT_TOML
 
     return DEFAULT_TOML.format(
         listen="127.0.0.1:0", metrics_listen="127.0.0.1:0", module="/m.so", workers=0, processes=1, ra=ra
@@ -174,7 +174,7 @@ def default_toml(ra: str) -> str:
 
 
 def test_default_config_names_the_ra() -> None:
-    from scepd.cli import RA_TOML
+    from scepd.cli.init import RA_TOML
 
     config = parse(tomllib.loads(default_toml(RA_TOML)), Path("/s/scepd.toml"))
     assert config.ca.ra_key == "pkcs11:token=scepd;object=scepd-ra;type=private"
@@ -182,7 +182,7 @@ def test_default_config_names_the_ra() -> None:
 
 
 def test_ra_init_adds_the_ra_to_an_old_config_and_keeps_the_rest(tmp_path: Path) -> None:
-    from scepd.cli import add_ra_to_config
+    from scepd.cli.ca import add_ra_to_config
 
     path = tmp_path / "scepd.toml"
     old = default_toml("") + '\n[endpoints.other]\npath = "/other"  # a comment\n'
@@ -200,7 +200,7 @@ def test_ra_init_adds_the_ra_to_an_old_config_and_keeps_the_rest(tmp_path: Path)
 
 
 def test_ra_init_will_not_guess_where_a_ca_table_without_header_is(tmp_path: Path) -> None:
-    from scepd.cli import add_ra_to_config
+    from scepd.cli.ca import add_ra_to_config
 
     path = tmp_path / "scepd.toml"
     text = (

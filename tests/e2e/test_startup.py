@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 
-from scepd.cli_errors import ExitCode
+from scepd.errors import ExitCode
 from scepd.scep.constants import PkiStatus
 from tests.daemon import REPO, Daemon, init_state, running, scepd
 from tests.scep_client import Client

@@ -17,7 +17,8 @@ from dataclasses import replace
 import pytest
 import trio
 
-from scepd.cli_errors import ExitCode, classify
+from scepd.cli.errors import classify
+from scepd.errors import ExitCode
 from scepd.keys.pkcs11 import lock as token_lock
 from scepd.keys.pkcs11.config import TokenConfig, TokenStartError
 from scepd.keys.pkcs11.lock import TokenBusy

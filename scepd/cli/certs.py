@@ -9,10 +9,8 @@ Serials are hexadecimal, as in the logs and the store.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -20,11 +18,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from scepd.ca.crl import REVOCATION_REASONS, parse_reason
+from scepd.cli.common import Subparsers, WithConfig, load_config, time_text
+from scepd.clock import utc_now
 from scepd.logs import audit
 from scepd.store.base import MAX_SERIAL, CertificateRecord, CertStatus
 
 _SEPARATORS = re.compile(r"[\s:]")
-WithConfig = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 
 
 def parse_serial(text: str) -> int:
@@ -46,19 +45,10 @@ def _reason(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _time(when: dt.datetime | None) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when is not None else "-"
-
-
 def _record(args: argparse.Namespace) -> CertificateRecord:
-    from scepd.cli import _config
     from scepd.store.sqlite import SqliteStore
 
-    config = _config(args)
+    config = load_config(args)
 
     async def get() -> CertificateRecord | None:
         async with SqliteStore.open(config.store_path) as store:
@@ -71,10 +61,9 @@ def _record(args: argparse.Namespace) -> CertificateRecord:
 
 
 def cmd_cert_list(args: argparse.Namespace) -> int:
-    from scepd.cli import _config
     from scepd.store.sqlite import SqliteStore
 
-    config = _config(args)
+    config = load_config(args)
     status = CertStatus(args.status) if args.status else None
 
     async def listing() -> list[CertificateRecord]:
@@ -83,7 +72,7 @@ def cmd_cert_list(args: argparse.Namespace) -> int:
 
     print(f"{'SERIAL':<40} {'STATUS':<10} {'NOT AFTER':<20} SUBJECT")
     for r in trio.run(listing):
-        print(f"{r.serial:<40x} {r.status.value:<10} {_time(r.not_after):<20} {r.subject}")
+        print(f"{r.serial:<40x} {r.status.value:<10} {time_text(r.not_after):<20} {r.subject}")
     return 0
 
 
@@ -93,11 +82,11 @@ def cmd_cert_show(args: argparse.Namespace) -> int:
         ("serial", f"{r.serial:x}"),
         ("subject", r.subject),
         ("status", r.status.value),
-        ("revoked at", _time(r.revoked_at) if r.revoked_at else None),
+        ("revoked at", time_text(r.revoked_at) if r.revoked_at else None),
         ("reason", r.revocation_reason),
-        ("not before", _time(r.not_before)),
-        ("not after", _time(r.not_after)),
-        ("issued at", _time(r.issued_at)),
+        ("not before", time_text(r.not_before)),
+        ("not after", time_text(r.not_after)),
+        ("issued at", time_text(r.issued_at)),
         ("profile", r.profile),
         ("transaction id", r.transaction_id),
         ("requester", r.requester),
@@ -123,17 +112,16 @@ def cmd_cert_export(args: argparse.Namespace) -> int:
 
 
 def cmd_cert_revoke(args: argparse.Namespace) -> int:
-    from scepd.cli import _config
     from scepd.store.sqlite import SqliteStore
 
-    config = _config(args)
+    config = load_config(args)
 
     async def revoke() -> tuple[CertificateRecord | None, bool]:
         async with SqliteStore.open(config.store_path) as store:
             record = await store.get(args.serial)
             if record is None:
                 return None, False
-            return record, await store.revoke(args.serial, args.reason, _now())
+            return record, await store.revoke(args.serial, args.reason, utc_now())
 
     record, revoked = trio.run(revoke)
     if record is None:
@@ -157,9 +145,9 @@ def _describe_crl(der: bytes, ca_certificate: x509.Certificate) -> None:
     next_update = crl.next_update_utc
     print(f"{'issuer:':<16}{crl.issuer.rfc4514_string()}")
     print(f"{'crl number:':<16}{number}")
-    print(f"{'this update:':<16}{_time(crl.last_update_utc)}")
-    expired = " (EXPIRED)" if next_update is not None and next_update < _now() else ""
-    print(f"{'next update:':<16}{_time(next_update)}{expired}")
+    print(f"{'this update:':<16}{time_text(crl.last_update_utc)}")
+    expired = " (EXPIRED)" if next_update is not None and next_update < utc_now() else ""
+    print(f"{'next update:':<16}{time_text(next_update)}{expired}")
     print(f"{'signature:':<16}{'valid' if valid else 'INVALID'} (CA {ca_certificate.subject.rfc4514_string()})")
     print(f"{'revoked:':<16}{len(crl)}")
     for entry in crl:
@@ -167,7 +155,7 @@ def _describe_crl(der: bytes, ca_certificate: x509.Certificate) -> None:
             reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
         except x509.ExtensionNotFound:
             reason = "-"
-        print(f"  {entry.serial_number:x} {_time(entry.revocation_date_utc)} {reason}")
+        print(f"  {entry.serial_number:x} {time_text(entry.revocation_date_utc)} {reason}")
 
 
 def _read_crl_file(path: Path) -> bytes:
@@ -178,9 +166,8 @@ def _read_crl_file(path: Path) -> bytes:
 
 
 def cmd_crl_show(args: argparse.Namespace) -> int:
-    from scepd.cli import _config
 
-    config = _config(args)
+    config = load_config(args)
     path = Path(args.input) if args.input else config.crl.file
     if path is None:
         raise SystemExit(
@@ -199,12 +186,11 @@ def cmd_crl_show(args: argparse.Namespace) -> int:
 def cmd_crl_export(args: argparse.Namespace) -> int:
     """Sign a fresh CRL on the token from the store (it takes the next CRL number)."""
     from scepd.ca.publisher import CrlPublisher
-    from scepd.cli import _config
     from scepd.keys.pkcs11.pool import TokenPool
-    from scepd.wiring import load_ca, token_config
     from scepd.store.sqlite import SqliteStore
+    from scepd.wiring import load_ca, token_config
 
-    config = _config(args)
+    config = load_config(args)
 
     async def export() -> tuple[bytes, int]:
         async with TokenPool.open(token_config(config)) as pool, SqliteStore.open(config.store_path) as store:
@@ -217,7 +203,7 @@ def cmd_crl_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_config: WithConfig) -> None:
+def add_commands(sub: Subparsers, with_config: WithConfig) -> None:
     cert = sub.add_parser("cert", help="issued certificates: list, search, show, export, revoke")
     cs = cert.add_subparsers(dest="sub", required=True)
     sp = with_config(cs.add_parser("list", help="issued certificates, newest first"))

@@ -9,38 +9,29 @@ daemon. The daemon issues an approved request when the client polls next
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import trio
 from cryptography import x509
 
+from scepd.cli.common import Subparsers, WithConfig, load_config, time_text
+from scepd.clock import utc_now
 from scepd.logs import audit
 from scepd.store.base import PendingRecord, PendingStatus
 from scepd.store.sqlite import SqliteStore
 
-WithConfig = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 T = TypeVar("T")
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _time(when: dt.datetime | None) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when is not None else "-"
-
-
 def _with_store(args: argparse.Namespace, work: Callable[[SqliteStore], Awaitable[T]]) -> T:
-    from scepd.cli import _config
 
-    config = _config(args)
+    config = load_config(args)
 
     async def run() -> T:
         async with SqliteStore.open(config.store_path) as store:
             # Requests past their time are shown, and refused, as expired.
-            await store.expire_pending(_now())
+            await store.expire_pending(utc_now())
             return await work(store)
 
     return trio.run(run)
@@ -52,7 +43,7 @@ def cmd_pending_list(args: argparse.Namespace) -> int:
     print(f"{'ID':>6} {'STATUS':<9} {'RECEIVED':<20} {'EXPIRES':<20} {'PROFILE':<12} SUBJECT")
     for r in records:
         print(
-            f"{r.id:>6} {r.status.value:<9} {_time(r.received_at):<20} {_time(r.expires_at):<20} "
+            f"{r.id:>6} {r.status.value:<9} {time_text(r.received_at):<20} {time_text(r.expires_at):<20} "
             f"{r.profile:<12} {r.subject}"
         )
     return 0
@@ -78,9 +69,9 @@ def _describe(r: PendingRecord) -> None:
         ("challenge", r.challenge_mode),
         ("request", r.message_type),
         ("renewal of", f"{r.renewal_of:x}" if r.renewal_of is not None else None),
-        ("received at", _time(r.received_at)),
-        ("expires at", _time(r.expires_at)),
-        ("decided at", _time(r.decided_at) if r.decided_at else None),
+        ("received at", time_text(r.received_at)),
+        ("expires at", time_text(r.expires_at)),
+        ("decided at", time_text(r.decided_at) if r.decided_at else None),
         ("reason", r.reason or None),
         ("serial", f"{r.serial:x}" if r.serial is not None else None),
     ]
@@ -100,7 +91,7 @@ def cmd_pending_show(args: argparse.Namespace) -> int:
 
 def _decide(args: argparse.Namespace, approve: bool) -> int:
     async def decide(store: SqliteStore) -> tuple[PendingRecord | None, PendingRecord | None]:
-        return await store.decide_pending(args.id, approve, args.reason, _now()), await store.get_pending(args.id)
+        return await store.decide_pending(args.id, approve, args.reason, utc_now()), await store.get_pending(args.id)
 
     decided, current = _with_store(args, decide)
     if decided is None:
@@ -132,7 +123,7 @@ def cmd_pending_reject(args: argparse.Namespace) -> int:
     return _decide(args, False)
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_config: WithConfig) -> None:
+def add_commands(sub: Subparsers, with_config: WithConfig) -> None:
     pending = sub.add_parser("pending", help="requests held for manual approval: list, show, approve, reject")
     ps = pending.add_subparsers(dest="sub", required=True)
     sp = with_config(ps.add_parser("list", help="held requests, newest first (waiting ones unless --status/--all)"))

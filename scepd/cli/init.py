@@ -1,0 +1,159 @@
+"""`scepd init`: the embedded default (SoftHSM2 token, CA, RA, config) in a state directory; idempotent."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import secrets
+import subprocess
+from pathlib import Path
+
+import trio
+
+from scepd.cli.ca import RA_DAYS, ensure_ra
+from scepd.cli.common import Subparsers, WithConfig, parse_subject
+from scepd.clock import utc_now
+from scepd.config import load
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+DEFAULT_TOML = """\
+# scepd embedded default: SoftHSM2 token, SQLite store, static challenge.
+# Every setting is described in README.md ("Configuration").
+[server]
+listen = "{listen}"
+processes = {processes}
+
+[metrics]
+listen = "{metrics_listen}"
+
+[token]
+module = "{module}"
+label = "scepd"
+pin = "file:secrets/token.pin"
+softhsm2_conf = "softhsm/softhsm2.conf"
+workers = {workers}
+
+[ca]
+key = "pkcs11:token=scepd;object=scepd-ca;type=private"
+certificate = "ca.pem"
+{ra}
+[store]
+path = "scepd.sqlite3"
+
+[crl]
+file = "ca.crl"
+
+[challenge]
+static = "file:secrets/challenge"
+
+[endpoints.default]
+path = "/scep"
+challenge = "static"
+profile = "default"
+
+[profiles.default]
+validity_days = 365
+"""
+
+
+# The RA lines of DEFAULT_TOML; `scepd init --no-ra` leaves them out (the lone-CA layout).
+RA_TOML = """\
+# The RA key opens envelopes and signs CertReps; the CA key only signs (docs/keys.md).
+ra_key = "pkcs11:token=scepd;object=scepd-ra;type=private"
+ra_certificate = "ra.pem"
+"""
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create the embedded default in a state directory; idempotent.
+
+    The default is a sign-only CA key and an RA key that opens envelopes
+    (docs/keys.md). The layout follows the config: one written by an earlier
+    version (or `--no-ra`) has no RA, and then the CA key opens envelopes.
+    """
+    state = Path(args.state).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["bash", str(REPO / "softhsm" / "init-token.sh"), str(state)], check=True, stdout=subprocess.DEVNULL)
+    secret_file = state / "secrets" / "challenge"
+    if not secret_file.exists():
+        secret_file.write_text((args.challenge or secrets.token_urlsafe(18)) + "\n")
+        secret_file.chmod(0o600)
+    config_file = state / "scepd.toml"
+    if not config_file.exists():
+        # A free SCEP port (tests, several instances) gets a free metrics port too.
+        metrics_listen = args.metrics_listen or ("127.0.0.1:0" if args.listen.endswith(":0") else "127.0.0.1:9108")
+        config_file.write_text(
+            DEFAULT_TOML.format(
+                listen=args.listen,
+                metrics_listen=metrics_listen,
+                module=args.module,
+                workers=args.workers,
+                processes=args.processes,
+                ra="" if args.no_ra else RA_TOML,
+            )
+        )
+    config = load(config_file)
+    from scepd.ca.setup import KeySpec, init_ca
+    from scepd.keys.pkcs11.pool import ensure_reject_secret
+    from scepd.wiring import key_label, token_config
+
+    lone = config.ca.ra_key is None
+    if not config.ca.certificate.exists():
+        trio.run(
+            init_ca,
+            token_config(config),
+            key_label(config.ca.key),
+            config.ca.certificate,
+            parse_subject(args.subject),
+            KeySpec("rsa", 3072, decrypt=lone),
+            dt.timedelta(days=3650),
+            utc_now(),
+        )
+        usage = "signs and opens envelopes (no RA)" if lone else "sign only"
+        print(f"scepd: created CA {args.subject} on the token ({usage}); certificate {config.ca.certificate}")
+    if lone:
+        ensure_reject_secret(token_config(config), key_label(config.ca.key))
+        print(
+            "scepd: warning: this state has no RA, so the CA key opens envelopes; add one with "
+            f"`scepd ca ra-init --config {config_file}` (docs/keys.md)"
+        )
+    else:
+        ra = ensure_ra(config, parse_subject(args.ra_subject) if args.ra_subject else None, 2048, RA_DAYS)
+        if ra is not None:
+            print(
+                f"scepd: created RA {ra.subject.rfc4514_string()} on the token; certificate "
+                f"{config.ca.ra_certificate} (until {ra.not_valid_after_utc:%Y-%m-%d})"
+            )
+    print(f"scepd: state ready in {state}; config {config_file}")
+    return 0
+
+
+def add_commands(sub: Subparsers, with_config: WithConfig) -> None:
+    sp = sub.add_parser("init", help="create the embedded default (SoftHSM2 token, CA, config) in a state directory")
+    sp.add_argument("--state", default="var", help="state directory (default ./var)")
+    sp.add_argument("--listen", default="127.0.0.1:8080")
+    sp.add_argument(
+        "--metrics-listen",
+        help="HOST:PORT of the metrics listener (default 127.0.0.1:9108; 127.0.0.1:0 when --listen has port 0)",
+    )
+    sp.add_argument("--challenge", help="static challenge to use (default: a random one)")
+    sp.add_argument("--subject", default="CN=scepd development CA,O=scepd")
+    sp.add_argument("--ra-subject", help="RA subject (default: the CA's, with CA turned into RA in the CN)")
+    sp.add_argument(
+        "--no-ra",
+        action="store_true",
+        help="the lone-CA layout of earlier versions: the CA key also opens envelopes (start-up warns)",
+    )
+    sp.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so")
+    # 2: measured faster than the in-process thread under load, which the GIL slows (README).
+    sp.add_argument(
+        "--workers", type=int, default=2, help="token worker processes (0: one in-process thread; default 2)"
+    )
+    sp.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="serving processes on the one port (server.processes; about one per core)",
+    )
+    sp.set_defaults(func=cmd_init)
