@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from scepd.intune import contract
-from scepd.intune.client import IntuneSettings
+from scepd.intune.settings import IntuneSettings
 from scepd.keys.uri import Pkcs11UriError, TokenIdentity, key_on_token
 from scepd.profiles import (
     CERT_TYPES,

@@ -41,28 +41,10 @@ from scepd.intune.errors import (
     IntuneServiceNotFound,
     IntuneTransportError,
 )
+from scepd.intune.settings import IntuneSettings
 from scepd.logs import fields
 
 log = logging.getLogger("scepd.intune")
-
-
-@dataclass(frozen=True)
-class IntuneSettings:
-    tenant: str
-    client_id: str
-    provider_name: str = "scepd/0.1"  # PROVIDER_NAME_AND_VERSION: callerInfo and UserAgent
-    authority: str = contract.DEFAULT_AUTHORITY
-    graph_url: str = contract.DEFAULT_GRAPH_URL
-    intune_resource_url: str = contract.DEFAULT_INTUNE_RESOURCE_URL
-    intune_app_id: str = contract.INTUNE_APP_ID
-    timeout: float = 30.0  # seconds, per HTTP exchange
-    retries: int = 2  # further attempts after the first, for transport errors, 429 and 5xx
-    backoff: float = 0.5  # first pause; doubles each retry
-    max_retry_after: float = 10.0
-    # successNotification, all attempts together: past it the certificate is withheld and revoked.
-    # Microsoft's C# library waits up to 100 s (HttpClient's default) for its single attempt.
-    notification_budget: float = 100.0
-    assertion_algorithm: str = "PS256"  # client assertions: PS256 + x5t#S256, or RS256 + x5t
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from scepd.intune.auth import ClientSecret
-from scepd.intune.client import IntuneClient, IntuneSettings
+from scepd.intune.client import IntuneClient
+from scepd.intune.settings import IntuneSettings
 from tests.fake_intune.fixtures import fake_intune  # noqa: F401  (a fixture)
 from tests.fake_intune.state import FakeIntune
 
