@@ -52,7 +52,7 @@ from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_toke
 from scepd.logs import fields
 from scepd.profiles import ProfileStep
 from scepd.reload import reload_config
-from scepd.store.base import Store
+from scepd.store.roles import Store
 from scepd.store.sqlite import SqliteStore
 from scepd.systemd import Notifier, watchdog, watchdog_interval
 
