@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Rejected
 from scepd.scep.constants import FailInfo
-from scepd.store.base import Store
+from scepd.store.roles import IssuedCertificates
 
 KEY_USAGES = ("digital_signature", "key_encipherment", "key_agreement", "content_commitment")
 KEY_TYPES = ("rsa", "ec")
@@ -266,7 +266,7 @@ class ProfileStep:
     revoked (reason superseded) once its successor is issued.
     """
 
-    def __init__(self, profile: Profile, store: Store | None = None) -> None:
+    def __init__(self, profile: Profile, store: IssuedCertificates | None = None) -> None:
         self.profile = profile
         self.store = store
 

@@ -50,7 +50,7 @@ from scepd.keys.pkcs11.pool import TokenPool
 from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
 from scepd.logs import fields
 from scepd.profiles import ProfileStep
-from scepd.store.base import Store
+from scepd.store.roles import Store
 from scepd.store.sqlite import SqliteStore
 
 log = logging.getLogger("scepd")

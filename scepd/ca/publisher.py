@@ -34,7 +34,8 @@ from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.crl import Crl
 from scepd.keys.base import KeyBackendError
-from scepd.store.base import RevocationState, Store, StoreError
+from scepd.store.base import RevocationState, StoreError
+from scepd.store.roles import CrlState
 
 log = logging.getLogger("scepd.crl")
 
@@ -66,7 +67,7 @@ class CrlPublisher:
     def __init__(
         self,
         ca: CertificateAuthority,
-        store: Store,
+        store: CrlState,
         *,
         lifetime: dt.timedelta = dt.timedelta(hours=24),
         file: Path | None = None,

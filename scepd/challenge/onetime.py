@@ -13,7 +13,7 @@ import secrets
 
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Rejected
 from scepd.scep.constants import FailInfo
-from scepd.store.base import Store
+from scepd.store.roles import Challenges
 
 
 def challenge_digest(secret: str) -> str:
@@ -21,7 +21,7 @@ def challenge_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-async def mint_challenge(store: Store, now: dt.datetime, ttl: dt.timedelta, note: str = "") -> str:
+async def mint_challenge(store: Challenges, now: dt.datetime, ttl: dt.timedelta, note: str = "") -> str:
     """Store a new challenge (hashed) valid for `ttl` from `now`; return the plaintext, once."""
     if ttl <= dt.timedelta(0):
         raise ValueError("ttl must be positive")
@@ -38,7 +38,7 @@ class OneTimeChallenge:
     one challenge.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Challenges) -> None:
         self.store = store
 
     def applies(self, enrollment: Enrollment) -> bool:

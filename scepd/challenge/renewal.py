@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Rejected
 from scepd.scep.constants import FailInfo
-from scepd.store.base import CertStatus, Store
+from scepd.store.base import CertStatus
+from scepd.store.roles import IssuedCertificates
 
 
 class SignerIsIssuedCertificate:
@@ -32,7 +33,7 @@ class SignerIsIssuedCertificate:
     idempotent-retry step further down can return the same new certificate.
     """
 
-    def __init__(self, store: Store, ca_certificate: x509.Certificate) -> None:
+    def __init__(self, store: IssuedCertificates, ca_certificate: x509.Certificate) -> None:
         self.store = store
         self.ca_certificate = ca_certificate
         self._locks: dict[int, trio.Lock] = {}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import trio
 from cryptography import x509
@@ -28,7 +29,12 @@ from scepd.enroll.steps import csr_digest
 from scepd.episodes import Backoff, keep_running
 from scepd.logs import audit
 from scepd.scep.constants import FailInfo, MessageType
-from scepd.store.base import CertStatus, PendingRecord, PendingStatus, Store
+from scepd.store.base import CertStatus, PendingRecord, PendingStatus
+from scepd.store.roles import IssuedCertificates, PendingRequests
+
+
+class ApprovalStore(PendingRequests, IssuedCertificates, Protocol):
+    """What the gate needs: the queue, and the certificate a held renewal replaces."""
 
 
 class ApprovalGate:
@@ -38,7 +44,7 @@ class ApprovalGate:
     and everything after the gate, but no challenge.
     """
 
-    def __init__(self, store: Store, ttl: dt.timedelta, release: Next) -> None:
+    def __init__(self, store: ApprovalStore, ttl: dt.timedelta, release: Next) -> None:
         self.store = store
         self.ttl = ttl
         self.release = release
@@ -150,7 +156,7 @@ def expiry_interval(ttls: Iterable[dt.timedelta]) -> float:
 
 
 async def expire_pending_loop(
-    store: Store,
+    store: PendingRequests,
     interval: float,
     clock: Callable[[], dt.datetime] | None = None,
     *,

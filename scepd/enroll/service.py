@@ -41,7 +41,8 @@ from scepd.scep import (
     unseal,
 )
 from scepd.scep.constants import FailInfo, MessageType, PkiStatus
-from scepd.store.base import CertStatus, Store
+from scepd.store.base import CertStatus
+from scepd.store.roles import IssuedCertificates
 
 log = logging.getLogger("scepd.scep")
 T = TypeVar("T")
@@ -73,7 +74,7 @@ class ScepService:
         self,
         *,
         ca: CertificateAuthority,
-        store: Store,
+        store: IssuedCertificates,
         chain: Next,
         endpoint: str,
         challenge_mode: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import Protocol
 
 import trio
 from cryptography import x509
@@ -13,7 +14,8 @@ from scepd.ca.authority import CertificateAuthority
 from scepd.enroll.pipeline import Enrollment, Issued, Next
 from scepd.logs import audit
 from scepd.profiles import Profile
-from scepd.store.base import CertificateRecord, CertStatus, SerialCollision, Store, StoreError
+from scepd.store.base import CertificateRecord, CertStatus, SerialCollision, StoreError
+from scepd.store.roles import IssuedCertificates, StoreHealth
 
 
 def csr_digest(csr_der: bytes) -> str:
@@ -28,7 +30,7 @@ class IdempotentRetry:
     lock closes the race between two copies of one request in flight at once.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: IssuedCertificates) -> None:
         self.store = store
         self._locks: dict[str, trio.Lock] = {}
         self._users: dict[str, int] = {}
@@ -50,6 +52,10 @@ class IdempotentRetry:
                 del self._users[tid], self._locks[tid]
 
 
+class RecordingStore(IssuedCertificates, StoreHealth, Protocol):
+    """What `StoreIssued` needs: the certificates, and whether writes work at all before signing."""
+
+
 class StoreIssued:
     """Record the certificate durably before anyone sees it.
 
@@ -65,7 +71,7 @@ class StoreIssued:
 
     ATTEMPTS = 4
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: RecordingStore) -> None:
         self.store = store
 
     async def __call__(self, enrollment: Enrollment, next: Next) -> Issued:

@@ -25,7 +25,8 @@ from scepd.intune.contract import MAX_REVOCATION_BATCH, PKI_PROVIDER, Revocation
 from scepd.intune.errors import IntuneError
 from scepd.keys.base import KeyError_
 from scepd.logs import audit, fields
-from scepd.store.base import RevocationOutcome, RevocationRequestRecord, Store, StoreError
+from scepd.store.base import RevocationOutcome, RevocationRequestRecord, StoreError
+from scepd.store.roles import IntuneLedger
 
 log = logging.getLogger("scepd.intune")
 
@@ -78,7 +79,7 @@ class RevocationSync:
     def __init__(
         self,
         client: IntuneClient,
-        store: Store,
+        store: IntuneLedger,
         *,
         issuer_name: str,
         interval: float = 3600.0,

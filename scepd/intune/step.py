@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 from cryptography import x509
@@ -31,7 +32,8 @@ from scepd.intune.client import IntuneClient, Verdict, issuing_authority_name
 from scepd.intune.errors import IntuneError
 from scepd.logs import audit, fields
 from scepd.scep.constants import FailInfo
-from scepd.store.base import CertStatus, NotificationKind, NotificationRecord, Store
+from scepd.store.base import CertStatus, NotificationKind, NotificationRecord
+from scepd.store.roles import IntuneLedger, IssuedCertificates
 
 log = logging.getLogger("scepd.intune")
 
@@ -42,11 +44,15 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class IntuneStepStore(IssuedCertificates, IntuneLedger, Protocol):
+    """What the step needs: certificates (to find a resend, to revoke one Intune never took) and the ledger."""
+
+
 class IntuneChallenge:
     def __init__(
         self,
         client: IntuneClient,
-        store: Store,
+        store: IntuneStepStore,
         *,
         ca_configuration: str | None = None,
         certificate_authority: str | None = None,

@@ -30,7 +30,7 @@ def _store_errors(kind: str) -> float:
 
 
 async def _pragma(store: SqliteStore, pragma: str) -> None:
-    await store._run(lambda conn: conn.execute(f"PRAGMA {pragma}"))
+    await store.database.run(lambda conn: conn.execute(f"PRAGMA {pragma}"))
 
 
 def _events(caplog: pytest.LogCaptureFixture, event: str) -> list[str]:
@@ -63,7 +63,7 @@ async def test_write_faults_have_a_kind_and_one_event_per_episode(
 
 
 async def test_a_file_that_cannot_grow_is_full(store: SqliteStore) -> None:
-    pages = (await store._run(lambda conn: conn.execute("PRAGMA page_count").fetchone()))[0]
+    pages = (await store.database.run(lambda conn: conn.execute("PRAGMA page_count").fetchone()))[0]
     await _pragma(store, f"max_page_count = {pages}")
     big = dataclasses.replace(record(7), der=b"\x30" * 20000)
     with pytest.raises(StoreError) as failed:

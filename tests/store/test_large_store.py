@@ -7,7 +7,8 @@ import datetime as dt
 import sqlite3
 from pathlib import Path
 
-from scepd.store.sqlite import MIGRATIONS, SqliteStore, _write
+from scepd.store.sqlite import MIGRATIONS, SqliteStore
+from scepd.store.sqlite.connection import transaction
 from tests.store.test_sqlite import NOW, record
 
 
@@ -50,7 +51,7 @@ def test_migration_5_counts_the_certificates_already_stored(tmp_path: Path) -> N
                 (f"{serial:x}", r.transaction_id, r.csr_sha256, status, r.der),
             )
 
-    _write(conn, up_to_4)
+    transaction(conn, up_to_4)
     conn.close()
 
     async def check() -> dict[str, int]:

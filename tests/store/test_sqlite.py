@@ -255,7 +255,7 @@ async def test_wal_full_sync_and_foreign_keys_are_set(store: SqliteStore) -> Non
             conn.execute("PRAGMA foreign_keys").fetchone()[0],
         )
 
-    assert await store._run(pragmas) == ("wal", 2, 1)  # synchronous 2 = FULL
+    assert await store.database.run(pragmas) == ("wal", 2, 1)  # synchronous 2 = FULL
 
 
 async def test_wal_mode_is_persistent_in_the_file(tmp_path: Path) -> None:
@@ -298,7 +298,7 @@ async def test_ping_commits_a_write(tmp_path: Path) -> None:
 async def test_ping_fails_when_the_file_is_read_only(tmp_path: Path) -> None:
     path = tmp_path / "ro.db"
     async with SqliteStore.open(path) as store:
-        store._conn.execute("PRAGMA query_only = ON")  # type: ignore[union-attr]
+        await store.database.run(lambda conn: conn.execute("PRAGMA query_only = ON"))
         with pytest.raises(StoreError):
             await store.ping()
 
