@@ -1,11 +1,8 @@
-"""A CA whose key is on the session's SoftHSM2 token, as in production; the keys are generated once per
-session (RSA key generation on the token is slow), each test opens its own pool on them."""
+"""A CA whose key is on the session's SoftHSM2 token, as in production (the keys: tests/conftest.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 from cryptography import x509
@@ -16,28 +13,10 @@ from cryptography.x509.oid import NameOID
 
 from scepd.ca.authority import CertificateAuthority, self_signed_ca
 from scepd.keys.base import HashName, Signer
-from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key
+from scepd.keys.pkcs11 import TokenPool
 from scepd.profiles import Profile
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture(scope="session")
-def ca_key_labels(token_config: Callable[..., TokenConfig]) -> dict[str, str]:
-    """Labels of a P-256 and an RSA-2048 signing key on the session token, made once."""
-    labels = {}
-    for kind in ("ec", "rsa"):
-        labels[kind] = f"ca-tests-{kind}-{uuid.uuid4().hex[:8]}"
-        generate_key(token_config(), labels[kind], kind, size=2048, curve="P-256")
-    return labels
-
-
-@pytest.fixture
-async def token_pool(
-    token_config: Callable[..., TokenConfig], ca_key_labels: dict[str, str]
-) -> AsyncIterator[TokenPool]:
-    async with TokenPool.open(token_config()) as pool:
-        yield pool
 
 
 @pytest.fixture
