@@ -4,6 +4,7 @@ and the in-memory CA and chain terminal of tests/challenge/pki.py."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -42,6 +43,28 @@ def token_config(softhsm_token: SoftHsmToken):  # type: ignore[no-untyped-def]
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ca_key_labels(token_config):  # type: ignore[no-untyped-def]
+    """Labels of keys on the session token for CA-level tests, made once (RSA generation on the token is
+    slow): "ec" (P-256) and "rsa" (RSA-2048) sign only, "ra" (RSA-2048) also opens envelopes."""
+    from scepd.keys.pkcs11.pool import generate_key
+
+    labels = {}
+    for kind in ("ec", "rsa", "ra"):
+        labels[kind] = f"ca-tests-{kind}-{uuid.uuid4().hex[:8]}"
+        generate_key(token_config(), labels[kind], "ec" if kind == "ec" else "rsa", size=2048, decrypt=kind == "ra")
+    return labels
+
+
+@pytest.fixture
+async def token_pool(token_config, ca_key_labels):  # type: ignore[no-untyped-def]
+    """A pool (one token thread) on the session token, where the keys of `ca_key_labels` are."""
+    from scepd.keys.pkcs11.pool import TokenPool
+
+    async with TokenPool.open(token_config()) as pool:
+        yield pool
 
 
 @pytest.fixture

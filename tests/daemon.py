@@ -7,12 +7,15 @@ the real thing. Teardown sends SIGTERM, as systemd would.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -78,29 +81,63 @@ def scepd(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess
     )
 
 
+_TEMPLATES: dict[bool, Path] = {}
+_TEMPLATE_LOCK = threading.Lock()
+
+
+def _template(no_ra: bool) -> Path:
+    """One state directory per layout made by the real `scepd init`, once per test process.
+
+    Generating the RSA-3072 CA and RA keys on SoftHSM2 is most of the cost of `scepd init` (seconds each);
+    tests that only need *a* set-up daemon start from a copy of this one instead of generating keys again."""
+    with _TEMPLATE_LOCK:
+        if no_ra not in _TEMPLATES:
+            root = Path(tempfile.mkdtemp(prefix="scepd-template-"))
+            atexit.register(shutil.rmtree, root, True)
+            state = root / ("lone-ca" if no_ra else "ca-ra")
+            scepd(
+                "init",
+                "--state",
+                str(state),
+                "--listen",
+                "127.0.0.1:0",
+                "--challenge",
+                "template-challenge",
+                "--workers",
+                "0",
+                "--processes",
+                "1",
+                "--subject",
+                f"CN=scepd test CA {state.name},O=scepd tests",
+                *(["--no-ra"] if no_ra else []),
+            )
+            _TEMPLATES[no_ra] = state
+        return _TEMPLATES[no_ra]
+
+
 def init_state(
     state: Path, challenge: str, *, workers: int = 0, processes: int = 1, extra_toml: str = "", no_ra: bool = False
 ) -> None:
-    """`scepd init` as the README runs it (CA + RA); `no_ra` makes the lone-CA layout of earlier versions."""
-    scepd(
-        "init",
-        "--state",
-        str(state),
-        "--listen",
-        "127.0.0.1:0",
-        "--challenge",
-        challenge,
-        "--workers",
-        str(workers),
-        "--processes",
-        str(processes),
-        "--subject",
-        f"CN=scepd test CA {state.name},O=scepd tests",
-        *(["--no-ra"] if no_ra else []),
-    )
-    if extra_toml:
-        config = state / "scepd.toml"
-        config.write_text(config.read_text() + "\n" + extra_toml)
+    """What `scepd init` as the README runs it (CA + RA) leaves in `state`; `no_ra` makes the lone-CA layout of
+    earlier versions.
+
+    The directory is a copy of a template made once by the real `scepd init` (see `_template`), with its own
+    token files, challenge and settings: a test may change its token, store and config freely, but every copy
+    carries the same CA (one per layout). Tests of `scepd init` itself call `scepd("init", ...)`."""
+    template = _template(no_ra)
+    shutil.copytree(template, state, dirs_exist_ok=True)
+    conf = state / "softhsm" / "softhsm2.conf"
+    conf.write_text(conf.read_text().replace(str(template), str(state.resolve())))
+    (state / "secrets" / "challenge").write_text(challenge + "\n")
+    config = state / "scepd.toml"
+    text = config.read_text()
+    for before, after in (
+        ("workers = 0\n", f"workers = {workers}\n"),
+        ("processes = 1\n", f"processes = {processes}\n"),
+    ):
+        assert text.count(before) == 1, (before, text)
+        text = text.replace(before, after)
+    config.write_text(text + ("\n" + extra_toml if extra_toml else ""))
 
 
 @contextmanager

@@ -1,19 +1,50 @@
-"""A CA over any `Signer`: software keys for encoding tests, token keys for the real thing."""
+"""A CA whose key is on the session's SoftHSM2 token, as in production (the keys: tests/conftest.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from scepd.ca.authority import CertificateAuthority, self_signed_ca
-from scepd.keys.base import Signer
+from scepd.keys.base import HashName, Signer
+from scepd.keys.pkcs11.pool import TokenPool
 from scepd.profiles import Profile
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def ec_ca_key(token_pool: TokenPool, ca_key_labels: dict[str, str]) -> Signer:
+    return token_pool.key(ca_key_labels["ec"])
+
+
+@pytest.fixture
+def rsa_ca_key(token_pool: TokenPool, ca_key_labels: dict[str, str]) -> Signer:
+    return token_pool.key(ca_key_labels["rsa"])
+
+
+class WrappedKey:
+    """A token key with a test's hook around each signature (a pause, a gate); the signing is the token's."""
+
+    def __init__(self, inner: Signer) -> None:
+        self.inner = inner
+
+    @property
+    def label(self) -> str:
+        return self.inner.label
+
+    @property
+    def public_key(self) -> PublicKeyTypes:
+        return self.inner.public_key
+
+    async def sign(self, data: bytes, hash: HashName) -> bytes:
+        return await self.inner.sign(data, hash)
 
 
 async def make_ca(signer: Signer, name: str = "CRL test CA", **urls: str) -> CertificateAuthority:

@@ -7,21 +7,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from scepd.ca.authority import ca_extensions
-from scepd.keys.software import SoftwareKey
+from scepd.keys.base import Signer
 from tests.ca.conftest import issue, make_ca
 
 
-async def test_no_urls_no_locator_extensions() -> None:
-    ca = await make_ca(SoftwareKey(ec.generate_private_key(ec.SECP256R1())))
+async def test_no_urls_no_locator_extensions(ec_ca_key: Signer) -> None:
+    ca = await make_ca(ec_ca_key)
     cert = await issue(ca, "plain")
     oids = {e.oid for e in cert.extensions}
     assert x509.CRLDistributionPoints.oid not in oids
     assert x509.AuthorityInformationAccess.oid not in oids
 
 
-async def test_configured_urls_are_in_issued_certificates() -> None:
+async def test_configured_urls_are_in_issued_certificates(ec_ca_key: Signer) -> None:
     ca = await make_ca(
-        SoftwareKey(ec.generate_private_key(ec.SECP256R1())),
+        ec_ca_key,
         crl_url="http://pki.example/crl/ca.crl",
         ocsp_url="http://ocsp.example/",
         issuer_url="http://pki.example/ca.cer",
@@ -37,8 +37,8 @@ async def test_configured_urls_are_in_issued_certificates() -> None:
     ]
 
 
-async def test_only_ocsp_url() -> None:
-    ca = await make_ca(SoftwareKey(ec.generate_private_key(ec.SECP256R1())), ocsp_url="http://ocsp.example/")
+async def test_only_ocsp_url(ec_ca_key: Signer) -> None:
+    ca = await make_ca(ec_ca_key, ocsp_url="http://ocsp.example/")
     cert = await issue(ca, "ocsp-only")
     aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     assert [a.access_method for a in aia] == [AuthorityInformationAccessOID.OCSP]

@@ -1,36 +1,31 @@
-"""CRL encoding (software keys) and CRLs signed on the SoftHSM2 token, checked by
-cryptography and by the openssl command line."""
+"""CRLs signed with a CA key on the SoftHSM2 token: their encoding, checked by cryptography and by the
+openssl command line."""
 
 from __future__ import annotations
 
 import datetime as dt
 import subprocess
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from scepd.ca.crl import REVOCATION_REASONS, CrlTemplate, parse_reason, sign_crl
-from scepd.keys.base import HashName
-from scepd.keys.pkcs11.config import TokenConfig
-from scepd.keys.pkcs11.pool import TokenPool, generate_key
-from scepd.keys.software import SoftwareKey
+from scepd.keys.base import HashName, Signer
+from scepd.keys.pkcs11.pool import TokenPool
 from scepd.store.base import RevokedEntry
 from tests.ca.conftest import NOW, issue, make_ca
 
 DAY = dt.timedelta(days=1)
 
 
-@pytest.fixture(scope="module")
-def rsa_key() -> SoftwareKey:
-    return SoftwareKey(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+@pytest.fixture
+def rsa_key(rsa_ca_key: Signer) -> Signer:
+    return rsa_ca_key
 
 
-async def test_fields_extensions_and_signature(rsa_key: SoftwareKey) -> None:
+async def test_fields_extensions_and_signature(rsa_key: Signer) -> None:
     ca = await make_ca(rsa_key)
     entries = [
         RevokedEntry(0x1234, NOW - dt.timedelta(hours=2), "keyCompromise"),
@@ -52,7 +47,7 @@ async def test_fields_extensions_and_signature(rsa_key: SoftwareKey) -> None:
     assert x509.load_pem_x509_crl(crl.pem) == parsed
 
 
-async def test_crl_authority_key_id_matches_issued_certificates(rsa_key: SoftwareKey) -> None:
+async def test_crl_authority_key_id_matches_issued_certificates(rsa_key: Signer) -> None:
     ca = await make_ca(rsa_key)
     cert = await issue(ca, "device")
     crl = x509.load_der_x509_crl((await ca.sign_crl(ca.crl_template([], 1, NOW, DAY))).der)
@@ -62,7 +57,7 @@ async def test_crl_authority_key_id_matches_issued_certificates(rsa_key: Softwar
     assert crl.issuer == cert.issuer
 
 
-async def test_empty_crl_omits_the_revoked_list(rsa_key: SoftwareKey) -> None:
+async def test_empty_crl_omits_the_revoked_list(rsa_key: Signer) -> None:
     from asn1crypto import crl as a_crl
 
     ca = await make_ca(rsa_key)
@@ -74,7 +69,7 @@ async def test_empty_crl_omits_the_revoked_list(rsa_key: SoftwareKey) -> None:
 
 
 @pytest.mark.parametrize("reason", [None, "unspecified", "certificateHold", "wiped by admin"])
-async def test_reason_code_only_for_meaningful_rfc5280_names(rsa_key: SoftwareKey, reason: str | None) -> None:
+async def test_reason_code_only_for_meaningful_rfc5280_names(rsa_key: Signer, reason: str | None) -> None:
     ca = await make_ca(rsa_key)
     crl = await ca.sign_crl(ca.crl_template([RevokedEntry(5, NOW, reason)], 1, NOW, DAY))
     (entry,) = x509.load_der_x509_crl(crl.der)
@@ -99,7 +94,7 @@ def test_reason_names() -> None:
             parse_reason(bad)
 
 
-async def test_times_after_2049_are_generalized_time(rsa_key: SoftwareKey) -> None:
+async def test_times_after_2049_are_generalized_time(rsa_key: Signer) -> None:
     from asn1crypto import crl as a_crl
 
     ca = await make_ca(rsa_key)
@@ -121,8 +116,8 @@ def test_template_rejects_nonsense() -> None:
         CrlTemplate(name, b"k", 1, NOW, NOW, [])
 
 
-async def test_ec_ca_signs_with_ecdsa() -> None:
-    ca = await make_ca(SoftwareKey(ec.generate_private_key(ec.SECP384R1())))
+async def test_ec_ca_signs_with_ecdsa(ec_ca_key: Signer) -> None:
+    ca = await make_ca(ec_ca_key)
     crl = await sign_crl(ca.crl_template([RevokedEntry(3, NOW, "superseded")], 7, NOW, DAY), ca.signer, HashName.SHA384)
     parsed = x509.load_der_x509_crl(crl.der)
     assert parsed.signature_algorithm_oid == x509.oid.SignatureAlgorithmOID.ECDSA_WITH_SHA384
@@ -140,18 +135,14 @@ def _openssl(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("kind", ["rsa", "ec"])
 async def test_token_signed_crl_verifies_with_openssl(
-    token_config: Callable[..., TokenConfig], tmp_path: Path, kind: str
+    token_pool: TokenPool, ca_key_labels: dict[str, str], tmp_path: Path, kind: str
 ) -> None:
     """The CA key is on SoftHSM2; openssl checks the CRL and uses it to reject a revoked certificate."""
-    cfg = token_config()
-    label = f"crl-{kind}-{uuid.uuid4().hex[:8]}"
-    generate_key(cfg, label, kind, size=2048, curve="P-256")
-    async with TokenPool.open(cfg) as pool:
-        ca = await make_ca(pool.key(label), f"CRL token CA {kind}")
-        revoked, valid = await issue(ca, "revoked-device"), await issue(ca, "valid-device")
-        now = dt.datetime.now(dt.UTC)
-        entry = RevokedEntry(revoked.serial_number, now - dt.timedelta(minutes=1), "keyCompromise")
-        crl = x509.load_der_x509_crl((await ca.sign_crl(ca.crl_template([entry], 3, now, DAY))).der)
+    ca = await make_ca(token_pool.key(ca_key_labels[kind]), f"CRL token CA {kind}")
+    revoked, valid = await issue(ca, "revoked-device"), await issue(ca, "valid-device")
+    now = dt.datetime.now(dt.UTC)
+    entry = RevokedEntry(revoked.serial_number, now - dt.timedelta(minutes=1), "keyCompromise")
+    crl = x509.load_der_x509_crl((await ca.sign_crl(ca.crl_template([entry], 3, now, DAY))).der)
     assert crl.is_signature_valid(ca.certificate.public_key())  # type: ignore[arg-type]
 
     ca_pem, crl_pem = _pem(tmp_path / "ca.pem", ca.certificate), _pem(tmp_path / "crl.pem", crl)

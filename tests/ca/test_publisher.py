@@ -13,18 +13,16 @@ import pytest
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.publisher import CrlPublisher
-from scepd.keys.base import HashName
+from scepd.keys.base import HashName, Signer
 from scepd.keys.pkcs11.config import TokenConfig
 from scepd.keys.pkcs11.pool import TokenPool, generate_key
-from scepd.keys.software import SoftwareKey
 from scepd.store.base import CertificateRecord, CertStatus, StoreError
 from scepd.store.sqlite import SqliteStore
-from tests.ca.conftest import NOW, make_ca
+from tests.ca.conftest import NOW, WrappedKey, make_ca
 
 LIFETIME = dt.timedelta(hours=1)
 
@@ -37,11 +35,11 @@ class FakeClock:
         return self.now
 
 
-class SlowKey(SoftwareKey):
+class SlowKey(WrappedKey):
     """Signs after a pause and records how many signatures ran at once."""
 
-    def __init__(self) -> None:
-        super().__init__(ec.generate_private_key(ec.SECP256R1()))
+    def __init__(self, inner: Signer) -> None:
+        super().__init__(inner)
         self.running = 0
         self.most = 0
 
@@ -72,8 +70,8 @@ def record(serial: int) -> CertificateRecord:
 
 
 @pytest.fixture
-async def ca() -> CertificateAuthority:
-    return await make_ca(SoftwareKey(ec.generate_private_key(ec.SECP256R1())))
+async def ca(ec_ca_key: Signer) -> CertificateAuthority:
+    return await make_ca(ec_ca_key)
 
 
 @pytest.fixture
@@ -82,6 +80,34 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
         for serial in (1, 2, 3):
             await s.put_issued(record(serial))
         yield s
+
+
+class CountingStore:
+    """The real store, counting the publisher's reads, so a test waits for checks to have happened
+    instead of for time to have passed."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.reads = {"revocation_state": 0, "latest_crl": 0}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def revocation_state(self) -> object:
+        self.reads["revocation_state"] += 1
+        return await self._store.revocation_state()
+
+    async def latest_crl(self) -> bytes | None:
+        self.reads["latest_crl"] += 1
+        return await self._store.latest_crl()
+
+
+async def reads_pass(store: CountingStore, what: str = "revocation_state", n: int = 3) -> None:
+    """Until `n` more `what` reads have been made (for a publisher's loop: n - 1 whole rounds at least)."""
+    target = store.reads[what] + n
+    with trio.fail_after(5):
+        while store.reads[what] < target:
+            await trio.sleep(0.005)
 
 
 def serials(publisher: CrlPublisher) -> list[int]:
@@ -124,8 +150,8 @@ async def test_pem_file_and_write_failure(
     assert "crl_file_write_failed" in caplog.text
 
 
-async def test_regenerations_never_overlap(store: SqliteStore) -> None:
-    key = SlowKey()
+async def test_regenerations_never_overlap(store: SqliteStore, ec_ca_key: Signer) -> None:
+    key = SlowKey(ec_ca_key)
     publisher = CrlPublisher(await make_ca(key), store)
     async with trio.open_nursery() as nursery:
         for _ in range(5):
@@ -143,32 +169,34 @@ async def wait_for_number(publisher: CrlPublisher, number: int) -> None:
 async def test_run_follows_revocations_made_by_another_process(
     ca: CertificateAuthority, store: SqliteStore, tmp_path: Path
 ) -> None:
-    publisher = CrlPublisher(ca, store, lifetime=LIFETIME, check_interval=0.02, clock=FakeClock())
+    counting = CountingStore(store)
+    publisher = CrlPublisher(ca, counting, lifetime=LIFETIME, check_interval=0.02, clock=FakeClock())  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         await nursery.start(publisher.run)
         await wait_for_number(publisher, 1)  # signed just after started(), beside the serving daemon
-        await trio.sleep(0.1)
-        assert publisher.current.number == 1  # nothing changed, nothing re-signed
+        await reads_pass(counting)
+        assert publisher.current.number == 1  # checked, nothing changed, nothing re-signed
 
         # `scepd cert revoke` opens its own connection to the same file.
         async with SqliteStore.open(tmp_path / "scepd.sqlite3") as cli:
             await cli.revoke(3, "superseded", NOW)
         await wait_for_number(publisher, 2)
         assert serials(publisher) == [3]
-        await trio.sleep(0.1)
+        await reads_pass(counting)
         assert publisher.current.number == 2
         nursery.cancel_scope.cancel()
 
 
 async def test_run_resigns_half_way_through_the_lifetime(ca: CertificateAuthority, store: SqliteStore) -> None:
     clock = FakeClock()
-    publisher = CrlPublisher(ca, store, lifetime=LIFETIME, check_interval=0.02, clock=clock)
+    counting = CountingStore(store)
+    publisher = CrlPublisher(ca, counting, lifetime=LIFETIME, check_interval=0.02, clock=clock)  # type: ignore[arg-type]
     with trio.move_on_after(10) as scope:  # cancellation ends the loop cleanly
         async with trio.open_nursery() as nursery:
             await nursery.start(publisher.run)
             await wait_for_number(publisher, 1)
             clock.now = NOW + LIFETIME / 2 - dt.timedelta(seconds=1)
-            await trio.sleep(0.1)
+            await reads_pass(counting)  # checks made a second before the CRL falls due
             assert publisher.current is not None and publisher.current.number == 1
             clock.now = NOW + LIFETIME / 2
             await wait_for_number(publisher, 2)
@@ -182,13 +210,14 @@ async def test_run_survives_a_store_fault(
     ca: CertificateAuthority, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = await SqliteStore.connect(tmp_path / "faulty.sqlite3")
-    publisher = CrlPublisher(ca, store, check_interval=0.02)
+    counting = CountingStore(store)
+    publisher = CrlPublisher(ca, counting, check_interval=0.02)  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger="scepd.crl"):
         async with trio.open_nursery() as nursery:
             await nursery.start(publisher.run)
             await wait_for_number(publisher, 1)
             await store.close()  # every store call now raises StoreError
-            await trio.sleep(0.1)
+            await reads_pass(counting)  # checks that failed
             assert publisher.current is not None and publisher.current.number == 1  # still served
             nursery.cancel_scope.cancel()
     assert "crl_refresh_failed" in caplog.text
@@ -223,32 +252,36 @@ async def test_a_follower_serves_the_stored_crl_and_picks_up_newer_ones(
 
 async def test_a_follower_signs_only_when_the_store_has_no_crl(ca: CertificateAuthority, store: SqliteStore) -> None:
     assert await store.latest_crl() is None
-    follower = CrlPublisher(ca, store, lifetime=LIFETIME, check_interval=0.3)
+    counting = CountingStore(store)
+    follower = CrlPublisher(ca, counting, lifetime=LIFETIME, check_interval=0.3)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         await nursery.start(follower.follow)
-        await trio.sleep(0.15)
+        await reads_pass(counting, "latest_crl", 1)  # the loop's first look found none
         assert follower.current is None  # the primary gets a check interval to store its first one
         await wait_for_number(follower, 1)
         nursery.cancel_scope.cancel()
     assert follower.current is not None and await store.latest_crl() == follower.current.der
 
 
-class GatedKey(SoftwareKey):
+class GatedKey(WrappedKey):
     """Signs only once `gate` is set: a CRL build that takes as long as the test wants."""
 
-    def __init__(self) -> None:
-        super().__init__(ec.generate_private_key(ec.SECP256R1()))
+    def __init__(self, inner: Signer) -> None:
+        super().__init__(inner)
         self.gate = trio.Event()
         self.gate.set()  # open while the CA certificate is made
+        self.waiting = trio.Event()
 
     async def sign(self, data: bytes, hash: HashName) -> bytes:
+        if not self.gate.is_set():
+            self.waiting.set()
         await self.gate.wait()
         return await super().sign(data, hash)
 
 
-async def test_run_serves_the_stored_crl_while_it_signs_a_new_one(store: SqliteStore) -> None:
+async def test_run_serves_the_stored_crl_while_it_signs_a_new_one(store: SqliteStore, ec_ca_key: Signer) -> None:
     """A large store takes a while to list: start-up must not wait for it (issue 14)."""
-    key = GatedKey()
+    key = GatedKey(ec_ca_key)
     ca = await make_ca(key)
     old = await CrlPublisher(ca, store, lifetime=LIFETIME, clock=FakeClock()).get()
     key.gate = trio.Event()
@@ -258,16 +291,18 @@ async def test_run_serves_the_stored_crl_while_it_signs_a_new_one(store: SqliteS
         with trio.fail_after(2):
             await nursery.start(publisher.run)
         assert publisher.current is not None and publisher.current.der == old.der  # served at once
-        await trio.sleep(0.05)
-        assert publisher.current.der == old.der  # the new one is still being signed
+        await key.waiting.wait()
+        assert publisher.current.der == old.der  # while the new one is being signed
         key.gate.set()
         await wait_for_number(publisher, old.number + 1)
         assert serials(publisher) == [2]
         nursery.cancel_scope.cancel()
 
 
-async def test_a_crl_stored_by_another_ca_is_not_served(ca: CertificateAuthority, store: SqliteStore) -> None:
-    other = await make_ca(SoftwareKey(ec.generate_private_key(ec.SECP256R1())), "another CA")
+async def test_a_crl_stored_by_another_ca_is_not_served(
+    ca: CertificateAuthority, store: SqliteStore, rsa_ca_key: Signer
+) -> None:
+    other = await make_ca(rsa_ca_key, "another CA")
     foreign = await CrlPublisher(other, store, lifetime=LIFETIME).get()
     publisher = CrlPublisher(ca, store, lifetime=LIFETIME, check_interval=0.02)
     async with trio.open_nursery() as nursery:

@@ -107,7 +107,7 @@ approval = true
 
 [profiles.brief]
 approval = true
-pending_ttl_hours = 0.001
+pending_ttl_hours = 0.0004
 """
 
 

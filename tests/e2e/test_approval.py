@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -124,13 +125,16 @@ async def test_rejected_request_fails_at_the_next_poll(daemon_lifecycle: Daemon,
 
 
 async def test_undecided_request_expires(daemon_lifecycle: Daemon, http: httpx.AsyncClient) -> None:
-    client = await lifecycle_client(daemon_lifecycle, "/brief", http)  # pending_ttl_hours = 0.001: 3.6 s
+    client = await lifecycle_client(daemon_lifecycle, "/brief", http)  # pending_ttl_hours = 0.0004: 1.44 s
     device = Requester(client, "held-expired")
+    held_at = trio.current_time()
     assert (await device.request()).status is PkiStatus.PENDING
     rid = request_id(daemon_lifecycle, device.cn)
-    await trio.sleep(4)
-
-    rep = await device.poll()
+    # The daemon's clock is real: poll until the request has lapsed, and not before its time.
+    with trio.fail_after(30):
+        while (rep := await device.poll()).status is PkiStatus.PENDING:
+            await trio.sleep(0.2)
+    assert trio.current_time() - held_at >= 1.44
     assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_REQUEST
     assert rep.fail_info_text is not None and "expired" in rep.fail_info_text
     late = pending(daemon_lifecycle, "approve", str(rid), check=False)
@@ -203,9 +207,19 @@ def test_certmonger_waits_while_held_and_collects_after_approval(
     cn = f"cm-held-{collect}"
     with certmonger.CertmongerInstance(tmp_path / "cm") as cm:
         cm.add_scep_ca("held", daemon_lifecycle.base_url + "/held", signing_ca=daemon_lifecycle.state / "ca.pem")
-        first = cm.request("held", subject=f"CN={cn}", challenge=CHALLENGE, timeout=8)
+        # No final state comes while the request is held: wait for certmonger to have heard "pending".
+        submitted = cm.request("held", subject=f"CN={cn}", challenge=CHALLENGE, timeout=0)
+        deadline = time.monotonic() + 30
+        while 'SCEP status is "pending"' not in cm.log_text():
+            assert time.monotonic() < deadline, cm.log_tail()
+            time.sleep(0.2)
+        first = cm.wait(
+            submitted.request_id,
+            key_path=submitted.key_path,
+            cert_path=cm.files_dir / f"{submitted.request_id}.cert.pem",
+            timeout=0,
+        )
         assert first.status == "CA_WORKING" and first.cert_path is None, first.listing
-        assert 'SCEP status is "pending"' in cm.log_text()
         assert stored(daemon_lifecycle, cn) == []
         pending(daemon_lifecycle, "approve", str(request_id(daemon_lifecycle, cn)))
         cm.getcert(collect, "-i", first.request_id)

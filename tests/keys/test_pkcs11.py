@@ -446,4 +446,7 @@ async def test_stress(token_config: Callable[..., TokenConfig], keys: dict[str, 
                 for n in range(200):
                     nursery.start_soon(client, n)
         assert pool.busy == 0
+        # Sampled between one task's operations, when its own worker is back in the pool: every other worker
+        # was seen busy at once (the load kept all of them in use), and the count never ran past them.
+        assert max_busy == pool.size - 1, (max_busy, pool.size)
     assert done == 2400
