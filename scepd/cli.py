@@ -663,7 +663,7 @@ def parser() -> argparse.ArgumentParser:
         help="the lone-CA layout of earlier versions: the CA key also opens envelopes (start-up warns)",
     )
     sp.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so")
-    # 2: measured faster than the in-process thread under load, which the GIL slows (README).
+    # 2: worker processes take token calls out of the GIL the event loop needs (docs/benchmarks.md).
     sp.add_argument(
         "--workers", type=int, default=2, help="token worker processes (0: one in-process thread; default 2)"
     )

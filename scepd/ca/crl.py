@@ -119,7 +119,7 @@ async def sign_crl(template: CrlTemplate, signer: Signer, hash: HashName = HashN
     """Build the TBSCertList for `template` and have `signer` sign it."""
     sig_alg = signature_algorithm_der(signer.public_key, hash)
     if len(template.entries) > _INLINE_ENTRIES:
-        # About 5 us per entry: a large CRL is encoded beside the event loop, not on it.
+        # Encoding time grows with the entries (docs/benchmarks.md): a large CRL is encoded beside the event loop.
         tbs_der = await trio.to_thread.run_sync(_tbs_cert_list, template, sig_alg)
     else:
         tbs_der = _tbs_cert_list(template, sig_alg)

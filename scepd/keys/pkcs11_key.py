@@ -22,8 +22,8 @@ from scepd.metrics import KEY_OPERATION_SECONDS
 if TYPE_CHECKING:
     from scepd.keys.pkcs11 import TokenPool
 
-# RSA: the token hashes and pads (CKM_SHA*_RSA_PKCS); measured no slower than
-# hashing here + CKM_RSA_PKCS over a DigestInfo, and correct by construction.
+# RSA: the token hashes and pads (CKM_SHA*_RSA_PKCS): correct by construction, and no
+# slower than hashing here + CKM_RSA_PKCS over a DigestInfo (docs/benchmarks.md).
 _RSA_MECH = {
     HashName.SHA1: "SHA1_RSA_PKCS",
     HashName.SHA224: "SHA224_RSA_PKCS",
