@@ -89,3 +89,23 @@ def test_the_generator_refuses_a_key_without_prose(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(config_reference, "KEYS", keys)
     with pytest.raises(ValueError, match="crl.lifetime_hours"):
         config_reference.render()
+
+
+def test_operations_names_every_metric() -> None:
+    from scepd import metrics
+
+    page = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    names = [m.name + ("_total" if m.type == "counter" else "") for m in metrics.REGISTRY.collect()]
+    assert len(names) > 20
+    missing = [n for n in names if f"| `{n}` |" not in page]
+    assert not missing, f"docs/operations.md has no row for {missing}"
+
+
+def test_operations_names_every_log_event() -> None:
+    page = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    events = set()
+    for source in (ROOT / "scepd").rglob("*.py"):
+        events.update(re.findall(r"event=([a-z][a-z_]+)", source.read_text(encoding="utf-8")))
+    assert len(events) > 40  # the pattern still finds how events are written
+    missing = sorted(e for e in events if f"`{e}`" not in page)
+    assert not missing, f"docs/operations.md does not mention {missing}"
