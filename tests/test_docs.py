@@ -40,10 +40,29 @@ def test_the_pages_do_link_to_each_other() -> None:
     assert "intune-contract.md" in _relative_links(ROOT / "docs" / "intune.md")
 
 
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    text = _CODE.sub("", page.read_text(encoding="utf-8"))
+    headings = re.findall(r"^#+\s+(.*?)\s*$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.replace("`", "").lower()).replace(" ", "-") for h in headings}
+
+
+def test_anchors_follow_githubs_rule() -> None:
+    assert "serving-processes-a-socket-each" in _anchors(ROOT / "docs" / "benchmarks.md")
+    assert "intune" in _anchors(ROOT / "docs" / "configuration.md")
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_points_at_an_existing_file(page: Path) -> None:
-    missing = [t for t in _relative_links(page) if not (page.parent / t.split("#", 1)[0]).exists()]
+    missing, dangling = [], []
+    for target in _relative_links(page):
+        path, _, anchor = target.partition("#")
+        if not (page.parent / path).exists():
+            missing.append(target)
+        elif anchor and path.endswith(".md") and anchor not in _anchors(page.parent / path):
+            dangling.append(target)
     assert not missing, f"{page.relative_to(ROOT)} links to files that do not exist: {missing}"
+    assert not dangling, f"{page.relative_to(ROOT)} links to headings that do not exist: {dangling}"
 
 
 def test_configuration_reference_is_generated_from_the_loader() -> None:
