@@ -129,7 +129,7 @@ def _serve_beside_primary(config: Config, serving_fd: int, control_fd: int | Non
 
 DEFAULT_TOML = """\
 # scepd embedded default: SoftHSM2 token, SQLite store, static challenge.
-# Every setting is described in README.md ("Configuration").
+# Every setting is described in docs/configuration.md.
 [server]
 listen = "{listen}"
 processes = {processes}
