@@ -100,7 +100,7 @@ KEYS: dict[str, Doc] = {
     "ca.certificate": Doc("PEM file of the CA certificate; it must hold the public key of `ca.key`."),
     "ca.ra_key": Doc(
         "PKCS#11 URI of the RA key, which opens envelopes and signs replies. Goes with `ca.ra_certificate`.",
-        unset="no RA: the CA key also opens envelopes (start-up warns)",
+        unset="no RA: the CA key also opens envelopes (start-up warns); `scepd init` writes `scepd-ra`",
     ),
     "ca.ra_certificate": Doc(
         "PEM file of the RA certificate. With an RA, GetCACert answers RA and CA as a certs-only message.",
@@ -127,7 +127,8 @@ KEYS: dict[str, Doc] = {
     ),
     "ca.expiry_warning_days": Doc(
         "From this many days (1 to 7300) before the CA or RA certificate ends, the daemon logs "
-        "`event=ca_certificate_expiring` / `ra_certificate_expiring` at start-up and every 6 hours."
+        "`event=ca_certificate_expiring` / `ra_certificate_expiring` at start-up and every 6 hours, saying "
+        "whether a rollover certificate is configured; after the end, `*_certificate_expired`."
     ),
     # [store]
     "store.path": Doc("The SQLite database file (WAL mode; every certificate is durable before its reply leaves)."),
