@@ -103,8 +103,8 @@ def _entry_extensions(reason: str | None) -> bytes:
 
 
 def _revoked_certificates(entries: Sequence[RevokedEntry]) -> bytes:
-    """revokedCertificates written directly: for 100,000 entries asn1crypto took over a minute on
-    the 2-core test machine, this about half a second (bench/store_size.py)."""
+    """revokedCertificates written directly: asn1crypto is far too slow for a CRL of a large store
+    (docs/benchmarks.md, "CRL encoding")."""
     sequence, integer, x509_time = der.sequence, der.integer, der.x509_time
     return sequence(
         *(sequence(integer(e.serial), x509_time(e.revoked_at), _entry_extensions(e.reason)) for e in entries)
