@@ -21,7 +21,7 @@ envelope, sign the certificate, sign the CertRep):
   another thread of this process runs pure Python, as the event loop does
   under load, at each `sys.setswitchinterval` given. A token call releases
   the GIL during the PKCS#11 call but must take it back to return: this is
-  what that costs (README, "Token concurrency").
+  what that costs (docs/benchmarks.md, "The GIL and the token thread").
 
 For each it prints operations per second and CPU milliseconds per
 operation: this process and, for worker mode, its worker processes.

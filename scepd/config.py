@@ -156,6 +156,34 @@ def read_secret(source: str, base: Path | None = None) -> str:
     raise ConfigError(source, "a secret source must start with file:, env: or credential:")
 
 
+@dataclass(frozen=True)
+class KeyRead:
+    """One key the loader reads: its dotted name, the TOML type it demands and its default (`...`: required)."""
+
+    key: str
+    kind: type | tuple[type, ...]
+    default: Any
+
+
+# Set by `keys_read` only: every key `parse` reads is appended, with its type and default.
+_reads: list[KeyRead] | None = None
+
+
+def keys_read(data: Mapping[str, Any], path: Path) -> list[KeyRead]:
+    """Every key `parse(data, path)` reads, in order, with the type and default the loader itself uses.
+
+    The configuration reference (docs/configuration.md, scepd.config_reference) is built from this, so
+    it names exactly the keys the loader accepts and the defaults it applies.
+    """
+    global _reads
+    _reads = []
+    try:
+        parse(data, path)
+        return _reads
+    finally:
+        _reads = None
+
+
 class _Reader:
     """Typed access to a TOML table that reports the dotted key on error."""
 
@@ -167,8 +195,14 @@ class _Reader:
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
 
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    def note(self, name: str, kind: type | tuple[type, ...], default: Any) -> None:
+        """Mark `name` as accepted here (and record it while `keys_read` runs)."""
         self.seen.add(name)
+        if _reads is not None:
+            _reads.append(KeyRead(self.key(name), kind, default))
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        self.note(name, kind, default)
         if name not in self.table:
             if default is ...:
                 raise ConfigError(self.key(name), "is required")
@@ -268,7 +302,7 @@ def _strings(r: _Reader, name: str) -> list[str]:
 def _choices(r: _Reader, name: str, allowed: Any, default: Any) -> Any:
     """A list whose every entry is one of `allowed`, as a frozenset; `default` when absent."""
     if name not in r.table:
-        r.seen.add(name)
+        r.note(name, list, default)
         return frozenset(default) if default is not None else None
     values = _strings(r, name)
     for v in values:

@@ -1,11 +1,9 @@
 """A few DER encoders for the structures scepd writes on every enrollment.
 
 asn1crypto builds a structure from Python values and encodes it field by
-field; that is exact and general, but slow: measured with bench/loadgen.py
-(RSA-2048 CA on SoftHSM2, 4 clients), the daemon spent 25 ms of CPU per
-enrollment, and building the CertRep, its envelope and the TBSCertificate
-with asn1crypto was the largest part of it; with these encoders (and a lazy
-signature check on the parsing side) it is about 16 ms. What scepd *writes*
+field; that is exact and general, but slow: building the CertRep, its
+envelope and the TBSCertificate with it was the largest part of the
+daemon's CPU per enrollment (figures in docs/benchmarks.md). What scepd *writes*
 on the hot path is a handful of fixed shapes whose parts are already DER
 (names, keys and extensions from `cryptography`, certificates as stored),
 so concatenating tag-length-value triples is enough. Parsing stays with

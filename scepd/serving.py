@@ -2,15 +2,15 @@
 
 One Python process tops out near one core: the event loop runs HTTP, the
 codec and the pipeline, and its GIL is shared with the token thread and the
-store's threads (measured by `bench/token_signs.py --gil`: a PKCS#11 sign
-that takes 0.53 ms alone took 13.3 ms while another thread ran Python). So the primary process, the one systemd
+store's threads, and a token call waits for the GIL to return
+(docs/benchmarks.md, "The GIL and the token thread"). So the primary process, the one systemd
 starts, binds one socket per process on the one port and starts
 `processes - 1` fresh interpreters (`scepd serve --serving-fd`, never a
 fork), each accepting on its own socket. Each has its own token pool (one
 module instance per process, as scepd.keys.pkcs11.session requires), its own store
-connection (SQLite serialises writers) and its own Intune client. On this
-project's 2-core machine, shared with the benchmark's load generator, it
-measured no faster than `token.workers = 2`; it is for more cores.
+connection (SQLite serialises writers) and its own Intune client. It is
+for machines with more cores than one event loop can use; on 2 cores it is
+no faster than `token.workers = 2` (docs/benchmarks.md).
 
 The primary alone runs the background loops (CRL signing, Intune revocation
 sync, CA expiry), the metrics listener (summing every process through
@@ -85,9 +85,8 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     The kernel spreads new connections over the sockets by their addresses. One
     socket shared by every process would not: a process woken first takes every
     connection queued at that moment, so a handful of keep-alive clients could
-    all land on one process (measured at 4 clients: 0.67 times the rate of
-    `token.workers = 2` in the same benchmark run with one shared socket, 0.90
-    and 1.08 times in two runs with a socket each). The primary keeps every
+    all land on one process (docs/benchmarks.md, "Serving processes: a socket
+    each"). The primary keeps every
     socket open, so connections queued for a serving process that died wait
     for its successor.
     """

@@ -1,9 +1,8 @@
 """Reading strict DER by offsets: the fast path for what scepd parses on every request.
 
 asn1crypto parses a structure into Python objects field by field, which is
-general (BER, every CMS choice) but costs about 0.9 ms of the event loop for
-one PKCSReq on this project's machines, the largest piece of scepd's own CPU
-per enrollment. A request from a real client is nearly always strict DER in
+general (BER, every CMS choice) but was the largest piece of scepd's own
+CPU per enrollment (docs/benchmarks.md). A request from a real client is nearly always strict DER in
 one expected shape, so the request path first walks it here: tags and
 lengths only, by offset into the original bytes, nothing copied until a
 field is taken. Anything that is not exactly that (BER indefinite lengths,

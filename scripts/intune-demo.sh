@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# An Intune enrollment end to end on one machine (fake Intune, scepd, certmonger): see README "Microsoft Intune".
+# An Intune enrollment end to end on one machine (fake Intune, scepd, certmonger): see docs/intune.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || ./scripts/install.sh

@@ -103,8 +103,8 @@ def _entry_extensions(reason: str | None) -> bytes:
 
 
 def _revoked_certificates(entries: Sequence[RevokedEntry]) -> bytes:
-    """revokedCertificates written directly: for 100,000 entries asn1crypto took over a minute on
-    the 2-core test machine, this about half a second (bench/store_size.py)."""
+    """revokedCertificates written directly: asn1crypto is far too slow for a CRL of a large store
+    (docs/benchmarks.md, "CRL encoding")."""
     sequence, integer, x509_time = der.sequence, der.integer, der.x509_time
     return sequence(
         *(sequence(integer(e.serial), x509_time(e.revoked_at), _entry_extensions(e.reason)) for e in entries)
@@ -119,7 +119,7 @@ async def sign_crl(template: CrlTemplate, signer: Signer, hash: HashName = HashN
     """Build the TBSCertList for `template` and have `signer` sign it."""
     sig_alg = signature_algorithm_der(signer.public_key, hash)
     if len(template.entries) > _INLINE_ENTRIES:
-        # About 5 us per entry: a large CRL is encoded beside the event loop, not on it.
+        # Encoding time grows with the entries (docs/benchmarks.md): a large CRL is encoded beside the event loop.
         tbs_der = await trio.to_thread.run_sync(_tbs_cert_list, template, sig_alg)
     else:
         tbs_der = _tbs_cert_list(template, sig_alg)

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 DEFAULT_TOML = """\
 # scepd embedded default: SoftHSM2 token, SQLite store, static challenge.
-# Every setting is described in README.md ("Configuration").
+# Every setting is described in docs/configuration.md.
 [server]
 listen = "{listen}"
 processes = {processes}
@@ -146,7 +146,7 @@ def add_commands(sub: Subparsers, with_config: WithConfig) -> None:
         help="the lone-CA layout of earlier versions: the CA key also opens envelopes (start-up warns)",
     )
     sp.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so")
-    # 2: measured faster than the in-process thread under load, which the GIL slows (README).
+    # 2: worker processes take token calls out of the GIL the event loop needs (docs/benchmarks.md).
     sp.add_argument(
         "--workers", type=int, default=2, help="token worker processes (0: one in-process thread; default 2)"
     )

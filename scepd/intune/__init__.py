@@ -1,4 +1,4 @@
-"""Microsoft Intune third-party CA integration (../shared/intune-contract.md).
+"""Microsoft Intune third-party CA integration (docs/intune-contract.md).
 
 `auth` gets Entra client-credentials tokens, `client` discovers the Intune
 services and speaks ScepActions and the PKI connector, `step` is the

@@ -1,4 +1,4 @@
-"""The constants of the Intune wire contract, named once (intune-contract.md)."""
+"""The constants of the Intune wire contract, named once (docs/intune-contract.md)."""
 
 from __future__ import annotations
 

@@ -10,11 +10,9 @@ Many devices enroll at once, and each holds a connection for a validation and a
 notification that may take Intune hundreds of milliseconds, so scepd needs as many
 connections as Intune calls in flight. httpcore's pool does not scale to that:
 every time a request starts or ends it re-examines every connection once per idle
-connection, quadratic in the pool's size (measured with 64 calls in flight, each
-answered after 200 ms: 11.6 ms of CPU per request with one pool of 256 connections,
-1.8 ms with httpx's default of 100 connections and 20 kept alive, which makes the
-rest reconnect, and 1.2 ms with 8 pools of 32). So the connections are spread over
-small pools and each request goes to the least busy one.
+connection, quadratic in the pool's size, and httpx's default keeps too few alive,
+so the rest reconnect (figures in docs/benchmarks.md). So the connections are
+spread over small pools and each request goes to the least busy one.
 """
 
 from __future__ import annotations

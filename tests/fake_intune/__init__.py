@@ -1,7 +1,7 @@
 """A faithful fake of the Microsoft side of an Intune SCEP integration, served
 over real HTTP on loopback: Entra's token endpoint, Graph service discovery,
 Intune ScepActions and the PKI connector's revocation API, as
-/work/shared/intune-contract.md describes them.
+docs/intune-contract.md describes them.
 
     with running_fake_intune(tenant="contoso.onmicrosoft.com", client_id=ID, client_secret=SECRET) as fake:
         challenge = fake.mint_challenge("CN=device1", ["dns:device1.contoso.com"])

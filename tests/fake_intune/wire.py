@@ -1,4 +1,4 @@
-"""The Intune wire contract as the fake answers it (intune-contract.md).
+"""The Intune wire contract as the fake answers it (docs/intune-contract.md).
 
 The fake keeps its own copy of these constants rather than importing scepd's,
 so a typo on either side shows up as a failing test instead of agreeing with

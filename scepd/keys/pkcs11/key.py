@@ -31,8 +31,8 @@ class TokenCalls(Protocol):
     async def call(self, op: str, *args: Any, on_start: Callable[[], None] | None = None) -> tuple[str, Any]: ...
 
 
-# RSA: the token hashes and pads (CKM_SHA*_RSA_PKCS); measured no slower than
-# hashing here + CKM_RSA_PKCS over a DigestInfo, and correct by construction.
+# RSA: the token hashes and pads (CKM_SHA*_RSA_PKCS): correct by construction, and no
+# slower than hashing here + CKM_RSA_PKCS over a DigestInfo (docs/benchmarks.md).
 _RSA_MECH = {
     HashName.SHA1: "SHA1_RSA_PKCS",
     HashName.SHA224: "SHA224_RSA_PKCS",

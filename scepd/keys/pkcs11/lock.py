@@ -9,10 +9,9 @@ certificate storage write object files. A second process that reads in that
 window (its own C_Initialize, C_GetTokenInfo or C_Login) sees an empty file:
 the slot shows no token (NoSuchToken) or the login fails (GeneralError).
 
-Measured with tools/token_contention.py (6 processes logging in at once beside
-one process signing): 14 of 216 logins failed without this lock, 0 of 198
-with it. The signing process never failed: signing and decrypting read no
-token file, so they take no lock.
+bench/token_contention.py shows logins failing without this lock and none
+with it (docs/benchmarks.md). Signing and decrypting read no token file, so
+they take no lock.
 
 So every scepd process holds an exclusive `flock` on `<tokendir>/.scepd.lock`
 while it loads the module, finds the token and logs in, and while it writes
