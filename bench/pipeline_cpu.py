@@ -34,10 +34,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 from scepd.ca.authority import CertificateAuthority  # noqa: E402
 from scepd.challenge.static import StaticChallenge  # noqa: E402
 from scepd.enroll.pipeline import compose  # noqa: E402
+from scepd.enroll.profiles import Profile, ProfileStep  # noqa: E402
 from scepd.enroll.service import ScepService  # noqa: E402
 from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued  # noqa: E402
 from scepd.keys.software import SoftwareKey  # noqa: E402
-from scepd.profiles import Profile, ProfileStep  # noqa: E402
 from scepd.scep.client import build_pki_message, make_self_signed, parse_cert_rep  # noqa: E402
 from scepd.scep.constants import MessageType, PkiStatus  # noqa: E402
 from scepd.store.sqlite import SqliteStore  # noqa: E402

@@ -36,6 +36,7 @@ from scepd.cli_errors import ExitCode, ListenError, StartupError, first_leaf
 from scepd.config import Config, ConfigError, Endpoint, IntuneConfig, key_layout_warnings, read_secret
 from scepd.enroll.approval import ApprovalGate, expire_pending_loop, expiry_interval
 from scepd.enroll.pipeline import Step, compose
+from scepd.enroll.profiles import ProfileStep
 from scepd.enroll.service import ScepService
 from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
 from scepd.health import Readiness
@@ -50,7 +51,6 @@ from scepd.keys.base import HashName, KeyBackendError
 from scepd.keys.pkcs11 import Pkcs11Key, TokenConfig, TokenPool
 from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
 from scepd.logs import fields
-from scepd.profiles import ProfileStep
 from scepd.reload import reload_config
 from scepd.store.roles import Store
 from scepd.store.sqlite import SqliteStore

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from scepd.config import ConfigError, parse
 from scepd.enroll.pipeline import Rejected
-from scepd.profiles import INTUNE_SID_URI_PREFIX, OID_UPN, Profile, ProfileStep
+from scepd.enroll.profiles import INTUNE_SID_URI_PREFIX, OID_UPN, Profile, ProfileStep
 from scepd.scep.constants import FailInfo
 from scepd.store.sqlite import SqliteStore
 from tests.challenge.pki import Ca, Terminal, enrollment, record_for

@@ -12,8 +12,8 @@ from cryptography import x509
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.enroll.pipeline import Enrollment, Issued, Next
+from scepd.enroll.profiles import Profile
 from scepd.logs import audit
-from scepd.profiles import Profile
 from scepd.store.base import CertificateRecord, CertStatus, SerialCollision, StoreError
 from scepd.store.roles import IssuedCertificates, StoreHealth
 

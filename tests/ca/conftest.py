@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from scepd.ca.authority import CertificateAuthority, self_signed_ca
+from scepd.enroll.profiles import Profile
 from scepd.keys.base import Signer
-from scepd.profiles import Profile
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
