@@ -93,7 +93,7 @@ async def main(n: int, profile: bool, sort: str, as_json: bool) -> None:
         async with SqliteStore.open(Path(tmp) / "bench.sqlite3") as store:
             profile_ = Profile()
             chain = compose(
-                [StaticChallenge(CHALLENGE), ProfileStep(profile_, store), IdempotentRetry(store), StoreIssued(store)],
+                [StaticChallenge(CHALLENGE), ProfileStep(profile_), IdempotentRetry(store), StoreIssued(store)],
                 SignCertificate(ca, {"default": profile_}),
             )
             service = ScepService(ca=ca, store=store, chain=chain, endpoint="bench", challenge_mode="static")

@@ -38,7 +38,7 @@ from scepd.enroll.approval import ApprovalGate, expire_pending_loop, expiry_inte
 from scepd.enroll.pipeline import Step, compose
 from scepd.enroll.profiles import ProfileStep
 from scepd.enroll.service import ScepService
-from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
+from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued, SupersedeRenewed
 from scepd.health import Readiness
 from scepd.http.app import LEGACY_PATH, Background, Site, create_app
 from scepd.http.metrics_app import create_metrics_app
@@ -217,8 +217,14 @@ def build_services(
         if challenge is not None:
             steps.append(challenge)
         profile = config.profiles[endpoint.profile]
-        policy = ProfileStep(profile, store)
-        issue = compose([IdempotentRetry(store), StoreIssued(store)], SignCertificate(ca, config.profiles))
+        policy = ProfileStep(profile)
+        # The store steps: what happens to a renewed certificate, retries, the durable record.
+        record: list[Step] = [
+            SupersedeRenewed(store, revoke=profile.revoke_superseded),
+            IdempotentRetry(store),
+            StoreIssued(store),
+        ]
+        issue = compose(record, SignCertificate(ca, config.profiles))
         # Polls of held requests are answered on every endpoint, so a request held
         # before a reload turned approval off can still be collected.
         approval = ApprovalGate(store, profile.pending_ttl, release=compose([policy], issue))
