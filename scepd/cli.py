@@ -495,13 +495,13 @@ def cmd_ca_ra_renew(args: argparse.Namespace) -> int:
 
 def cmd_challenge_mint(args: argparse.Namespace) -> int:
     from scepd.challenge.onetime import mint_challenge
-    from scepd.store.sqlite import SqliteStore
+    from scepd.store.backends import open_store
 
     config = _config(args)
     ttl = dt.timedelta(minutes=args.ttl_minutes) if args.ttl_minutes else config.onetime_ttl
 
     async def mint() -> str:
-        async with SqliteStore.open(config.store_path) as store:
+        async with open_store(config.store_path) as store:
             return await mint_challenge(store, _now(), ttl, args.note)
 
     print(trio.run(mint))
@@ -545,7 +545,7 @@ def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def
     """Run `work(client, store, ca_subject, intune_config)` with the daemon's Intune client, token and store."""
     from scepd.keys.pkcs11 import TokenPool
     from scepd.server import intune_client, intune_http, load_ca, token_config
-    from scepd.store.sqlite import SqliteStore
+    from scepd.store.backends import open_store
 
     config = _config(args)
     if config.intune is None:
@@ -555,7 +555,7 @@ def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def
     async def main():  # type: ignore[no-untyped-def]
         async with (
             TokenPool.open(token_config(config)) as pool,
-            SqliteStore.open(config.store_path) as store,
+            open_store(config.store_path) as store,
             intune_http(settings) as http,
         ):
             ca = load_ca(config, pool)
@@ -606,12 +606,12 @@ def cmd_intune_credential(args: argparse.Namespace) -> int:
 
 @_intune_errors
 def cmd_intune_notifications(args: argparse.Namespace) -> int:
-    from scepd.store.sqlite import SqliteStore
+    from scepd.store.backends import open_store
 
     config = _config(args)
 
     async def listing() -> None:
-        async with SqliteStore.open(config.store_path) as store:
+        async with open_store(config.store_path) as store:
             for n in await store.notifications(args.transaction, args.limit):
                 serial = f"{n.serial:x}" if n.serial is not None else "-"
                 state = "delivered" if n.delivered else "NOT-DELIVERED"

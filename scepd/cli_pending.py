@@ -17,8 +17,9 @@ import trio
 from cryptography import x509
 
 from scepd.logs import audit
+from scepd.store.backends import open_store
 from scepd.store.base import PendingRecord, PendingStatus
-from scepd.store.sqlite import SqliteStore
+from scepd.store.roles import PendingRequests
 
 WithConfig = Callable[[argparse.ArgumentParser], argparse.ArgumentParser]
 T = TypeVar("T")
@@ -32,13 +33,13 @@ def _time(when: dt.datetime | None) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when is not None else "-"
 
 
-def _with_store(args: argparse.Namespace, work: Callable[[SqliteStore], Awaitable[T]]) -> T:
+def _with_store(args: argparse.Namespace, work: Callable[[PendingRequests], Awaitable[T]]) -> T:
     from scepd.cli import _config
 
     config = _config(args)
 
     async def run() -> T:
-        async with SqliteStore.open(config.store_path) as store:
+        async with open_store(config.store_path) as store:
             # Requests past their time are shown, and refused, as expired.
             await store.expire_pending(_now())
             return await work(store)
@@ -99,7 +100,7 @@ def cmd_pending_show(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, approve: bool) -> int:
-    async def decide(store: SqliteStore) -> tuple[PendingRecord | None, PendingRecord | None]:
+    async def decide(store: PendingRequests) -> tuple[PendingRecord | None, PendingRecord | None]:
         return await store.decide_pending(args.id, approve, args.reason, _now()), await store.get_pending(args.id)
 
     decided, current = _with_store(args, decide)

@@ -52,8 +52,8 @@ from scepd.keys.pkcs11 import Pkcs11Key, TokenConfig, TokenPool
 from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
 from scepd.logs import fields
 from scepd.reload import reload_config
+from scepd.store.backends import open_store
 from scepd.store.roles import Store
-from scepd.store.sqlite import SqliteStore
 from scepd.systemd import Notifier, watchdog, watchdog_interval
 
 log = logging.getLogger("scepd")
@@ -287,7 +287,7 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
     (scepd.serving), which runs no background loop of its own but follows the primary's CRL."""
     async with TokenPool.open(token_config(config)) as pool:
         await check_key_uris(config, pool)
-        async with SqliteStore.open(config.store_path) as store, intune_http(config.intune) as http:
+        async with open_store(config.store_path) as store, intune_http(config.intune) as http:
             try:
                 ca = load_ca(config, pool)
             except ValueError as e:  # a certificate that is not for its key, or not a CA
