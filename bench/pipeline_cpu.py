@@ -34,10 +34,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 from scepd.ca.authority import CertificateAuthority  # noqa: E402
 from scepd.challenge.static import StaticChallenge  # noqa: E402
 from scepd.enroll.pipeline import compose  # noqa: E402
+from scepd.enroll.profiles import Profile, ProfileStep  # noqa: E402
 from scepd.enroll.service import ScepService  # noqa: E402
 from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued  # noqa: E402
 from scepd.keys.software import SoftwareKey  # noqa: E402
-from scepd.profiles import Profile, ProfileStep  # noqa: E402
 from scepd.scep.client import build_pki_message, make_self_signed, parse_cert_rep  # noqa: E402
 from scepd.scep.constants import MessageType, PkiStatus  # noqa: E402
 from scepd.store.sqlite import SqliteStore  # noqa: E402
@@ -93,7 +93,7 @@ async def main(n: int, profile: bool, sort: str, as_json: bool) -> None:
         async with SqliteStore.open(Path(tmp) / "bench.sqlite3") as store:
             profile_ = Profile()
             chain = compose(
-                [StaticChallenge(CHALLENGE), ProfileStep(profile_, store), IdempotentRetry(store), StoreIssued(store)],
+                [StaticChallenge(CHALLENGE), ProfileStep(profile_), IdempotentRetry(store), StoreIssued(store)],
                 SignCertificate(ca, {"default": profile_}),
             )
             service = ScepService(ca=ca, store=store, chain=chain, endpoint="bench", challenge_mode="static")

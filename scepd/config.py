@@ -20,10 +20,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from scepd.intune import contract
-from scepd.intune.settings import IntuneSettings
-from scepd.keys.uri import Pkcs11UriError, TokenIdentity, key_on_token
-from scepd.profiles import (
+from scepd.enroll.profiles import (
     CERT_TYPES,
     CSR_HASHES,
     KEY_TYPES,
@@ -33,6 +30,9 @@ from scepd.profiles import (
     SUBJECT_ATTRIBUTES,
     Profile,
 )
+from scepd.intune import contract
+from scepd.intune.settings import IntuneSettings
+from scepd.keys.uri import Pkcs11UriError, TokenIdentity, key_on_token
 
 CHALLENGE_MODES = ("static", "onetime", "intune", "none")
 

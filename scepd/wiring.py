@@ -33,8 +33,9 @@ from scepd.challenge.static import StaticChallenge
 from scepd.config import Config, ConfigError, Endpoint, IntuneConfig, key_layout_warnings, read_secret
 from scepd.enroll.approval import ApprovalGate, expire_pending_loop, expiry_interval
 from scepd.enroll.pipeline import Step, compose
+from scepd.enroll.profiles import ProfileStep
 from scepd.enroll.service import ScepService
-from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
+from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued, SupersedeRenewed
 from scepd.errors import ExitCode, StartupError
 from scepd.health import Readiness
 from scepd.http.app import LEGACY_PATH, Background, Site
@@ -49,9 +50,8 @@ from scepd.keys.pkcs11.key import Pkcs11Key
 from scepd.keys.pkcs11.pool import TokenPool
 from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
 from scepd.logs import fields
-from scepd.profiles import ProfileStep
+from scepd.store.backends import open_store
 from scepd.store.roles import Store
-from scepd.store.sqlite import SqliteStore
 
 log = logging.getLogger("scepd")
 
@@ -214,8 +214,14 @@ def build_services(
         if challenge is not None:
             steps.append(challenge)
         profile = config.profiles[endpoint.profile]
-        policy = ProfileStep(profile, store)
-        issue = compose([IdempotentRetry(store), StoreIssued(store)], SignCertificate(ca, config.profiles))
+        policy = ProfileStep(profile)
+        # The store steps: what happens to a renewed certificate, retries, the durable record.
+        record: list[Step] = [
+            SupersedeRenewed(store, revoke=profile.revoke_superseded),
+            IdempotentRetry(store),
+            StoreIssued(store),
+        ]
+        issue = compose(record, SignCertificate(ca, config.profiles))
         # Polls of held requests are answered on every endpoint, so a request held
         # before a reload turned approval off can still be collected.
         approval = ApprovalGate(store, profile.pending_ttl, release=compose([policy], issue))
@@ -278,7 +284,7 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
     (scepd.serving), which runs no background loop of its own but follows the primary's CRL."""
     async with TokenPool.open(token_config(config)) as pool:
         await check_key_uris(config, pool)
-        async with SqliteStore.open(config.store_path) as store, intune_http(config.intune) as http:
+        async with open_store(config.store_path) as store, intune_http(config.intune) as http:
             try:
                 ca = load_ca(config, pool)
             except ValueError as e:  # a certificate that is not for its key, or not a CA

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 from pathlib import Path
@@ -11,11 +12,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from scepd.config import ConfigError, parse
-from scepd.enroll.pipeline import Rejected
-from scepd.profiles import INTUNE_SID_URI_PREFIX, OID_UPN, Profile, ProfileStep
+from scepd.enroll.pipeline import Enrollment, Issued, Pending, Rejected, compose
+from scepd.enroll.profiles import INTUNE_SID_URI_PREFIX, OID_UPN, Profile, ProfileStep
+from scepd.enroll.steps import SupersedeRenewed
 from scepd.scep.constants import FailInfo
 from scepd.store.sqlite import SqliteStore
 from tests.challenge.pki import Ca, Terminal, enrollment, record_for
@@ -179,31 +182,72 @@ def test_csr_hash_not_allowed_is_bad_alg() -> None:
 async def test_renewal_must_keep_the_subject(ca: Ca, terminal: Terminal) -> None:
     old = ca.issue(_EC_KEY.public_key(), "dev-1")
     request = make_csr([(NameOID.COMMON_NAME, "someone-else")])
-    e = enrollment(request, old)
-    e.renewal_of = old.serial_number
+    e = dataclasses.replace(enrollment(request, old), renewal_of=old.serial_number)
     with pytest.raises(Rejected) as info:
-        await ProfileStep(Profile())(e, terminal)
+        await ProfileStep(Profile(name="devices"))(e, terminal)
     assert info.value.fail_info is FailInfo.BAD_REQUEST and "keep the subject" in info.value.reason
+    assert info.value.profile == "devices"  # the answer is counted under the profile that refused it
     assert terminal.seen == []
 
 
 async def test_renewal_with_revoke_superseded_revokes_the_old_certificate(
     ca: Ca, terminal: Terminal, store: SqliteStore
 ) -> None:
+    """The profile step only decides; the store step after it revokes, as the daemon composes them."""
     old = ca.issue(_EC_KEY.public_key(), "dev-1")
     await store.put_issued(record_for(old))
     request = make_csr([(NameOID.COMMON_NAME, "dev-1"), (NameOID.ORGANIZATION_NAME, "scepd tests")])
-    e = enrollment(request, old)
-    e.renewal_of = old.serial_number
-    await ProfileStep(Profile(revoke_superseded=True), store)(e, terminal)
+    e = dataclasses.replace(enrollment(request, old), renewal_of=old.serial_number)
+    profile = Profile(revoke_superseded=True)
+    await compose([ProfileStep(profile), SupersedeRenewed(store, revoke=profile.revoke_superseded)], terminal)(e)
     record = await store.get(old.serial_number)
     assert record is not None and record.status.value == "revoked" and record.revocation_reason == "superseded"
 
 
-async def test_step_records_profile_and_type(ca: Ca, terminal: Terminal) -> None:
+async def test_renewal_without_revoke_superseded_only_supersedes(
+    ca: Ca, terminal: Terminal, store: SqliteStore
+) -> None:
+    old = ca.issue(_EC_KEY.public_key(), "dev-1")
+    await store.put_issued(record_for(old))
+    request = make_csr([(NameOID.COMMON_NAME, "dev-1"), (NameOID.ORGANIZATION_NAME, "scepd tests")])
+    e = dataclasses.replace(enrollment(request, old), renewal_of=old.serial_number)
+    await compose([ProfileStep(Profile()), SupersedeRenewed(store)], terminal)(e)
+    record = await store.get(old.serial_number)
+    assert record is not None and record.status.value == "superseded" and record.revoked_at is None
+
+
+async def test_a_retried_renewal_does_not_revoke(ca: Ca, store: SqliteStore) -> None:
+    """A certificate handed back again (reused) was dealt with on the first pass."""
+    old = ca.issue(_EC_KEY.public_key(), "dev-1")
+    await store.put_issued(record_for(old))
+    e = dataclasses.replace(enrollment(make_csr(), old), renewal_of=old.serial_number)
+
+    async def earlier(e: Enrollment) -> Issued:
+        return Issued(old, old.public_bytes(Encoding.DER), old.serial_number, e, reused=True)
+
+    await SupersedeRenewed(store, revoke=True)(e, earlier)
+    record = await store.get(old.serial_number)
+    assert record is not None and record.status.value == "superseded"
+
+
+async def test_step_hands_on_a_copy_with_profile_and_type(ca: Ca, terminal: Terminal) -> None:
     e = enrollment(make_csr(), ca.certificate)
-    await ProfileStep(Profile(name="users", certificate_type="user"))(e, terminal)
-    assert e.profile_name == "users" and e.notes["certificate_type"] == "user"
+    issued = await ProfileStep(Profile(name="users", certificate_type="user"))(e, terminal)
+    (seen,) = terminal.seen
+    assert seen.profile_name == "users" and seen.certificate_type == "user"
+    assert issued.enrollment is seen
+    assert e.profile_name == "default" and e.certificate_type is None  # what the step was given is unchanged
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.profile_name = "users"  # type: ignore[misc]
+
+
+async def test_a_hold_below_the_step_names_the_profile(ca: Ca) -> None:
+    async def hold(e: Enrollment) -> Issued:
+        raise Pending()
+
+    with pytest.raises(Pending) as info:
+        await ProfileStep(Profile(name="wifi"))(enrollment(make_csr(), ca.certificate), hold)
+    assert info.value.profile == "wifi"
 
 
 # -- configuration -----------------------------------------------------------

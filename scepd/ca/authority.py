@@ -22,12 +22,25 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from scepd.ca.certificates import CertificateTemplate, key_identifier, random_serial, sign_certificate
 from scepd.ca.crl import Crl, CrlTemplate, sign_crl
 from scepd.keys.base import Decrypter, HashName, Signer
-from scepd.profiles import Profile
 from scepd.store.base import RevokedEntry
 
 
 class KeyAndDecrypter(Signer, Decrypter, Protocol):
     """A key that signs replies and opens envelopes (RSA only)."""
+
+
+class IssuancePolicy(Protocol):
+    """What the CA takes from a certificate profile (`scepd.enroll.profiles.Profile`) to build a certificate.
+
+    Declared here, not imported, so the CA stays below the enrollment chain that uses it.
+    """
+
+    @property
+    def validity(self) -> dt.timedelta: ...
+
+    def subject(self, csr: x509.CertificateSigningRequest) -> x509.Name: ...
+
+    def extensions(self, csr: x509.CertificateSigningRequest) -> list[x509.Extension[x509.ExtensionType]]: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,7 @@ class CertificateAuthority:
     def template(
         self,
         csr: x509.CertificateSigningRequest,
-        profile: Profile,
+        profile: IssuancePolicy,
         now: dt.datetime,
         serial: int | None = None,
     ) -> CertificateTemplate:

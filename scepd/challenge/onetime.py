@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from dataclasses import replace
 
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Rejected
 from scepd.scep.constants import FailInfo
@@ -51,5 +52,4 @@ class OneTimeChallenge:
         if not await self.store.consume_challenge(challenge_digest(password), enrollment.now):
             # One reason for all three: unknown, used and expired look the same to a guesser.
             raise Rejected(FailInfo.BAD_REQUEST, "challenge password unknown, already used or expired")
-        enrollment.challenge_mode = "onetime"
-        return await next(enrollment)
+        return await next(replace(enrollment, challenge_mode="onetime"))

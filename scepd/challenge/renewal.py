@@ -3,7 +3,9 @@
 The client proves possession of the old certificate's key by signing the
 PKIMessage with it (RFC 8894 section 3.3.1.2); the service has already checked
 that signature. This step checks that the certificate itself is ours, current
-and still in good standing, and afterwards marks it superseded.
+and still in good standing, and hands the enrollment on as a renewal of it;
+`SupersedeRenewed` (a store step of the issuing end) marks it superseded once
+the new certificate is issued.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import trio
 from cryptography import x509
@@ -26,11 +29,13 @@ from scepd.store.roles import IssuedCertificates
 class SignerIsIssuedCertificate:
     """Accept an enrollment signed by a valid, unexpired certificate of this CA.
 
-    Renewals of one certificate are serialised (a per-serial lock held across
-    issuance), so two concurrent renewals cannot both succeed. A retry of a
-    renewal that already went through (same transactionID and CSR) is let
-    through although the old certificate is now superseded, so that the
-    idempotent-retry step further down can return the same new certificate.
+    Renewals of one certificate are serialised: a per-serial lock is held
+    across everything after this step, issuance and `SupersedeRenewed`
+    included, so the second of two concurrent renewals finds the certificate
+    superseded and is refused. A retry of a renewal that already went through
+    (same transactionID and CSR) is let through although the old certificate
+    is now superseded, so that the idempotent-retry step further down can
+    return the same new certificate.
     """
 
     def __init__(self, store: IssuedCertificates, ca_certificate: x509.Certificate) -> None:
@@ -51,11 +56,7 @@ class SignerIsIssuedCertificate:
         serial = signer.serial_number
         async with self._exclusive(serial):
             await self._check_standing(enrollment, serial)
-            enrollment.renewal_of = serial
-            enrollment.challenge_mode = "renewal"
-            issued = await next(enrollment)
-            await self.store.mark_superseded(serial)
-            return issued
+            return await next(replace(enrollment, renewal_of=serial, challenge_mode="renewal"))
 
     def _check_issued_by_ca(self, signer: x509.Certificate) -> None:
         if signer.issuer != self.ca_certificate.subject:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import replace
 
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Rejected
 from scepd.scep.constants import FailInfo
@@ -29,8 +30,7 @@ class StaticChallenge:
             raise Rejected(FailInfo.BAD_REQUEST, "challenge password missing")
         if not hmac.compare_digest(password.encode("utf-8"), self._secret):
             raise Rejected(FailInfo.BAD_REQUEST, "challenge password mismatch")
-        enrollment.challenge_mode = "static"
-        return await next(enrollment)
+        return await next(replace(enrollment, challenge_mode="static"))
 
     def __repr__(self) -> str:
         return "StaticChallenge(<secret>)"  # never the secret, even in a traceback

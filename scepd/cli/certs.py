@@ -46,12 +46,12 @@ def _reason(text: str) -> str:
 
 
 def _record(args: argparse.Namespace) -> CertificateRecord:
-    from scepd.store.sqlite import SqliteStore
+    from scepd.store.backends import open_store
 
     config = load_config(args)
 
     async def get() -> CertificateRecord | None:
-        async with SqliteStore.open(config.store_path) as store:
+        async with open_store(config.store_path) as store:
             return await store.get(args.serial)
 
     record = trio.run(get)
@@ -61,13 +61,13 @@ def _record(args: argparse.Namespace) -> CertificateRecord:
 
 
 def cmd_cert_list(args: argparse.Namespace) -> int:
-    from scepd.store.sqlite import SqliteStore
+    from scepd.store.backends import open_store
 
     config = load_config(args)
     status = CertStatus(args.status) if args.status else None
 
     async def listing() -> list[CertificateRecord]:
-        async with SqliteStore.open(config.store_path) as store:
+        async with open_store(config.store_path) as store:
             return await store.list_certificates(status, args.limit, getattr(args, "text", None))
 
     print(f"{'SERIAL':<40} {'STATUS':<10} {'NOT AFTER':<20} SUBJECT")
@@ -112,12 +112,12 @@ def cmd_cert_export(args: argparse.Namespace) -> int:
 
 
 def cmd_cert_revoke(args: argparse.Namespace) -> int:
-    from scepd.store.sqlite import SqliteStore
+    from scepd.store.backends import open_store
 
     config = load_config(args)
 
     async def revoke() -> tuple[CertificateRecord | None, bool]:
-        async with SqliteStore.open(config.store_path) as store:
+        async with open_store(config.store_path) as store:
             record = await store.get(args.serial)
             if record is None:
                 return None, False
@@ -187,13 +187,13 @@ def cmd_crl_export(args: argparse.Namespace) -> int:
     """Sign a fresh CRL on the token from the store (it takes the next CRL number)."""
     from scepd.ca.publisher import CrlPublisher
     from scepd.keys.pkcs11.pool import TokenPool
-    from scepd.store.sqlite import SqliteStore
+    from scepd.store.backends import open_store
     from scepd.wiring import load_ca, token_config
 
     config = load_config(args)
 
     async def export() -> tuple[bytes, int]:
-        async with TokenPool.open(token_config(config)) as pool, SqliteStore.open(config.store_path) as store:
+        async with TokenPool.open(token_config(config)) as pool, open_store(config.store_path) as store:
             crl = await CrlPublisher(load_ca(config, pool), store, lifetime=config.crl.lifetime).get()
             return (crl.pem if args.pem or args.out.endswith(".pem") else crl.der), crl.number
 

@@ -13,13 +13,13 @@ from scepd.clock import utc_now
 
 def cmd_challenge_mint(args: argparse.Namespace) -> int:
     from scepd.challenge.onetime import mint_challenge
-    from scepd.store.sqlite import SqliteStore
+    from scepd.store.backends import open_store
 
     config = load_config(args)
     ttl = dt.timedelta(minutes=args.ttl_minutes) if args.ttl_minutes else config.onetime_ttl
 
     async def mint() -> str:
-        async with SqliteStore.open(config.store_path) as store:
+        async with open_store(config.store_path) as store:
             return await mint_challenge(store, utc_now(), ttl, args.note)
 
     print(trio.run(mint))

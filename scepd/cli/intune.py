@@ -47,7 +47,7 @@ def _intune_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[ar
 def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def]
     """Run `work(client, store, ca_subject, intune_config)` with the daemon's Intune client, token and store."""
     from scepd.keys.pkcs11.pool import TokenPool
-    from scepd.store.sqlite import SqliteStore
+    from scepd.store.backends import open_store
     from scepd.wiring import intune_client, intune_http, load_ca, token_config
 
     config = load_config(args)
@@ -58,7 +58,7 @@ def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def
     async def main():  # type: ignore[no-untyped-def]
         async with (
             TokenPool.open(token_config(config)) as pool,
-            SqliteStore.open(config.store_path) as store,
+            open_store(config.store_path) as store,
             intune_http(settings) as http,
         ):
             ca = load_ca(config, pool)
@@ -109,12 +109,12 @@ def cmd_intune_credential(args: argparse.Namespace) -> int:
 
 @_intune_errors
 def cmd_intune_notifications(args: argparse.Namespace) -> int:
-    from scepd.store.sqlite import SqliteStore
+    from scepd.store.backends import open_store
 
     config = load_config(args)
 
     async def listing() -> None:
-        async with SqliteStore.open(config.store_path) as store:
+        async with open_store(config.store_path) as store:
             for n in await store.notifications(args.transaction, args.limit):
                 serial = f"{n.serial:x}" if n.serial is not None else "-"
                 state = "delivered" if n.delivered else "NOT-DELIVERED"

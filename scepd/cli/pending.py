@@ -18,18 +18,19 @@ from cryptography import x509
 from scepd.cli.common import Subparsers, WithConfig, load_config, time_text
 from scepd.clock import utc_now
 from scepd.logs import audit
+from scepd.store.backends import open_store
 from scepd.store.base import PendingRecord, PendingStatus
-from scepd.store.sqlite import SqliteStore
+from scepd.store.roles import PendingRequests
 
 T = TypeVar("T")
 
 
-def _with_store(args: argparse.Namespace, work: Callable[[SqliteStore], Awaitable[T]]) -> T:
+def _with_store(args: argparse.Namespace, work: Callable[[PendingRequests], Awaitable[T]]) -> T:
 
     config = load_config(args)
 
     async def run() -> T:
-        async with SqliteStore.open(config.store_path) as store:
+        async with open_store(config.store_path) as store:
             # Requests past their time are shown, and refused, as expired.
             await store.expire_pending(utc_now())
             return await work(store)
@@ -90,7 +91,7 @@ def cmd_pending_show(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, approve: bool) -> int:
-    async def decide(store: SqliteStore) -> tuple[PendingRecord | None, PendingRecord | None]:
+    async def decide(store: PendingRequests) -> tuple[PendingRecord | None, PendingRecord | None]:
         return await store.decide_pending(args.id, approve, args.reason, utc_now()), await store.get_pending(args.id)
 
     decided, current = _with_store(args, decide)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Protocol
 
 import trio
@@ -34,7 +35,7 @@ from scepd.store.roles import IssuedCertificates, PendingRequests
 
 
 class ApprovalStore(PendingRequests, IssuedCertificates, Protocol):
-    """What the gate needs: the queue, and the certificate a held renewal replaces."""
+    """What the gate needs: the queue, and the standing of the certificate a held renewal replaces."""
 
 
 class ApprovalGate:
@@ -58,7 +59,7 @@ class ApprovalGate:
             # matched by transaction and key; what is issued is what the operator saw.
             if not _asks_the_same(reviewed, enrollment.csr):
                 raise Rejected(FailInfo.BAD_REQUEST, "a resent request must ask for the names of the held request")
-            enrollment.csr, enrollment.csr_der = reviewed, held.csr_der
+            enrollment = replace(enrollment, csr=reviewed, csr_der=held.csr_der)
         else:
             held, new = await self.store.hold_request(self._record(enrollment))
             if new:
@@ -140,12 +141,11 @@ class ApprovalGate:
         if status is PendingStatus.EXPIRED:
             raise Rejected(FailInfo.BAD_REQUEST, "the request expired before an operator approved it")
         # Approved, or already issued: the idempotent-retry step behind `issue` returns
-        # the certificate issued for this transaction and CSR, if there is one.
+        # the certificate issued for this transaction and CSR, if there is one; the
+        # store steps there also supersede the certificate a renewal replaces.
         issued = await issue(enrollment)
         if status is PendingStatus.APPROVED:
             await self.store.mark_pending_issued(held.id, issued.serial)
-            if enrollment.renewal_of is not None:
-                await self.store.mark_superseded(enrollment.renewal_of)
         return issued
 
 

@@ -2,7 +2,11 @@
 
 A step sees the enrollment, may refuse it (raise `Rejected`), and otherwise
 hands it on with `await next(enrollment)`, getting the issued certificate back
-on the return path. That shape lets one step act both before and after the
+on the return path. The enrollment is a frozen value: a step that learns
+something (the challenge that authorised it, the certificate it renews, its
+profile) hands on a copy made with `dataclasses.replace`, so what a step was
+given is never changed behind its back, and `Issued.enrollment` tells the
+caller what the request looked like where it was issued. That shape lets one step act both before and after the
 rest: a challenge check only looks before; the store writes after signing; an
 Intune step validates before and notifies success or failure after. The chain
 is composed once at start-up from the configuration, so adding a step (Jamf, a
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography import x509
@@ -26,24 +30,40 @@ class Rejected(Exception):
 
     `reason` goes to the log and the audit trail; it is also sent as the
     failInfoText, so it must never contain a secret or the challenge.
+    `profile` names the profile the request was held to, once the profile
+    step has seen it (the metrics label the answer with it).
     """
 
-    def __init__(self, fail_info: FailInfo, reason: str) -> None:
+    def __init__(self, fail_info: FailInfo, reason: str, *, profile: str | None = None) -> None:
         super().__init__(reason)
         self.fail_info = fail_info
         self.reason = reason
+        self.profile = profile
+
+    def in_profile(self, profile: str) -> Rejected:
+        """The same refusal, naming the profile it happened under."""
+        return Rejected(self.fail_info, self.reason, profile=profile)
 
 
 class Pending(Exception):
     """The request is held for approval; the client gets PENDING and polls."""
 
+    def __init__(self, *, profile: str | None = None) -> None:
+        super().__init__("held for approval")
+        self.profile = profile
 
-@dataclass
+    def in_profile(self, profile: str) -> Pending:
+        return Pending(profile=profile)
+
+
+@dataclass(frozen=True)
 class Enrollment:
     """What is known about one PKCSReq/RenewalReq as it moves along the chain.
 
-    Steps may fill in the optional fields (the renewal step sets `renewal_of`,
-    the profile step sets `profile_name`), so later steps can use them.
+    The service fills in the request; steps hand on copies with more filled
+    in: a challenge step sets `challenge_mode` to the one that authorised the
+    request, the renewal step `renewal_of`, the profile step `profile_name`
+    and `certificate_type`, the approval gate the CSR an operator reviewed.
     """
 
     transaction_id: str
@@ -55,8 +75,8 @@ class Enrollment:
     endpoint: str = "scep"
     challenge_mode: str = "none"
     profile_name: str = "default"
+    certificate_type: str | None = None  # the profile's "user" or "device", for the audit trail
     renewal_of: int | None = None  # serial of the certificate this one renews
-    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def challenge_password(self) -> str | None:
@@ -71,11 +91,13 @@ class Enrollment:
 
 @dataclass(frozen=True)
 class Issued:
-    """The outcome of a successful chain: the certificate the client will get."""
+    """The outcome of a successful chain: the certificate the client will get,
+    and the enrollment as the step that produced it saw it."""
 
     certificate: x509.Certificate
     der: bytes
     serial: int
+    enrollment: Enrollment
     reused: bool = False  # True when an idempotent retry returned an earlier certificate
 
 

@@ -230,21 +230,22 @@ class ScepService:
                 fail_info=e.fail_info.name,
                 reason=e.reason,
             )
-            return Answer(PkiStatus.FAILURE, e.fail_info, e.reason, profile=enrollment.profile_name)
-        except Pending:
-            return Answer(PkiStatus.PENDING, profile=enrollment.profile_name)
+            return Answer(PkiStatus.FAILURE, e.fail_info, e.reason, profile=e.profile or enrollment.profile_name)
+        except Pending as e:
+            return Answer(PkiStatus.PENDING, profile=e.profile or enrollment.profile_name)
+        done = issued.enrollment  # as the chain completed it: profile, certificate type, challenge
         audit(
             "issued",
-            transaction_id=enrollment.transaction_id,
+            transaction_id=done.transaction_id,
             subject=issued.certificate.subject.rfc4514_string(),
             serial=f"{issued.serial:x}",
             endpoint=self.endpoint,
-            profile=enrollment.profile_name,
-            type=enrollment.notes.get("certificate_type"),
-            challenge=enrollment.challenge_mode,
+            profile=done.profile_name,
+            type=done.certificate_type,
+            challenge=done.challenge_mode,
             reused=issued.reused,
         )
-        return Answer(PkiStatus.SUCCESS, certificates=(issued.der,), profile=enrollment.profile_name)
+        return Answer(PkiStatus.SUCCESS, certificates=(issued.der,), profile=done.profile_name)
 
     async def _get_cert(self, msg: PkiMessage) -> Answer:
         issuer, serial = await self._read(msg, parse_issuer_and_serial)

@@ -1,4 +1,9 @@
-"""The issuing end of the chain: idempotent retries, durable store, signing."""
+"""The issuing end of the chain: the store steps (idempotent retries, durable
+record, superseding the renewed certificate) and signing.
+
+Everything the chain writes about certificates is written here, on the way
+back from signing; the policy and challenge steps above only decide.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,8 @@ from cryptography import x509
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.enroll.pipeline import Enrollment, Issued, Next
+from scepd.enroll.profiles import Profile
 from scepd.logs import audit
-from scepd.profiles import Profile
 from scepd.store.base import CertificateRecord, CertStatus, SerialCollision, StoreError
 from scepd.store.roles import IssuedCertificates, StoreHealth
 
@@ -44,7 +49,7 @@ class IdempotentRetry:
                 found = await self.store.find_by_transaction(tid, csr_digest(enrollment.csr_der))
                 if found is not None:
                     cert = x509.load_der_x509_certificate(found.der)
-                    return Issued(cert, found.der, found.serial, reused=True)
+                    return Issued(cert, found.der, found.serial, enrollment, reused=True)
                 return await next(enrollment)
         finally:
             self._users[tid] -= 1
@@ -114,10 +119,34 @@ class StoreIssued:
                 # issued by another serving process wins, and this certificate,
                 # never recorded, is never sent.
                 cert = x509.load_der_x509_certificate(earlier.der)
-                return Issued(cert, earlier.der, earlier.serial, reused=True)
+                return Issued(cert, earlier.der, earlier.serial, enrollment, reused=True)
             metrics.CERTIFICATES_ISSUED.labels(profile=enrollment.profile_name).inc()
             return issued
         raise RuntimeError("random serials collided repeatedly; the serial source is broken")
+
+
+class SupersedeRenewed:
+    """Once a renewal is issued, record that its certificate replaces the old one.
+
+    The old certificate becomes superseded; with the profile's
+    `revoke_superseded` it is revoked (reason superseded), unless the
+    certificate handed back is an earlier one (a retry: the first pass already
+    did this). Runs inside the renewal step's per-serial lock, so two renewals
+    of one certificate cannot both get here.
+    """
+
+    def __init__(self, store: IssuedCertificates, *, revoke: bool = False) -> None:
+        self.store = store
+        self.revoke = revoke
+
+    async def __call__(self, enrollment: Enrollment, next: Next) -> Issued:
+        issued = await next(enrollment)
+        old = enrollment.renewal_of
+        if old is not None:
+            if self.revoke and not issued.reused:
+                await self.store.revoke(old, "superseded", enrollment.now)
+            await self.store.mark_superseded(old)  # a no-op once revoked, or when a retry finds it done
+        return issued
 
 
 class SignCertificate:
@@ -131,4 +160,4 @@ class SignCertificate:
         profile = self.profiles[enrollment.profile_name]
         template = self.ca.template(enrollment.csr, profile, enrollment.now)
         der = await self.ca.sign(template)
-        return Issued(x509.load_der_x509_certificate(der), der, template.serial)
+        return Issued(x509.load_der_x509_certificate(der), der, template.serial, enrollment)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import trio
@@ -90,7 +91,7 @@ class IntuneChallenge:
                 fields(transaction_id=tid, code=verdict.code, client_request_id=verdict.request_id),
             )
             raise Rejected(FailInfo.BAD_REQUEST, f"Intune rejected the request: {verdict.code}")
-        enrollment.challenge_mode = "intune"
+        enrollment = replace(enrollment, challenge_mode="intune")
 
         try:
             issued = await next(enrollment)
@@ -117,7 +118,11 @@ class IntuneChallenge:
             reason=UNDELIVERED_REASON,
             source="intune_success_notification_failed",
         )
-        raise Rejected(FailInfo.BAD_REQUEST, "Intune did not acknowledge the certificate; it was not delivered")
+        raise Rejected(
+            FailInfo.BAD_REQUEST,
+            "Intune did not acknowledge the certificate; it was not delivered",
+            profile=issued.enrollment.profile_name,
+        )
 
     async def _already_delivered(self, enrollment: Enrollment) -> Issued | None:
         found = await self.store.find_by_transaction(enrollment.transaction_id, csr_digest(enrollment.csr_der))
@@ -128,9 +133,8 @@ class IntuneChallenge:
             return None
         if found.status is CertStatus.REVOKED:
             return None
-        enrollment.challenge_mode = "intune"
         cert = x509.load_der_x509_certificate(found.der)
-        return Issued(cert, found.der, found.serial, reused=True)
+        return Issued(cert, found.der, found.serial, replace(enrollment, challenge_mode="intune"), reused=True)
 
     async def _notify_success(self, enrollment: Enrollment, issued: Issued) -> bool:
         verdict: Verdict | None = None

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from scepd.ca.authority import CertificateAuthority, self_signed_ca
+from scepd.enroll.profiles import Profile
 from scepd.keys.base import HashName, Signer
 from scepd.keys.pkcs11.pool import TokenPool
-from scepd.profiles import Profile
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 

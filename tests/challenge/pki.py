@@ -134,7 +134,7 @@ class Terminal:
         self.seen.append(e)
         self.modes.append(e.challenge_mode)
         cert = self.ca.issue(e.csr.public_key(), "issued")  # type: ignore[arg-type]
-        return Issued(cert, cert.public_bytes(Encoding.DER), cert.serial_number)
+        return Issued(cert, cert.public_bytes(Encoding.DER), cert.serial_number, e)
 
 
 def failing(exc: Exception) -> Callable[[Enrollment], object]:

@@ -8,7 +8,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from scepd.challenge.renewal import SignerIsIssuedCertificate
-from scepd.enroll.pipeline import Enrollment, Issued, Rejected
+from scepd.enroll.pipeline import Enrollment, Issued, Next, Rejected, compose
+from scepd.enroll.steps import SupersedeRenewed
 from scepd.scep.constants import FailInfo, MessageType
 from scepd.store.base import CertStatus
 from scepd.store.sqlite import SqliteStore
@@ -23,6 +24,11 @@ from tests.challenge.pki import (
     record_for,
     self_signed,
 )
+
+
+def superseding(store: SqliteStore, next: Next) -> Next:
+    """What the daemon puts between the renewal step and issuance: the store step that supersedes."""
+    return compose([SupersedeRenewed(store)], next)
 
 
 async def issued_device(
@@ -43,7 +49,7 @@ async def test_renewal_is_accepted_and_old_certificate_superseded(
 ) -> None:
     _, old = await issued_device(ca, store)
     e = enrollment(csr(key(), "device", None), old, message_type=MessageType.RENEWAL_REQ)
-    issued = await SignerIsIssuedCertificate(store, ca.certificate)(e, terminal)
+    issued = await SignerIsIssuedCertificate(store, ca.certificate)(e, superseding(store, terminal))
     assert terminal.modes == ["renewal"]
     assert terminal.seen[0].renewal_of == old.serial_number
     assert issued.serial != old.serial_number
@@ -57,14 +63,18 @@ async def test_pkcsreq_signed_by_issued_certificate_is_a_renewal_too(
     _, old = await issued_device(ca, store)
     e = enrollment(csr(key(), "device", None), old, message_type=MessageType.PKCS_REQ)
     await SignerIsIssuedCertificate(store, ca.certificate)(e, terminal)
-    assert e.renewal_of == old.serial_number and e.challenge_mode == "renewal"
+    assert terminal.seen[0].renewal_of == old.serial_number and terminal.seen[0].challenge_mode == "renewal"
+    assert e.renewal_of is None and e.challenge_mode == "none"  # the step handed on a copy
 
 
 async def test_failed_issuance_leaves_old_certificate_valid(ca: Ca, store: SqliteStore) -> None:
     _, old = await issued_device(ca, store)
     e = enrollment(csr(key(), "device", None), old)
     with pytest.raises(Rejected):
-        await SignerIsIssuedCertificate(store, ca.certificate)(e, failing(Rejected(FailInfo.BAD_REQUEST, "policy")))  # type: ignore[arg-type]
+        await SignerIsIssuedCertificate(store, ca.certificate)(
+            e,
+            superseding(store, failing(Rejected(FailInfo.BAD_REQUEST, "policy"))),  # type: ignore[arg-type]
+        )
     stored = await store.get(old.serial_number)
     assert stored is not None and stored.status is CertStatus.VALID
 
@@ -158,9 +168,9 @@ async def test_second_renewal_of_the_same_certificate_is_refused(
 ) -> None:
     _, old = await issued_device(ca, store)
     step = SignerIsIssuedCertificate(store, ca.certificate)
-    await step(enrollment(csr(key(), "d", None), old, transaction_id="first"), terminal)
+    await step(enrollment(csr(key(), "d", None), old, transaction_id="first"), superseding(store, terminal))
     with pytest.raises(Rejected) as info:
-        await step(enrollment(csr(key(), "d", None), old, transaction_id="second"), terminal)
+        await step(enrollment(csr(key(), "d", None), old, transaction_id="second"), superseding(store, terminal))
     assert info.value.fail_info is FailInfo.BAD_CERT_ID
     assert len(terminal.seen) == 1
 
@@ -177,10 +187,12 @@ async def test_retry_of_a_completed_renewal_passes_through(ca: Ca, store: Sqlite
         await store.put_issued(rec)
         return issued
 
-    first = await step(enrollment(request, old, transaction_id="tx-1"), issue_and_store)
+    first = await step(enrollment(request, old, transaction_id="tx-1"), superseding(store, issue_and_store))
+    stored = await store.get(old.serial_number)
+    assert stored is not None and stored.status is CertStatus.SUPERSEDED
 
     async def reuse(e: Enrollment) -> Issued:  # what IdempotentRetry does downstream
-        return Issued(first.certificate, first.der, first.serial, reused=True)
+        return Issued(first.certificate, first.der, first.serial, e, reused=True)
 
     again = await step(enrollment(request, old, transaction_id="tx-1"), reuse)
     assert again.serial == first.serial and again.reused
@@ -202,7 +214,9 @@ async def test_concurrent_renewals_of_one_certificate_issue_once(
 
     async def attempt(i: int) -> None:
         try:
-            await step(enrollment(csr(key(), "d", None), old, transaction_id=f"tx-{i}"), slow_terminal)
+            await step(
+                enrollment(csr(key(), "d", None), old, transaction_id=f"tx-{i}"), superseding(store, slow_terminal)
+            )
             outcomes.append("issued")
         except Rejected as e:
             outcomes.append(e.fail_info.name)

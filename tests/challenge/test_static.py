@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from scepd.challenge.static import StaticChallenge
@@ -18,8 +20,8 @@ def request(challenge: bytes | None):  # type: ignore[no-untyped-def]
 async def test_right_secret_is_accepted_and_marked_static(terminal: Terminal) -> None:
     e = request(SECRET.encode("utf-8"))
     issued = await StaticChallenge(SECRET)(e, terminal)
-    assert terminal.seen == [e]
-    assert terminal.modes == ["static"]
+    assert terminal.seen == [dataclasses.replace(e, challenge_mode="static")]  # the request, marked
+    assert terminal.modes == ["static"] and e.challenge_mode == "none"
     assert issued.certificate.public_key() == e.csr.public_key()
 
 

@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from scepd.profiles import OID_UPN
+from scepd.enroll.profiles import OID_UPN
 from scepd.scep.constants import FailInfo, PkiStatus
 from tests.daemon import Daemon
 from tests.e2e.conftest import CHALLENGE, SID_PREFIX, lifecycle_client

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from scepd.ca.authority import CertificateAuthority
 from scepd.enroll.pipeline import Enrollment, Issued, Pending, Rejected
+from scepd.enroll.profiles import Profile
 from scepd.enroll.service import ScepService
 from scepd.keys.base import KeyBackendError
 from scepd.keys.pkcs11.pool import TokenPool
-from scepd.profiles import Profile
 from scepd.scep import MalformedMessage
 from scepd.scep.client import CertRep, build_pki_message, issuer_and_serial, make_self_signed, parse_cert_rep
 from scepd.scep.constants import FailInfo, MessageType, PkiStatus
@@ -75,7 +75,7 @@ async def test_an_issued_certificate_comes_back_enveloped_to_the_requester(
         seen.append(enrollment)
         der = await ca.sign(ca.template(enrollment.csr, Profile(), enrollment.now))
         cert = x509.load_der_x509_certificate(der)
-        return Issued(cert, der, cert.serial_number)
+        return Issued(cert, der, cert.serial_number, enrollment)
 
     key = rsa_key()
     rep = reply(ca, await service(ca, store, issue).pki_operation(csr_request(ca, key)), key)

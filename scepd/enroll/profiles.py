@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from scepd.enroll.pipeline import Enrollment, Issued, Next, Rejected
+from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
 from scepd.scep.constants import FailInfo
-from scepd.store.roles import IssuedCertificates
 
 KEY_USAGES = ("digital_signature", "key_encipherment", "key_agreement", "content_commitment")
 KEY_TYPES = ("rsa", "ec")
@@ -261,32 +260,32 @@ class Profile:
 class ProfileStep:
     """The chain step that holds a request to its profile before anything is signed.
 
-    A renewal (the renewal step set `renewal_of`) must keep the subject of the
-    certificate it renews; with `revoke_superseded`, the renewed certificate is
-    revoked (reason superseded) once its successor is issued.
+    It only decides: it hands on the enrollment with the profile's name and
+    certificate type filled in, or refuses it. A renewal (the renewal step set
+    `renewal_of`) must keep the subject of the certificate it renews; what
+    becomes of the renewed certificate is written by `SupersedeRenewed`, a
+    store step further down. A refusal or a hold from here on names the
+    profile, so the answer is counted under it.
     """
 
-    def __init__(self, profile: Profile, store: IssuedCertificates | None = None) -> None:
+    def __init__(self, profile: Profile) -> None:
         self.profile = profile
-        self.store = store
 
     async def __call__(self, enrollment: Enrollment, next: Next) -> Issued:
-        enrollment.profile_name = self.profile.name
-        enrollment.notes["certificate_type"] = self.profile.certificate_type
-        self.profile.check_request(enrollment.csr)
-        if enrollment.renewal_of is not None:
-            old = enrollment.signer_certificate.subject.rfc4514_string()
-            new = self.profile.subject(enrollment.csr).rfc4514_string()
-            if old != new:
-                raise Rejected(
-                    FailInfo.BAD_REQUEST, f"a renewal must keep the subject {old!r}; the request asks for {new!r}"
-                )
-        issued = await next(enrollment)
-        if (
-            enrollment.renewal_of is not None
-            and self.profile.revoke_superseded
-            and self.store is not None
-            and not issued.reused
-        ):
-            await self.store.revoke(enrollment.renewal_of, "superseded", enrollment.now)
-        return issued
+        try:
+            self.profile.check_request(enrollment.csr)
+            if enrollment.renewal_of is not None:
+                old = enrollment.signer_certificate.subject.rfc4514_string()
+                new = self.profile.subject(enrollment.csr).rfc4514_string()
+                if old != new:
+                    raise Rejected(
+                        FailInfo.BAD_REQUEST, f"a renewal must keep the subject {old!r}; the request asks for {new!r}"
+                    )
+            profiled = replace(
+                enrollment, profile_name=self.profile.name, certificate_type=self.profile.certificate_type
+            )
+            return await next(profiled)
+        except (Rejected, Pending) as e:
+            if e.profile is not None:
+                raise
+            raise e.in_profile(self.profile.name) from e
