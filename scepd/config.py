@@ -23,6 +23,7 @@ from cryptography import x509
 from scepd.intune import contract
 from scepd.intune.settings import IntuneSettings
 from scepd.keys.uri import Pkcs11UriError, TokenIdentity, key_on_token
+from scepd.logs import event_text
 from scepd.profiles import (
     CERT_TYPES,
     CSR_HASHES,
@@ -585,7 +586,11 @@ def key_layout_warnings(config: Config) -> list[str]:
     """
     if config.ca.ra_key is None:
         return [
-            f"event=ca_key_opens_envelopes key={config.ca.key!r} reason='no RA configured (ca.ra_key)' "
-            f"remedy='scepd ca ra-init --config {config.path}'"
+            event_text(
+                "ca_key_opens_envelopes",
+                key=config.ca.key,
+                reason="no RA configured (ca.ra_key)",
+                remedy=f"scepd ca ra-init --config {config.path}",
+            )
         ]
     return []

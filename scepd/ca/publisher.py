@@ -34,6 +34,7 @@ from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.crl import Crl
 from scepd.keys.base import KeyBackendError
+from scepd.logs import event
 from scepd.store.base import RevocationState, Store, StoreError
 
 log = logging.getLogger("scepd.crl")
@@ -128,14 +129,16 @@ class CrlPublisher:
         try:
             await self.store.save_crl(crl.number, crl.der)
         except StoreError as e:  # the serving processes keep the previous one a while longer
-            log.warning("event=crl_store_failed number=%d error=%r", crl.number, str(e))
-        log.info(
-            "event=crl_published number=%d revoked=%d bytes=%d seconds=%.3f next_update=%s",
-            crl.number,
-            crl.revoked,
-            len(crl.der),
-            seconds,
-            crl.next_update.isoformat(),
+            event(log, logging.WARNING, "crl_store_failed", number=crl.number, error=str(e))
+        event(
+            log,
+            logging.INFO,
+            "crl_published",
+            number=crl.number,
+            revoked=crl.revoked,
+            bytes=len(crl.der),
+            seconds=f"{seconds:.3f}",
+            next_update=crl.next_update.isoformat(),
         )
         if self.file is not None:
             try:
@@ -143,7 +146,7 @@ class CrlPublisher:
                 await trio.to_thread.run_sync(write_atomically, self.file, data)
             except OSError as e:
                 # Serving the CRL matters more than the copy; the next regeneration retries.
-                log.warning("event=crl_file_write_failed path=%s error=%r", self.file, str(e))
+                event(log, logging.WARNING, "crl_file_write_failed", path=self.file, error=str(e))
 
     def _due(self, crl: Crl) -> dt.datetime:
         """When to re-sign: half way through the lifetime."""
@@ -211,7 +214,7 @@ class CrlPublisher:
         try:
             await self._load()
         except Exception as e:  # noqa: BLE001
-            log.warning("event=crl_load_failed error=%r", str(e))
+            event(log, logging.WARNING, "crl_load_failed", error=str(e))
 
     async def _load(self) -> None:
         der = await self.store.latest_crl()
@@ -235,11 +238,11 @@ def _ours(der: bytes, ca: CertificateAuthority) -> Crl | None:
     try:
         parsed = x509.load_der_x509_crl(der)
         if parsed.issuer != ca.certificate.subject or not parsed.is_signature_valid(ca.certificate.public_key()):  # type: ignore[arg-type]
-            log.warning("event=crl_stored_ignored reason=%s", "not signed by this CA")
+            event(log, logging.WARNING, "crl_stored_ignored", reason="not signed by this CA")
             return None
         return Crl.from_der(der)
     except ValueError as e:
-        log.warning("event=crl_stored_ignored reason=%r", str(e))
+        event(log, logging.WARNING, "crl_stored_ignored", reason=str(e))
         return None
 
 
@@ -268,19 +271,22 @@ class _Retry:
         delay = min(self.interval * 2 ** (self.failures - 1), max(MAX_BACKOFF, self.interval))
         if self.failures == 1:
             # An unexpected fault ("other") is a bug: its traceback once, for the report.
-            log.warning(
-                "event=%s_failed cause=%s error=%r retry_in=%.1f",
-                self.event,
-                cause,
-                f"{type(e).__name__}: {e}",
-                delay,
+            event(
+                log,
+                logging.WARNING,
+                f"{self.event}_failed",
+                cause=cause,
+                error=f"{type(e).__name__}: {e}",
+                retry_in=f"{delay:.1f}",
                 exc_info=cause == "other",
             )
         else:
-            log.debug("event=%s_failed cause=%s attempt=%d retry_in=%.1f", self.event, cause, self.failures, delay)
+            event(
+                log, logging.DEBUG, f"{self.event}_failed", cause=cause, attempt=self.failures, retry_in=f"{delay:.1f}"
+            )
         return float(delay)
 
     def succeeded(self) -> None:
         if self.failures:
-            log.info("event=%s_recovered failures=%d", self.event, self.failures)
+            event(log, logging.INFO, f"{self.event}_recovered", failures=self.failures)
             self.failures = 0

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepd.intune.errors import IntuneAuthError, IntuneError, IntuneTransportError
 from scepd.keys.base import HashName, Signer
-from scepd.logs import fields
+from scepd.logs import event
 
 log = logging.getLogger("scepd.intune")
 
@@ -190,7 +190,7 @@ class TokenSource:
                 fresh = await self._fetch(scope)
             except IntuneError as e:
                 if cached is not None and self.clock() < cached.expires_at:
-                    log.warning("event=intune_token_refresh_failed error=%s using=cached", e.code)
+                    event(log, logging.WARNING, "intune_token_refresh_failed", error=e.code, using="cached")
                     return cached.token
                 raise
             self._cache[scope] = fresh
@@ -222,15 +222,15 @@ class TokenSource:
                         "token", f"token endpoint unreachable: {type(e).__name__}"
                     )
                     failure.request_id = request_id
-                    log.warning(
-                        "event=intune_call %s",
-                        fields(
-                            action="token",
-                            client_request_id=request_id,
-                            attempt=attempt + 1,
-                            result=result,
-                            error=type(e).__name__,
-                        ),
+                    event(
+                        log,
+                        logging.WARNING,
+                        "intune_call",
+                        action="token",
+                        client_request_id=request_id,
+                        attempt=attempt + 1,
+                        result=result,
+                        error=type(e).__name__,
                     )
                     continue
                 if response.status_code == 429 or response.status_code >= 500:
@@ -246,11 +246,15 @@ class TokenSource:
                     self._log_refusal(response, request_id, attempt, f"http_{response.status_code}")
                     raise
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug(
-                        "event=intune_call %s",
-                        fields(
-                            action="token", client_request_id=request_id, attempt=attempt + 1, result="ok", status=200
-                        ),
+                    event(
+                        log,
+                        logging.DEBUG,
+                        "intune_call",
+                        action="token",
+                        client_request_id=request_id,
+                        attempt=attempt + 1,
+                        result="ok",
+                        status=200,
                     )
                 return cached
             raise failure
@@ -266,16 +270,16 @@ class TokenSource:
         except ValueError:
             body = {}
         body = body if isinstance(body, dict) else {}
-        log.warning(
-            "event=intune_call %s",
-            fields(
-                action="token",
-                client_request_id=request_id,
-                attempt=attempt + 1,
-                result=result,
-                code=str(body.get("error", ""))[:80] or None,
-                error_description=str(body.get("error_description", "")).splitlines()[0][:300] or None,
-            ),
+        event(
+            log,
+            logging.WARNING,
+            "intune_call",
+            action="token",
+            client_request_id=request_id,
+            attempt=attempt + 1,
+            result=result,
+            code=str(body.get("error", ""))[:80] or None,
+            error_description=str(body.get("error_description", "")).splitlines()[0][:300] or None,
         )
 
     def _parse(self, response: httpx.Response) -> tuple[_Cached, str]:
@@ -294,5 +298,5 @@ class TokenSource:
         now = self.clock()
         # A short-lived token is refreshed at half its life rather than never used.
         margin = min(self.REFRESH_MARGIN, lifetime / 2)
-        log.info("event=intune_token expires_in=%d", lifetime)
+        event(log, logging.INFO, "intune_token", expires_in=lifetime)
         return _Cached(token, now + lifetime - margin, now + lifetime), "success"

@@ -42,7 +42,7 @@ from scepd.intune.errors import (
     IntuneTransportError,
 )
 from scepd.intune.settings import IntuneSettings
-from scepd.logs import fields
+from scepd.logs import event
 
 log = logging.getLogger("scepd.intune")
 
@@ -276,7 +276,7 @@ class IntuneClient:
         )
         value = reply.body.get("value")
         if value is not True and value != "true":
-            log.warning("event=intune_upload_refused %s", fields(client_request_id=reply.request_id, value=value))
+            event(log, logging.WARNING, "intune_upload_refused", client_request_id=reply.request_id, value=value)
             raise IntuneBadResponse(f"uploadRevocationResults answered value={value!r}")
 
     # -- readiness --------------------------------------------------------------
@@ -369,14 +369,14 @@ class IntuneClient:
             raise IntuneBadResponse("the answer lacks code or errorDescription")
         verdict = Verdict(code, description, reply.request_id)
         if not verdict.success:
-            log.warning(
-                "event=intune_verdict %s",
-                fields(
-                    action=reply.action,
-                    client_request_id=reply.request_id,
-                    code=code,
-                    error_description=description[:300],
-                ),
+            event(
+                log,
+                logging.WARNING,
+                "intune_verdict",
+                action=reply.action,
+                client_request_id=reply.request_id,
+                code=code,
+                error_description=description[:300],
             )
         return verdict
 
@@ -488,16 +488,16 @@ class IntuneClient:
                     failure: IntuneError = IntuneTransportError(action, type(e).__name__)
                     failure.request_id = request_id
                     result = "timeout" if isinstance(e, httpx.TimeoutException) else "transport"
-                    log.warning(
-                        "event=intune_call %s",
-                        fields(
-                            action=action,
-                            client_request_id=request_id,
-                            attempt=attempt + 1,
-                            result=result,
-                            error=type(e).__name__,
-                            seconds=f"{self.clock() - sent:.3f}",
-                        ),
+                    event(
+                        log,
+                        logging.WARNING,
+                        "intune_call",
+                        action=action,
+                        client_request_id=request_id,
+                        attempt=attempt + 1,
+                        result=result,
+                        error=type(e).__name__,
+                        seconds=f"{self.clock() - sent:.3f}",
                     )
                 else:
                     status = response.status_code
@@ -508,46 +508,46 @@ class IntuneClient:
                             answer = None
                         if not isinstance(answer, dict):
                             result = "bad_response"
-                            log.warning(
-                                "event=intune_call %s",
-                                fields(
-                                    action=action,
-                                    client_request_id=request_id,
-                                    attempt=attempt + 1,
-                                    result=result,
-                                    status=status,
-                                ),
+                            event(
+                                log,
+                                logging.WARNING,
+                                "intune_call",
+                                action=action,
+                                client_request_id=request_id,
+                                attempt=attempt + 1,
+                                result=result,
+                                status=status,
                             )
                             raise IntuneBadResponse(f"{action}: the answer is not a JSON object")
                         result = "ok"
                         if log.isEnabledFor(logging.DEBUG):  # the common case: skip formatting the fields
-                            log.debug(
-                                "event=intune_call %s",
-                                fields(
-                                    action=action,
-                                    client_request_id=request_id,
-                                    attempt=attempt + 1,
-                                    result=result,
-                                    status=status,
-                                    seconds=f"{self.clock() - sent:.3f}",
-                                ),
+                            event(
+                                log,
+                                logging.DEBUG,
+                                "intune_call",
+                                action=action,
+                                client_request_id=request_id,
+                                attempt=attempt + 1,
+                                result=result,
+                                status=status,
+                                seconds=f"{self.clock() - sent:.3f}",
                             )
                         return _Reply(action, answer, request_id)
                     if discovered:
                         self._forget_services()
                     result = f"http_{status}"
                     code, message = _error_detail(response)
-                    log.warning(
-                        "event=intune_call %s",
-                        fields(
-                            action=action,
-                            client_request_id=request_id,
-                            attempt=attempt + 1,
-                            result=result,
-                            code=code,
-                            error_description=message,
-                            seconds=f"{self.clock() - sent:.3f}",
-                        ),
+                    event(
+                        log,
+                        logging.WARNING,
+                        "intune_call",
+                        action=action,
+                        client_request_id=request_id,
+                        attempt=attempt + 1,
+                        result=result,
+                        code=code,
+                        error_description=message,
+                        seconds=f"{self.clock() - sent:.3f}",
                     )
                     failure = IntuneHttpError(action, status, code)
                     failure.request_id = request_id
