@@ -137,8 +137,18 @@ class Config:
 
 
 def read_secret(source: str, base: Path | None = None) -> str:
-    """Resolve `file:`, `env:` or `credential:` to the secret; never logs it."""
+    """Resolve `file:PATH`, `env:NAME` or `credential:NAME` to the secret; never logs it.
+
+    The one secret reader (token PIN, static challenge, Intune client secret,
+    proxy credentials). A source that names nothing, and a credential name
+    that is a path ($CREDENTIALS_DIRECTORY holds files, nothing below or
+    above it), are refused rather than read from somewhere unexpected.
+    """
     kind, _, rest = source.partition(":")
+    if kind not in ("file", "env", "credential"):
+        raise ConfigError(source, "a secret source must start with file:, env: or credential:")
+    if not rest:
+        raise ConfigError(source, f"a {kind}: secret source must name a {'path' if kind == 'file' else 'name'}")
     if kind == "file":
         path = Path(rest)
         if base is not None and not path.is_absolute():
@@ -149,12 +159,12 @@ def read_secret(source: str, base: Path | None = None) -> str:
             return os.environ[rest]
         except KeyError:
             raise ConfigError(source, f"environment variable {rest} is not set") from None
-    if kind == "credential":
-        directory = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not directory:
-            raise ConfigError(source, "CREDENTIALS_DIRECTORY is not set (no systemd credentials)")
-        return (Path(directory) / rest).read_text(encoding="utf-8").rstrip("\r\n")
-    raise ConfigError(source, "a secret source must start with file:, env: or credential:")
+    if "/" in rest or rest in (".", ".."):
+        raise ConfigError(source, "a credential name is a file name in $CREDENTIALS_DIRECTORY, not a path")
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise ConfigError(source, "CREDENTIALS_DIRECTORY is not set (no systemd credentials)")
+    return (Path(directory) / rest).read_text(encoding="utf-8").rstrip("\r\n")
 
 
 class _Reader:
