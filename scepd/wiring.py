@@ -30,6 +30,7 @@ from scepd.challenge.anyof import FirstMatching
 from scepd.challenge.onetime import OneTimeChallenge
 from scepd.challenge.renewal import SignerIsIssuedCertificate
 from scepd.challenge.static import StaticChallenge
+from scepd.clock import utc_now
 from scepd.config import Config, ConfigError, Endpoint, IntuneConfig, key_layout_warnings, read_secret
 from scepd.enroll.approval import ApprovalGate, expire_pending_loop, expiry_interval
 from scepd.enroll.pipeline import Step, compose
@@ -320,7 +321,7 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
                         ca.certificate,
                         dt.timedelta(days=config.ca.expiry_warning_days),
                         rollover=bool(ca.next_chain_der),
-                        clock=lambda: dt.datetime.now(dt.UTC),
+                        clock=utc_now,
                         ra_certificate=ca.ra_certificate if ca.has_ra else None,
                     )
                 )
@@ -345,7 +346,7 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
                     background.append(sync.run)
 
             async def refresh_metrics() -> None:
-                now = dt.datetime.now(dt.UTC)
+                now = utc_now()
                 metrics.CA_CERT_EXPIRY_SECONDS.set((ca.certificate.not_valid_after_utc - now).total_seconds())
                 metrics.RA_CERT_EXPIRY_SECONDS.set(
                     (ca.ra_certificate.not_valid_after_utc - now).total_seconds() if ca.has_ra else float("nan")

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 
 import trio
 from cryptography import x509
 
+from scepd.clock import Clock
 from scepd.logs import event, event_text
 
 log = logging.getLogger("scepd.ca")
-
-Clock = Callable[[], dt.datetime]
 
 
 def expiry_warning(

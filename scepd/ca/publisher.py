@@ -24,7 +24,6 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -33,19 +32,15 @@ from cryptography import x509
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.crl import Crl
+from scepd.clock import Clock, utc_now
 from scepd.keys.base import KeyBackendError
 from scepd.logs import event
 from scepd.store.base import RevocationState, Store, StoreError
 
 log = logging.getLogger("scepd.crl")
 
-Clock = Callable[[], dt.datetime]
 MAX_BACKOFF = 300.0  # seconds between retries at most, however long a fault lasts
 FIRST_CRL_WAIT = 1.0  # seconds start-up waits for a first CRL when the store holds none
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -72,7 +67,7 @@ class CrlPublisher:
         lifetime: dt.timedelta = dt.timedelta(hours=24),
         file: Path | None = None,
         check_interval: float = 10.0,
-        clock: Clock = _utcnow,
+        clock: Clock = utc_now,
     ) -> None:
         if lifetime <= dt.timedelta(0):
             raise ValueError("the CRL lifetime must be positive")

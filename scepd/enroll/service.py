@@ -7,7 +7,6 @@ fault of the token or store is the daemon's, not the client's (503 upstream).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import time
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.publisher import CrlPublisher
+from scepd.clock import Clock, utc_now
 from scepd.enroll.approval import ApprovalGate
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
 from scepd.keys.base import HashName, RsaPadding, UnsupportedParameters
@@ -45,12 +45,6 @@ from scepd.store.base import CertStatus, Store
 
 log = logging.getLogger("scepd.scep")
 T = TypeVar("T")
-
-Clock = Callable[[], dt.datetime]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,7 @@ class ScepService:
         challenge_mode: str,
         allow_sha1: bool = True,
         allow_single_des: bool = False,
-        clock: Clock = utcnow,
+        clock: Clock = utc_now,
         crl: CrlPublisher | None = None,
         approval: ApprovalGate | None = None,
     ) -> None:

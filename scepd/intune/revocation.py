@@ -10,7 +10,6 @@ counted twice; a result is only marked uploaded once Intune said `true`.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 import sqlite3
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 import trio
 
 from scepd import metrics
+from scepd.clock import Clock, utc_now
 from scepd.intune.client import IntuneClient, RevocationRequest, RevocationResult
 from scepd.intune.contract import MAX_REVOCATION_BATCH, PKI_PROVIDER, RevocationErrorCode
 from scepd.intune.errors import IntuneError
@@ -59,10 +59,6 @@ class SyncReport:
     uploaded: int
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _same_name(a: str, b: str) -> bool:
     # How Intune matches issuerName is [U]; a request that names us in another case is ours.
     return a.strip().lower() == b.strip().lower()
@@ -84,7 +80,7 @@ class RevocationSync:
         interval: float = 3600.0,
         batch: int = 100,
         on_revoked: Callable[[], Awaitable[None]] | None = None,
-        clock: Callable[[], dt.datetime] = _utcnow,
+        clock: Clock = utc_now,
     ) -> None:
         if not 1 <= batch <= MAX_REVOCATION_BATCH:
             raise ValueError(f"batch must be 1..{MAX_REVOCATION_BATCH}")

@@ -16,14 +16,13 @@ spent, so asking again could only fail.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from collections.abc import Callable
 
 import trio
 from cryptography import x509
 
 from scepd import metrics
+from scepd.clock import Clock, utc_now
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
 from scepd.enroll.steps import csr_digest
 from scepd.intune import contract
@@ -38,10 +37,6 @@ log = logging.getLogger("scepd.intune")
 UNDELIVERED_REASON = "cessationOfOperation"
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class IntuneChallenge:
     def __init__(
         self,
@@ -51,7 +46,7 @@ class IntuneChallenge:
         ca_configuration: str | None = None,
         certificate_authority: str | None = None,
         issuing_authority: str | None = None,
-        clock: Callable[[], dt.datetime] = _utcnow,
+        clock: Clock = utc_now,
     ) -> None:
         self.client = client
         self.store = store
