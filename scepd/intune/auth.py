@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepd.intune.errors import IntuneAuthError, IntuneError, IntuneTransportError
 from scepd.keys.base import HashName, Signer
+from scepd.locks import KeyedLock
 from scepd.logs import event
 
 log = logging.getLogger("scepd.intune")
@@ -170,7 +171,7 @@ class TokenSource:
         self.clock = clock
         self.observe = observe
         self._cache: dict[str, _Cached] = {}
-        self._locks: dict[str, trio.Lock] = {}
+        self._locks = KeyedLock[str]()
 
     async def token(self, scope: str) -> str:
         """The cached token; past its refresh time one caller fetches a new one while the
@@ -179,10 +180,9 @@ class TokenSource:
         cached = self._cache.get(scope)
         if cached is not None and self.clock() < cached.refresh_at:
             return cached.token
-        lock = self._locks.setdefault(scope, trio.Lock())
-        if cached is not None and self.clock() < cached.expires_at and lock.locked():
+        if cached is not None and self.clock() < cached.expires_at and self._locks.locked(scope):
             return cached.token  # being refreshed
-        async with lock:
+        async with self._locks.hold(scope):
             cached = self._cache.get(scope)
             if cached is not None and self.clock() < cached.refresh_at:
                 return cached.token
