@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from scepd.intune import contract
-from scepd.intune.settings import IntuneSettings
+from scepd.intune.settings import DEFAULT_PROVIDER_NAME, IntuneSettings
 from scepd.keys.uri import Pkcs11UriError, TokenIdentity, key_on_token
 from scepd.logs import event_text
 from scepd.profiles import (
@@ -342,7 +342,7 @@ def _intune(r: _Reader, resolve: Any) -> IntuneConfig:
         client=IntuneSettings(
             tenant=r.get("tenant", str),
             client_id=r.get("client_id", str),
-            provider_name=r.get("provider_name", str, "scepd/0.1.0"),
+            provider_name=r.get("provider_name", str, DEFAULT_PROVIDER_NAME),
             authority=_url(r, "authority", contract.DEFAULT_AUTHORITY),
             graph_url=_url(r, "graph_url", contract.DEFAULT_GRAPH_URL),
             intune_resource_url=_url(r, "intune_resource_url", contract.DEFAULT_INTUNE_RESOURCE_URL),

@@ -10,12 +10,15 @@ from dataclasses import dataclass
 
 from scepd.intune import contract
 
+# What scepd calls itself to Intune unless intune.provider_name says otherwise (the package version).
+DEFAULT_PROVIDER_NAME = "scepd/0.1.0"
+
 
 @dataclass(frozen=True)
 class IntuneSettings:
     tenant: str
     client_id: str
-    provider_name: str = "scepd/0.1"  # PROVIDER_NAME_AND_VERSION: callerInfo and UserAgent
+    provider_name: str = DEFAULT_PROVIDER_NAME  # PROVIDER_NAME_AND_VERSION: callerInfo and UserAgent
     authority: str = contract.DEFAULT_AUTHORITY
     graph_url: str = contract.DEFAULT_GRAPH_URL
     intune_resource_url: str = contract.DEFAULT_INTUNE_RESOURCE_URL
