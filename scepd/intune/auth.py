@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepd.intune.errors import IntuneAuthError, IntuneError, IntuneTransportError
+from scepd.intune.retry import RetryPolicy
 from scepd.keys.base import HashName, Signer
 from scepd.locks import KeyedLock
 from scepd.logs import event
@@ -156,8 +157,7 @@ class TokenSource:
         client_id: str,
         credential: Credential,
         timeout: float = 30.0,
-        retries: int = 2,
-        backoff: float = 0.5,
+        retry: RetryPolicy = RetryPolicy(),
         clock: Callable[[], float] = time.monotonic,
         observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
@@ -166,8 +166,7 @@ class TokenSource:
         self.client_id = client_id
         self.credential = credential
         self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
+        self.retry = retry
         self.clock = clock
         self.observe = observe
         self._cache: dict[str, _Cached] = {}
@@ -206,9 +205,9 @@ class TokenSource:
         started = self.clock()
         result = "error"
         try:
-            for attempt in range(self.retries + 1):
+            for attempt in range(self.retry.retries + 1):
                 if attempt:
-                    await trio.sleep(self.backoff * 2 ** (attempt - 1))
+                    await trio.sleep(self.retry.pause(attempt))
                 # A fresh assertion each try: it carries its own jti and a 60 s life.
                 form = {"grant_type": "client_credentials", "client_id": self.client_id, "scope": scope}
                 form.update(await self.credential.form(self.client_id, self.token_url))
@@ -233,7 +232,7 @@ class TokenSource:
                         error=type(e).__name__,
                     )
                     continue
-                if response.status_code == 429 or response.status_code >= 500:
+                if self.retry.retryable(response.status_code):
                     result = f"http_{response.status_code}"
                     failure = IntuneAuthError(f"token endpoint answered HTTP {response.status_code}")
                     failure.request_id = request_id

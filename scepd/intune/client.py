@@ -108,14 +108,6 @@ def _observe(action: str, result: str, seconds: float) -> None:
     metrics.INTUNE_CALL_SECONDS.labels(action).observe(seconds)
 
 
-def _retry_after(response: httpx.Response, cap: float) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return min(max(float(value), 0.0), cap)
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True)
 class Finding:
     """One line of `scepd intune check`."""
@@ -159,8 +151,7 @@ class IntuneClient:
             client_id=settings.client_id,
             credential=credential,
             timeout=settings.timeout,
-            retries=settings.retries,
-            backoff=settings.backoff,
+            retry=settings.retry,
             clock=clock,
             observe=_observe,
         )
@@ -458,6 +449,7 @@ class IntuneClient:
         result = "error"
         refreshed = False
         attempt = 0
+        policy = self.settings.retry
         try:
             while True:
                 token = await self.tokens.token(scope)
@@ -470,7 +462,7 @@ class IntuneClient:
                     "User-Agent": self.settings.provider_name,
                     **extra_headers,
                 }
-                pause: float | None = None
+                retry_after: str | None = None
                 sent = self.clock()
                 try:
                     if body is None:
@@ -555,13 +547,13 @@ class IntuneClient:
                         refreshed = True
                         self.tokens.invalidate(scope, token)
                         continue
-                    if status != 429 and status < 500 and not (status == 404 and discovered and attempt == 0):
+                    if not policy.retryable(status) and not (status == 404 and discovered and attempt == 0):
                         raise failure
-                    pause = _retry_after(response, self.settings.max_retry_after)
-                if attempt >= self.settings.retries:
+                    retry_after = response.headers.get("retry-after")
+                if policy.exhausted(attempt):
                     raise failure
                 attempt += 1
-                await trio.sleep(pause if pause is not None else self.settings.backoff * 2 ** (attempt - 1))
+                await trio.sleep(policy.pause(attempt, retry_after))
         finally:
             _observe(action, result, self.clock() - started)
 

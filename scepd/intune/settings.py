@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scepd.intune import contract
+from scepd.intune.retry import RetryPolicy
 
 # What scepd calls itself to Intune unless intune.provider_name says otherwise (the package version).
 DEFAULT_PROVIDER_NAME = "scepd/0.1.0"
@@ -31,3 +32,8 @@ class IntuneSettings:
     # Microsoft's C# library waits up to 100 s (HttpClient's default) for its single attempt.
     notification_budget: float = 100.0
     assertion_algorithm: str = "PS256"  # client assertions: PS256 + x5t#S256, or RS256 + x5t
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy every Entra, Graph and Intune call follows."""
+        return RetryPolicy(self.retries, self.backoff, self.max_retry_after)

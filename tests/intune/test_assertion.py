@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from scepd.intune.auth import ClientCertificate, TokenSource
+from scepd.intune.retry import RetryPolicy
 from scepd.keys.base import HashName
 from tests.fake_intune.helpers import client_certificate
 from tests.fake_intune.state import FakeIntune
@@ -59,7 +60,7 @@ async def test_entra_takes_the_assertion(fake_intune: FakeIntune, algorithm: str
             tenant=fake_intune.tenant,
             client_id=fake_intune.client_id,
             credential=credential,
-            retries=0,
+            retry=RetryPolicy(retries=0),
         )
         assert await tokens.token("https://graph.microsoft.com/.default")
     [call] = fake_intune.calls("token")
