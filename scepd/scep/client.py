@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from scepd.keys.base import HashName, OaepParams, RsaPadding
+from scepd.keys.base import HashName, OaepParams, RsaPadding, hash_algorithm
+from scepd.keys.software import SoftwareKey
 from scepd.scep.certs_only import parse_degenerate
 from scepd.scep.ciphers import ContentCipher
 from scepd.scep.constants import (
@@ -53,7 +54,6 @@ from scepd.scep.signed import (
     draft_signed_data,
     embedded_certificates,
     find_signer,
-    hash_algorithm,
     hash_name,
     signed_attrs_candidates,
     verify,
@@ -75,12 +75,6 @@ def make_self_signed(key: PrivateKey, subject: x509.Name, now: dt.datetime) -> x
         .not_valid_after(now + dt.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
-
-
-def _sign(key: PrivateKey, data: bytes, digest_name: HashName) -> bytes:
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), hash_algorithm(digest_name))
-    return key.sign(data, ec.ECDSA(hash_algorithm(digest_name)))
 
 
 def build_pki_message(
@@ -112,7 +106,7 @@ def build_pki_message(
         certificates=(),
         include_content_type=not omit_content_type_attr,
     )
-    return draft.finish(_sign(signer_key, draft.to_be_signed, digest))
+    return draft.finish(SoftwareKey(signer_key).sign_now(draft.to_be_signed, digest))
 
 
 def _name(name: x509.Name) -> asn1_x509.Name:

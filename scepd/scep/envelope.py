@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from scepd import der
 from scepd import strict_der as sd
-from scepd.keys.base import Decrypter, HashName, OaepParams, RsaPadding
+from scepd.keys.base import Decrypter, HashName, OaepParams, RsaPadding, hash_algorithm
 from scepd.scep.ciphers import ContentCipher
 from scepd.scep.constants import FailInfo
 from scepd.scep.errors import ScepError, Unreadable
-from scepd.scep.signed import ASN1_ERRORS, hash_algorithm, issuer_and_serial_der
+from scepd.scep.signed import ASN1_ERRORS, issuer_and_serial_der
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepd import der, strict_der
-from scepd.keys.base import HashName
+from scepd.keys.base import HashName, hash_algorithm
 
 # asn1crypto parses lazily, so a malformed field surfaces as one of these at first
 # access; cryptography adds its own two for certificates it cannot represent.
@@ -37,18 +36,6 @@ ASN1_ERRORS: tuple[type[Exception], ...] = (
     OverflowError,
     UnicodeError,
 )
-
-HASHES: dict[HashName, type[hashes.HashAlgorithm]] = {
-    HashName.SHA1: hashes.SHA1,
-    HashName.SHA224: hashes.SHA224,
-    HashName.SHA256: hashes.SHA256,
-    HashName.SHA384: hashes.SHA384,
-    HashName.SHA512: hashes.SHA512,
-}
-
-
-def hash_algorithm(name: HashName) -> hashes.HashAlgorithm:
-    return HASHES[name]()
 
 
 def digest(name: HashName, data: bytes) -> bytes:

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scepd.keys.base import HashName
+from scepd.keys.software import SoftwareKey
 from scepd.scep import MalformedMessage, ScepError, parse_certs_only, parse_issuer_and_serial, parse_pki_message
 from scepd.scep.constants import FailInfo, MessageType
 from tests.scep.conftest import Party, mutate, request
@@ -68,11 +69,8 @@ def _resigned_without(ra: Party, requester: Party, csr_der: bytes, oid: str) -> 
         digest_name=HashName.SHA256,
         certificates=(),
     )
-    from cryptography.hazmat.primitives.asymmetric import padding
 
-    from tests.scep.conftest import HASHES
-
-    return draft.finish(requester.key.sign(draft.to_be_signed, padding.PKCS1v15(), HASHES[HashName.SHA256]))  # type: ignore[call-arg]
+    return draft.finish(SoftwareKey(requester.key).sign_now(draft.to_be_signed, HashName.SHA256))
 
 
 @pytest.mark.parametrize(
@@ -93,11 +91,9 @@ def test_missing_scep_attribute_is_bad_request(
 
 
 def test_unknown_message_type_is_bad_request_with_context(ra: Party, requester: Party, csr_der: bytes) -> None:
-    from cryptography.hazmat.primitives.asymmetric import padding
 
     from scepd.scep import signed as s
     from scepd.scep.envelope import build_envelope
-    from tests.scep.conftest import HASHES
 
     draft = s.draft_signed_data(
         content=build_envelope(csr_der, ra.cert),
@@ -110,7 +106,7 @@ def test_unknown_message_type_is_bad_request_with_context(ra: Party, requester: 
         digest_name=HashName.SHA256,
         certificates=(),
     )
-    body = draft.finish(requester.key.sign(draft.to_be_signed, padding.PKCS1v15(), HASHES[HashName.SHA256]))  # type: ignore[call-arg]
+    body = draft.finish(SoftwareKey(requester.key).sign_now(draft.to_be_signed, HashName.SHA256))
     with pytest.raises(ScepError) as e:
         parse_pki_message(body)
     assert e.value.fail_info is FailInfo.BAD_REQUEST and "99" in e.value.reason
@@ -127,11 +123,9 @@ def test_signer_certificate_absent_is_not_answerable(ra: Party, requester: Party
 
 
 def test_unsupported_cipher_is_bad_alg(ra: Party, requester: Party, csr_der: bytes) -> None:
-    from cryptography.hazmat.primitives.asymmetric import padding
 
     from scepd.scep import signed as s
     from scepd.scep.envelope import build_envelope
-    from tests.scep.conftest import HASHES
 
     env = cms.ContentInfo.load(build_envelope(csr_der, ra.cert))
     env["content"]["encrypted_content_info"]["content_encryption_algorithm"] = {
@@ -149,7 +143,7 @@ def test_unsupported_cipher_is_bad_alg(ra: Party, requester: Party, csr_der: byt
         digest_name=HashName.SHA256,
         certificates=(),
     )
-    body = draft.finish(requester.key.sign(draft.to_be_signed, padding.PKCS1v15(), HASHES[HashName.SHA256]))  # type: ignore[call-arg]
+    body = draft.finish(SoftwareKey(requester.key).sign_now(draft.to_be_signed, HashName.SHA256))
     with pytest.raises(ScepError) as e:
         parse_pki_message(body)
     assert e.value.fail_info is FailInfo.BAD_ALG and e.value.transaction_id == "t"
