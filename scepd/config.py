@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
+from scepd import oids
 from scepd.intune import contract
 from scepd.intune.settings import DEFAULT_PROVIDER_NAME, IntuneSettings
 from scepd.keys.uri import Pkcs11UriError, TokenIdentity, key_on_token
@@ -218,7 +219,7 @@ def _profile(name: str, r: _Reader) -> Profile:
     for u in usage:
         if u not in KEY_USAGES:
             raise ConfigError(r.key("key_usage"), f"unknown usage {u!r}; choose from {', '.join(KEY_USAGES)}")
-    eku = r.get("extended_key_usage", list, ["1.3.6.1.5.5.7.3.2"])
+    eku = r.get("extended_key_usage", list, [oids.EKU_CLIENT_AUTH])
     for oid in eku:
         if not isinstance(oid, str) or not all(p.isdigit() for p in oid.split(".")):
             raise ConfigError(r.key("extended_key_usage"), f"{oid!r} is not a dotted OID")

@@ -94,9 +94,9 @@ async def sign_certificate(template: CertificateTemplate, signer: Signer, hash: 
     sig_alg = signature_algorithm_der(signer.public_key, hash)
     extensions = b""
     if template.extensions:
-        extensions = der.explicit(3, der.sequence(*(_extension_der(e) for e in template.extensions)))
+        extensions = der.context(3, der.sequence(*(_extension_der(e) for e in template.extensions)))
     tbs_der = der.sequence(
-        der.explicit(0, der.integer(2)),  # v3
+        der.context(0, der.integer(2)),  # v3
         der.integer(template.serial),
         sig_alg,
         template.issuer.public_bytes(),

@@ -20,32 +20,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from scepd import oids
 from scepd.keys.base import HashName, OaepParams, RsaPadding, hash_algorithm
 from scepd.keys.software import SoftwareKey
 from scepd.scep.certs_only import parse_degenerate
 from scepd.scep.ciphers import ContentCipher
-from scepd.scep.constants import (
-    OID_FAIL_INFO,
-    OID_FAIL_INFO_TEXT,
-    OID_MESSAGE_TYPE,
-    OID_PKI_STATUS,
-    OID_RECIPIENT_NONCE,
-    OID_SENDER_NONCE,
-    OID_TRANSACTION_ID,
-    FailInfo,
-    MessageType,
-    PkiStatus,
-)
+from scepd.scep.constants import FailInfo, MessageType, PkiStatus
 from scepd.scep.envelope import build_envelope, parse_envelope
 from scepd.scep.errors import MalformedMessage, ScepError
-from scepd.scep.message import (
-    OID_CONTENT_TYPE,
-    OID_MESSAGE_DIGEST,
-    IssuerAndSubject,
-    octets_value,
-    single,
-    text_value,
-)
+from scepd.scep.message import IssuerAndSubject, octets_value, single, text_value
 from scepd.scep.signed import (
     ASN1_ERRORS,
     attribute,
@@ -97,9 +80,9 @@ def build_pki_message(
     draft = draft_signed_data(
         content=content,
         attributes=[
-            attribute(OID_MESSAGE_TYPE, core.PrintableString(message_type.value)),
-            attribute(OID_TRANSACTION_ID, core.PrintableString(transaction_id)),
-            attribute(OID_SENDER_NONCE, core.OctetString(sender_nonce)),
+            attribute(oids.SCEP_MESSAGE_TYPE, core.PrintableString(message_type.value)),
+            attribute(oids.SCEP_TRANSACTION_ID, core.PrintableString(transaction_id)),
+            attribute(oids.SCEP_SENDER_NONCE, core.OctetString(sender_nonce)),
         ],
         signer_certificate=signer_certificate,
         digest_name=digest,
@@ -198,7 +181,7 @@ def _parse_cert_rep(
     attrs = attribute_values(signer_info)
     encap = signed["encap_content_info"]
     content = encap["content"].native if encap["content"] else None
-    md = single(attrs, OID_MESSAGE_DIGEST)
+    md = single(attrs, oids.MESSAGE_DIGEST)
     if md is None or octets_value(md) != digest(digest_name, content or b""):
         raise ScepError(FailInfo.BAD_MESSAGE_CHECK, "the CertRep messageDigest does not match")
     if not any(
@@ -215,9 +198,9 @@ def _parse_cert_rep(
         value = single(attrs, oid)
         return (octets_value(value) if value is not None else None) or b""
 
-    status = PkiStatus(text(OID_PKI_STATUS))
-    fail = text(OID_FAIL_INFO)
-    content_type = single(attrs, OID_CONTENT_TYPE)
+    status = PkiStatus(text(oids.SCEP_PKI_STATUS))
+    fail = text(oids.SCEP_FAIL_INFO)
+    content_type = single(attrs, oids.CONTENT_TYPE)
     certificates: list[x509.Certificate] = []
     crls: list[bytes] = []
     if status is PkiStatus.SUCCESS and content and decrypt_key is not None:
@@ -225,14 +208,13 @@ def _parse_cert_rep(
     return CertRep(
         status=status,
         fail_info=FailInfo(fail) if fail is not None else None,
-        fail_info_text=text(OID_FAIL_INFO_TEXT),
-        transaction_id=text(OID_TRANSACTION_ID) or "",
-        sender_nonce=octets(OID_SENDER_NONCE),
-        recipient_nonce=octets(OID_RECIPIENT_NONCE),
-        message_type=MessageType(text(OID_MESSAGE_TYPE)),
+        fail_info_text=text(oids.SCEP_FAIL_INFO_TEXT),
+        transaction_id=text(oids.SCEP_TRANSACTION_ID) or "",
+        sender_nonce=octets(oids.SCEP_SENDER_NONCE),
+        recipient_nonce=octets(oids.SCEP_RECIPIENT_NONCE),
+        message_type=MessageType(text(oids.SCEP_MESSAGE_TYPE)),
         certificates=certificates,
         crls=crls,
         signer_certificate=signer_cert,
-        has_content_type_attr=isinstance(content_type, core.ObjectIdentifier)
-        and content_type.dotted == "1.2.840.113549.1.7.1",
+        has_content_type_attr=isinstance(content_type, core.ObjectIdentifier) and content_type.dotted == oids.DATA,
     )

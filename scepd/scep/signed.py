@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from scepd import der, strict_der
+from scepd import der, oids, strict_der
 from scepd.keys.base import HashName, hash_algorithm
 
 # asn1crypto parses lazily, so a malformed field surfaces as one of these at first
@@ -50,17 +50,6 @@ def hash_name(algorithm: algos.DigestAlgorithm) -> HashName | None:
         return None
 
 
-def der_set(contents: bytes) -> bytes:
-    """Wrap contents as a definite-length universal SET (tag 0x31)."""
-    n = len(contents)
-    if n < 0x80:
-        length = bytes([n])
-    else:
-        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        length = bytes([0x80 | len(raw)]) + raw
-    return b"\x31" + length + contents
-
-
 def sorted_attributes(attrs: Iterable[cms.CMSAttribute]) -> cms.CMSAttributes:
     """DER requires a SET OF sorted by encoding; asn1crypto keeps insertion order."""
     return cms.CMSAttributes(sorted(attrs, key=lambda a: a.dump()))
@@ -78,7 +67,7 @@ def signed_attrs_candidates(signer_info: cms.SignerInfo) -> Iterator[bytes]:
     at the first candidate that verifies never pay for it.
     """
     attrs = signer_info["signed_attrs"]
-    first = der_set(attrs.contents)
+    first = der.tlv(der.SET, attrs.contents)
     yield first
     canonical = sorted_attributes(attrs.untag().copy()).dump(force=True)
     if canonical != first:
@@ -194,10 +183,8 @@ def _ecdsa_signature_algorithm(digest_name: HashName) -> bytes:
 
 
 _RSA_SIGNATURE_ALGORITHM = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump()
-_OID_DATA = der.oid("1.2.840.113549.1.7.1")
-_OID_SIGNED_DATA = der.oid("1.2.840.113549.1.7.2")
-_OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
-_OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+_OID_DATA = der.oid(oids.DATA)
+_OID_SIGNED_DATA = der.oid(oids.SIGNED_DATA)
 
 
 def attribute_der(oid: str, value: bytes) -> bytes:
@@ -215,16 +202,16 @@ def signed_data_der(
     digest_algorithms: Sequence[bytes] | None = None,
 ) -> bytes:
     """ContentInfo(SignedData v1) over id-data; certificates kept in the given order."""
-    encap = der.sequence(_OID_DATA, der.explicit(0, der.octet_string(content)) if content is not None else b"")
+    encap = der.sequence(_OID_DATA, der.context(0, der.octet_string(content)) if content is not None else b"")
     signed_data = der.sequence(
         der.integer(1),
         der.set_of(digest_algorithms if digest_algorithms is not None else [digest_algorithm_der(digest_name)]),
         encap,
-        der.implicit_constructed(0, b"".join(certificates)) if certificates else b"",
-        der.implicit_constructed(1, b"".join(crls)) if crls else b"",
+        der.context(0, b"".join(certificates)) if certificates else b"",
+        der.context(1, b"".join(crls)) if crls else b"",
         der.set_of(signer_infos),
     )
-    return der.sequence(_OID_SIGNED_DATA, der.explicit(0, signed_data))
+    return der.sequence(_OID_SIGNED_DATA, der.context(0, signed_data))
 
 
 @dataclass(frozen=True)
@@ -271,9 +258,9 @@ def draft_signed_data(
     with nothing attached computes.
     """
     encoded = [a if isinstance(a, bytes) else a.dump() for a in attributes]
-    encoded.append(attribute_der(_OID_MESSAGE_DIGEST, der.octet_string(digest(digest_name, content or b""))))
+    encoded.append(attribute_der(oids.MESSAGE_DIGEST, der.octet_string(digest(digest_name, content or b""))))
     if include_content_type:
-        encoded.append(attribute_der(_OID_CONTENT_TYPE, _OID_DATA))
+        encoded.append(attribute_der(oids.CONTENT_TYPE, _OID_DATA))
     signer_der = signer_certificate.public_bytes(Encoding.DER)
     certs = (signer_der, *(c for c in certificates if c != signer_der))
     return SignedDataDraft(

@@ -18,17 +18,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from scepd import oids
 from scepd.keys.base import HashName, RsaPadding
 from scepd.scep import UNREADABLE_TEXT, ContentCipher
 from scepd.scep.client import _sign, attribute, draft_signed_data, make_self_signed
-from scepd.scep.constants import (
-    OID_MESSAGE_TYPE,
-    OID_SENDER_NONCE,
-    OID_TRANSACTION_ID,
-    FailInfo,
-    MessageType,
-    PkiStatus,
-)
+from scepd.scep.constants import FailInfo, MessageType, PkiStatus
 from scepd.scep.envelope import build_envelope
 from tests.e2e.conftest import CHALLENGE
 from tests.scep_client import Client, make_csr, rsa_key
@@ -60,9 +54,9 @@ def request(
     draft = draft_signed_data(
         content=info.dump(force=True),
         attributes=[
-            attribute(OID_MESSAGE_TYPE, core.PrintableString(MessageType.PKCS_REQ.value)),
-            attribute(OID_TRANSACTION_ID, core.PrintableString(secrets.token_hex(16))),
-            attribute(OID_SENDER_NONCE, core.OctetString(os.urandom(16))),
+            attribute(oids.SCEP_MESSAGE_TYPE, core.PrintableString(MessageType.PKCS_REQ.value)),
+            attribute(oids.SCEP_TRANSACTION_ID, core.PrintableString(secrets.token_hex(16))),
+            attribute(oids.SCEP_SENDER_NONCE, core.OctetString(os.urandom(16))),
         ],
         signer_certificate=signer,
         digest_name=HashName.SHA256,
