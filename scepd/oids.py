@@ -28,6 +28,30 @@ MS_COUNTERSIGNATURE = "1.3.6.1.4.1.311.3.3.1"
 RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
 RSAES_OAEP = "1.2.840.113549.1.1.7"
 
+# Digest algorithms (RFC 5754, RFC 3279 for SHA-1), by scepd.keys.base.HashName value
+DIGEST = {
+    "sha1": "1.3.14.3.2.26",
+    "sha224": "2.16.840.1.101.3.4.2.4",
+    "sha256": "2.16.840.1.101.3.4.2.1",
+    "sha384": "2.16.840.1.101.3.4.2.2",
+    "sha512": "2.16.840.1.101.3.4.2.3",
+}
+# Signature algorithms for certificates and CRLs (RFC 4055, RFC 5758), by HashName value
+RSA_WITH = {
+    "sha1": "1.2.840.113549.1.1.5",
+    "sha224": "1.2.840.113549.1.1.14",
+    "sha256": "1.2.840.113549.1.1.11",
+    "sha384": "1.2.840.113549.1.1.12",
+    "sha512": "1.2.840.113549.1.1.13",
+}
+ECDSA_WITH = {
+    "sha1": "1.2.840.10045.4.1",
+    "sha224": "1.2.840.10045.4.3.1",
+    "sha256": "1.2.840.10045.4.3.2",
+    "sha384": "1.2.840.10045.4.3.3",
+    "sha512": "1.2.840.10045.4.3.4",
+}
+
 # SCEP message attributes (RFC 8894 section 3.2.1), under id-VeriSign 2.16.840.1.113733.1.9
 SCEP_MESSAGE_TYPE = "2.16.840.1.113733.1.9.2"
 SCEP_PKI_STATUS = "2.16.840.1.113733.1.9.3"

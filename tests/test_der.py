@@ -51,3 +51,28 @@ def test_oid_and_strings() -> None:
     assert der.printable_string("19") == core.PrintableString("19").dump()
     assert der.utf8_string("grüße") == core.UTF8String("grüße").dump()
     assert der.bit_string(b"\x01\x02") == core.BitString.load(b"\x03\x03\x00\x01\x02").dump()
+
+
+def test_algorithm_identifiers_are_the_bytes_asn1crypto_wrote() -> None:
+    """The algorithm identifiers now written with scepd.der and scepd.oids are byte for byte what
+    asn1crypto's builders wrote before, for every hash, RSA and EC."""
+    from asn1crypto import algos
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from scepd.ca import certificates
+    from scepd.keys.base import HashName
+    from scepd.scep import signed
+
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    ec_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    for h in HashName:
+        assert signed.digest_algorithm_der(h) == algos.DigestAlgorithm({"algorithm": h.value}).dump()
+        for key, kind in ((rsa_key, "rsa"), (ec_key, "ecdsa")):
+            expected = algos.SignedDigestAlgorithm({"algorithm": f"{h.value}_{kind}"}).dump()
+            assert certificates.signature_algorithm_der(key, h) == expected
+        assert (
+            signed.signature_algorithm_der(ec_key, h)
+            == algos.SignedDigestAlgorithm({"algorithm": f"{h.value}_ecdsa"}).dump()
+        )
+    cms_rsa = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump()
+    assert signed.signature_algorithm_der(rsa_key, HashName.SHA256) == cms_rsa

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from scepd import der
+from scepd import der, oids
 from scepd.keys.base import HashName, Signer
 
 # RFC 5280 4.1.2.2: at most 20 octets; CA/B Forum asks for at least 64 random bits.
@@ -117,7 +117,10 @@ def _extension_der(ext: x509.Extension[x509.ExtensionType]) -> bytes:
 
 @lru_cache(maxsize=16)
 def _signature_algorithm_der(kind: str, hash: HashName) -> bytes:
-    return cast(bytes, algos.SignedDigestAlgorithm({"algorithm": f"{hash.value}_{kind}"}).dump())
+    if kind == "ecdsa":
+        return der.algorithm(oids.ECDSA_WITH[hash.value], None)  # no parameters (RFC 5758)
+    # NULL parameters (RFC 4055), except after sha1WithRSAEncryption, as scepd has always written it.
+    return der.algorithm(oids.RSA_WITH[hash.value], None if hash is HashName.SHA1 else der.NULL)
 
 
 def signature_algorithm_der(public_key: PublicKeyTypes, hash: HashName) -> bytes:

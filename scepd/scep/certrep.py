@@ -14,12 +14,12 @@ from asn1crypto import core
 from cryptography import x509
 
 from scepd import der, oids
-from scepd.keys.base import HashName, OaepParams, RsaPadding, Signer
+from scepd.keys.base import HashName, OaepParams, RsaPadding
 from scepd.scep.certs_only import build_degenerate
 from scepd.scep.ciphers import ContentCipher
 from scepd.scep.constants import FailInfo, MessageType, PkiStatus
 from scepd.scep.envelope import build_envelope
-from scepd.scep.signed import SignedDataDraft, attribute_der, draft_signed_data
+from scepd.scep.signed import SignedDataDraft, attribute_der, draft_signed_data, sign_draft
 
 
 @dataclass(frozen=True)
@@ -104,5 +104,5 @@ def build_cert_rep(
     )
 
 
-async def sign_cert_rep(draft: CertRepDraft, signer: Signer) -> bytes:
-    return draft.finish(await signer.sign(draft.to_be_signed, draft.digest))
+# One signing step for every draft (scepd.scep.signed.sign_draft); the name says what is signed.
+sign_cert_rep = sign_draft

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import cast
+from typing import Protocol
 
 from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepd import der, oids, strict_der
-from scepd.keys.base import HashName, hash_algorithm
+from scepd.keys.base import HashName, Signer, hash_algorithm
 
 # asn1crypto parses lazily, so a malformed field surfaces as one of these at first
 # access; cryptography adds its own two for certificates it cannot represent.
@@ -168,21 +168,22 @@ def issuer_and_serial_der(certificate: x509.Certificate) -> bytes:
 
 @lru_cache(maxsize=16)
 def digest_algorithm_der(name: HashName) -> bytes:
-    return cast(bytes, algos.DigestAlgorithm({"algorithm": name.value}).dump())
+    return der.algorithm(oids.DIGEST[name.value])  # with NULL parameters
 
 
 def signature_algorithm_der(public_key: object, digest_name: HashName) -> bytes:
     if isinstance(public_key, rsa.RSAPublicKey):
-        return cast(bytes, _RSA_SIGNATURE_ALGORITHM)
+        return _RSA_SIGNATURE_ALGORITHM
     return _ecdsa_signature_algorithm(digest_name)
 
 
 @lru_cache(maxsize=16)
 def _ecdsa_signature_algorithm(digest_name: HashName) -> bytes:
-    return cast(bytes, algos.SignedDigestAlgorithm({"algorithm": f"{digest_name.value}_ecdsa"}).dump())
+    return der.algorithm(oids.ECDSA_WITH[digest_name.value], None)
 
 
-_RSA_SIGNATURE_ALGORITHM = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump()
+# A CMS SignerInfo names RSA PKCS#1 v1.5 by rsaEncryption (RFC 3370 3.2), the digest being separate.
+_RSA_SIGNATURE_ALGORITHM = der.algorithm(oids.RSA_ENCRYPTION)
 _OID_DATA = der.oid(oids.DATA)
 _OID_SIGNED_DATA = der.oid(oids.SIGNED_DATA)
 
@@ -230,7 +231,7 @@ class SignedDataDraft:
             issuer_and_serial_der(self.signer_certificate),
             digest_algorithm_der(self.digest),
             # [0] IMPLICIT SignedAttributes: the same content under a context tag.
-            b"\xa0" + self.to_be_signed[1:],
+            bytes([der.CONTEXT_0]) + self.to_be_signed[1:],
             signature_algorithm_der(self.signer_certificate.public_key(), self.digest),
             der.octet_string(signature),
         )
@@ -240,6 +241,23 @@ class SignedDataDraft:
             certificates=self.certificates,
             signer_infos=[signer_info],
         )
+
+
+class Draft(Protocol):
+    """A SignedData (a CertRep, a GetNextCACert reply) waiting for its signature."""
+
+    @property
+    def to_be_signed(self) -> bytes: ...
+
+    @property
+    def digest(self) -> HashName: ...
+
+    def finish(self, signature: bytes) -> bytes: ...
+
+
+async def sign_draft(draft: Draft, signer: Signer) -> bytes:
+    """Sign `draft` with `signer` (the token, off the event loop) and return the finished DER."""
+    return draft.finish(await signer.sign(draft.to_be_signed, draft.digest))
 
 
 def draft_signed_data(

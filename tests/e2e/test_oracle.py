@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepd import oids
 from scepd.keys.base import HashName, RsaPadding
+from scepd.keys.software import SoftwareKey
 from scepd.scep import UNREADABLE_TEXT, ContentCipher
-from scepd.scep.client import _sign, attribute, draft_signed_data, make_self_signed
+from scepd.scep.client import attribute, draft_signed_data, make_self_signed
 from scepd.scep.constants import FailInfo, MessageType, PkiStatus
 from scepd.scep.envelope import build_envelope
 from tests.e2e.conftest import CHALLENGE
@@ -62,7 +63,7 @@ def request(
         digest_name=HashName.SHA256,
         certificates=(),
     )
-    return draft.finish(_sign(key, draft.to_be_signed, HashName.SHA256))
+    return draft.finish(SoftwareKey(key).sign_now(draft.to_be_signed, HashName.SHA256))
 
 
 def shapes(pub: rsa.RSAPublicKey, csr_der: bytes) -> dict[str, tuple[bytes, bytes, bytes, RsaPadding]]:
