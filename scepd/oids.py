@@ -27,6 +27,8 @@ MS_COUNTERSIGNATURE = "1.3.6.1.4.1.311.3.3.1"
 # RSA key transport (PKCS #1, RFC 8017)
 RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
 RSAES_OAEP = "1.2.840.113549.1.1.7"
+MGF1 = "1.2.840.113549.1.1.8"
+P_SPECIFIED = "1.2.840.113549.1.1.9"
 
 # Digest algorithms (RFC 5754, RFC 3279 for SHA-1), by scepd.keys.base.HashName value
 DIGEST = {

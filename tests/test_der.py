@@ -76,3 +76,28 @@ def test_algorithm_identifiers_are_the_bytes_asn1crypto_wrote() -> None:
         )
     cms_rsa = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump()
     assert signed.signature_algorithm_der(rsa_key, HashName.SHA256) == cms_rsa
+
+
+def test_key_encryption_algorithm_is_the_bytes_asn1crypto_wrote() -> None:
+    """The envelope's keyEncryptionAlgorithm, written with scepd.der: the same bytes as asn1crypto's
+    cms.KeyEncryptionAlgorithm, for PKCS#1 v1.5 and every OAEP hash, MGF hash and label."""
+    from asn1crypto import cms
+
+    from scepd.keys.base import HashName, OaepParams, RsaPadding
+    from scepd.scep.envelope import _key_encryption_algorithm_der
+
+    assert (
+        _key_encryption_algorithm_der(RsaPadding.PKCS1V15, None)
+        == cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15", "parameters": None}).dump()
+    )
+    for h in HashName:
+        for m in HashName:
+            for label in (b"", b"label"):
+                params: dict[str, object] = {
+                    "hash_algorithm": {"algorithm": h.value},
+                    "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": m.value}},
+                }
+                if label:
+                    params["p_source_algorithm"] = {"algorithm": "p_specified", "parameters": label}
+                expected = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep", "parameters": params}).dump()
+                assert _key_encryption_algorithm_der(RsaPadding.OAEP, OaepParams(h, m, label)) == expected

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import cast
 
 from asn1crypto import algos, cms, parser
 from cryptography import x509
@@ -22,7 +21,7 @@ from scepd.keys.base import Decrypter, HashName, OaepParams, RsaPadding, hash_al
 from scepd.scep.ciphers import ContentCipher
 from scepd.scep.constants import FailInfo
 from scepd.scep.errors import ScepError, Unreadable
-from scepd.scep.signed import ASN1_ERRORS, issuer_and_serial_der
+from scepd.scep.signed import ASN1_ERRORS, digest_algorithm_der, issuer_and_serial_der
 
 
 @dataclass(frozen=True)
@@ -261,19 +260,6 @@ def _general_envelope(data: bytes) -> Envelope:
     )
 
 
-def _key_encryption_algorithm(rsa_padding: RsaPadding, oaep: OaepParams | None) -> cms.KeyEncryptionAlgorithm:
-    if rsa_padding is RsaPadding.PKCS1V15:
-        return cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15", "parameters": None})
-    oaep = oaep or OaepParams()
-    params: dict[str, object] = {
-        "hash_algorithm": {"algorithm": oaep.hash.value},
-        "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": oaep.mgf_hash.value}},
-    }
-    if oaep.label:
-        params["p_source_algorithm"] = {"algorithm": "p_specified", "parameters": oaep.label}
-    return cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep", "parameters": params})
-
-
 def wrap_key(public_key: rsa.RSAPublicKey, cek: bytes, rsa_padding: RsaPadding, oaep: OaepParams | None) -> bytes:
     if rsa_padding is RsaPadding.PKCS1V15:
         return public_key.encrypt(cek, padding.PKCS1v15())
@@ -328,4 +314,16 @@ _OID_ENVELOPED_DATA = der.oid(oids.ENVELOPED_DATA)
 
 @lru_cache(maxsize=32)
 def _key_encryption_algorithm_der(rsa_padding: RsaPadding, oaep: OaepParams | None) -> bytes:
-    return cast(bytes, _key_encryption_algorithm(rsa_padding, oaep).dump())
+    """The RecipientInfo's keyEncryptionAlgorithm: rsaEncryption without parameters, or RSAES-OAEP
+    with RSAES-OAEP-params (RFC 4055 3.1) leaving out each field that equals its SHA-1 default."""
+    if rsa_padding is RsaPadding.PKCS1V15:
+        return der.algorithm(oids.RSA_ENCRYPTION, None)
+    oaep = oaep or OaepParams()
+    fields = []
+    if oaep.hash is not HashName.SHA1:
+        fields.append(der.context(0, digest_algorithm_der(oaep.hash)))
+    if oaep.mgf_hash is not HashName.SHA1:
+        fields.append(der.context(1, der.algorithm(oids.MGF1, digest_algorithm_der(oaep.mgf_hash))))
+    if oaep.label:
+        fields.append(der.context(2, der.algorithm(oids.P_SPECIFIED, der.octet_string(oaep.label))))
+    return der.algorithm(oids.RSAES_OAEP, der.sequence(*fields))
