@@ -83,7 +83,9 @@ def bit_string(value: bytes) -> bytes:
 
 
 def printable_string(value: str) -> bytes:
-    return tlv(PRINTABLE_STRING, value.encode("ascii"))
+    """PrintableString, encoded as Latin-1 without a character-set check (as asn1crypto reads and
+    writes it), so a value a client sent goes back exactly as it came: a transactionID, say."""
+    return tlv(PRINTABLE_STRING, value.encode("latin-1"))
 
 
 def utf8_string(value: str) -> bytes:

@@ -101,3 +101,29 @@ def test_key_encryption_algorithm_is_the_bytes_asn1crypto_wrote() -> None:
                     params["p_source_algorithm"] = {"algorithm": "p_specified", "parameters": label}
                 expected = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep", "parameters": params}).dump()
                 assert _key_encryption_algorithm_der(RsaPadding.OAEP, OaepParams(h, m, label)) == expected
+
+
+def test_issuer_and_subject_and_serial_match_asn1crypto() -> None:
+    from asn1crypto import cms
+    from asn1crypto import x509 as asn1_x509
+    from cryptography import x509
+
+    from scepd.scep.client import issuer_and_serial, issuer_and_subject
+    from scepd.scep.message import IssuerAndSubject
+
+    issuer = x509.Name.from_rfc4514_string("CN=scepd CA,O=Example,C=DE")
+    subject = x509.Name.from_rfc4514_string("CN=device-ü,O=Example")
+    a, b = asn1_x509.Name.load(issuer.public_bytes()), asn1_x509.Name.load(subject.public_bytes())
+    assert issuer_and_subject(issuer, subject) == IssuerAndSubject({"issuer": a, "subject": b}).dump()
+    for serial in (1, 0x7F, 0x80, 0xFF, 2**159 + 12345):
+        expected = cms.IssuerAndSerialNumber({"issuer": a, "serial_number": serial}).dump()
+        assert issuer_and_serial(issuer, serial) == expected
+
+
+def test_printable_string_round_trips_latin1_like_asn1crypto() -> None:
+    from asn1crypto import core
+
+    from scepd import der
+
+    for text in ("4711", "tid with spaces", "caf\xe9"):
+        assert der.printable_string(text) == core.PrintableString(text).dump()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from asn1crypto import core
 from cryptography import x509
 
 from scepd import der, oids
@@ -82,9 +81,8 @@ def build_cert_rep(
     attrs = [
         attribute_der(oids.SCEP_MESSAGE_TYPE, der.printable_string(MessageType.CERT_REP.value)),
         attribute_der(oids.SCEP_PKI_STATUS, der.printable_string(status.value)),
-        # asn1crypto's PrintableString, as before (latin-1, no character-set check),
-        # so a transactionID goes back encoded exactly as it always was.
-        attribute_der(oids.SCEP_TRANSACTION_ID, core.PrintableString(transaction_id).dump()),
+        # Latin-1, no character-set check: the transactionID goes back encoded as it came.
+        attribute_der(oids.SCEP_TRANSACTION_ID, der.printable_string(transaction_id)),
         # Echoed byte for byte: older iOS sends 8-byte nonces and matches them exactly.
         attribute_der(oids.SCEP_RECIPIENT_NONCE, der.octet_string(recipient_nonce)),
         attribute_der(oids.SCEP_SENDER_NONCE, der.octet_string(sender_nonce)),

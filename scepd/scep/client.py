@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from scepd import oids
+from scepd import der, oids
 from scepd.keys.base import HashName, OaepParams, RsaPadding, hash_algorithm
 from scepd.keys.software import SoftwareKey
 from scepd.scep.certs_only import parse_degenerate
@@ -28,7 +27,7 @@ from scepd.scep.ciphers import ContentCipher
 from scepd.scep.constants import FailInfo, MessageType, PkiStatus
 from scepd.scep.envelope import build_envelope, parse_envelope
 from scepd.scep.errors import MalformedMessage, ScepError
-from scepd.scep.message import IssuerAndSubject, octets_value, single, text_value
+from scepd.scep.message import octets_value, single, text_value
 from scepd.scep.signed import (
     ASN1_ERRORS,
     attribute,
@@ -92,18 +91,14 @@ def build_pki_message(
     return draft.finish(SoftwareKey(signer_key).sign_now(draft.to_be_signed, digest))
 
 
-def _name(name: x509.Name) -> asn1_x509.Name:
-    return asn1_x509.Name.load(name.public_bytes())
-
-
 def issuer_and_subject(issuer: x509.Name, subject: x509.Name) -> bytes:
     """CertPoll payload."""
-    return cast(bytes, IssuerAndSubject({"issuer": _name(issuer), "subject": _name(subject)}).dump())
+    return der.sequence(issuer.public_bytes(), subject.public_bytes())
 
 
 def issuer_and_serial(issuer: x509.Name, serial: int) -> bytes:
     """GetCert / GetCRL payload."""
-    return cast(bytes, cms.IssuerAndSerialNumber({"issuer": _name(issuer), "serial_number": serial}).dump())
+    return der.sequence(issuer.public_bytes(), der.integer(serial))
 
 
 @dataclass(frozen=True)
