@@ -30,7 +30,7 @@ from scepd.scep.errors import MalformedMessage, ScepError
 from scepd.scep.message import octets_value, single, text_value
 from scepd.scep.signed import (
     ASN1_ERRORS,
-    attribute,
+    attribute_der,
     attribute_values,
     digest,
     draft_signed_data,
@@ -79,9 +79,9 @@ def build_pki_message(
     draft = draft_signed_data(
         content=content,
         attributes=[
-            attribute(oids.SCEP_MESSAGE_TYPE, core.PrintableString(message_type.value)),
-            attribute(oids.SCEP_TRANSACTION_ID, core.PrintableString(transaction_id)),
-            attribute(oids.SCEP_SENDER_NONCE, core.OctetString(sender_nonce)),
+            attribute_der(oids.SCEP_MESSAGE_TYPE, der.printable_string(message_type.value)),
+            attribute_der(oids.SCEP_TRANSACTION_ID, der.printable_string(transaction_id)),
+            attribute_der(oids.SCEP_SENDER_NONCE, der.octet_string(sender_nonce)),
         ],
         signer_certificate=signer_certificate,
         digest_name=digest,

@@ -55,10 +55,6 @@ def sorted_attributes(attrs: Iterable[cms.CMSAttribute]) -> cms.CMSAttributes:
     return cms.CMSAttributes(sorted(attrs, key=lambda a: a.dump()))
 
 
-def attribute(oid: str, value: core.Asn1Value) -> cms.CMSAttribute:
-    return cms.CMSAttribute({"type": oid, "values": [value]})
-
-
 def signed_attrs_candidates(signer_info: cms.SignerInfo) -> Iterator[bytes]:
     """The byte strings the signer may have signed: its own encoding re-tagged as SET,
     then a canonical re-encoding for clients that sent BER or unsorted attributes.
@@ -263,7 +259,7 @@ async def sign_draft(draft: Draft, signer: Signer) -> bytes:
 def draft_signed_data(
     *,
     content: bytes | None,
-    attributes: Iterable[cms.CMSAttribute | bytes],
+    attributes: Iterable[bytes],
     signer_certificate: x509.Certificate,
     digest_name: HashName,
     certificates: Iterable[bytes],
@@ -275,7 +271,7 @@ def draft_signed_data(
     digest is of the empty string, which is what a verifier of detached content
     with nothing attached computes.
     """
-    encoded = [a if isinstance(a, bytes) else a.dump() for a in attributes]
+    encoded = list(attributes)
     encoded.append(attribute_der(oids.MESSAGE_DIGEST, der.octet_string(digest(digest_name, content or b""))))
     if include_content_type:
         encoded.append(attribute_der(oids.CONTENT_TYPE, _OID_DATA))

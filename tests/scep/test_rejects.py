@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from asn1crypto import cms, core
+from asn1crypto import cms
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scepd import der, oids
 from scepd.keys.base import HashName
 from scepd.keys.software import SoftwareKey
 from scepd.scep import MalformedMessage, ScepError, parse_certs_only, parse_issuer_and_serial, parse_pki_message
@@ -64,7 +65,7 @@ def _resigned_without(ra: Party, requester: Party, csr_der: bytes, oid: str) -> 
     attrs = [a for a in si["signed_attrs"] if a["type"].dotted != oid]
     draft = s.draft_signed_data(
         content=sd["encap_content_info"]["content"].native,
-        attributes=[a for a in attrs if a["type"].dotted not in ("1.2.840.113549.1.9.3", "1.2.840.113549.1.9.4")],
+        attributes=[a.dump() for a in attrs if a["type"].dotted not in (oids.CONTENT_TYPE, oids.MESSAGE_DIGEST)],
         signer_certificate=requester.cert,
         digest_name=HashName.SHA256,
         certificates=(),
@@ -76,9 +77,9 @@ def _resigned_without(ra: Party, requester: Party, csr_der: bytes, oid: str) -> 
 @pytest.mark.parametrize(
     "oid,what",
     [
-        ("2.16.840.1.113733.1.9.7", "transaction_id"),
-        ("2.16.840.1.113733.1.9.5", "sender_nonce"),
-        ("2.16.840.1.113733.1.9.2", "message_type"),
+        (oids.SCEP_TRANSACTION_ID, "transaction_id"),
+        (oids.SCEP_SENDER_NONCE, "sender_nonce"),
+        (oids.SCEP_MESSAGE_TYPE, "message_type"),
     ],
 )
 def test_missing_scep_attribute_is_bad_request(
@@ -98,9 +99,9 @@ def test_unknown_message_type_is_bad_request_with_context(ra: Party, requester: 
     draft = s.draft_signed_data(
         content=build_envelope(csr_der, ra.cert),
         attributes=[
-            s.attribute("2.16.840.1.113733.1.9.2", core.PrintableString("99")),
-            s.attribute("2.16.840.1.113733.1.9.7", core.PrintableString("tid-x")),
-            s.attribute("2.16.840.1.113733.1.9.5", core.OctetString(b"n" * 16)),
+            s.attribute_der(oids.SCEP_MESSAGE_TYPE, der.printable_string("99")),
+            s.attribute_der(oids.SCEP_TRANSACTION_ID, der.printable_string("tid-x")),
+            s.attribute_der(oids.SCEP_SENDER_NONCE, der.octet_string(b"n" * 16)),
         ],
         signer_certificate=requester.cert,
         digest_name=HashName.SHA256,
@@ -135,9 +136,9 @@ def test_unsupported_cipher_is_bad_alg(ra: Party, requester: Party, csr_der: byt
     draft = s.draft_signed_data(
         content=env.dump(force=True),
         attributes=[
-            s.attribute("2.16.840.1.113733.1.9.2", core.PrintableString("19")),
-            s.attribute("2.16.840.1.113733.1.9.7", core.PrintableString("t")),
-            s.attribute("2.16.840.1.113733.1.9.5", core.OctetString(b"n" * 16)),
+            s.attribute_der(oids.SCEP_MESSAGE_TYPE, der.printable_string("19")),
+            s.attribute_der(oids.SCEP_TRANSACTION_ID, der.printable_string("t")),
+            s.attribute_der(oids.SCEP_SENDER_NONCE, der.octet_string(b"n" * 16)),
         ],
         signer_certificate=requester.cert,
         digest_name=HashName.SHA256,
