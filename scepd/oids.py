@@ -71,5 +71,6 @@ DES_EDE3_CBC = "1.2.840.113549.3.7"
 DES_CBC = "1.3.14.3.2.7"
 
 # Certificate contents
+EXTENSION_REQUEST = "1.2.840.113549.1.9.14"  # PKCS #9 extensionRequest, in a CSR
 EKU_CLIENT_AUTH = "1.3.6.1.5.5.7.3.2"
 MS_UPN = "1.3.6.1.4.1.311.20.2.3"  # Microsoft userPrincipalName otherName

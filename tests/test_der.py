@@ -127,3 +127,71 @@ def test_printable_string_round_trips_latin1_like_asn1crypto() -> None:
 
     for text in ("4711", "tid with spaces", "caf\xe9"):
         assert der.printable_string(text) == core.PrintableString(text).dump()
+
+
+async def test_csr_is_the_request_asn1crypto_wrote() -> None:
+    """`scepd ca csr`'s PKCS#10, now written with scepd.der: the same bytes as the asn1crypto
+    builder it replaced (RSA PKCS#1 v1.5 signatures are deterministic), and a valid request."""
+    from asn1crypto import core
+    from asn1crypto import csr as a_csr
+    from asn1crypto import keys as a_keys
+    from asn1crypto import x509 as a_x509
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from scepd.ca.certificates import sign_csr
+    from scepd.keys.base import HashName
+    from scepd.keys.software import SoftwareKey
+
+    subject = x509.Name.from_rfc4514_string("CN=Example SCEP CA,O=Example")
+    extensions = [
+        x509.Extension(x509.BasicConstraints.oid, True, x509.BasicConstraints(ca=True, path_length=0)),
+        x509.Extension(x509.SubjectKeyIdentifier.oid, False, x509.SubjectKeyIdentifier(b"\x01" * 20)),
+    ]
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = SoftwareKey(private)
+
+    async def reference(exts: list[x509.Extension[x509.ExtensionType]]) -> bytes:
+        attrs = []
+        if exts:
+            values = [
+                a_x509.Extension(
+                    {
+                        "extn_id": e.oid.dotted_string,
+                        "critical": e.critical,
+                        "extn_value": core.ParsableOctetString(e.value.public_bytes()),
+                    }
+                )
+                for e in exts
+            ]
+            attrs.append({"type": "extension_request", "values": [values]})
+        spki = private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        info = a_csr.CertificationRequestInfo(
+            {
+                "version": "v1",
+                "subject": a_x509.Name.load(subject.public_bytes()),
+                "subject_pk_info": a_keys.PublicKeyInfo.load(spki),
+                "attributes": attrs,
+            }
+        ).dump()
+        signature = await key.sign(info, HashName.SHA256)
+        return a_csr.CertificationRequest(
+            {
+                "certification_request_info": a_csr.CertificationRequestInfo.load(info),
+                "signature_algorithm": {"algorithm": "sha256_rsa"},
+                "signature": signature,
+            }
+        ).dump()
+
+    for exts in ([], extensions):
+        ours = await sign_csr(subject, key, exts)
+        assert ours == await reference(exts)
+        csr = x509.load_der_x509_csr(ours)
+        assert csr.is_signature_valid and csr.subject == subject and list(csr.extensions) == exts
+    ec_csr = x509.load_der_x509_csr(
+        await sign_csr(subject, SoftwareKey(ec.generate_private_key(ec.SECP384R1())), extensions)
+    )
+    assert ec_csr.is_signature_valid and list(ec_csr.extensions) == extensions
