@@ -16,7 +16,6 @@ from scepd.cli.common import Subparsers, WithConfig, load_config, parse_subject
 from scepd.clock import utc_now
 from scepd.config import ConfigError
 from scepd.errors import leaves
-from scepd.logs import event
 
 
 def _intune_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -33,9 +32,7 @@ def _intune_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[ar
             raise
         except BaseException as e:  # noqa: BLE001 - reported in one line below
             cause = leaves(e)[0]
-            event(
-                logging.getLogger("scepd.cli"), logging.DEBUG, "intune_command_failed", command=args.sub, exc_info=True
-            )
+            logging.getLogger("scepd.cli").debug("intune command failed", exc_info=True)
             detail = str(cause).splitlines()[0] if str(cause) else ""
             if isinstance(cause, IntuneError):
                 text = f"Intune: {detail}" + (f" (client-request-id {cause.request_id})" if cause.request_id else "")
