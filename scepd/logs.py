@@ -1,6 +1,6 @@
 """Structured logging: one event per line in logfmt, to stderr for journald.
 
-Every line is `ts=<RFC 3339> level=... logger=... event=<name> key=value ...`;
+Every line is `ts=<RFC 3339> level=... logger=... event=NAME key=value ...`;
 `event` (and `audit`, for the trail an operator greps for one transaction or
 serial) is the one way to write such a line, so every value is quoted and
 escaped the same way and a log shipper can split any line on unquoted
@@ -49,13 +49,13 @@ def fields(**values: Any) -> str:
 
 
 def event_text(name: str, **values: Any) -> str:
-    """One event as text (`event=name key=value ...`), for a line that is printed or returned, not logged."""
+    """One event as text (`event=NAME key=value ...`), for a line that is printed or returned, not logged."""
     rest = fields(**values)
     return f"event={_quote(name)} {rest}" if rest else f"event={_quote(name)}"
 
 
 def event(logger: logging.Logger, level: int, name: str, *, exc_info: object = False, **values: Any) -> None:
-    """Log one structured event: `event=name` and its fields, quoted as logfmt; a true `exc_info`
+    """Log one structured event: `event=NAME` and its fields, quoted as logfmt; a true `exc_info`
     adds the traceback being handled (kept on the same line by OneLineFormatter)."""
     if logger.isEnabledFor(level):
         logger.log(level, "%s", event_text(name, **values), exc_info=bool(exc_info))
