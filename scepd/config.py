@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
+from scepd import oids
 from scepd.enroll.profiles import (
     CERT_TYPES,
     CSR_HASHES,
@@ -31,8 +32,9 @@ from scepd.enroll.profiles import (
     Profile,
 )
 from scepd.intune import contract
-from scepd.intune.settings import IntuneSettings
+from scepd.intune.settings import DEFAULT_PROVIDER_NAME, IntuneSettings
 from scepd.keys.uri import Pkcs11UriError, TokenIdentity, key_on_token
+from scepd.logs import event_text
 
 CHALLENGE_MODES = ("static", "onetime", "intune", "none")
 
@@ -136,8 +138,18 @@ class Config:
 
 
 def read_secret(source: str, base: Path | None = None) -> str:
-    """Resolve `file:`, `env:` or `credential:` to the secret; never logs it."""
+    """Resolve `file:PATH`, `env:NAME` or `credential:NAME` to the secret; never logs it.
+
+    The one secret reader (token PIN, static challenge, Intune client secret,
+    proxy credentials). A source that names nothing, and a credential name
+    that is a path ($CREDENTIALS_DIRECTORY holds files, nothing below or
+    above it), are refused rather than read from somewhere unexpected.
+    """
     kind, _, rest = source.partition(":")
+    if kind not in ("file", "env", "credential"):
+        raise ConfigError(source, "a secret source must start with file:, env: or credential:")
+    if not rest:
+        raise ConfigError(source, f"a {kind}: secret source must name a {'path' if kind == 'file' else 'name'}")
     if kind == "file":
         path = Path(rest)
         if base is not None and not path.is_absolute():
@@ -148,12 +160,12 @@ def read_secret(source: str, base: Path | None = None) -> str:
             return os.environ[rest]
         except KeyError:
             raise ConfigError(source, f"environment variable {rest} is not set") from None
-    if kind == "credential":
-        directory = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not directory:
-            raise ConfigError(source, "CREDENTIALS_DIRECTORY is not set (no systemd credentials)")
-        return (Path(directory) / rest).read_text(encoding="utf-8").rstrip("\r\n")
-    raise ConfigError(source, "a secret source must start with file:, env: or credential:")
+    if "/" in rest or rest in (".", ".."):
+        raise ConfigError(source, "a credential name is a file name in $CREDENTIALS_DIRECTORY, not a path")
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise ConfigError(source, "CREDENTIALS_DIRECTORY is not set (no systemd credentials)")
+    return (Path(directory) / rest).read_text(encoding="utf-8").rstrip("\r\n")
 
 
 @dataclass(frozen=True)
@@ -241,7 +253,7 @@ def _profile(name: str, r: _Reader) -> Profile:
     for u in usage:
         if u not in KEY_USAGES:
             raise ConfigError(r.key("key_usage"), f"unknown usage {u!r}; choose from {', '.join(KEY_USAGES)}")
-    eku = r.get("extended_key_usage", list, ["1.3.6.1.5.5.7.3.2"])
+    eku = r.get("extended_key_usage", list, [oids.EKU_CLIENT_AUTH])
     for oid in eku:
         if not isinstance(oid, str) or not all(p.isdigit() for p in oid.split(".")):
             raise ConfigError(r.key("extended_key_usage"), f"{oid!r} is not a dotted OID")
@@ -365,7 +377,7 @@ def _intune(r: _Reader, resolve: Any) -> IntuneConfig:
         client=IntuneSettings(
             tenant=r.get("tenant", str),
             client_id=r.get("client_id", str),
-            provider_name=r.get("provider_name", str, "scepd/0.1.0"),
+            provider_name=r.get("provider_name", str, DEFAULT_PROVIDER_NAME),
             authority=_url(r, "authority", contract.DEFAULT_AUTHORITY),
             graph_url=_url(r, "graph_url", contract.DEFAULT_GRAPH_URL),
             intune_resource_url=_url(r, "intune_resource_url", contract.DEFAULT_INTUNE_RESOURCE_URL),
@@ -619,7 +631,11 @@ def key_layout_warnings(config: Config) -> list[str]:
     """
     if config.ca.ra_key is None:
         return [
-            f"event=ca_key_opens_envelopes key={config.ca.key!r} reason='no RA configured (ca.ra_key)' "
-            f"remedy='scepd ca ra-init --config {config.path}'"
+            event_text(
+                "ca_key_opens_envelopes",
+                key=config.ca.key,
+                reason="no RA configured (ca.ra_key)",
+                remedy=f"scepd ca ra-init --config {config.path}",
+            )
         ]
     return []

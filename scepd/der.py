@@ -20,16 +20,22 @@ from typing import cast
 
 from asn1crypto import core
 
-SEQUENCE = 0x30
-SET = 0x31
+# Tags (X.690): the one table, for this writer and for the strict reader (scepd.strict_der).
 INTEGER = 0x02
 BIT_STRING = 0x03
 OCTET_STRING = 0x04
-NULL = b"\x05\x00"
-PRINTABLE_STRING = 0x13
+NULL_TAG = 0x05
+OID = 0x06
 UTF8_STRING = 0x0C
+PRINTABLE_STRING = 0x13
 UTC_TIME = 0x17
 GENERALIZED_TIME = 0x18
+SEQUENCE = 0x30
+SET = 0x31
+CONTEXT_0 = 0xA0  # [0], constructed: EXPLICIT, or IMPLICIT over a SEQUENCE/SET
+CONTEXT_1 = 0xA1
+CONTEXT_0_PRIMITIVE = 0x80  # [0] IMPLICIT over a primitive type (an OCTET STRING, a key identifier)
+NULL = bytes([NULL_TAG, 0])  # the whole encoding of NULL
 
 
 def length(n: int) -> bytes:
@@ -54,14 +60,10 @@ def set_of(parts: Iterable[bytes], *, sort: bool = True) -> bytes:
     return tlv(SET, b"".join(sorted(items) if sort else items))
 
 
-def explicit(number: int, content: bytes) -> bytes:
-    """[number] EXPLICIT: a constructed context tag around an encoded value."""
-    return tlv(0xA0 | number, content)
-
-
-def implicit_constructed(number: int, content: bytes) -> bytes:
-    """[number] IMPLICIT over a constructed type (SET OF, SEQUENCE): the tag replaces 0x30/0x31."""
-    return tlv(0xA0 | number, content)
+def context(number: int, content: bytes) -> bytes:
+    """A constructed [number] tag around `content`: [number] EXPLICIT around an encoded value, and
+    also [number] IMPLICIT over a SET OF or SEQUENCE (whose own tag it replaces); the bytes are the same."""
+    return tlv(CONTEXT_0 | number, content)
 
 
 def integer(value: int) -> bytes:
@@ -79,7 +81,9 @@ def bit_string(value: bytes) -> bytes:
 
 
 def printable_string(value: str) -> bytes:
-    return tlv(PRINTABLE_STRING, value.encode("ascii"))
+    """PrintableString, encoded as Latin-1 without a character-set check (as asn1crypto reads and
+    writes it), so a value a client sent goes back exactly as it came: a transactionID, say."""
+    return tlv(PRINTABLE_STRING, value.encode("latin-1"))
 
 
 def utf8_string(value: str) -> bytes:
@@ -88,6 +92,7 @@ def utf8_string(value: str) -> bytes:
 
 @lru_cache(maxsize=256)
 def oid(dotted: str) -> bytes:
+    """The encoded OBJECT IDENTIFIER (tag, length, content) of a dotted OID from scepd.oids."""
     return cast(bytes, core.ObjectIdentifier(dotted).dump())
 
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from scepd import metrics
-from scepd.logs import fields
+from scepd.logs import event
 from scepd.store.base import StoreError
 
 
@@ -49,7 +49,7 @@ class Episode:
             self._since = time.monotonic()
             self.failures = 1
         self.kind, self.cause = kind, cause
-        self.log.warning("event=%s %s", self.event, fields(**self.context, kind=kind, cause=cause))
+        event(self.log, logging.WARNING, self.event, **self.context, kind=kind, cause=cause)
         return True
 
     def succeeded(self) -> bool:
@@ -57,10 +57,14 @@ class Episode:
         if self.kind is None:
             return False
         lasted = time.monotonic() - self._since
-        self.log.info(
-            "event=%s_cleared %s",
-            self.event,
-            fields(**self.context, kind=self.kind, failures=self.failures, seconds=f"{lasted:.1f}"),
+        event(
+            self.log,
+            logging.INFO,
+            f"{self.event}_cleared",
+            **self.context,
+            kind=self.kind,
+            failures=self.failures,
+            seconds=f"{lasted:.1f}",
         )
         self.kind, self.cause, self.failures = None, "", 0
         return True

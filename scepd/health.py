@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import trio
 
 from scepd import metrics
+from scepd.logs import event
 
 log = logging.getLogger("scepd.health")
 
@@ -55,7 +56,7 @@ class Check:
             result = await self._probe()
             if last is None or last.ok != result.ok:
                 level = logging.INFO if result.ok else logging.WARNING
-                log.log(level, "event=readiness_changed check=%s ok=%s reason=%r", self.name, result.ok, result.reason)
+                event(log, level, "readiness_changed", check=self.name, ok=result.ok, reason=result.reason)
             self._last, self._at = result, trio.current_time()
             metrics.READY.labels(self.name).set(1 if result.ok else 0)
             return result

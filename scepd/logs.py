@@ -1,12 +1,16 @@
-"""Structured logging: one event per line, key=value fields, to stderr for journald.
+"""Structured logging: one event per line in logfmt, to stderr for journald.
 
-Callers pass fields, never preformatted secrets: no PIN, challenge or key
-material is ever a field. `audit` events are the trail an operator greps for
-one transaction or serial.
+Every line is `ts=<RFC 3339> level=... logger=... event=NAME key=value ...`;
+`event` (and `audit`, for the trail an operator greps for one transaction or
+serial) is the one way to write such a line, so every value is quoted and
+escaped the same way and a log shipper can split any line on unquoted
+spaces. Callers pass fields, never preformatted secrets: no PIN, challenge or
+key material is ever a field.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import sys
@@ -39,12 +43,27 @@ def _quote(value: Any) -> str:
 
 
 def fields(**values: Any) -> str:
+    """`key=value ...` in logfmt: a value with a space, quote, backslash or control is quoted and escaped;
+    None leaves the key out."""
     return " ".join(f"{k}={_quote(v)}" for k, v in values.items() if v is not None)
+
+
+def event_text(name: str, **values: Any) -> str:
+    """One event as text (`event=NAME key=value ...`), for a line that is printed or returned, not logged."""
+    rest = fields(**values)
+    return f"event={_quote(name)} {rest}" if rest else f"event={_quote(name)}"
+
+
+def event(logger: logging.Logger, level: int, name: str, *, exc_info: object = False, **values: Any) -> None:
+    """Log one structured event: `event=NAME` and its fields, quoted as logfmt; a true `exc_info`
+    adds the traceback being handled (kept on the same line by OneLineFormatter)."""
+    if logger.isEnabledFor(level):
+        logger.log(level, "%s", event_text(name, **values), exc_info=bool(exc_info))
 
 
 def audit(event: str, **values: Any) -> None:
     """One audit event (issued, rejected, revoked, approved)."""
-    _audit.info("audit=%s %s", event, fields(**values))
+    _audit.info("audit=%s %s", _quote(event), fields(**values))
 
 
 class OneLineFormatter(logging.Formatter):
@@ -59,6 +78,11 @@ class OneLineFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return escape_controls(super().format(record))
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        """RFC 3339 in UTC with milliseconds (2026-12-03T13:40:00.123Z): one logfmt token, no space."""
+        when = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z"
 
 
 def setup(level: str = "INFO") -> None:

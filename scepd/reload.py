@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from scepd.config import Config, ConfigError, load
+from scepd.logs import event
 
 log = logging.getLogger("scepd.reload")
 
@@ -43,7 +44,7 @@ async def reload_config(
     try:
         new = await trio.to_thread.run_sync(load, current.path)
     except ConfigError as e:
-        log.error("event=reload_rejected path=%s key=%s reason=%r", current.path, e.key, e.reason)
+        event(log, logging.ERROR, "reload_rejected", path=current.path, key=e.key, reason=e.reason)
         return current
     restart = sorted(
         f.name
@@ -53,10 +54,12 @@ async def reload_config(
     old_paths = {ep.path for ep in current.endpoints}
     new_paths = {ep.path for ep in new.endpoints}
     if new_paths != old_paths:
-        log.error(
-            "event=reload_rejected path=%s reason=%r",
-            current.path,
-            "endpoint paths changed (added or removed): that needs a restart",
+        event(
+            log,
+            logging.ERROR,
+            "reload_rejected",
+            path=current.path,
+            reason="endpoint paths changed (added or removed): that needs a restart",
         )
         return current
     # Only the reloadable parts take effect; the rest stays as started, so the next reload still reports it.
@@ -66,19 +69,21 @@ async def reload_config(
     try:
         fresh = rebuild(new)
     except Exception as e:  # noqa: BLE001 - e.g. a secret source that cannot be read: keep serving the old chains
-        log.error("event=reload_rejected path=%s reason=%r", current.path, f"{type(e).__name__}: {e}")
+        event(log, logging.ERROR, "reload_rejected", path=current.path, reason=f"{type(e).__name__}: {e}")
         return current
     services.update(fresh)
     changes = _profile_changes(current.profiles, new.profiles)
     endpoints = sorted(ep.name for ep in new.endpoints if ep not in current.endpoints)
-    log.info(
-        "event=config_reloaded path=%s profiles_added=%s profiles_removed=%s profiles_changed=%s endpoints_changed=%s",
-        current.path,
-        ",".join(changes["added"]) or "-",
-        ",".join(changes["removed"]) or "-",
-        ",".join(changes["changed"]) or "-",
-        ",".join(endpoints) or "-",
+    event(
+        log,
+        logging.INFO,
+        "config_reloaded",
+        path=current.path,
+        profiles_added=",".join(changes["added"]) or "-",
+        profiles_removed=",".join(changes["removed"]) or "-",
+        profiles_changed=",".join(changes["changed"]) or "-",
+        endpoints_changed=",".join(endpoints) or "-",
     )
     if restart:
-        log.warning("event=reload_restart_required path=%s settings=%s", current.path, ",".join(restart))
+        event(log, logging.WARNING, "reload_restart_required", path=current.path, settings=",".join(restart))
     return new

@@ -20,6 +20,7 @@ from scepd.config import Config
 from scepd.errors import ListenError, first_leaf
 from scepd.http.app import Site, create_app
 from scepd.http.metrics_app import create_metrics_app
+from scepd.logs import event
 from scepd.reload import reload_config
 from scepd.systemd import Notifier, watchdog, watchdog_interval
 from scepd.wiring import open_site
@@ -73,7 +74,7 @@ async def handle_signals(
                     on_reload()
                 notifier.ready()
             elif not shutdown.is_set():
-                log.info("event=shutdown_requested signal=%s", signal.Signals(signum).name)
+                event(log, logging.INFO, "shutdown_requested", signal=signal.Signals(signum).name)
                 notifier.stopping()
                 shutdown.set()
 
@@ -106,7 +107,7 @@ async def serve(
     sockets: list[socket.socket] = []
     if primary and config.processes > 1:
         if serving.METRICS_DIR_ENV not in os.environ:  # `scepd serve` sets it; a caller of serve() may not
-            log.warning("event=metrics_primary_only reason=%s is not set", serving.METRICS_DIR_ENV)
+            event(log, logging.WARNING, "metrics_primary_only", reason=f"{serving.METRICS_DIR_ENV} is not set")
         sockets = serving.listening_sockets(
             config.listen_host, config.listen_port if port is None else port, config.processes
         )

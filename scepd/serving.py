@@ -35,6 +35,8 @@ from pathlib import Path
 import trio
 from prometheus_client import multiprocess
 
+from scepd.logs import event
+
 log = logging.getLogger("scepd")
 
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -145,7 +147,7 @@ class ServingProcesses:
             except (OSError, RuntimeError) as e:
                 if not started:
                     raise RuntimeError(f"serving process {n} did not start: {e}") from e
-                log.error("event=serving_process_start_failed n=%d error=%r", n, str(e))
+                event(log, logging.ERROR, "serving_process_start_failed", n=n, error=str(e))
                 await trio.sleep(RESTART_DELAY)
                 continue
             if not started:
@@ -160,7 +162,7 @@ class ServingProcesses:
                     del self._procs[n]
                     multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
             if not self._stopping:
-                log.error("event=serving_process_exited n=%d pid=%d returncode=%s", n, proc.pid, proc.returncode)
+                event(log, logging.ERROR, "serving_process_exited", n=n, pid=proc.pid, returncode=proc.returncode)
                 await trio.sleep(RESTART_DELAY)
 
     async def _start(self, n: int) -> tuple[trio.Process, socket.socket]:
@@ -193,7 +195,7 @@ class ServingProcesses:
         with trio.move_on_after(START_TIMEOUT):
             await trio.lowlevel.wait_readable(parent)
             if parent.recv(1) == b"r":
-                log.info("event=serving_process_started n=%d pid=%d", n, proc.pid)
+                event(log, logging.INFO, "serving_process_started", n=n, pid=proc.pid)
                 return proc, parent
         parent.close()
         await self._reap(proc)
@@ -222,5 +224,5 @@ async def wait_for_primary(control: trio.socket.SocketType, shutdown: trio.Event
     while await control.recv(64):
         pass
     if not shutdown.is_set():
-        log.warning("event=primary_gone pid=%d", os.getpid())
+        event(log, logging.WARNING, "primary_gone", pid=os.getpid())
         shutdown.set()

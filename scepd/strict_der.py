@@ -14,13 +14,7 @@ what a client is told; it only decides which parser runs.
 
 from __future__ import annotations
 
-SEQUENCE = 0x30
-SET = 0x31
-INTEGER = 0x02
-OCTET_STRING = 0x04
-OID = 0x06
-BIT_STRING = 0x03
-NULL = 0x05
+from scepd.der import BIT_STRING, CONTEXT_0, INTEGER, SEQUENCE
 
 
 class NotStrictDer(ValueError):
@@ -120,7 +114,7 @@ def issuer_and_serial(certificate: bytes) -> tuple[bytes, bytes]:
     if [t for t, *_ in top] != [SEQUENCE, SEQUENCE, BIT_STRING]:
         raise NotStrictDer("not a Certificate")
     tbs = children(certificate, top[0][2], top[0][3])
-    if tbs and tbs[0][0] == 0xA0:  # [0] EXPLICIT version
+    if tbs and tbs[0][0] == CONTEXT_0:  # [0] EXPLICIT version
         tbs = tbs[1:]
     if len(tbs) < 3 or tbs[0][0] != INTEGER or tbs[2][0] != SEQUENCE:
         raise NotStrictDer("not a TBSCertificate")

@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from scepd.logs import event
+
 log = logging.getLogger("scepd.systemd")
 
 
@@ -46,7 +48,7 @@ class Notifier:
             # A datagram to a local socket is sent at once or fails at once: no blocking here.
             self._socket.sendto("\n".join(assignments).encode("utf-8"), target)
         except OSError as e:
-            log.warning("event=sd_notify_failed socket=%s error=%r", self.address, str(e))
+            event(log, logging.WARNING, "sd_notify_failed", socket=self.address, error=str(e))
             return False
         return True
 
@@ -97,5 +99,5 @@ async def watchdog(
             if await healthy():
                 notifier.notify("WATCHDOG=1")
             else:
-                log.warning("event=watchdog_skipped reason=unhealthy")
+                event(log, logging.WARNING, "watchdog_skipped", reason="unhealthy")
         await trio.sleep_until(due)

@@ -30,6 +30,7 @@ from scepd.challenge.anyof import FirstMatching
 from scepd.challenge.onetime import OneTimeChallenge
 from scepd.challenge.renewal import SignerIsIssuedCertificate
 from scepd.challenge.static import StaticChallenge
+from scepd.clock import utc_now
 from scepd.config import Config, ConfigError, Endpoint, IntuneConfig, key_layout_warnings, read_secret
 from scepd.enroll.approval import ApprovalGate, expire_pending_loop, expiry_interval
 from scepd.enroll.pipeline import Step, compose
@@ -49,7 +50,7 @@ from scepd.keys.pkcs11.config import TokenConfig
 from scepd.keys.pkcs11.key import Pkcs11Key
 from scepd.keys.pkcs11.pool import TokenPool
 from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
-from scepd.logs import fields
+from scepd.logs import event, event_text
 from scepd.store.backends import open_store
 from scepd.store.roles import Store
 
@@ -143,17 +144,23 @@ async def key_warnings(config: Config, ca: CertificateAuthority) -> list[str]:
     is the one command that fixes it.
     """
     out = key_layout_warnings(config)
-    remedy = f"remedy='scepd ca ra-init --config {config.path}'"
     if ca.has_ra and isinstance(ca.signer, Pkcs11Key) and ca.signer.can_decrypt:
         out.append(
-            f"event=ca_key_can_decrypt key={ca.signer.label!r} reason='CKA_DECRYPT is true on the token, "
-            f"though the RA opens the envelopes' remedy='scepd ca ra-init --restrict-ca-key --config "
-            f"{config.path}'"
+            event_text(
+                "ca_key_can_decrypt",
+                key=ca.signer.label,
+                reason="CKA_DECRYPT is true on the token, though the RA opens the envelopes",
+                remedy=f"scepd ca ra-init --restrict-ca-key --config {config.path}",
+            )
         )
     if isinstance(ca.ra_key, Pkcs11Key) and not await ca.ra_key.has_reject_secret():
         out.append(
-            f"event=envelope_key_without_reject_secret key={ca.ra_key.label!r} "
-            f"reason='no {ca.ra_key.label}.reject object on the token' {remedy}"
+            event_text(
+                "envelope_key_without_reject_secret",
+                key=ca.ra_key.label,
+                reason=f"no {ca.ra_key.label}.reject object on the token",
+                remedy=f"scepd ca ra-init --config {config.path}",
+            )
         )
     return out
 
@@ -173,10 +180,12 @@ def load_next_chain(config: Config, current: x509.Certificate) -> tuple[bytes, .
     if nxt == current:
         raise ValueError(f"ca.next_certificate {config.ca.next_certificate} is the current CA certificate")
     if nxt.not_valid_before_utc > current.not_valid_after_utc:
-        log.warning(
-            "event=next_ca_gap next_not_before=%s current_not_after=%s",
-            nxt.not_valid_before_utc.isoformat(),
-            current.not_valid_after_utc.isoformat(),
+        event(
+            log,
+            logging.WARNING,
+            "next_ca_gap",
+            next_not_before=nxt.not_valid_before_utc.isoformat(),
+            current_not_after=current.not_valid_after_utc.isoformat(),
         )
     return tuple(c.public_bytes(Encoding.DER) for c in certs)
 
@@ -253,12 +262,12 @@ def intune_credential(settings: IntuneConfig, pool: TokenPool) -> Credential:
     algorithm = settings.client.assertion_algorithm
     if algorithm == "PS256" and not isinstance(signer, PssSigner):
         # The token backend signs PKCS#1 v1.5 only for now: say so once, and keep authenticating.
-        log.warning(
-            "event=intune_assertion_fallback %s",
-            fields(
-                algorithm="RS256",
-                reason="the key backend cannot sign RSA-PSS; intune.assertion_algorithm = RS256 silences this",
-            ),
+        event(
+            log,
+            logging.WARNING,
+            "intune_assertion_fallback",
+            algorithm="RS256",
+            reason="the key backend cannot sign RSA-PSS; intune.assertion_algorithm = RS256 silences this",
         )
         algorithm = "RS256"
     return ClientCertificate(certificate, signer, algorithm=algorithm)
@@ -318,7 +327,7 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
                         ca.certificate,
                         dt.timedelta(days=config.ca.expiry_warning_days),
                         rollover=bool(ca.next_chain_der),
-                        clock=lambda: dt.datetime.now(dt.UTC),
+                        clock=utc_now,
                         ra_certificate=ca.ra_certificate if ca.has_ra else None,
                     )
                 )
@@ -343,7 +352,7 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
                     background.append(sync.run)
 
             async def refresh_metrics() -> None:
-                now = dt.datetime.now(dt.UTC)
+                now = utc_now()
                 metrics.CA_CERT_EXPIRY_SECONDS.set((ca.certificate.not_valid_after_utc - now).total_seconds())
                 metrics.RA_CERT_EXPIRY_SECONDS.set(
                     (ca.ra_certificate.not_valid_after_utc - now).total_seconds() if ca.has_ra else float("nan")

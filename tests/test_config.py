@@ -86,8 +86,11 @@ def test_secret_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert read_secret("env:SCEPD_TEST_SECRET") == "s3cret"
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert read_secret("credential:pin") == "1234"
+    for bad in ("plain-secret", "1234", "file:", "env:", "credential:", "credential:../pin", "credential:a/b"):
+        with pytest.raises(ConfigError):
+            read_secret(bad)
     with pytest.raises(ConfigError):
-        read_secret("plain-secret")
+        read_secret("env:SCEPD_NO_SUCH_VAR")
 
 
 def test_crl_defaults_and_settings() -> None:

@@ -10,13 +10,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scepd import der
 from scepd import strict_der as sd
 from tests.scep.conftest import issue, name
 
 
 @given(st.binary(max_size=64))
 def test_reader_only_raises_not_strict_der(data: bytes) -> None:
-    for reader in (lambda b: sd.children(b, 0, len(b)), lambda b: sd.whole(b, sd.SEQUENCE)):
+    for reader in (lambda b: sd.children(b, 0, len(b)), lambda b: sd.whole(b, der.SEQUENCE)):
         try:
             reader(data)
         except sd.NotStrictDer:

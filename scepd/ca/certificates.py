@@ -13,18 +13,13 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import cast
 
-from asn1crypto import algos, core
-from asn1crypto import csr as a_csr
-from asn1crypto import keys as a_keys
-from asn1crypto import x509 as a_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from scepd import der
+from scepd import der, oids
 from scepd.keys.base import HashName, Signer
 
 # RFC 5280 4.1.2.2: at most 20 octets; CA/B Forum asks for at least 64 random bits.
@@ -34,42 +29,6 @@ _SERIAL_BITS = 127
 def random_serial() -> int:
     """A positive serial with 126 random bits; the top bit fixes its length to 16 octets."""
     return secrets.randbits(_SERIAL_BITS - 1) | (1 << (_SERIAL_BITS - 1))
-
-
-def signature_algorithm(public_key: PublicKeyTypes, hash: HashName) -> algos.SignedDigestAlgorithm:
-    """The AlgorithmIdentifier matching what `Signer.sign` produces for this key type."""
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return algos.SignedDigestAlgorithm({"algorithm": f"{hash.value}_rsa"})
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return algos.SignedDigestAlgorithm({"algorithm": f"{hash.value}_ecdsa"})
-    raise ValueError(f"unsupported signing key type {type(public_key).__name__}")
-
-
-def _spki(public_key: PublicKeyTypes) -> a_keys.PublicKeyInfo:
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return a_keys.PublicKeyInfo.load(der)
-
-
-def _name(name: x509.Name) -> a_x509.Name:
-    return a_x509.Name.load(name.public_bytes())
-
-
-def _time(when: dt.datetime) -> a_x509.Time:
-    # RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050 on.
-    when = when.astimezone(dt.UTC).replace(microsecond=0)
-    if when.year < 2050:
-        return a_x509.Time({"utc_time": when})
-    return a_x509.Time({"general_time": when})
-
-
-def _extension(ext: x509.Extension[x509.ExtensionType]) -> a_x509.Extension:
-    return a_x509.Extension(
-        {
-            "extn_id": ext.oid.dotted_string,
-            "critical": ext.critical,
-            "extn_value": core.ParsableOctetString(ext.value.public_bytes()),
-        }
-    )
 
 
 @dataclass(frozen=True)
@@ -94,9 +53,9 @@ async def sign_certificate(template: CertificateTemplate, signer: Signer, hash: 
     sig_alg = signature_algorithm_der(signer.public_key, hash)
     extensions = b""
     if template.extensions:
-        extensions = der.explicit(3, der.sequence(*(_extension_der(e) for e in template.extensions)))
+        extensions = der.context(3, der.sequence(*(_extension_der(e) for e in template.extensions)))
     tbs_der = der.sequence(
-        der.explicit(0, der.integer(2)),  # v3
+        der.context(0, der.integer(2)),  # v3
         der.integer(template.serial),
         sig_alg,
         template.issuer.public_bytes(),
@@ -117,7 +76,10 @@ def _extension_der(ext: x509.Extension[x509.ExtensionType]) -> bytes:
 
 @lru_cache(maxsize=16)
 def _signature_algorithm_der(kind: str, hash: HashName) -> bytes:
-    return cast(bytes, algos.SignedDigestAlgorithm({"algorithm": f"{hash.value}_{kind}"}).dump())
+    if kind == "ecdsa":
+        return der.algorithm(oids.ECDSA_WITH[hash.value], None)  # no parameters (RFC 5758)
+    # NULL parameters (RFC 4055), except after sha1WithRSAEncryption, as scepd has always written it.
+    return der.algorithm(oids.RSA_WITH[hash.value], None if hash is HashName.SHA1 else der.NULL)
 
 
 def signature_algorithm_der(public_key: PublicKeyTypes, hash: HashName) -> bytes:
@@ -135,33 +97,15 @@ async def sign_csr(
     extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
     hash: HashName = HashName.SHA256,
 ) -> bytes:
-    """A PKCS#10 request for the token key, for an enterprise root to sign."""
-    attributes = []
-    if extensions:
-        attributes.append(
-            {
-                "type": "extension_request",
-                "values": [[_extension(e) for e in extensions]],
-            }
-        )
-    info = a_csr.CertificationRequestInfo(
-        {
-            "version": "v1",
-            "subject": _name(subject),
-            "subject_pk_info": _spki(signer.public_key),
-            "attributes": attributes,
-        }
-    )
-    info_der = info.dump()
-    signature = await signer.sign(info_der, hash)
-    req = a_csr.CertificationRequest(
-        {
-            "certification_request_info": a_csr.CertificationRequestInfo.load(info_der),
-            "signature_algorithm": signature_algorithm(signer.public_key, hash),
-            "signature": signature,
-        }
-    )
-    return cast(bytes, req.dump())
+    """A PKCS#10 request (RFC 2986) for the token key, for an enterprise root to sign."""
+    spki = signer.public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    attributes = b""
+    if extensions:  # one extensionRequest attribute (RFC 2985 5.4.2) holding the Extensions
+        requested = der.sequence(*(_extension_der(e) for e in extensions))
+        attributes = der.sequence(der.oid(oids.EXTENSION_REQUEST), der.set_of([requested]))
+    info = der.sequence(der.integer(0), subject.public_bytes(), spki, der.context(0, attributes))
+    signature = await signer.sign(info, hash)
+    return der.sequence(info, signature_algorithm_der(signer.public_key, hash), der.bit_string(signature))
 
 
 def key_identifier(public_key: PublicKeyTypes) -> x509.SubjectKeyIdentifier:

@@ -134,7 +134,7 @@ async def sign_crl(template: CrlTemplate, signer: Signer, hash: HashName = HashN
 
 
 def _tbs_cert_list(template: CrlTemplate, sig_alg: bytes) -> bytes:
-    extensions = der.explicit(
+    extensions = der.context(
         0,
         der.sequence(
             _extension_der(x509.AuthorityKeyIdentifier(template.authority_key_id, None, None)),

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 
 import trio
 from cryptography import x509
 
-log = logging.getLogger("scepd.ca")
+from scepd.clock import Clock
+from scepd.logs import event, event_text
 
-Clock = Callable[[], dt.datetime]
+log = logging.getLogger("scepd.ca")
 
 
 def expiry_warning(
@@ -37,10 +37,9 @@ def expiry_warning(
     subject = certificate.subject.rfc4514_string()
     end = certificate.not_valid_after_utc.isoformat()
     if left <= dt.timedelta(0):
-        return f"event=ca_certificate_expired subject={subject!r} not_after={end} rollover_configured={rollover}"
-    return (
-        f"event=ca_certificate_expiring subject={subject!r} not_after={end} days_left={left.days} "
-        f"rollover_configured={rollover}"
+        return event_text("ca_certificate_expired", subject=subject, not_after=end, rollover_configured=rollover)
+    return event_text(
+        "ca_certificate_expiring", subject=subject, not_after=end, days_left=left.days, rollover_configured=rollover
     )
 
 
@@ -51,12 +50,14 @@ def ra_expiry_warning(certificate: x509.Certificate, warn_within: dt.timedelta, 
         return None
     subject = certificate.subject.rfc4514_string()
     end = certificate.not_valid_after_utc.isoformat()
-    state = (
-        "event=ra_certificate_expired"
-        if left <= dt.timedelta(0)
-        else f"event=ra_certificate_expiring days_left={left.days}"
+    expired = left <= dt.timedelta(0)
+    return event_text(
+        "ra_certificate_expired" if expired else "ra_certificate_expiring",
+        days_left=None if expired else left.days,
+        subject=subject,
+        not_after=end,
+        remedy="scepd ca ra-renew, then restart scepd",
     )
-    return f"{state} subject={subject!r} not_after={end} remedy='scepd ca ra-renew, then restart scepd'"
 
 
 async def watch_expiry(
@@ -85,12 +86,12 @@ async def watch_expiry(
                 warnings.append(ra_expiry_warning(ra_certificate, warn_within, now))
         except Exception as e:  # noqa: BLE001 - any fault here is ours, and must not stop the daemon
             if not failing:
-                log.error("event=expiry_check_failed error=%r retry_seconds=%s", f"{type(e).__name__}: {e}", retry)
+                event(log, logging.ERROR, "expiry_check_failed", error=f"{type(e).__name__}: {e}", retry_seconds=retry)
                 failing = True
             await trio.sleep(retry)
             continue
         if failing:
-            log.info("event=expiry_check_recovered")
+            event(log, logging.INFO, "expiry_check_recovered")
             failing = False
         for warning in warnings:
             if warning is not None:

@@ -24,7 +24,6 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -33,19 +32,16 @@ from cryptography import x509
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.crl import Crl
+from scepd.clock import Clock, utc_now
 from scepd.keys.base import KeyBackendError
+from scepd.logs import event
 from scepd.store.base import RevocationState, StoreError
 from scepd.store.roles import CrlState
 
 log = logging.getLogger("scepd.crl")
 
-Clock = Callable[[], dt.datetime]
 MAX_BACKOFF = 300.0  # seconds between retries at most, however long a fault lasts
 FIRST_CRL_WAIT = 1.0  # seconds start-up waits for a first CRL when the store holds none
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -72,7 +68,7 @@ class CrlPublisher:
         lifetime: dt.timedelta = dt.timedelta(hours=24),
         file: Path | None = None,
         check_interval: float = 10.0,
-        clock: Clock = _utcnow,
+        clock: Clock = utc_now,
     ) -> None:
         if lifetime <= dt.timedelta(0):
             raise ValueError("the CRL lifetime must be positive")
@@ -129,14 +125,16 @@ class CrlPublisher:
         try:
             await self.store.save_crl(crl.number, crl.der)
         except StoreError as e:  # the serving processes keep the previous one a while longer
-            log.warning("event=crl_store_failed number=%d error=%r", crl.number, str(e))
-        log.info(
-            "event=crl_published number=%d revoked=%d bytes=%d seconds=%.3f next_update=%s",
-            crl.number,
-            crl.revoked,
-            len(crl.der),
-            seconds,
-            crl.next_update.isoformat(),
+            event(log, logging.WARNING, "crl_store_failed", number=crl.number, error=str(e))
+        event(
+            log,
+            logging.INFO,
+            "crl_published",
+            number=crl.number,
+            revoked=crl.revoked,
+            bytes=len(crl.der),
+            seconds=f"{seconds:.3f}",
+            next_update=crl.next_update.isoformat(),
         )
         if self.file is not None:
             try:
@@ -144,7 +142,7 @@ class CrlPublisher:
                 await trio.to_thread.run_sync(write_atomically, self.file, data)
             except OSError as e:
                 # Serving the CRL matters more than the copy; the next regeneration retries.
-                log.warning("event=crl_file_write_failed path=%s error=%r", self.file, str(e))
+                event(log, logging.WARNING, "crl_file_write_failed", path=self.file, error=str(e))
 
     def _due(self, crl: Crl) -> dt.datetime:
         """When to re-sign: half way through the lifetime."""
@@ -212,7 +210,7 @@ class CrlPublisher:
         try:
             await self._load()
         except Exception as e:  # noqa: BLE001
-            log.warning("event=crl_load_failed error=%r", str(e))
+            event(log, logging.WARNING, "crl_load_failed", error=str(e))
 
     async def _load(self) -> None:
         der = await self.store.latest_crl()
@@ -236,11 +234,11 @@ def _ours(der: bytes, ca: CertificateAuthority) -> Crl | None:
     try:
         parsed = x509.load_der_x509_crl(der)
         if parsed.issuer != ca.certificate.subject or not parsed.is_signature_valid(ca.certificate.public_key()):  # type: ignore[arg-type]
-            log.warning("event=crl_stored_ignored reason=%s", "not signed by this CA")
+            event(log, logging.WARNING, "crl_stored_ignored", reason="not signed by this CA")
             return None
         return Crl.from_der(der)
     except ValueError as e:
-        log.warning("event=crl_stored_ignored reason=%r", str(e))
+        event(log, logging.WARNING, "crl_stored_ignored", reason=str(e))
         return None
 
 
@@ -269,19 +267,22 @@ class _Retry:
         delay = min(self.interval * 2 ** (self.failures - 1), max(MAX_BACKOFF, self.interval))
         if self.failures == 1:
             # An unexpected fault ("other") is a bug: its traceback once, for the report.
-            log.warning(
-                "event=%s_failed cause=%s error=%r retry_in=%.1f",
-                self.event,
-                cause,
-                f"{type(e).__name__}: {e}",
-                delay,
+            event(
+                log,
+                logging.WARNING,
+                f"{self.event}_failed",
+                cause=cause,
+                error=f"{type(e).__name__}: {e}",
+                retry_in=f"{delay:.1f}",
                 exc_info=cause == "other",
             )
         else:
-            log.debug("event=%s_failed cause=%s attempt=%d retry_in=%.1f", self.event, cause, self.failures, delay)
+            event(
+                log, logging.DEBUG, f"{self.event}_failed", cause=cause, attempt=self.failures, retry_in=f"{delay:.1f}"
+            )
         return float(delay)
 
     def succeeded(self) -> None:
         if self.failures:
-            log.info("event=%s_recovered failures=%d", self.event, self.failures)
+            event(log, logging.INFO, f"{self.event}_recovered", failures=self.failures)
             self.failures = 0

@@ -10,17 +10,15 @@ the new certificate is issued.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 
-import trio
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Rejected
+from scepd.enroll.steps import csr_digest
+from scepd.locks import KeyedLock
 from scepd.scep.constants import FailInfo
 from scepd.store.base import CertStatus
 from scepd.store.roles import IssuedCertificates
@@ -41,8 +39,7 @@ class SignerIsIssuedCertificate:
     def __init__(self, store: IssuedCertificates, ca_certificate: x509.Certificate) -> None:
         self.store = store
         self.ca_certificate = ca_certificate
-        self._locks: dict[int, trio.Lock] = {}
-        self._users: dict[int, int] = {}
+        self._locks = KeyedLock[int]()
 
     def applies(self, enrollment: Enrollment) -> bool:
         """Cheap pre-check for `FirstMatching`: does the signer claim this CA as issuer?"""
@@ -54,7 +51,7 @@ class SignerIsIssuedCertificate:
         if not signer.not_valid_before_utc <= enrollment.now <= signer.not_valid_after_utc:
             raise Rejected(FailInfo.BAD_TIME, "signer certificate is expired or not yet valid")
         serial = signer.serial_number
-        async with self._exclusive(serial):
+        async with self._locks.hold(serial):
             await self._check_standing(enrollment, serial)
             return await next(replace(enrollment, renewal_of=serial, challenge_mode="renewal"))
 
@@ -80,19 +77,5 @@ class SignerIsIssuedCertificate:
             raise Rejected(FailInfo.BAD_CERT_ID, "signer certificate was already renewed")
 
     async def _is_retry(self, enrollment: Enrollment, serial: int) -> bool:
-        csr_sha256 = hashlib.sha256(enrollment.csr_der).hexdigest()  # as scepd.enroll.steps.csr_digest
-        earlier = await self.store.find_by_transaction(enrollment.transaction_id, csr_sha256)
+        earlier = await self.store.find_by_transaction(enrollment.transaction_id, csr_digest(enrollment.csr_der))
         return earlier is not None and earlier.renewal_of == serial
-
-    @asynccontextmanager
-    async def _exclusive(self, serial: int) -> AsyncIterator[None]:
-        """Hold the per-serial lock; the table forgets it when its last user leaves."""
-        lock = self._locks.setdefault(serial, trio.Lock())
-        self._users[serial] = self._users.get(serial, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._users[serial] -= 1
-            if not self._users[serial]:
-                del self._users[serial], self._locks[serial]

@@ -9,6 +9,7 @@ import trio
 
 from scepd.cli.common import Subparsers, WithConfig, load_config
 from scepd.config import Config
+from scepd.logs import event_text
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def _key_warnings(config: Config) -> tuple[list[str], str | None]:
             try:
                 ca = load_ca(config, pool)
             except ValueError as e:  # keys and certificates that do not fit: the daemon would not start
-                return [f"event=ca_not_usable reason={str(e)!r}"]
+                return [event_text("ca_not_usable", reason=str(e))]
             return await key_warnings(config, ca)
 
     try:

@@ -25,6 +25,7 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from scepd.clock import utc_now
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
 from scepd.enroll.steps import csr_digest
 from scepd.episodes import Backoff, keep_running
@@ -168,7 +169,7 @@ async def expire_pending_loop(
 
     A store fault does not end it: keep_running logs it once, counts it and retries.
     """
-    now = clock or (lambda: dt.datetime.now(dt.UTC))
+    now = clock or utc_now
 
     async def once() -> None:
         expired = await store.expire_pending(now())

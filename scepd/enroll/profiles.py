@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from scepd import oids
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
 from scepd.scep.constants import FailInfo
 
@@ -31,7 +32,7 @@ CSR_HASHES = ("sha1", "sha224", "sha256", "sha384", "sha512")
 CERT_TYPES = ("device", "user")
 ON_DISALLOWED = ("refuse", "trim")
 SAN_FORMS = ("dns", "email", "upn", "uri", "ip")
-OID_UPN = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")  # Microsoft userPrincipalName otherName
+OID_UPN = x509.ObjectIdentifier(oids.MS_UPN)  # Microsoft userPrincipalName otherName
 INTUNE_SID_URI_PREFIX = "tag:microsoft.com,2022-09-14:sid:"  # Intune's strong-mapping SID URI
 _CURVE_BITS = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521}
 

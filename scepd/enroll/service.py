@@ -7,7 +7,6 @@ fault of the token or store is the daemon's, not the client's (503 upstream).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import time
@@ -21,10 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.ca.publisher import CrlPublisher
+from scepd.clock import Clock, utc_now
 from scepd.enroll.approval import ApprovalGate
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
 from scepd.keys.base import HashName, RsaPadding, UnsupportedParameters
-from scepd.logs import audit, fields
+from scepd.logs import audit, event
 from scepd.scep import (
     ContentCipher,
     CsrRead,
@@ -46,12 +46,6 @@ from scepd.store.roles import IssuedCertificates
 
 log = logging.getLogger("scepd.scep")
 T = TypeVar("T")
-
-Clock = Callable[[], dt.datetime]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -80,7 +74,7 @@ class ScepService:
         challenge_mode: str,
         allow_sha1: bool = True,
         allow_single_des: bool = False,
-        clock: Clock = utcnow,
+        clock: Clock = utc_now,
         crl: CrlPublisher | None = None,
         approval: ApprovalGate | None = None,
     ) -> None:
@@ -152,7 +146,7 @@ class ScepService:
         try:
             opened = await unseal(env, self.ca.ra_key)
         except UnsupportedParameters as e:
-            log.info("event=envelope_unsupported transaction_id=%s reason=%r", msg.transaction_id, str(e))
+            event(log, logging.INFO, "envelope_unsupported", transaction_id=msg.transaction_id, reason=str(e))
             raise ScepError(FailInfo.BAD_ALG, "the envelope's key transport parameters are not supported") from None
         values: list[T] = []
         problem = ""
@@ -179,7 +173,7 @@ class ScepService:
             challenge_mode=self.challenge_mode,
         )
         if read.quirk:
-            log.info("event=csr_quirk transaction_id=%s quirk=%r", msg.transaction_id, read.quirk)
+            event(log, logging.INFO, "csr_quirk", transaction_id=msg.transaction_id, quirk=read.quirk)
         return await self._answer(enrollment, self.chain(enrollment))
 
     async def _poll(self, msg: PkiMessage) -> Answer:
@@ -213,7 +207,7 @@ class ScepService:
         cert = x509.load_der_x509_certificate(record.der)
         if cert.public_key() != msg.signer_certificate.public_key() and cert.subject != subject:
             return None
-        log.info("event=poll_after_issue transaction_id=%r serial=%x", msg.transaction_id, record.serial)
+        event(log, logging.INFO, "poll_after_issue", transaction_id=msg.transaction_id, serial=f"{record.serial:x}")
         return Answer(PkiStatus.SUCCESS, certificates=(record.der,), profile=record.profile)
 
     async def _answer(self, enrollment: Enrollment, outcome: Awaitable[Issued]) -> Answer:
@@ -305,16 +299,16 @@ class ScepService:
         metrics.ENROLLMENTS.labels(operation, answer.profile, self.challenge_mode, outcome).inc()
         metrics.ENROLLMENT_SECONDS.labels(operation).observe(time.perf_counter() - started)
         if answer.status is PkiStatus.FAILURE:
-            # fields() quotes: the transactionID is the client's, spaces and all.
-            log.info(
-                "scep_failure %s",
-                fields(
-                    transaction_id=transaction_id,
-                    operation=operation,
-                    fail_info=outcome,
-                    reason=answer.reason,
-                    detail=answer.detail,
-                ),
+            # Quoted as logfmt: the transactionID is the client's, spaces and all.
+            event(
+                log,
+                logging.INFO,
+                "scep_failure",
+                transaction_id=transaction_id,
+                operation=operation,
+                fail_info=outcome,
+                reason=answer.reason,
+                detail=answer.detail,
             )
 
 

@@ -11,19 +11,20 @@ import hashlib
 from collections.abc import Mapping
 from typing import Protocol
 
-import trio
 from cryptography import x509
 
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
 from scepd.enroll.pipeline import Enrollment, Issued, Next
 from scepd.enroll.profiles import Profile
+from scepd.locks import KeyedLock
 from scepd.logs import audit
 from scepd.store.base import CertificateRecord, CertStatus, SerialCollision, StoreError
 from scepd.store.roles import IssuedCertificates, StoreHealth
 
 
 def csr_digest(csr_der: bytes) -> str:
+    """How the store names a request's CSR (hex SHA-256 of its DER): retries and renewals match on it."""
     return hashlib.sha256(csr_der).hexdigest()
 
 
@@ -37,24 +38,16 @@ class IdempotentRetry:
 
     def __init__(self, store: IssuedCertificates) -> None:
         self.store = store
-        self._locks: dict[str, trio.Lock] = {}
-        self._users: dict[str, int] = {}
+        self._locks = KeyedLock[str]()
 
     async def __call__(self, enrollment: Enrollment, next: Next) -> Issued:
         tid = enrollment.transaction_id
-        lock = self._locks.setdefault(tid, trio.Lock())
-        self._users[tid] = self._users.get(tid, 0) + 1
-        try:
-            async with lock:
-                found = await self.store.find_by_transaction(tid, csr_digest(enrollment.csr_der))
-                if found is not None:
-                    cert = x509.load_der_x509_certificate(found.der)
-                    return Issued(cert, found.der, found.serial, enrollment, reused=True)
-                return await next(enrollment)
-        finally:
-            self._users[tid] -= 1
-            if not self._users[tid]:
-                del self._users[tid], self._locks[tid]
+        async with self._locks.hold(tid):
+            found = await self.store.find_by_transaction(tid, csr_digest(enrollment.csr_der))
+            if found is not None:
+                cert = x509.load_der_x509_certificate(found.der)
+                return Issued(cert, found.der, found.serial, enrollment, reused=True)
+            return await next(enrollment)
 
 
 class RecordingStore(IssuedCertificates, StoreHealth, Protocol):

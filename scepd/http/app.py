@@ -26,6 +26,7 @@ from scepd.enroll.service import ScepService
 from scepd.health import Readiness
 from scepd.http.health_routes import add_health_routes
 from scepd.keys.base import KeyBackendError
+from scepd.logs import event
 from scepd.scep import (
     MalformedMessage,
     build_certs_only,
@@ -167,14 +168,14 @@ def create_app(site: Site) -> QuartTrio:
 
     @app.errorhandler(KeyBackendError)
     async def token_fault(e: KeyBackendError) -> Response:
-        log.error("event=key_backend_error error=%r", str(e))
+        event(log, logging.ERROR, "key_backend_error", error=str(e))
         return _unavailable("the key backend is unavailable; try again later")
 
     @app.errorhandler(StoreError)
     async def store_fault(e: StoreError) -> Response:
         # The store logged the fault once for its episode and counted it; one line
         # per request here would bury that line when every request fails.
-        log.debug("event=store_unavailable kind=%s", e.kind)
+        event(log, logging.DEBUG, "store_unavailable", kind=e.kind)
         return _unavailable("the certificate store is unavailable; try again later")
 
     @app.errorhandler(HTTPException)

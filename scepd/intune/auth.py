@@ -31,8 +31,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scepd.intune.errors import IntuneAuthError, IntuneError, IntuneTransportError
+from scepd.intune.retry import RetryPolicy
 from scepd.keys.base import HashName, Signer
-from scepd.logs import fields
+from scepd.locks import KeyedLock
+from scepd.logs import event
 
 log = logging.getLogger("scepd.intune")
 
@@ -155,8 +157,7 @@ class TokenSource:
         client_id: str,
         credential: Credential,
         timeout: float = 30.0,
-        retries: int = 2,
-        backoff: float = 0.5,
+        retry: RetryPolicy = RetryPolicy(),
         clock: Callable[[], float] = time.monotonic,
         observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
@@ -165,12 +166,11 @@ class TokenSource:
         self.client_id = client_id
         self.credential = credential
         self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
+        self.retry = retry
         self.clock = clock
         self.observe = observe
         self._cache: dict[str, _Cached] = {}
-        self._locks: dict[str, trio.Lock] = {}
+        self._locks = KeyedLock[str]()
 
     async def token(self, scope: str) -> str:
         """The cached token; past its refresh time one caller fetches a new one while the
@@ -179,10 +179,9 @@ class TokenSource:
         cached = self._cache.get(scope)
         if cached is not None and self.clock() < cached.refresh_at:
             return cached.token
-        lock = self._locks.setdefault(scope, trio.Lock())
-        if cached is not None and self.clock() < cached.expires_at and lock.locked():
+        if cached is not None and self.clock() < cached.expires_at and self._locks.locked(scope):
             return cached.token  # being refreshed
-        async with lock:
+        async with self._locks.hold(scope):
             cached = self._cache.get(scope)
             if cached is not None and self.clock() < cached.refresh_at:
                 return cached.token
@@ -190,7 +189,7 @@ class TokenSource:
                 fresh = await self._fetch(scope)
             except IntuneError as e:
                 if cached is not None and self.clock() < cached.expires_at:
-                    log.warning("event=intune_token_refresh_failed error=%s using=cached", e.code)
+                    event(log, logging.WARNING, "intune_token_refresh_failed", error=e.code, using="cached")
                     return cached.token
                 raise
             self._cache[scope] = fresh
@@ -206,9 +205,9 @@ class TokenSource:
         started = self.clock()
         result = "error"
         try:
-            for attempt in range(self.retries + 1):
+            for attempt in range(self.retry.retries + 1):
                 if attempt:
-                    await trio.sleep(self.backoff * 2 ** (attempt - 1))
+                    await trio.sleep(self.retry.pause(attempt))
                 # A fresh assertion each try: it carries its own jti and a 60 s life.
                 form = {"grant_type": "client_credentials", "client_id": self.client_id, "scope": scope}
                 form.update(await self.credential.form(self.client_id, self.token_url))
@@ -222,18 +221,18 @@ class TokenSource:
                         "token", f"token endpoint unreachable: {type(e).__name__}"
                     )
                     failure.request_id = request_id
-                    log.warning(
-                        "event=intune_call %s",
-                        fields(
-                            action="token",
-                            client_request_id=request_id,
-                            attempt=attempt + 1,
-                            result=result,
-                            error=type(e).__name__,
-                        ),
+                    event(
+                        log,
+                        logging.WARNING,
+                        "intune_call",
+                        action="token",
+                        client_request_id=request_id,
+                        attempt=attempt + 1,
+                        result=result,
+                        error=type(e).__name__,
                     )
                     continue
-                if response.status_code == 429 or response.status_code >= 500:
+                if self.retry.retryable(response.status_code):
                     result = f"http_{response.status_code}"
                     failure = IntuneAuthError(f"token endpoint answered HTTP {response.status_code}")
                     failure.request_id = request_id
@@ -246,11 +245,15 @@ class TokenSource:
                     self._log_refusal(response, request_id, attempt, f"http_{response.status_code}")
                     raise
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug(
-                        "event=intune_call %s",
-                        fields(
-                            action="token", client_request_id=request_id, attempt=attempt + 1, result="ok", status=200
-                        ),
+                    event(
+                        log,
+                        logging.DEBUG,
+                        "intune_call",
+                        action="token",
+                        client_request_id=request_id,
+                        attempt=attempt + 1,
+                        result="ok",
+                        status=200,
                     )
                 return cached
             raise failure
@@ -266,16 +269,16 @@ class TokenSource:
         except ValueError:
             body = {}
         body = body if isinstance(body, dict) else {}
-        log.warning(
-            "event=intune_call %s",
-            fields(
-                action="token",
-                client_request_id=request_id,
-                attempt=attempt + 1,
-                result=result,
-                code=str(body.get("error", ""))[:80] or None,
-                error_description=str(body.get("error_description", "")).splitlines()[0][:300] or None,
-            ),
+        event(
+            log,
+            logging.WARNING,
+            "intune_call",
+            action="token",
+            client_request_id=request_id,
+            attempt=attempt + 1,
+            result=result,
+            code=str(body.get("error", ""))[:80] or None,
+            error_description=str(body.get("error_description", "")).splitlines()[0][:300] or None,
         )
 
     def _parse(self, response: httpx.Response) -> tuple[_Cached, str]:
@@ -294,5 +297,5 @@ class TokenSource:
         now = self.clock()
         # A short-lived token is refreshed at half its life rather than never used.
         margin = min(self.REFRESH_MARGIN, lifetime / 2)
-        log.info("event=intune_token expires_in=%d", lifetime)
+        event(log, logging.INFO, "intune_token", expires_in=lifetime)
         return _Cached(token, now + lifetime - margin, now + lifetime), "success"

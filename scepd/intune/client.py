@@ -42,7 +42,7 @@ from scepd.intune.errors import (
     IntuneTransportError,
 )
 from scepd.intune.settings import IntuneSettings
-from scepd.logs import fields
+from scepd.logs import event
 
 log = logging.getLogger("scepd.intune")
 
@@ -108,14 +108,6 @@ def _observe(action: str, result: str, seconds: float) -> None:
     metrics.INTUNE_CALL_SECONDS.labels(action).observe(seconds)
 
 
-def _retry_after(response: httpx.Response, cap: float) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return min(max(float(value), 0.0), cap)
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True)
 class Finding:
     """One line of `scepd intune check`."""
@@ -159,8 +151,7 @@ class IntuneClient:
             client_id=settings.client_id,
             credential=credential,
             timeout=settings.timeout,
-            retries=settings.retries,
-            backoff=settings.backoff,
+            retry=settings.retry,
             clock=clock,
             observe=_observe,
         )
@@ -276,7 +267,7 @@ class IntuneClient:
         )
         value = reply.body.get("value")
         if value is not True and value != "true":
-            log.warning("event=intune_upload_refused %s", fields(client_request_id=reply.request_id, value=value))
+            event(log, logging.WARNING, "intune_upload_refused", client_request_id=reply.request_id, value=value)
             raise IntuneBadResponse(f"uploadRevocationResults answered value={value!r}")
 
     # -- readiness --------------------------------------------------------------
@@ -369,14 +360,14 @@ class IntuneClient:
             raise IntuneBadResponse("the answer lacks code or errorDescription")
         verdict = Verdict(code, description, reply.request_id)
         if not verdict.success:
-            log.warning(
-                "event=intune_verdict %s",
-                fields(
-                    action=reply.action,
-                    client_request_id=reply.request_id,
-                    code=code,
-                    error_description=description[:300],
-                ),
+            event(
+                log,
+                logging.WARNING,
+                "intune_verdict",
+                action=reply.action,
+                client_request_id=reply.request_id,
+                code=code,
+                error_description=description[:300],
             )
         return verdict
 
@@ -458,6 +449,7 @@ class IntuneClient:
         result = "error"
         refreshed = False
         attempt = 0
+        policy = self.settings.retry
         try:
             while True:
                 token = await self.tokens.token(scope)
@@ -470,7 +462,7 @@ class IntuneClient:
                     "User-Agent": self.settings.provider_name,
                     **extra_headers,
                 }
-                pause: float | None = None
+                retry_after: str | None = None
                 sent = self.clock()
                 try:
                     if body is None:
@@ -488,16 +480,16 @@ class IntuneClient:
                     failure: IntuneError = IntuneTransportError(action, type(e).__name__)
                     failure.request_id = request_id
                     result = "timeout" if isinstance(e, httpx.TimeoutException) else "transport"
-                    log.warning(
-                        "event=intune_call %s",
-                        fields(
-                            action=action,
-                            client_request_id=request_id,
-                            attempt=attempt + 1,
-                            result=result,
-                            error=type(e).__name__,
-                            seconds=f"{self.clock() - sent:.3f}",
-                        ),
+                    event(
+                        log,
+                        logging.WARNING,
+                        "intune_call",
+                        action=action,
+                        client_request_id=request_id,
+                        attempt=attempt + 1,
+                        result=result,
+                        error=type(e).__name__,
+                        seconds=f"{self.clock() - sent:.3f}",
                     )
                 else:
                     status = response.status_code
@@ -508,46 +500,46 @@ class IntuneClient:
                             answer = None
                         if not isinstance(answer, dict):
                             result = "bad_response"
-                            log.warning(
-                                "event=intune_call %s",
-                                fields(
-                                    action=action,
-                                    client_request_id=request_id,
-                                    attempt=attempt + 1,
-                                    result=result,
-                                    status=status,
-                                ),
+                            event(
+                                log,
+                                logging.WARNING,
+                                "intune_call",
+                                action=action,
+                                client_request_id=request_id,
+                                attempt=attempt + 1,
+                                result=result,
+                                status=status,
                             )
                             raise IntuneBadResponse(f"{action}: the answer is not a JSON object")
                         result = "ok"
                         if log.isEnabledFor(logging.DEBUG):  # the common case: skip formatting the fields
-                            log.debug(
-                                "event=intune_call %s",
-                                fields(
-                                    action=action,
-                                    client_request_id=request_id,
-                                    attempt=attempt + 1,
-                                    result=result,
-                                    status=status,
-                                    seconds=f"{self.clock() - sent:.3f}",
-                                ),
+                            event(
+                                log,
+                                logging.DEBUG,
+                                "intune_call",
+                                action=action,
+                                client_request_id=request_id,
+                                attempt=attempt + 1,
+                                result=result,
+                                status=status,
+                                seconds=f"{self.clock() - sent:.3f}",
                             )
                         return _Reply(action, answer, request_id)
                     if discovered:
                         self._forget_services()
                     result = f"http_{status}"
                     code, message = _error_detail(response)
-                    log.warning(
-                        "event=intune_call %s",
-                        fields(
-                            action=action,
-                            client_request_id=request_id,
-                            attempt=attempt + 1,
-                            result=result,
-                            code=code,
-                            error_description=message,
-                            seconds=f"{self.clock() - sent:.3f}",
-                        ),
+                    event(
+                        log,
+                        logging.WARNING,
+                        "intune_call",
+                        action=action,
+                        client_request_id=request_id,
+                        attempt=attempt + 1,
+                        result=result,
+                        code=code,
+                        error_description=message,
+                        seconds=f"{self.clock() - sent:.3f}",
                     )
                     failure = IntuneHttpError(action, status, code)
                     failure.request_id = request_id
@@ -555,13 +547,13 @@ class IntuneClient:
                         refreshed = True
                         self.tokens.invalidate(scope, token)
                         continue
-                    if status != 429 and status < 500 and not (status == 404 and discovered and attempt == 0):
+                    if not policy.retryable(status) and not (status == 404 and discovered and attempt == 0):
                         raise failure
-                    pause = _retry_after(response, self.settings.max_retry_after)
-                if attempt >= self.settings.retries:
+                    retry_after = response.headers.get("retry-after")
+                if policy.exhausted(attempt):
                     raise failure
                 attempt += 1
-                await trio.sleep(pause if pause is not None else self.settings.backoff * 2 ** (attempt - 1))
+                await trio.sleep(policy.pause(attempt, retry_after))
         finally:
             _observe(action, result, self.clock() - started)
 

@@ -10,7 +10,6 @@ counted twice; a result is only marked uploaded once Intune said `true`.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 import sqlite3
@@ -20,11 +19,12 @@ from dataclasses import dataclass
 import trio
 
 from scepd import metrics
+from scepd.clock import Clock, utc_now
 from scepd.intune.client import IntuneClient, RevocationRequest, RevocationResult
 from scepd.intune.contract import MAX_REVOCATION_BATCH, PKI_PROVIDER, RevocationErrorCode
 from scepd.intune.errors import IntuneError
 from scepd.keys.base import KeyError_
-from scepd.logs import audit, fields
+from scepd.logs import audit, event
 from scepd.store.base import RevocationOutcome, RevocationRequestRecord, StoreError
 from scepd.store.roles import IntuneLedger
 
@@ -60,10 +60,6 @@ class SyncReport:
     uploaded: int
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _same_name(a: str, b: str) -> bool:
     # How Intune matches issuerName is [U]; a request that names us in another case is ours.
     return a.strip().lower() == b.strip().lower()
@@ -85,7 +81,7 @@ class RevocationSync:
         interval: float = 3600.0,
         batch: int = 100,
         on_revoked: Callable[[], Awaitable[None]] | None = None,
-        clock: Callable[[], dt.datetime] = _utcnow,
+        clock: Clock = utc_now,
     ) -> None:
         if not 1 <= batch <= MAX_REVOCATION_BATCH:
             raise ValueError(f"batch must be 1..{MAX_REVOCATION_BATCH}")
@@ -110,41 +106,45 @@ class RevocationSync:
             try:
                 if not await self.client.has_service(PKI_PROVIDER):
                     if enabled is not False:
-                        log.warning(
-                            "event=intune_revocation_sync_off %s",
-                            fields(reason=f"discovery lists no {PKI_PROVIDER}; validation and notification go on"),
+                        event(
+                            log,
+                            logging.WARNING,
+                            "intune_revocation_sync_off",
+                            reason=f"discovery lists no {PKI_PROVIDER}; validation and notification go on",
                         )
                     enabled = False
                     metrics.INTUNE_REVOCATION_SYNC_ENABLED.set(0)
                 else:
                     if enabled is False:
-                        log.info("event=intune_revocation_sync_on")
+                        event(log, logging.INFO, "intune_revocation_sync_on")
                     enabled = True
                     metrics.INTUNE_REVOCATION_SYNC_ENABLED.set(1)
                     report = await self.sync_once()
                     if report.downloaded or report.uploaded:
-                        log.info(
-                            "event=intune_revocation_sync downloaded=%d revoked=%d uploaded=%d",
-                            report.downloaded,
-                            report.revoked,
-                            report.uploaded,
+                        event(
+                            log,
+                            logging.INFO,
+                            "intune_revocation_sync",
+                            downloaded=report.downloaded,
+                            revoked=report.revoked,
+                            uploaded=report.uploaded,
                         )
                 if episode is not None:
-                    log.info("event=intune_revocation_sync_recovered failed_rounds=%d", failures)
+                    event(log, logging.INFO, "intune_revocation_sync_recovered", failed_rounds=failures)
                 failures, episode = 0, None
-            except Exception as e:  # any fault: Intune, store, token (the CRL refresh), or a bug
+            except Exception as e:  # noqa: BLE001 - any fault: Intune, store, token (the CRL refresh), or a bug
                 kind = _fault_kind(e)
                 metrics.INTUNE_REVOCATION_SYNC_ERRORS.labels(kind).inc()
                 failures += 1
                 if episode is None:
                     episode = kind
-                    log.warning(
-                        "event=intune_revocation_sync_failed %s",
-                        fields(
-                            kind=kind,
-                            error=(str(e).splitlines() or [type(e).__name__])[0][:200],
-                            client_request_id=getattr(e, "request_id", "") or None,
-                        ),
+                    event(
+                        log,
+                        logging.WARNING,
+                        "intune_revocation_sync_failed",
+                        kind=kind,
+                        error=(str(e).splitlines() or [type(e).__name__])[0][:200],
+                        client_request_id=getattr(e, "request_id", "") or None,
                         exc_info=kind == "internal",
                     )
                 pause = min(self.interval, self.RETRY_FIRST * 2 ** (failures - 1))
@@ -200,10 +200,12 @@ class RevocationSync:
             return record, False, False
         metrics.INTUNE_REVOCATIONS.labels("foreign_issuer" if foreign else record.outcome.value).inc()
         if foreign:
-            log.warning(
-                "event=intune_revocation_foreign_issuer request_context=%s issuer=%r",
-                request.request_context,
-                request.issuer_name,
+            event(
+                log,
+                logging.WARNING,
+                "intune_revocation_foreign_issuer",
+                request_context=request.request_context,
+                issuer=request.issuer_name,
             )
         if record.outcome is RevocationOutcome.REVOKED:
             audit(

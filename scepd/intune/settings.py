@@ -9,13 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scepd.intune import contract
+from scepd.intune.retry import RetryPolicy
+
+# What scepd calls itself to Intune unless intune.provider_name says otherwise (the package version).
+DEFAULT_PROVIDER_NAME = "scepd/0.1.0"
 
 
 @dataclass(frozen=True)
 class IntuneSettings:
     tenant: str
     client_id: str
-    provider_name: str = "scepd/0.1"  # PROVIDER_NAME_AND_VERSION: callerInfo and UserAgent
+    provider_name: str = DEFAULT_PROVIDER_NAME  # PROVIDER_NAME_AND_VERSION: callerInfo and UserAgent
     authority: str = contract.DEFAULT_AUTHORITY
     graph_url: str = contract.DEFAULT_GRAPH_URL
     intune_resource_url: str = contract.DEFAULT_INTUNE_RESOURCE_URL
@@ -28,3 +32,8 @@ class IntuneSettings:
     # Microsoft's C# library waits up to 100 s (HttpClient's default) for its single attempt.
     notification_budget: float = 100.0
     assertion_algorithm: str = "PS256"  # client assertions: PS256 + x5t#S256, or RS256 + x5t
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy every Entra, Graph and Intune call follows."""
+        return RetryPolicy(self.retries, self.backoff, self.max_retry_after)

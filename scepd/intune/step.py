@@ -16,9 +16,7 @@ spent, so asking again could only fail.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
@@ -26,12 +24,13 @@ import trio
 from cryptography import x509
 
 from scepd import metrics
+from scepd.clock import Clock, utc_now
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Pending, Rejected
 from scepd.enroll.steps import csr_digest
 from scepd.intune import contract
 from scepd.intune.client import IntuneClient, Verdict, issuing_authority_name
 from scepd.intune.errors import IntuneError
-from scepd.logs import audit, fields
+from scepd.logs import audit, event
 from scepd.scep.constants import FailInfo
 from scepd.store.base import CertStatus, NotificationKind, NotificationRecord
 from scepd.store.roles import IntuneLedger, IssuedCertificates
@@ -39,10 +38,6 @@ from scepd.store.roles import IntuneLedger, IssuedCertificates
 log = logging.getLogger("scepd.intune")
 
 UNDELIVERED_REASON = "cessationOfOperation"
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class IntuneStepStore(IssuedCertificates, IntuneLedger, Protocol):
@@ -58,7 +53,7 @@ class IntuneChallenge:
         ca_configuration: str | None = None,
         certificate_authority: str | None = None,
         issuing_authority: str | None = None,
-        clock: Callable[[], dt.datetime] = _utcnow,
+        clock: Clock = utc_now,
     ) -> None:
         self.client = client
         self.store = store
@@ -79,16 +74,24 @@ class IntuneChallenge:
             verdict = await self.client.validate(tid, enrollment.csr_der)
         except IntuneError as e:
             metrics.INTUNE_VERDICTS.labels("validate", e.code).inc()
-            log.warning(
-                "event=intune_validate_failed %s",
-                fields(transaction_id=tid, error=e.code, client_request_id=e.request_id or None),
+            event(
+                log,
+                logging.WARNING,
+                "intune_validate_failed",
+                transaction_id=tid,
+                error=e.code,
+                client_request_id=e.request_id or None,
             )
             raise Rejected(FailInfo.BAD_REQUEST, f"Intune validation could not be done ({e.code})") from e
         metrics.INTUNE_VERDICTS.labels("validate", verdict.code[:64]).inc()
         if not verdict.success:
-            log.warning(
-                "event=intune_validate_rejected %s",
-                fields(transaction_id=tid, code=verdict.code, client_request_id=verdict.request_id),
+            event(
+                log,
+                logging.WARNING,
+                "intune_validate_rejected",
+                transaction_id=tid,
+                code=verdict.code,
+                client_request_id=verdict.request_id,
             )
             raise Rejected(FailInfo.BAD_REQUEST, f"Intune rejected the request: {verdict.code}")
         enrollment = replace(enrollment, challenge_mode="intune")
@@ -164,9 +167,13 @@ class IntuneChallenge:
         # notification anyway, and then files revocation requests under this name.
         await self._record(enrollment, issued.serial, NotificationKind.SUCCESS, ok, detail, issuer)
         if not ok:
-            log.warning(
-                "event=intune_success_notification_failed %s",
-                fields(transaction_id=enrollment.transaction_id, detail=detail, client_request_id=request_id or None),
+            event(
+                log,
+                logging.WARNING,
+                "intune_success_notification_failed",
+                transaction_id=enrollment.transaction_id,
+                detail=detail,
+                client_request_id=request_id or None,
             )
         return ok
 

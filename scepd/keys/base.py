@@ -15,6 +15,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 
@@ -26,6 +27,11 @@ class HashName(str, enum.Enum):
     SHA256 = "sha256"
     SHA384 = "sha384"
     SHA512 = "sha512"
+
+
+def hash_algorithm(name: HashName | str) -> hashes.HashAlgorithm:
+    """The cryptography hash object for a HashName (the one table from names to algorithms)."""
+    return getattr(hashes, HashName(name).name)()  # type: ignore[no-any-return]
 
 
 class RsaPadding(str, enum.Enum):

@@ -1,32 +1,20 @@
 """An in-memory key (cryptography) behind the Signer/Decrypter interface.
 
-For unit tests of the SCEP codec and for test clients only: the daemon's keys
-live on the token (scepd.keys.pkcs11).
+The one software key: for the codec's client half (scepd.scep.client, which
+signs requests and opens replies with a client's own key), its unit tests
+and test clients. The daemon's keys live on the token (scepd.keys.pkcs11).
 """
 
 from __future__ import annotations
 
 import os
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as apad
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from scepd.keys import rejection
-from scepd.keys.base import HashName, OaepParams, RsaPadding, UnsupportedParameters, Unwrapped
-
-_HASHES: dict[HashName, type[hashes.HashAlgorithm]] = {
-    HashName.SHA1: hashes.SHA1,
-    HashName.SHA224: hashes.SHA224,
-    HashName.SHA256: hashes.SHA256,
-    HashName.SHA384: hashes.SHA384,
-    HashName.SHA512: hashes.SHA512,
-}
-
-
-def hash_algorithm(name: HashName | str) -> hashes.HashAlgorithm:
-    return _HASHES[HashName(name)]()
+from scepd.keys.base import HashName, OaepParams, RsaPadding, UnsupportedParameters, Unwrapped, hash_algorithm
 
 
 class SoftwareKey:
@@ -52,11 +40,23 @@ class SoftwareKey:
     def private_key(self) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
         return self._key
 
-    async def sign(self, data: bytes, hash: HashName) -> bytes:
+    def sign_now(self, data: bytes, hash: HashName) -> bytes:
+        """`sign` for synchronous callers (the client half builds requests without an event loop):
+        PKCS#1 v1.5 for RSA, ECDSA (DER) for EC."""
         algorithm = hash_algorithm(hash)
         if isinstance(self._key, rsa.RSAPrivateKey):
             return self._key.sign(data, apad.PKCS1v15(), algorithm)
         return self._key.sign(data, ec.ECDSA(algorithm))
+
+    async def sign(self, data: bytes, hash: HashName) -> bytes:
+        return self.sign_now(data, hash)
+
+    async def sign_pss(self, data: bytes, hash: HashName) -> bytes:
+        """RSASSA-PSS, MGF1 with the same hash and a salt as long as the digest (JWT PS256)."""
+        if not isinstance(self._key, rsa.RSAPrivateKey):
+            raise UnsupportedParameters(f"key {self._label!r} is not an RSA key and cannot sign RSA-PSS")
+        algorithm = hash_algorithm(hash)
+        return self._key.sign(data, apad.PSS(apad.MGF1(algorithm), salt_length=algorithm.digest_size), algorithm)
 
     async def unwrap(self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None, key_size: int) -> Unwrapped:
         """Implicit rejection as on the token; the secret lives in this object only."""

@@ -10,27 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from asn1crypto import core
 from cryptography import x509
 
-from scepd import der
-from scepd.keys.base import HashName, OaepParams, RsaPadding, Signer
+from scepd import der, oids
+from scepd.keys.base import HashName, OaepParams, RsaPadding
 from scepd.scep.certs_only import build_degenerate
 from scepd.scep.ciphers import ContentCipher
-from scepd.scep.constants import (
-    OID_FAIL_INFO,
-    OID_FAIL_INFO_TEXT,
-    OID_MESSAGE_TYPE,
-    OID_PKI_STATUS,
-    OID_RECIPIENT_NONCE,
-    OID_SENDER_NONCE,
-    OID_TRANSACTION_ID,
-    FailInfo,
-    MessageType,
-    PkiStatus,
-)
+from scepd.scep.constants import FailInfo, MessageType, PkiStatus
 from scepd.scep.envelope import build_envelope
-from scepd.scep.signed import SignedDataDraft, attribute_der, draft_signed_data
+from scepd.scep.signed import SignedDataDraft, attribute_der, draft_signed_data, sign_draft
 
 
 @dataclass(frozen=True)
@@ -91,19 +79,18 @@ def build_cert_rep(
             oaep=recipient_oaep,
         )
     attrs = [
-        attribute_der(OID_MESSAGE_TYPE, der.printable_string(MessageType.CERT_REP.value)),
-        attribute_der(OID_PKI_STATUS, der.printable_string(status.value)),
-        # asn1crypto's PrintableString, as before (latin-1, no character-set check),
-        # so a transactionID goes back encoded exactly as it always was.
-        attribute_der(OID_TRANSACTION_ID, core.PrintableString(transaction_id).dump()),
+        attribute_der(oids.SCEP_MESSAGE_TYPE, der.printable_string(MessageType.CERT_REP.value)),
+        attribute_der(oids.SCEP_PKI_STATUS, der.printable_string(status.value)),
+        # Latin-1, no character-set check: the transactionID goes back encoded as it came.
+        attribute_der(oids.SCEP_TRANSACTION_ID, der.printable_string(transaction_id)),
         # Echoed byte for byte: older iOS sends 8-byte nonces and matches them exactly.
-        attribute_der(OID_RECIPIENT_NONCE, der.octet_string(recipient_nonce)),
-        attribute_der(OID_SENDER_NONCE, der.octet_string(sender_nonce)),
+        attribute_der(oids.SCEP_RECIPIENT_NONCE, der.octet_string(recipient_nonce)),
+        attribute_der(oids.SCEP_SENDER_NONCE, der.octet_string(sender_nonce)),
     ]
     if fail_info is not None:
-        attrs.append(attribute_der(OID_FAIL_INFO, der.printable_string(fail_info.value)))
+        attrs.append(attribute_der(oids.SCEP_FAIL_INFO, der.printable_string(fail_info.value)))
         if fail_info_text:
-            attrs.append(attribute_der(OID_FAIL_INFO_TEXT, der.utf8_string(fail_info_text)))
+            attrs.append(attribute_der(oids.SCEP_FAIL_INFO_TEXT, der.utf8_string(fail_info_text)))
     return CertRepDraft(
         draft_signed_data(
             content=content,
@@ -115,5 +102,5 @@ def build_cert_rep(
     )
 
 
-async def sign_cert_rep(draft: CertRepDraft, signer: Signer) -> bytes:
-    return draft.finish(await signer.sign(draft.to_be_signed, draft.digest))
+# One signing step for every draft (scepd.scep.signed.sign_draft); the name says what is signed.
+sign_cert_rep = sign_draft

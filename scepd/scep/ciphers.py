@@ -11,15 +11,17 @@ import enum
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, algorithms, modes
 
+from scepd import oids
+
 
 class ContentCipher(enum.Enum):
     """(OID, asn1crypto name, key size in bytes, block size in bytes)."""
 
-    AES128_CBC = ("2.16.840.1.101.3.4.1.2", "aes128_cbc", 16, 16)
-    AES192_CBC = ("2.16.840.1.101.3.4.1.22", "aes192_cbc", 24, 16)
-    AES256_CBC = ("2.16.840.1.101.3.4.1.42", "aes256_cbc", 32, 16)
-    DES3_CBC = ("1.2.840.113549.3.7", "tripledes_3key", 24, 8)
-    DES_CBC = ("1.3.14.3.2.7", "des", 8, 8)
+    AES128_CBC = (oids.AES128_CBC, "aes128_cbc", 16, 16)
+    AES192_CBC = (oids.AES192_CBC, "aes192_cbc", 24, 16)
+    AES256_CBC = (oids.AES256_CBC, "aes256_cbc", 32, 16)
+    DES3_CBC = (oids.DES_EDE3_CBC, "tripledes_3key", 24, 8)
+    DES_CBC = (oids.DES_CBC, "des", 8, 8)
 
     @property
     def oid(self) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
@@ -20,40 +19,23 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from scepd.keys.base import HashName, OaepParams, RsaPadding
+from scepd import der, oids
+from scepd.keys.base import HashName, OaepParams, RsaPadding, hash_algorithm
+from scepd.keys.software import SoftwareKey
 from scepd.scep.certs_only import parse_degenerate
 from scepd.scep.ciphers import ContentCipher
-from scepd.scep.constants import (
-    OID_FAIL_INFO,
-    OID_FAIL_INFO_TEXT,
-    OID_MESSAGE_TYPE,
-    OID_PKI_STATUS,
-    OID_RECIPIENT_NONCE,
-    OID_SENDER_NONCE,
-    OID_TRANSACTION_ID,
-    FailInfo,
-    MessageType,
-    PkiStatus,
-)
+from scepd.scep.constants import FailInfo, MessageType, PkiStatus
 from scepd.scep.envelope import build_envelope, parse_envelope
 from scepd.scep.errors import MalformedMessage, ScepError
-from scepd.scep.message import (
-    OID_CONTENT_TYPE,
-    OID_MESSAGE_DIGEST,
-    IssuerAndSubject,
-    octets_value,
-    single,
-    text_value,
-)
+from scepd.scep.message import octets_value, single, text_value
 from scepd.scep.signed import (
     ASN1_ERRORS,
-    attribute,
+    attribute_der,
     attribute_values,
     digest,
     draft_signed_data,
     embedded_certificates,
     find_signer,
-    hash_algorithm,
     hash_name,
     signed_attrs_candidates,
     verify,
@@ -77,12 +59,6 @@ def make_self_signed(key: PrivateKey, subject: x509.Name, now: dt.datetime) -> x
     )
 
 
-def _sign(key: PrivateKey, data: bytes, digest_name: HashName) -> bytes:
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), hash_algorithm(digest_name))
-    return key.sign(data, ec.ECDSA(hash_algorithm(digest_name)))
-
-
 def build_pki_message(
     *,
     message_type: MessageType,
@@ -103,30 +79,26 @@ def build_pki_message(
     draft = draft_signed_data(
         content=content,
         attributes=[
-            attribute(OID_MESSAGE_TYPE, core.PrintableString(message_type.value)),
-            attribute(OID_TRANSACTION_ID, core.PrintableString(transaction_id)),
-            attribute(OID_SENDER_NONCE, core.OctetString(sender_nonce)),
+            attribute_der(oids.SCEP_MESSAGE_TYPE, der.printable_string(message_type.value)),
+            attribute_der(oids.SCEP_TRANSACTION_ID, der.printable_string(transaction_id)),
+            attribute_der(oids.SCEP_SENDER_NONCE, der.octet_string(sender_nonce)),
         ],
         signer_certificate=signer_certificate,
         digest_name=digest,
         certificates=(),
         include_content_type=not omit_content_type_attr,
     )
-    return draft.finish(_sign(signer_key, draft.to_be_signed, digest))
-
-
-def _name(name: x509.Name) -> asn1_x509.Name:
-    return asn1_x509.Name.load(name.public_bytes())
+    return draft.finish(SoftwareKey(signer_key).sign_now(draft.to_be_signed, digest))
 
 
 def issuer_and_subject(issuer: x509.Name, subject: x509.Name) -> bytes:
     """CertPoll payload."""
-    return cast(bytes, IssuerAndSubject({"issuer": _name(issuer), "subject": _name(subject)}).dump())
+    return der.sequence(issuer.public_bytes(), subject.public_bytes())
 
 
 def issuer_and_serial(issuer: x509.Name, serial: int) -> bytes:
     """GetCert / GetCRL payload."""
-    return cast(bytes, cms.IssuerAndSerialNumber({"issuer": _name(issuer), "serial_number": serial}).dump())
+    return der.sequence(issuer.public_bytes(), der.integer(serial))
 
 
 @dataclass(frozen=True)
@@ -204,7 +176,7 @@ def _parse_cert_rep(
     attrs = attribute_values(signer_info)
     encap = signed["encap_content_info"]
     content = encap["content"].native if encap["content"] else None
-    md = single(attrs, OID_MESSAGE_DIGEST)
+    md = single(attrs, oids.MESSAGE_DIGEST)
     if md is None or octets_value(md) != digest(digest_name, content or b""):
         raise ScepError(FailInfo.BAD_MESSAGE_CHECK, "the CertRep messageDigest does not match")
     if not any(
@@ -221,9 +193,9 @@ def _parse_cert_rep(
         value = single(attrs, oid)
         return (octets_value(value) if value is not None else None) or b""
 
-    status = PkiStatus(text(OID_PKI_STATUS))
-    fail = text(OID_FAIL_INFO)
-    content_type = single(attrs, OID_CONTENT_TYPE)
+    status = PkiStatus(text(oids.SCEP_PKI_STATUS))
+    fail = text(oids.SCEP_FAIL_INFO)
+    content_type = single(attrs, oids.CONTENT_TYPE)
     certificates: list[x509.Certificate] = []
     crls: list[bytes] = []
     if status is PkiStatus.SUCCESS and content and decrypt_key is not None:
@@ -231,14 +203,13 @@ def _parse_cert_rep(
     return CertRep(
         status=status,
         fail_info=FailInfo(fail) if fail is not None else None,
-        fail_info_text=text(OID_FAIL_INFO_TEXT),
-        transaction_id=text(OID_TRANSACTION_ID) or "",
-        sender_nonce=octets(OID_SENDER_NONCE),
-        recipient_nonce=octets(OID_RECIPIENT_NONCE),
-        message_type=MessageType(text(OID_MESSAGE_TYPE)),
+        fail_info_text=text(oids.SCEP_FAIL_INFO_TEXT),
+        transaction_id=text(oids.SCEP_TRANSACTION_ID) or "",
+        sender_nonce=octets(oids.SCEP_SENDER_NONCE),
+        recipient_nonce=octets(oids.SCEP_RECIPIENT_NONCE),
+        message_type=MessageType(text(oids.SCEP_MESSAGE_TYPE)),
         certificates=certificates,
         crls=crls,
         signer_certificate=signer_cert,
-        has_content_type_attr=isinstance(content_type, core.ObjectIdentifier)
-        and content_type.dotted == "1.2.840.113549.1.7.1",
+        has_content_type_attr=isinstance(content_type, core.ObjectIdentifier) and content_type.dotted == oids.DATA,
     )

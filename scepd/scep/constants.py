@@ -30,15 +30,7 @@ class FailInfo(str, enum.Enum):
     BAD_CERT_ID = "4"
 
 
-# Authenticated-attribute OIDs under id-VeriSign 2.16.840.1.113733.1.9
-OID_MESSAGE_TYPE = "2.16.840.1.113733.1.9.2"
-OID_PKI_STATUS = "2.16.840.1.113733.1.9.3"
-OID_FAIL_INFO = "2.16.840.1.113733.1.9.4"
-OID_SENDER_NONCE = "2.16.840.1.113733.1.9.5"
-OID_RECIPIENT_NONCE = "2.16.840.1.113733.1.9.6"
-OID_TRANSACTION_ID = "2.16.840.1.113733.1.9.7"
-OID_FAIL_INFO_TEXT = "1.3.6.1.5.5.7.24.1"  # id-scep-failInfoText (RFC 8894)
-
+# The message attributes' OIDs are in scepd.oids (SCEP_*).
 CONTENT_TYPE_CA_CERT = "application/x-x509-ca-cert"
 CONTENT_TYPE_CA_RA_CERT = "application/x-x509-ca-ra-cert"
 CONTENT_TYPE_NEXT_CA_CERT = "application/x-x509-next-ca-cert"

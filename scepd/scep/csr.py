@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from scepd.keys.software import hash_algorithm
+from scepd.keys.base import hash_algorithm
 from scepd.scep.signed import ASN1_ERRORS
 
 _READ_ERRORS: tuple[type[Exception], ...] = (ValueError, *ASN1_ERRORS)

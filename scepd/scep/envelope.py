@@ -10,19 +10,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import cast
 
 from asn1crypto import algos, cms, parser
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from scepd import der
+from scepd import der, oids
 from scepd import strict_der as sd
-from scepd.keys.base import Decrypter, HashName, OaepParams, RsaPadding
+from scepd.keys.base import Decrypter, HashName, OaepParams, RsaPadding, hash_algorithm
 from scepd.scep.ciphers import ContentCipher
 from scepd.scep.constants import FailInfo
 from scepd.scep.errors import ScepError, Unreadable
-from scepd.scep.signed import ASN1_ERRORS, hash_algorithm, issuer_and_serial_der
+from scepd.scep.signed import ASN1_ERRORS, digest_algorithm_der, issuer_and_serial_der
 
 
 @dataclass(frozen=True)
@@ -159,45 +158,45 @@ def _strict_envelope(data: bytes) -> Envelope | None:
     then parses and, where it must, refuses with the precise failInfo.
     """
     d = data
-    start, end = sd.whole(d, sd.SEQUENCE)
+    start, end = sd.whole(d, der.SEQUENCE)
     parts = sd.children(d, start, end)
-    if [t for t, *_ in parts] != [sd.OID, 0xA0] or d[parts[0][2] : parts[0][3]] != _OID_ENVELOPED_DATA[2:]:
+    if [t for t, *_ in parts] != [der.OID, der.CONTEXT_0] or d[parts[0][2] : parts[0][3]] != _OID_ENVELOPED_DATA[2:]:
         return None
-    start, end = sd.expect(d, parts[1][2], parts[1][3], sd.SEQUENCE)
+    start, end = sd.expect(d, parts[1][2], parts[1][3], der.SEQUENCE)
     fields = sd.children(d, start, end)
     tags = [t for t, *_ in fields]
-    if tags[:3] != [sd.INTEGER, sd.SET, sd.SEQUENCE] or tags[3:] not in ([], [0xA1]):
+    if tags[:3] != [der.INTEGER, der.SET, der.SEQUENCE] or tags[3:] not in ([], [der.CONTEXT_1]):
         return None  # originatorInfo, or something else unexpected
-    ktri = next((r for r in sd.children(d, fields[1][2], fields[1][3]) if r[0] == sd.SEQUENCE), None)
+    ktri = next((r for r in sd.children(d, fields[1][2], fields[1][3]) if r[0] == der.SEQUENCE), None)
     if ktri is None:
         return None
     rid = sd.children(d, ktri[2], ktri[3])
     if (
-        [t for t, *_ in rid][:1] != [sd.INTEGER]
+        [t for t, *_ in rid][:1] != [der.INTEGER]
         or len(rid) != 4
-        or rid[2][0] != sd.SEQUENCE
-        or rid[3][0] != sd.OCTET_STRING
+        or rid[2][0] != der.SEQUENCE
+        or rid[3][0] != der.OCTET_STRING
     ):
         return None
     algorithm = sd.children(d, rid[2][2], rid[2][3])
-    if not algorithm or algorithm[0][0] != sd.OID:
+    if not algorithm or algorithm[0][0] != der.OID:
         return None
     transport = sd.oid_text(d[algorithm[0][2] : algorithm[0][3]])
     # Absent, NULL, or an empty RSAES-OAEP-params SEQUENCE: every field at its (SHA-1) default.
     default_params = len(algorithm) == 1 or (
         len(algorithm) == 2 and d[algorithm[1][1] : algorithm[1][3]] in (der.NULL, b"\x30\x00")
     )
-    if transport == "1.2.840.113549.1.1.1":
+    if transport == oids.RSA_ENCRYPTION:
         rsa_padding, oaep = RsaPadding.PKCS1V15, None
-    elif transport == "1.2.840.113549.1.1.7" and default_params:
+    elif transport == oids.RSAES_OAEP and default_params:
         rsa_padding, oaep = RsaPadding.OAEP, OaepParams()
     else:
         return None
     eci = sd.children(d, fields[2][2], fields[2][3])
-    if [t for t, *_ in eci] != [sd.OID, sd.SEQUENCE, 0x80]:
+    if [t for t, *_ in eci] != [der.OID, der.SEQUENCE, der.CONTEXT_0_PRIMITIVE]:
         return None  # no content, or a constructed [0] (Go's pkcs7): the general parser reads those
     content_alg = sd.children(d, eci[1][2], eci[1][3])
-    if [t for t, *_ in content_alg] != [sd.OID, sd.OCTET_STRING]:
+    if [t for t, *_ in content_alg] != [der.OID, der.OCTET_STRING]:
         return None
     cipher = ContentCipher.from_oid(sd.oid_text(d[content_alg[0][2] : content_alg[0][3]]))
     iv = d[content_alg[1][2] : content_alg[1][3]]
@@ -223,9 +222,9 @@ def _general_envelope(data: bytes) -> Envelope:
         key_alg = ktri["key_encryption_algorithm"]
         transport = key_alg["algorithm"].dotted
         oaep: OaepParams | None = None
-        if transport == "1.2.840.113549.1.1.1":
+        if transport == oids.RSA_ENCRYPTION:
             rsa_padding = RsaPadding.PKCS1V15
-        elif transport == "1.2.840.113549.1.1.7":
+        elif transport == oids.RSAES_OAEP:
             rsa_padding = RsaPadding.OAEP
             params = key_alg["parameters"]
             oaep = OaepParams() if params.native is None else _oaep_params(params)
@@ -259,19 +258,6 @@ def _general_envelope(data: bytes) -> Envelope:
         iv=iv,
         encrypted_content=encrypted,
     )
-
-
-def _key_encryption_algorithm(rsa_padding: RsaPadding, oaep: OaepParams | None) -> cms.KeyEncryptionAlgorithm:
-    if rsa_padding is RsaPadding.PKCS1V15:
-        return cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15", "parameters": None})
-    oaep = oaep or OaepParams()
-    params: dict[str, object] = {
-        "hash_algorithm": {"algorithm": oaep.hash.value},
-        "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": {"algorithm": oaep.mgf_hash.value}},
-    }
-    if oaep.label:
-        params["p_source_algorithm"] = {"algorithm": "p_specified", "parameters": oaep.label}
-    return cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep", "parameters": params})
 
 
 def wrap_key(public_key: rsa.RSAPublicKey, cek: bytes, rsa_padding: RsaPadding, oaep: OaepParams | None) -> bytes:
@@ -316,16 +302,28 @@ def build_envelope(
         _OID_DATA,
         der.sequence(der.oid(cipher.oid), der.octet_string(iv)),
         # [0] IMPLICIT OCTET STRING, primitive (0x80): strict DER, which some clients require.
-        der.tlv(0x80, cipher.encrypt(cek, iv, content)),
+        der.tlv(der.CONTEXT_0_PRIMITIVE, cipher.encrypt(cek, iv, content)),
     )
     enveloped = der.sequence(der.integer(0), der.set_of([recipient_info]), encrypted_content_info)
-    return der.sequence(_OID_ENVELOPED_DATA, der.explicit(0, enveloped))
+    return der.sequence(_OID_ENVELOPED_DATA, der.context(0, enveloped))
 
 
-_OID_DATA = der.oid("1.2.840.113549.1.7.1")
-_OID_ENVELOPED_DATA = der.oid("1.2.840.113549.1.7.3")
+_OID_DATA = der.oid(oids.DATA)
+_OID_ENVELOPED_DATA = der.oid(oids.ENVELOPED_DATA)
 
 
 @lru_cache(maxsize=32)
 def _key_encryption_algorithm_der(rsa_padding: RsaPadding, oaep: OaepParams | None) -> bytes:
-    return cast(bytes, _key_encryption_algorithm(rsa_padding, oaep).dump())
+    """The RecipientInfo's keyEncryptionAlgorithm: rsaEncryption without parameters, or RSAES-OAEP
+    with RSAES-OAEP-params (RFC 4055 3.1) leaving out each field that equals its SHA-1 default."""
+    if rsa_padding is RsaPadding.PKCS1V15:
+        return der.algorithm(oids.RSA_ENCRYPTION, None)
+    oaep = oaep or OaepParams()
+    fields = []
+    if oaep.hash is not HashName.SHA1:
+        fields.append(der.context(0, digest_algorithm_der(oaep.hash)))
+    if oaep.mgf_hash is not HashName.SHA1:
+        fields.append(der.context(1, der.algorithm(oids.MGF1, digest_algorithm_der(oaep.mgf_hash))))
+    if oaep.label:
+        fields.append(der.context(2, der.algorithm(oids.P_SPECIFIED, der.octet_string(oaep.label))))
+    return der.algorithm(oids.RSAES_OAEP, der.sequence(*fields))

@@ -14,21 +14,13 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.x509.name import _ASN1Type
 
+from scepd import oids
 from scepd.keys.base import HashName
-from scepd.scep.constants import (
-    OID_MESSAGE_TYPE,
-    OID_SENDER_NONCE,
-    OID_TRANSACTION_ID,
-    FailInfo,
-    MessageType,
-)
+from scepd.scep.constants import FailInfo, MessageType
 from scepd.scep.envelope import Envelope, parse_envelope
 from scepd.scep.errors import MalformedMessage, ScepError
 from scepd.scep.signed import ASN1_ERRORS, digest, hash_name, verify
 from scepd.scep.signed_view import SignedView, read_signed
-
-OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
-OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 
 DEFAULT_HASHES = frozenset({HashName.SHA1, HashName.SHA256, HashName.SHA512, HashName.SHA224, HashName.SHA384})
 
@@ -86,15 +78,15 @@ def _parse(data: bytes, signed: SignedView, allowed: frozenset[HashName], learne
     if not attrs:
         raise fail(FailInfo.BAD_REQUEST, "the request has no signed attributes")
 
-    tid = single(attrs, OID_TRANSACTION_ID)
+    tid = single(attrs, oids.SCEP_TRANSACTION_ID)
     transaction_id = text_value(tid) if tid is not None else None
     if transaction_id:
         learned["transaction_id"] = transaction_id
-    nonce = single(attrs, OID_SENDER_NONCE)
+    nonce = single(attrs, oids.SCEP_SENDER_NONCE)
     sender_nonce = octets_value(nonce) if nonce is not None else None
     if sender_nonce:
         learned["sender_nonce"] = sender_nonce
-    mt = single(attrs, OID_MESSAGE_TYPE)
+    mt = single(attrs, oids.SCEP_MESSAGE_TYPE)
     mt_text = text_value(mt) if mt is not None else None
     message_type: MessageType | None = None
     if mt_text is not None:
@@ -130,15 +122,15 @@ def _parse(data: bytes, signed: SignedView, allowed: frozenset[HashName], learne
         raise fail(FailInfo.BAD_ALG, f"digest algorithm {digest_algorithm['algorithm'].dotted} is not allowed")
 
     content_type_oid, content = signed.encapsulated()
-    if content_type_oid != "1.2.840.113549.1.7.1":
+    if content_type_oid != oids.DATA:
         raise fail(FailInfo.BAD_REQUEST, "the encapsulated content type is not id-data")
     if content is not None and not isinstance(content, bytes):
         raise fail(FailInfo.BAD_REQUEST, "the encapsulated content is not an OCTET STRING")
 
-    content_type = single(attrs, OID_CONTENT_TYPE)
-    if not isinstance(content_type, core.ObjectIdentifier) or content_type.dotted != "1.2.840.113549.1.7.1":
+    content_type = single(attrs, oids.CONTENT_TYPE)
+    if not isinstance(content_type, core.ObjectIdentifier) or content_type.dotted != oids.DATA:
         raise fail(FailInfo.BAD_MESSAGE_CHECK, "the contentType attribute is missing or not id-data")
-    message_digest = single(attrs, OID_MESSAGE_DIGEST)
+    message_digest = single(attrs, oids.MESSAGE_DIGEST)
     if message_digest is None or octets_value(message_digest) != digest(digest_name, content or b""):
         raise fail(FailInfo.BAD_MESSAGE_CHECK, "the messageDigest does not match the content")
 

@@ -11,18 +11,17 @@ import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import cast
+from typing import Protocol
 
 from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from scepd import der, strict_der
-from scepd.keys.base import HashName
+from scepd import der, oids, strict_der
+from scepd.keys.base import HashName, Signer, hash_algorithm
 
 # asn1crypto parses lazily, so a malformed field surfaces as one of these at first
 # access; cryptography adds its own two for certificates it cannot represent.
@@ -38,18 +37,6 @@ ASN1_ERRORS: tuple[type[Exception], ...] = (
     UnicodeError,
 )
 
-HASHES: dict[HashName, type[hashes.HashAlgorithm]] = {
-    HashName.SHA1: hashes.SHA1,
-    HashName.SHA224: hashes.SHA224,
-    HashName.SHA256: hashes.SHA256,
-    HashName.SHA384: hashes.SHA384,
-    HashName.SHA512: hashes.SHA512,
-}
-
-
-def hash_algorithm(name: HashName) -> hashes.HashAlgorithm:
-    return HASHES[name]()
-
 
 def digest(name: HashName, data: bytes) -> bytes:
     return hashlib.new(name.value, data).digest()
@@ -63,24 +50,9 @@ def hash_name(algorithm: algos.DigestAlgorithm) -> HashName | None:
         return None
 
 
-def der_set(contents: bytes) -> bytes:
-    """Wrap contents as a definite-length universal SET (tag 0x31)."""
-    n = len(contents)
-    if n < 0x80:
-        length = bytes([n])
-    else:
-        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        length = bytes([0x80 | len(raw)]) + raw
-    return b"\x31" + length + contents
-
-
 def sorted_attributes(attrs: Iterable[cms.CMSAttribute]) -> cms.CMSAttributes:
     """DER requires a SET OF sorted by encoding; asn1crypto keeps insertion order."""
     return cms.CMSAttributes(sorted(attrs, key=lambda a: a.dump()))
-
-
-def attribute(oid: str, value: core.Asn1Value) -> cms.CMSAttribute:
-    return cms.CMSAttribute({"type": oid, "values": [value]})
 
 
 def signed_attrs_candidates(signer_info: cms.SignerInfo) -> Iterator[bytes]:
@@ -91,7 +63,7 @@ def signed_attrs_candidates(signer_info: cms.SignerInfo) -> Iterator[bytes]:
     at the first candidate that verifies never pay for it.
     """
     attrs = signer_info["signed_attrs"]
-    first = der_set(attrs.contents)
+    first = der.tlv(der.SET, attrs.contents)
     yield first
     canonical = sorted_attributes(attrs.untag().copy()).dump(force=True)
     if canonical != first:
@@ -192,25 +164,24 @@ def issuer_and_serial_der(certificate: x509.Certificate) -> bytes:
 
 @lru_cache(maxsize=16)
 def digest_algorithm_der(name: HashName) -> bytes:
-    return cast(bytes, algos.DigestAlgorithm({"algorithm": name.value}).dump())
+    return der.algorithm(oids.DIGEST[name.value])  # with NULL parameters
 
 
 def signature_algorithm_der(public_key: object, digest_name: HashName) -> bytes:
     if isinstance(public_key, rsa.RSAPublicKey):
-        return cast(bytes, _RSA_SIGNATURE_ALGORITHM)
+        return _RSA_SIGNATURE_ALGORITHM
     return _ecdsa_signature_algorithm(digest_name)
 
 
 @lru_cache(maxsize=16)
 def _ecdsa_signature_algorithm(digest_name: HashName) -> bytes:
-    return cast(bytes, algos.SignedDigestAlgorithm({"algorithm": f"{digest_name.value}_ecdsa"}).dump())
+    return der.algorithm(oids.ECDSA_WITH[digest_name.value], None)
 
 
-_RSA_SIGNATURE_ALGORITHM = algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump()
-_OID_DATA = der.oid("1.2.840.113549.1.7.1")
-_OID_SIGNED_DATA = der.oid("1.2.840.113549.1.7.2")
-_OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
-_OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+# A CMS SignerInfo names RSA PKCS#1 v1.5 by rsaEncryption (RFC 3370 3.2), the digest being separate.
+_RSA_SIGNATURE_ALGORITHM = der.algorithm(oids.RSA_ENCRYPTION)
+_OID_DATA = der.oid(oids.DATA)
+_OID_SIGNED_DATA = der.oid(oids.SIGNED_DATA)
 
 
 def attribute_der(oid: str, value: bytes) -> bytes:
@@ -228,16 +199,16 @@ def signed_data_der(
     digest_algorithms: Sequence[bytes] | None = None,
 ) -> bytes:
     """ContentInfo(SignedData v1) over id-data; certificates kept in the given order."""
-    encap = der.sequence(_OID_DATA, der.explicit(0, der.octet_string(content)) if content is not None else b"")
+    encap = der.sequence(_OID_DATA, der.context(0, der.octet_string(content)) if content is not None else b"")
     signed_data = der.sequence(
         der.integer(1),
         der.set_of(digest_algorithms if digest_algorithms is not None else [digest_algorithm_der(digest_name)]),
         encap,
-        der.implicit_constructed(0, b"".join(certificates)) if certificates else b"",
-        der.implicit_constructed(1, b"".join(crls)) if crls else b"",
+        der.context(0, b"".join(certificates)) if certificates else b"",
+        der.context(1, b"".join(crls)) if crls else b"",
         der.set_of(signer_infos),
     )
-    return der.sequence(_OID_SIGNED_DATA, der.explicit(0, signed_data))
+    return der.sequence(_OID_SIGNED_DATA, der.context(0, signed_data))
 
 
 @dataclass(frozen=True)
@@ -256,7 +227,7 @@ class SignedDataDraft:
             issuer_and_serial_der(self.signer_certificate),
             digest_algorithm_der(self.digest),
             # [0] IMPLICIT SignedAttributes: the same content under a context tag.
-            b"\xa0" + self.to_be_signed[1:],
+            bytes([der.CONTEXT_0]) + self.to_be_signed[1:],
             signature_algorithm_der(self.signer_certificate.public_key(), self.digest),
             der.octet_string(signature),
         )
@@ -268,10 +239,27 @@ class SignedDataDraft:
         )
 
 
+class Draft(Protocol):
+    """A SignedData (a CertRep, a GetNextCACert reply) waiting for its signature."""
+
+    @property
+    def to_be_signed(self) -> bytes: ...
+
+    @property
+    def digest(self) -> HashName: ...
+
+    def finish(self, signature: bytes) -> bytes: ...
+
+
+async def sign_draft(draft: Draft, signer: Signer) -> bytes:
+    """Sign `draft` with `signer` (the token, off the event loop) and return the finished DER."""
+    return draft.finish(await signer.sign(draft.to_be_signed, draft.digest))
+
+
 def draft_signed_data(
     *,
     content: bytes | None,
-    attributes: Iterable[cms.CMSAttribute | bytes],
+    attributes: Iterable[bytes],
     signer_certificate: x509.Certificate,
     digest_name: HashName,
     certificates: Iterable[bytes],
@@ -283,10 +271,10 @@ def draft_signed_data(
     digest is of the empty string, which is what a verifier of detached content
     with nothing attached computes.
     """
-    encoded = [a if isinstance(a, bytes) else a.dump() for a in attributes]
-    encoded.append(attribute_der(_OID_MESSAGE_DIGEST, der.octet_string(digest(digest_name, content or b""))))
+    encoded = list(attributes)
+    encoded.append(attribute_der(oids.MESSAGE_DIGEST, der.octet_string(digest(digest_name, content or b""))))
     if include_content_type:
-        encoded.append(attribute_der(_OID_CONTENT_TYPE, _OID_DATA))
+        encoded.append(attribute_der(oids.CONTENT_TYPE, _OID_DATA))
     signer_der = signer_certificate.public_bytes(Encoding.DER)
     certs = (signer_der, *(c for c in certificates if c != signer_der))
     return SignedDataDraft(

@@ -16,7 +16,7 @@ from typing import Protocol
 from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
 
-from scepd import der
+from scepd import der, oids
 from scepd import strict_der as sd
 from scepd.scep.errors import MalformedMessage
 from scepd.scep.signed import (
@@ -28,24 +28,24 @@ from scepd.scep.signed import (
     signed_attrs_candidates,
 )
 
-_OID_SIGNED_DATA = der.oid("1.2.840.113549.1.7.2")[2:]
+_OID_SIGNED_DATA = der.oid(oids.SIGNED_DATA)[2:]
 # Attributes asn1crypto reads by a type of its own (cms.CMSAttributeType), so that the general
 # reader refuses a value of another type: the fast path must refuse the same ones. The three a
 # SCEP request carries are checked by tag; the others never appear in one and go the general way.
 _SPEC_TYPED: dict[str, tuple[int, ...]] = {
-    "1.2.840.113549.1.9.3": (sd.OID,),  # contentType
-    "1.2.840.113549.1.9.4": (sd.OCTET_STRING,),  # messageDigest
-    "1.2.840.113549.1.9.5": (0x17, 0x18),  # signingTime: UTCTime or GeneralizedTime
+    oids.CONTENT_TYPE: (der.OID,),
+    oids.MESSAGE_DIGEST: (der.OCTET_STRING,),
+    oids.SIGNING_TIME: (der.UTC_TIME, der.GENERALIZED_TIME),
     **{
         oid: ()
         for oid in (
-            "1.2.840.113549.1.9.6",
-            "1.2.840.113549.1.9.15",
-            "1.2.840.113549.1.9.16.2.11",
-            "1.2.840.113549.1.9.16.2.14",
-            "1.2.840.113549.1.9.52",
-            "1.3.6.1.4.1.311.2.4.1",
-            "1.3.6.1.4.1.311.3.3.1",
+            oids.COUNTERSIGNATURE,
+            oids.SMIME_CAPABILITIES,
+            oids.ENCRYPTION_KEY_PREFERENCE,
+            oids.TIME_STAMP_TOKEN,
+            oids.CMS_ALGORITHM_PROTECTION,
+            oids.MS_NESTED_SIGNATURE,
+            oids.MS_COUNTERSIGNATURE,
         )
     },
 }
@@ -159,23 +159,23 @@ class _StrictSigned:
 
     def __init__(self, data: bytes) -> None:
         d = self._data = data
-        start, end = sd.whole(d, sd.SEQUENCE)
+        start, end = sd.whole(d, der.SEQUENCE)
         parts = sd.children(d, start, end)
-        if len(parts) != 2 or parts[0][0] != sd.OID or parts[1][0] != 0xA0:
+        if len(parts) != 2 or parts[0][0] != der.OID or parts[1][0] != der.CONTEXT_0:
             raise sd.NotStrictDer("not a ContentInfo")
         if d[parts[0][2] : parts[0][3]] != _OID_SIGNED_DATA:
             raise sd.NotStrictDer("not SignedData")
-        start, end = _only(d, parts[1][2], parts[1][3], sd.SEQUENCE)
+        start, end = _only(d, parts[1][2], parts[1][3], der.SEQUENCE)
         fields = sd.children(d, start, end)
         tags = [f[0] for f in fields]
-        if len(tags) < 4 or tags[:3] != [sd.INTEGER, sd.SET, sd.SEQUENCE] or tags[-1] != sd.SET:
+        if len(tags) < 4 or tags[:3] != [der.INTEGER, der.SET, der.SEQUENCE] or tags[-1] != der.SET:
             raise sd.NotStrictDer("not a SignedData")
         middle = tags[3:-1]
-        if middle not in ([], [0xA0], [0xA1], [0xA0, 0xA1]):
+        if middle not in ([], [der.CONTEXT_0], [der.CONTEXT_1], [der.CONTEXT_0, der.CONTEXT_1]):
             raise sd.NotStrictDer("unexpected SignedData fields")
         self._read_encap(fields[2])
         self._certs: list[tuple[bytes, int, bytes]] = []
-        if middle and middle[0] == 0xA0:
+        if middle and middle[0] == der.CONTEXT_0:
             self._read_certificates(fields[3])
         infos = sd.children(d, fields[-1][2], fields[-1][3])
         self.signer_count = len(infos)
@@ -185,53 +185,53 @@ class _StrictSigned:
     def _read_encap(self, field: tuple[int, int, int, int]) -> None:
         d = self._data
         inner = sd.children(d, field[2], field[3])
-        if not inner or inner[0][0] != sd.OID or len(inner) > 2:
+        if not inner or inner[0][0] != der.OID or len(inner) > 2:
             raise sd.NotStrictDer("not an EncapsulatedContentInfo")
         self._content_type = sd.oid_text(d[inner[0][2] : inner[0][3]])
         self._content: bytes | None = None
         if len(inner) == 2:
-            if inner[1][0] != 0xA0:
+            if inner[1][0] != der.CONTEXT_0:
                 raise sd.NotStrictDer("eContent is not [0]")
-            start, end = _only(d, inner[1][2], inner[1][3], sd.OCTET_STRING)
+            start, end = _only(d, inner[1][2], inner[1][3], der.OCTET_STRING)
             self._content = d[start:end]
 
     def _read_certificates(self, field: tuple[int, int, int, int]) -> None:
         d = self._data
         for tag, begin, _start, end in sd.children(d, field[2], field[3]):
-            if tag != sd.SEQUENCE:
+            if tag != der.SEQUENCE:
                 raise sd.NotStrictDer("a CertificateChoices other than a certificate")
             cert = d[begin:end]
             issuer, serial = sd.issuer_and_serial(cert)
-            self._certs.append((cert, sd.integer(serial, *sd.expect(serial, 0, len(serial), sd.INTEGER)), issuer))
+            self._certs.append((cert, sd.integer(serial, *sd.expect(serial, 0, len(serial), der.INTEGER)), issuer))
 
     def _read_signer_info(self, info: tuple[int, int, int, int]) -> None:
         d = self._data
-        if info[0] != sd.SEQUENCE:
+        if info[0] != der.SEQUENCE:
             raise sd.NotStrictDer("a SignerInfo is not a SEQUENCE")
         fields = sd.children(d, info[2], info[3])
         tags = [f[0] for f in fields]
-        if tags and tags[-1] == 0xA1:  # unsignedAttrs: not read
+        if tags and tags[-1] == der.CONTEXT_1:  # unsignedAttrs: not read
             fields, tags = fields[:-1], tags[:-1]
-        if tags[:1] != [sd.INTEGER] or len(tags) not in (5, 6):
+        if tags[:1] != [der.INTEGER] or len(tags) not in (5, 6):
             raise sd.NotStrictDer("not a SignerInfo")
         sid, digest_alg = fields[1], fields[2]
         attrs = fields[3] if len(tags) == 6 else None
         sig_alg, signature = fields[-2], fields[-1]
-        if digest_alg[0] != sd.SEQUENCE or sig_alg[0] != sd.SEQUENCE or signature[0] != sd.OCTET_STRING:
+        if digest_alg[0] != der.SEQUENCE or sig_alg[0] != der.SEQUENCE or signature[0] != der.OCTET_STRING:
             raise sd.NotStrictDer("not a SignerInfo")
-        if attrs is not None and attrs[0] != 0xA0:
+        if attrs is not None and attrs[0] != der.CONTEXT_0:
             raise sd.NotStrictDer("signedAttrs is not [0]")
         self._sid_ski: bytes | None = None
         self._sid_issuer: bytes | None = None
         self._sid_serial = 0
-        if sid[0] == sd.SEQUENCE:
+        if sid[0] == der.SEQUENCE:
             ias = sd.children(d, sid[2], sid[3])
-            if [t for t, *_ in ias] != [sd.SEQUENCE, sd.INTEGER]:
+            if [t for t, *_ in ias] != [der.SEQUENCE, der.INTEGER]:
                 raise sd.NotStrictDer("not an IssuerAndSerialNumber")
             name, serial = ias
             self._sid_issuer = d[name[1] : name[3]]
             self._sid_serial = sd.integer(d, serial[2], serial[3])
-        elif sid[0] == 0x80:
+        elif sid[0] == der.CONTEXT_0_PRIMITIVE:
             self._sid_ski = d[sid[2] : sid[3]]
         else:
             raise sd.NotStrictDer("unknown SignerIdentifier")
@@ -243,8 +243,8 @@ class _StrictSigned:
         if attrs is not None:
             self._attrs_set = b"\x31" + d[attrs[1] + 1 : attrs[3]]
             for tag, _begin, start, end in sd.children(d, attrs[2], attrs[3]):
-                parts = sd.children(d, start, end) if tag == sd.SEQUENCE else []
-                if len(parts) != 2 or parts[0][0] != sd.OID or parts[1][0] != sd.SET:
+                parts = sd.children(d, start, end) if tag == der.SEQUENCE else []
+                if len(parts) != 2 or parts[0][0] != der.OID or parts[1][0] != der.SET:
                     raise sd.NotStrictDer("not an Attribute")
                 values = sd.children(d, parts[1][2], parts[1][3])
                 dotted = sd.oid_text(d[parts[0][2] : parts[0][3]])

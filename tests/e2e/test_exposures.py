@@ -37,7 +37,7 @@ async def test_client_strings_cannot_forge_log_lines(daemon: Daemon, client: Cli
     assert re.search(r"audit=issued .*subject=\"CN=cn-1\\nlevel=ERROR event=forged subject=1\\u2028x\"", log), log[
         -3000:
     ]
-    assert re.search(r"scep_failure transaction_id=\"tid-2\\r\\nlevel=ERROR", log), log[-3000:]
+    assert re.search(r"event=scep_failure transaction_id=\"tid-2\\r\\nlevel=ERROR", log), log[-3000:]
     assert re.search(r"audit=rejected transaction_id=\"tid-2\\r\\n", log), log[-3000:]
     lines = log.splitlines()
     assert not [line for line in lines if line.lstrip().startswith(FORGED)]

@@ -13,23 +13,19 @@ import os
 import secrets
 
 import pytest
-from asn1crypto import cms, core
+from asn1crypto import cms
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from scepd import der, oids
 from scepd.keys.base import HashName, RsaPadding
+from scepd.keys.software import SoftwareKey
 from scepd.scep import UNREADABLE_TEXT, ContentCipher
-from scepd.scep.client import _sign, attribute, draft_signed_data, make_self_signed
-from scepd.scep.constants import (
-    OID_MESSAGE_TYPE,
-    OID_SENDER_NONCE,
-    OID_TRANSACTION_ID,
-    FailInfo,
-    MessageType,
-    PkiStatus,
-)
+from scepd.scep.client import draft_signed_data, make_self_signed
+from scepd.scep.constants import FailInfo, MessageType, PkiStatus
 from scepd.scep.envelope import build_envelope
+from scepd.scep.signed import attribute_der
 from tests.e2e.conftest import CHALLENGE
 from tests.scep_client import Client, make_csr, rsa_key
 
@@ -60,15 +56,15 @@ def request(
     draft = draft_signed_data(
         content=info.dump(force=True),
         attributes=[
-            attribute(OID_MESSAGE_TYPE, core.PrintableString(MessageType.PKCS_REQ.value)),
-            attribute(OID_TRANSACTION_ID, core.PrintableString(secrets.token_hex(16))),
-            attribute(OID_SENDER_NONCE, core.OctetString(os.urandom(16))),
+            attribute_der(oids.SCEP_MESSAGE_TYPE, der.printable_string(MessageType.PKCS_REQ.value)),
+            attribute_der(oids.SCEP_TRANSACTION_ID, der.printable_string(secrets.token_hex(16))),
+            attribute_der(oids.SCEP_SENDER_NONCE, der.octet_string(os.urandom(16))),
         ],
         signer_certificate=signer,
         digest_name=HashName.SHA256,
         certificates=(),
     )
-    return draft.finish(_sign(key, draft.to_be_signed, HashName.SHA256))
+    return draft.finish(SoftwareKey(key).sign_now(draft.to_be_signed, HashName.SHA256))
 
 
 def shapes(pub: rsa.RSAPublicKey, csr_der: bytes) -> dict[str, tuple[bytes, bytes, bytes, RsaPadding]]:

@@ -9,36 +9,17 @@ import json
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from scepd.intune.auth import ClientCertificate, TokenSource
-from scepd.keys.base import HashName
+from scepd.intune.retry import RetryPolicy
+from scepd.keys.software import SoftwareKey
 from tests.fake_intune.helpers import client_certificate
 from tests.fake_intune.state import FakeIntune
 
 
-class MemorySigner:
-    """RSA PKCS#1 v1.5 and PSS with an in-memory key."""
+class V15Key(SoftwareKey):
+    """A key backend that signs PKCS#1 v1.5 only."""
 
-    label = "memory"
-
-    def __init__(self, key: rsa.RSAPrivateKey) -> None:
-        self.key = key
-
-    @property
-    def public_key(self) -> PublicKeyTypes:
-        return self.key.public_key()
-
-    async def sign(self, data: bytes, hash: HashName) -> bytes:
-        return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-
-    async def sign_pss(self, data: bytes, hash: HashName) -> bytes:
-        return self.key.sign(data, padding.PSS(padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
-
-
-class V15Signer(MemorySigner):
     sign_pss = None  # type: ignore[assignment]
 
 
@@ -51,7 +32,7 @@ def header_of(assertion: str) -> dict[str, object]:
 async def test_entra_takes_the_assertion(fake_intune: FakeIntune, algorithm: str) -> None:
     key, cert = client_certificate()
     fake_intune.add_client_certificate(cert)
-    credential = ClientCertificate(cert, MemorySigner(key), algorithm=algorithm)
+    credential = ClientCertificate(cert, SoftwareKey(key), algorithm=algorithm)
     async with httpx.AsyncClient() as http:
         tokens = TokenSource(
             http,
@@ -59,7 +40,7 @@ async def test_entra_takes_the_assertion(fake_intune: FakeIntune, algorithm: str
             tenant=fake_intune.tenant,
             client_id=fake_intune.client_id,
             credential=credential,
-            retries=0,
+            retry=RetryPolicy(retries=0),
         )
         assert await tokens.token("https://graph.microsoft.com/.default")
     [call] = fake_intune.calls("token")
@@ -73,7 +54,7 @@ async def test_entra_takes_the_assertion(fake_intune: FakeIntune, algorithm: str
 
 def test_default_is_ps256_and_needs_a_pss_capable_key() -> None:
     key, cert = client_certificate()
-    assert ClientCertificate(cert, MemorySigner(key)).algorithm == "PS256"
+    assert ClientCertificate(cert, SoftwareKey(key)).algorithm == "PS256"
     with pytest.raises(ValueError, match="RSA-PSS"):
-        ClientCertificate(cert, V15Signer(key))
-    assert ClientCertificate(cert, V15Signer(key), algorithm="RS256").algorithm == "RS256"
+        ClientCertificate(cert, V15Key(key))
+    assert ClientCertificate(cert, V15Key(key), algorithm="RS256").algorithm == "RS256"

@@ -59,3 +59,23 @@ def test_refused(keys: dict[str, Any], key: str, words: str) -> None:
     with pytest.raises(ConfigError) as info:
         intune(**keys)
     assert info.value.key == key and words in str(info.value)
+
+
+def test_provider_name_default_is_the_same_in_code_config_and_docs() -> None:
+    """One default: the settings object, the config parser and every page that states it."""
+    import re
+
+    from scepd.intune.settings import DEFAULT_PROVIDER_NAME, IntuneSettings
+
+    assert IntuneSettings(tenant="t", client_id="c").provider_name == DEFAULT_PROVIDER_NAME
+    assert intune().client.provider_name == DEFAULT_PROVIDER_NAME
+    root = Path(__file__).resolve().parent.parent.parent
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    stated = [
+        value
+        for page in pages
+        for line in page.read_text().splitlines()
+        if "provider_name" in line
+        for value in re.findall(r"`(scepd/[^`]*)`", line)
+    ]
+    assert set(stated) <= {DEFAULT_PROVIDER_NAME}, stated

@@ -22,7 +22,6 @@ from scepd.keys.pkcs11.pool import (
     generate_key,
     key_exists,
     load_certificate,
-    read_pin,
     store_certificate,
     token_thread,
 )
@@ -391,18 +390,6 @@ async def test_worker_restarts_after_crash(token_config: Callable[..., TokenConf
             await pool.key(label).sign(b"x", HashName.SHA256)
         sig = await pool.key(label).sign(b"x", HashName.SHA256)  # a fresh worker process
         pub.verify(sig, b"x", padding.PKCS1v15(), hashes.SHA256())
-
-
-def test_read_pin(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "pin").write_text("1234\n")
-    assert read_pin(f"file:{tmp_path / 'pin'}") == "1234"
-    monkeypatch.setenv("SCEPD_TEST_PIN", "5678")
-    assert read_pin("env:SCEPD_TEST_PIN") == "5678"
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    assert read_pin("credential:pin") == "1234"
-    for bad in ("1234", "file:", "credential:../pin", "env:SCEPD_NO_SUCH_VAR"):
-        with pytest.raises(ValueError):
-            read_pin(bad)
 
 
 def test_config_repr_hides_pin() -> None:

@@ -68,3 +68,17 @@ def test_substitute_key_lengths() -> None:
     mac = bytes(range(32))
     assert [len(rejection.substitute_key(mac, n)) for n in (8, 16, 24, 32, 48)] == [8, 16, 24, 32, 48]
     assert rejection.substitute_key(mac, 48)[:32] == mac
+
+
+async def test_pss_and_the_synchronous_sign() -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = SoftwareKey(private)
+    pss = await key.sign_pss(b"assertion", HashName.SHA256)
+    private.public_key().verify(
+        pss, b"assertion", padding.PSS(padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256()
+    )
+    v15 = key.sign_now(b"request", HashName.SHA384)
+    assert v15 == await key.sign(b"request", HashName.SHA384)  # PKCS#1 v1.5 is deterministic
+    private.public_key().verify(v15, b"request", padding.PKCS1v15(), hashes.SHA384())
+    with pytest.raises(UnsupportedParameters):
+        await SoftwareKey(ec.generate_private_key(ec.SECP256R1())).sign_pss(b"x", HashName.SHA256)

@@ -19,14 +19,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
-from scepd.keys.base import HashName
 from scepd.keys.software import SoftwareKey
 from scepd.scep import CertRepDraft, ContentCipher, build_cert_rep, open_envelope, parse_pki_message, sign_cert_rep
 from scepd.scep.client import build_pki_message, make_self_signed
 from scepd.scep.constants import MessageType, PkiStatus
 
 NOW = dt.datetime(2025, 1, 15, 12, 0, tzinfo=dt.UTC)
-HASHES = {n: getattr(hashes, n.name)() for n in HashName}
 
 
 def name(cn: str) -> x509.Name:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 
 import pytest
-from asn1crypto import cms, core
+from asn1crypto import cms
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scepd import der, oids
 from scepd.keys.base import HashName
+from scepd.keys.software import SoftwareKey
 from scepd.scep import MalformedMessage, ScepError, parse_certs_only, parse_issuer_and_serial, parse_pki_message
 from scepd.scep.constants import FailInfo, MessageType
 from tests.scep.conftest import Party, mutate, request
@@ -63,24 +65,21 @@ def _resigned_without(ra: Party, requester: Party, csr_der: bytes, oid: str) -> 
     attrs = [a for a in si["signed_attrs"] if a["type"].dotted != oid]
     draft = s.draft_signed_data(
         content=sd["encap_content_info"]["content"].native,
-        attributes=[a for a in attrs if a["type"].dotted not in ("1.2.840.113549.1.9.3", "1.2.840.113549.1.9.4")],
+        attributes=[a.dump() for a in attrs if a["type"].dotted not in (oids.CONTENT_TYPE, oids.MESSAGE_DIGEST)],
         signer_certificate=requester.cert,
         digest_name=HashName.SHA256,
         certificates=(),
     )
-    from cryptography.hazmat.primitives.asymmetric import padding
 
-    from tests.scep.conftest import HASHES
-
-    return draft.finish(requester.key.sign(draft.to_be_signed, padding.PKCS1v15(), HASHES[HashName.SHA256]))  # type: ignore[call-arg]
+    return draft.finish(SoftwareKey(requester.key).sign_now(draft.to_be_signed, HashName.SHA256))
 
 
 @pytest.mark.parametrize(
     "oid,what",
     [
-        ("2.16.840.1.113733.1.9.7", "transaction_id"),
-        ("2.16.840.1.113733.1.9.5", "sender_nonce"),
-        ("2.16.840.1.113733.1.9.2", "message_type"),
+        (oids.SCEP_TRANSACTION_ID, "transaction_id"),
+        (oids.SCEP_SENDER_NONCE, "sender_nonce"),
+        (oids.SCEP_MESSAGE_TYPE, "message_type"),
     ],
 )
 def test_missing_scep_attribute_is_bad_request(
@@ -93,24 +92,22 @@ def test_missing_scep_attribute_is_bad_request(
 
 
 def test_unknown_message_type_is_bad_request_with_context(ra: Party, requester: Party, csr_der: bytes) -> None:
-    from cryptography.hazmat.primitives.asymmetric import padding
 
     from scepd.scep import signed as s
     from scepd.scep.envelope import build_envelope
-    from tests.scep.conftest import HASHES
 
     draft = s.draft_signed_data(
         content=build_envelope(csr_der, ra.cert),
         attributes=[
-            s.attribute("2.16.840.1.113733.1.9.2", core.PrintableString("99")),
-            s.attribute("2.16.840.1.113733.1.9.7", core.PrintableString("tid-x")),
-            s.attribute("2.16.840.1.113733.1.9.5", core.OctetString(b"n" * 16)),
+            s.attribute_der(oids.SCEP_MESSAGE_TYPE, der.printable_string("99")),
+            s.attribute_der(oids.SCEP_TRANSACTION_ID, der.printable_string("tid-x")),
+            s.attribute_der(oids.SCEP_SENDER_NONCE, der.octet_string(b"n" * 16)),
         ],
         signer_certificate=requester.cert,
         digest_name=HashName.SHA256,
         certificates=(),
     )
-    body = draft.finish(requester.key.sign(draft.to_be_signed, padding.PKCS1v15(), HASHES[HashName.SHA256]))  # type: ignore[call-arg]
+    body = draft.finish(SoftwareKey(requester.key).sign_now(draft.to_be_signed, HashName.SHA256))
     with pytest.raises(ScepError) as e:
         parse_pki_message(body)
     assert e.value.fail_info is FailInfo.BAD_REQUEST and "99" in e.value.reason
@@ -127,11 +124,9 @@ def test_signer_certificate_absent_is_not_answerable(ra: Party, requester: Party
 
 
 def test_unsupported_cipher_is_bad_alg(ra: Party, requester: Party, csr_der: bytes) -> None:
-    from cryptography.hazmat.primitives.asymmetric import padding
 
     from scepd.scep import signed as s
     from scepd.scep.envelope import build_envelope
-    from tests.scep.conftest import HASHES
 
     env = cms.ContentInfo.load(build_envelope(csr_der, ra.cert))
     env["content"]["encrypted_content_info"]["content_encryption_algorithm"] = {
@@ -141,15 +136,15 @@ def test_unsupported_cipher_is_bad_alg(ra: Party, requester: Party, csr_der: byt
     draft = s.draft_signed_data(
         content=env.dump(force=True),
         attributes=[
-            s.attribute("2.16.840.1.113733.1.9.2", core.PrintableString("19")),
-            s.attribute("2.16.840.1.113733.1.9.7", core.PrintableString("t")),
-            s.attribute("2.16.840.1.113733.1.9.5", core.OctetString(b"n" * 16)),
+            s.attribute_der(oids.SCEP_MESSAGE_TYPE, der.printable_string("19")),
+            s.attribute_der(oids.SCEP_TRANSACTION_ID, der.printable_string("t")),
+            s.attribute_der(oids.SCEP_SENDER_NONCE, der.octet_string(b"n" * 16)),
         ],
         signer_certificate=requester.cert,
         digest_name=HashName.SHA256,
         certificates=(),
     )
-    body = draft.finish(requester.key.sign(draft.to_be_signed, padding.PKCS1v15(), HASHES[HashName.SHA256]))  # type: ignore[call-arg]
+    body = draft.finish(SoftwareKey(requester.key).sign_now(draft.to_be_signed, HashName.SHA256))
     with pytest.raises(ScepError) as e:
         parse_pki_message(body)
     assert e.value.fail_info is FailInfo.BAD_ALG and e.value.transaction_id == "t"

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scepd import der
 from scepd import strict_der as sd
 from scepd.keys.base import HashName, OaepParams, RsaPadding
 from scepd.scep import ContentCipher, MalformedMessage, ScepError, parse_envelope, parse_pki_message, signed_view
@@ -171,7 +172,7 @@ def test_unsorted_signed_attributes_verify_through_the_canonical_form(
 def test_ber_request_takes_the_general_reader(ra: Party, requester: Party, csr_der: bytes) -> None:
     """Indefinite lengths (what `openssl cms -stream` writes) are not strict DER."""
     body = make(ra, requester, csr_der)
-    start, end = sd.whole(body, sd.SEQUENCE)
+    start, end = sd.whole(body, der.SEQUENCE)
     ber = b"\x30\x80" + body[start:end] + b"\x00\x00"
     assert isinstance(signed_view.read_signed(ber), signed_view._Asn1Signed)
     fast, general = both(ber)

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from scepd.keys.base import KeyBackendError
+from scepd.logs import event
 
 log = logging.getLogger("scepd.token")
 
@@ -78,7 +79,7 @@ def _open(path: str) -> int | None:
     except OSError as e:
         if path not in _warned:
             _warned.add(path)
-            log.warning("event=token_lock_unavailable path=%s error=%r", path, e.strerror)
+            event(log, logging.WARNING, "token_lock_unavailable", path=path, error=e.strerror)
         return None
 
 

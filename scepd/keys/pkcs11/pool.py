@@ -43,25 +43,6 @@ T = TypeVar("T")
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
-def read_pin(source: str) -> str:
-    """A PIN from `file:PATH`, `env:NAME` or `credential:NAME` ($CREDENTIALS_DIRECTORY/NAME)."""
-    kind, _, name = source.partition(":")
-    if kind == "file" and name:
-        value = open(name, encoding="utf-8").read()
-    elif kind == "env" and name:
-        if name not in os.environ:
-            raise ValueError(f"PIN source {source}: environment variable {name} is not set")
-        value = os.environ[name]
-    elif kind == "credential" and name and "/" not in name:
-        directory = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not directory:
-            raise ValueError(f"PIN source {source}: $CREDENTIALS_DIRECTORY is not set (systemd LoadCredential=)")
-        value = open(os.path.join(directory, name), encoding="utf-8").read()
-    else:
-        raise ValueError(f"PIN source must be file:PATH, env:NAME or credential:NAME, not {source!r}")
-    return value.rstrip("\r\n")
-
-
 # --- the in-process thread ----------------------------------------------------------------
 
 _threads: dict[str, ThreadPoolExecutor] = {}
@@ -340,7 +321,6 @@ def ensure_reject_secret(cfg: TokenConfig, label: str) -> bool:
 
 __all__ = [
     "TokenPool",
-    "read_pin",
     "generate_key",
     "restrict_to_signing",
     "find_public_key",
