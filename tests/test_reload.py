@@ -117,4 +117,6 @@ async def test_settings_bound_at_start_up_are_reported_not_applied(
     with caplog.at_level(logging.INFO, logger="scepd.reload"):
         new = await reload_config(current, services, Builder())
     assert new.store_path == current.store_path  # still the store it started with
-    assert any("event=reload_restart_required" in m and "settings=store_path" in m for m in events(caplog)), events(caplog)
+    assert any("event=reload_restart_required" in m and "settings=store_path" in m for m in events(caplog)), events(
+        caplog
+    )

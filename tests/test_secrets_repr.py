@@ -20,7 +20,7 @@ from scepd.intune.auth import ClientSecret
 from scepd.keys.pkcs11 import TokenConfig
 from scepd.keys.pkcs11_worker import WorkerConfig
 from scepd.server import open_site
-from tests.daemon import init_state
+from tests.support.daemon import init_state
 
 CHALLENGE = "repr-static-challenge-91Zq"
 PIN = "7359-pin-in-no-repr"

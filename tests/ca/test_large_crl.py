@@ -13,7 +13,7 @@ from cryptography import x509
 
 from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key
 from scepd.store.base import RevokedEntry
-from tests.ca.conftest import NOW, make_ca
+from tests.support.ca import NOW, make_ca
 
 REASONS = (None, "unspecified", "keyCompromise", "superseded", "cessationOfOperation")
 

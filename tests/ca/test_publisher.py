@@ -21,7 +21,7 @@ from scepd.keys.base import HashName, Signer
 from scepd.keys.pkcs11 import TokenConfig, TokenPool, generate_key
 from scepd.store.base import CertificateRecord, CertStatus, StoreError
 from scepd.store.sqlite import SqliteStore
-from tests.ca.conftest import NOW, WrappedKey, make_ca
+from tests.support.ca import NOW, WrappedKey, make_ca
 
 LIFETIME = dt.timedelta(hours=1)
 

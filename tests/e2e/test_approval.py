@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import serialization
 
 from scepd.scep.client import make_self_signed
 from scepd.scep.constants import FailInfo, PkiStatus
-from tests.daemon import Daemon, scepd
 from tests.e2e.conftest import CHALLENGE, lifecycle_client
-from tests.external import certmonger
-from tests.scep_client import Client, make_csr, rsa_key
+from tests.support.daemon import Daemon, scepd
+from tests.support.external import certmonger
+from tests.support.scep_client import Client, make_csr, rsa_key
 
 
 @pytest.fixture

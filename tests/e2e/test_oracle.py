@@ -31,7 +31,7 @@ from scepd.scep.constants import (
 )
 from scepd.scep.envelope import build_envelope
 from tests.e2e.conftest import CHALLENGE
-from tests.scep_client import Client, make_csr, rsa_key
+from tests.support.scep_client import Client, make_csr, rsa_key
 
 CIPHER = ContentCipher.AES128_CBC
 OAEP_SHA1 = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from scepd.intune.auth import ClientCertificate, TokenSource
 from scepd.keys.base import HashName
-from tests.fake_intune.helpers import client_certificate
-from tests.fake_intune.state import FakeIntune
+from tests.support.fake_intune.helpers import client_certificate
+from tests.support.fake_intune.state import FakeIntune
 
 
 class MemorySigner:
