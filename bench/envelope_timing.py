@@ -10,7 +10,7 @@ and 90th percentiles of the answer time, and, against the "v1.5 broken
 header" shape, the difference of medians and the Kolmogorov-Smirnov
 distance of the two distributions (0: identical, 1: disjoint).
 
-    .venv/bin/python bench/envelope_timing.py -n 400
+    .venv/bin/python -m bench.envelope_timing -n 400
 
 A benchmark, not a test: figures go to docs/security.md, not assertions.
 """
@@ -20,21 +20,18 @@ from __future__ import annotations
 import argparse
 import bisect
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import httpx
+import trio
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 
-import httpx  # noqa: E402
-import trio  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
-from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
-
-from tests.daemon import init_state, running  # noqa: E402
-from tests.e2e.test_oracle import request, shapes  # noqa: E402
-from tests.scep_client import Client, make_csr, rsa_key  # noqa: E402
+from tests.e2e.test_oracle import request, shapes
+from tests.support.daemon import init_state, running
+from tests.support.scep_client import Client, make_csr, rsa_key
 
 CHALLENGE = "timing-bench"
 BASELINE = "v1.5 broken header"

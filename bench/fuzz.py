@@ -1,10 +1,10 @@
 """Long fuzz runs (issue 14 point 7): mutated real SCEP messages against the readers, and over HTTP.
 
-    nice -n 19 python bench/fuzz.py readers -n 1000000 [--jobs 1] [--seed 1]
-    nice -n 19 python bench/fuzz.py http -n 100000 [--concurrency 4] [--seed 1]
+    nice -n 19 python -m bench.fuzz readers -n 1000000 [--jobs 1] [--seed 1]
+    nice -n 19 python -m bench.fuzz http -n 100000 [--concurrency 4] [--seed 1]
 
 `readers` feeds parse_pki_message, parse_envelope, the CSR load and the IssuerAndSubject/Serial
-readers (tests/fuzzing.py) in worker processes, in batches whose inputs follow from (seed, batch),
+readers (tests/support/fuzzing.py) in worker processes, in batches whose inputs follow from (seed, batch),
 so any finding can be replayed. It prints the outcomes per reader, unexpected exceptions (each one
 a would-be 500; the first few are written to --out as .bin files), inputs slower than --slow
 seconds, batches that hung (no answer in --batch-timeout) and worker processes that died (crashes).
@@ -35,9 +35,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.fuzzing import READERS, Seeds, Unexpected, make_seeds, mutate, random_ops, seeds_for  # noqa: E402
+from tests.support.fuzzing import READERS, Seeds, Unexpected, make_seeds, mutate, random_ops, seeds_for
 
 # Shares of the inputs per reader: the PKIOperation reader is what every request meets first.
 WEIGHTS = {"message": 0.5, "envelope": 0.25, "csr": 0.15, "issuer_and": 0.10}
@@ -160,8 +158,8 @@ def run_http(args: argparse.Namespace) -> int:
 
     from scepd.scep.client import build_pki_message, make_self_signed
     from scepd.scep.constants import MessageType
-    from tests.daemon import init_state, running
-    from tests.scep_client import Client, make_csr, rsa_key
+    from tests.support.daemon import init_state, running
+    from tests.support.scep_client import Client, make_csr, rsa_key
 
     challenge = "fuzz-http-challenge-Z9"
     with tempfile.TemporaryDirectory(prefix="scepd-fuzz-") as tmp:

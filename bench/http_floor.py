@@ -8,7 +8,7 @@ C concurrent tasks, POST with an ``operation`` query) drives it, and the
 server's CPU is read from /proc as loadgen does, so the figure compares
 directly with loadgen's ``server_cpu`` for scepd.
 
-    python bench/http_floor.py [-n 3000] [-c 4] [--stack asgi,quart] [--json]
+    python -m bench.http_floor [-n 3000] [-c 4] [--stack asgi,quart] [--json]
 
 What it says: scepd's CPU per enrollment is at least this plus what the token
 spends (bench/token_signs.py), whatever the enrollment code does. Only
@@ -24,13 +24,11 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import run  # noqa: E402  (bench/ is this script's sys.path[0])
+from bench.loadgen import run
 
 REQUEST_BYTES = 3500  # a PKCSReq for an RSA-2048 client, as loadgen sends
 REPLY_BYTES = 2600  # a CertRep with one RSA-2048 certificate
@@ -105,7 +103,7 @@ def measure(stack: str, n: int, concurrency: int) -> dict[str, object]:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     child = subprocess.Popen(
-        [sys.executable, __file__, "--child", stack, str(listener.fileno())],
+        [sys.executable, "-m", "bench.http_floor", "--child", stack, str(listener.fileno())],
         pass_fds=[listener.fileno()],
         stdin=subprocess.DEVNULL,
     )

@@ -9,7 +9,7 @@ does). Rounds alternate: static, Intune, static, Intune, ... at the same
 concurrency, so the ratio of each Intune round to the static round beside it is
 measured under the same load from whatever else runs on the machine.
 
-    .venv/bin/python bench/intune_load.py [-n 256] [-c 64] [--delay 0.2] [--pairs 2]
+    .venv/bin/python -m bench.intune_load [-n 256] [-c 64] [--delay 0.2] [--pairs 2]
 
 Both rounds go through bench/loadgen.run: messages built before the clock, one
 keep-alive connection per client, replies opened and checked after the clock.
@@ -30,31 +30,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import httpx
+import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-import httpx  # noqa: E402
-import trio  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
-
-from bench import loadgen  # noqa: E402
-from scepd.scep.client import build_pki_message, make_self_signed  # noqa: E402
-from scepd.scep.constants import MessageType  # noqa: E402
-from tests.daemon import init_state, running  # noqa: E402
-from tests.scep_client import make_csr  # noqa: E402
+from bench import loadgen
+from scepd.scep.client import build_pki_message, make_self_signed
+from scepd.scep.constants import MessageType
+from tests.support.daemon import init_state, running
+from tests.support.scep_client import make_csr
 
 STATIC = "bench-static"
 
 
 class FakeProcess:
-    """`python -m tests.fake_intune serve` on a free port, driven through its admin API."""
+    """`python -m tests.support.fake_intune serve` on a free port, driven through its admin API."""
 
     def __init__(self, secret_file: Path) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "tests.fake_intune",
+                "tests.support.fake_intune",
                 "serve",
                 "--port",
                 "0",

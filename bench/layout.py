@@ -8,7 +8,7 @@ clock starts, and runs interleaved rounds (lone, default, lone, default, ...)
 at one concurrency, printing enrollments per second, the server's CPU per
 enrollment and failures, per round and as medians with the per-round ratio.
 
-    .venv/bin/python bench/layout.py -n 300 --rounds 3 -c 8
+    .venv/bin/python -m bench.layout -n 300 --rounds 3 -c 8
 
 A benchmark, not a test; its figures go to docs/benchmarks.md.
 """
@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import trio
 
-import trio  # noqa: E402
-
-from bench import loadgen  # noqa: E402
-from tests.daemon import init_state, running  # noqa: E402
+from bench import loadgen
+from tests.support.daemon import init_state, running
 
 CHALLENGE = "layout-bench"
 

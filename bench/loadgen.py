@@ -6,7 +6,7 @@ timed window measures the server: POST, wait, check the reply's status. The
 replies are then opened and each certificate is checked against the CA
 outside the timed window.
 
-    python bench/loadgen.py --url http://127.0.0.1:8080/scep --challenge X -n 400 -c 8 [--pid PID]
+    python -m bench.loadgen --url http://127.0.0.1:8080/scep --challenge X -n 400 -c 8 [--pid PID]
 
 With --pid, the server's CPU time (its own and its child processes', such as
 token workers) is read from /proc before and after, and reported per enrollment.
@@ -35,18 +35,16 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import httpx
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-import httpx  # noqa: E402
-import trio  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
-
-from scepd.scep import parse_certs_only  # noqa: E402
-from scepd.scep.client import build_pki_message, make_self_signed, parse_cert_rep  # noqa: E402
-from scepd.scep.constants import MessageType, PkiStatus  # noqa: E402
-from tests.scep_client import make_csr  # noqa: E402
+from scepd.scep import parse_certs_only
+from scepd.scep.client import build_pki_message, make_self_signed, parse_cert_rep
+from scepd.scep.constants import MessageType, PkiStatus
+from tests.support.scep_client import make_csr
 
 _CLK = os.sysconf("SC_CLK_TCK")
 

@@ -1,6 +1,6 @@
 """CPU of one enrollment inside scepd, without HTTP and without the token.
 
-    .venv/bin/python bench/pipeline_cpu.py [-n 300] [--profile [--sort cumulative]] [--json]
+    .venv/bin/python -m bench.pipeline_cpu [-n 300] [--profile [--sort cumulative]] [--json]
 
 Runs `ScepService.pki_operation` (parse, verify, decrypt, CSR check, static
 challenge, profile, idempotent retry, SQLite store, sign, CertRep) on
@@ -20,28 +20,25 @@ import json
 import os
 import pstats
 import secrets
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import trio
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-import trio  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
-
-from scepd.ca.authority import CertificateAuthority  # noqa: E402
-from scepd.challenge.static import StaticChallenge  # noqa: E402
-from scepd.enroll.pipeline import compose  # noqa: E402
-from scepd.enroll.profiles import Profile, ProfileStep  # noqa: E402
-from scepd.enroll.service import ScepService  # noqa: E402
-from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued  # noqa: E402
-from scepd.keys.software import SoftwareKey  # noqa: E402
-from scepd.scep.client import build_pki_message, make_self_signed, parse_cert_rep  # noqa: E402
-from scepd.scep.constants import MessageType, PkiStatus  # noqa: E402
-from scepd.store.sqlite import SqliteStore  # noqa: E402
-from tests.scep_client import make_csr  # noqa: E402
+from scepd.ca.authority import CertificateAuthority
+from scepd.challenge.static import StaticChallenge
+from scepd.enroll.pipeline import compose
+from scepd.enroll.profiles import Profile, ProfileStep
+from scepd.enroll.service import ScepService
+from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued
+from scepd.keys.software import SoftwareKey
+from scepd.scep.client import build_pki_message, make_self_signed, parse_cert_rep
+from scepd.scep.constants import MessageType, PkiStatus
+from scepd.store.sqlite import SqliteStore
+from tests.support.scep_client import make_csr
 
 CHALLENGE = "bench"
 

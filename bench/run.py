@@ -1,6 +1,6 @@
 """The whole benchmark on this machine, in one command: scepd against micromdm's scepserver.
 
-    .venv/bin/python bench/run.py [-n 500] [--warmup 20] [--concurrency 1,4,16] [--scepd 0x1,2x1,0x2] [--rounds 3]
+    .venv/bin/python -m bench.run [-n 500] [--warmup 20] [--concurrency 1,4,16] [--scepd 0x1,2x1,0x2] [--rounds 3]
 
 It creates a throw-away scepd state (`scepd init`, then an RSA-2048 CA key on
 the token, so that both servers sign with RSA-2048), then for each server in
@@ -45,14 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.loadgen import client_keys
+from tests.support.external.reference_server import SCEPSERVER, free_port, wait_for_scep
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE))
-
-from loadgen import client_keys  # noqa: E402
-
-from tests.external.reference_server import SCEPSERVER, free_port, wait_for_scep  # noqa: E402
 
 PY = sys.executable
 SCEPD = str(Path(PY).with_name("scepd"))
@@ -222,7 +219,7 @@ def scepd_server(config: Path, workers: int, processes: int = 1, timeout: float 
 
 @contextmanager
 def micromdm_server(workdir: Path) -> Iterator[Server]:
-    """scepserver with a fresh RSA-2048 depot, as tests/external/reference_server.py starts it,
+    """scepserver with a fresh RSA-2048 depot, as tests/support/external/reference_server.py starts it,
     without -debug (each server logs at its default level)."""
     workdir.mkdir(parents=True, exist_ok=True)
     depot = workdir / "depot"
@@ -277,7 +274,8 @@ def loadgen(server: Server, n: int, c: int, warmup: int, keys: Path, timeout: fl
     p = subprocess.run(
         [
             PY,
-            str(HERE / "loadgen.py"),
+            "-m",
+            "bench.loadgen",
             "--url",
             server.url,
             "--challenge",
@@ -314,7 +312,8 @@ def token_signs(config: Path, ops: int, workers: list[int], timeout: float) -> d
     p = run(
         [
             PY,
-            str(HERE / "token_signs.py"),
+            "-m",
+            "bench.token_signs",
             "--config",
             str(config),
             "-n",
@@ -334,9 +333,9 @@ def token_signs(config: Path, ops: int, workers: list[int], timeout: float) -> d
 def floor(requests: int, timeout: float) -> dict[str, float]:
     """What no enrollment code can go below: the HTTP stack with an empty handler (bench/http_floor.py, at
     concurrency 4) and scepd's own pipeline without HTTP and without the token (bench/pipeline_cpu.py)."""
-    p = run([PY, str(HERE / "http_floor.py"), "-n", str(requests), "-c", "4", "--json"], timeout)
+    p = run([PY, "-m", "bench.http_floor", "-n", str(requests), "-c", "4", "--json"], timeout)
     out = {f"http_{r['stack']}_ms": r["server_cpu_ms"] for r in map(json.loads, p.stdout.strip().splitlines())}
-    p = run([PY, str(HERE / "pipeline_cpu.py"), "-n", "300", "--json"], timeout)
+    p = run([PY, "-m", "bench.pipeline_cpu", "-n", "300", "--json"], timeout)
     out["pipeline_ms"] = json.loads(p.stdout.strip().splitlines()[-1])["own_cpu_ms"]
     return out
 

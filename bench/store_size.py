@@ -1,6 +1,6 @@
 """How scepd behaves with a large store: start-up, CRL, enrollment rate, metrics scrape, memory.
 
-    python bench/store_size.py --state DIR -n 1000000 --revoked 200000 [--enrollments 300 -c 4] [--rounds 2]
+    python -m bench.store_size --state DIR -n 1000000 --revoked 200000 [--enrollments 300 -c 4] [--rounds 2]
 
 DIR is made with `scepd init` on first use. N certificates are seeded straight
 into a copy of the store with executemany (issued over the last two years,
@@ -36,13 +36,12 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+import httpx
+import trio
 
-import httpx  # noqa: E402
-import loadgen  # noqa: E402
-import trio  # noqa: E402
+from bench import loadgen
+
+REPO = Path(__file__).resolve().parent.parent
 
 CHALLENGE = "store-size-bench"
 REASONS = ("keyCompromise", "superseded", "cessationOfOperation", "affiliationChanged", None)

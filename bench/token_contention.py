@@ -1,6 +1,6 @@
 """Several processes opening one SoftHSM2 token at once, beside one process that signs.
 
-    python bench/token_contention.py --state DIR [--seconds 25] [--parallel 6] [--no-lock]
+    python -m bench.token_contention --state DIR [--seconds 25] [--parallel 6] [--no-lock]
 
 Each round starts `--parallel` fresh interpreters that each load the module,
 find the token and log in (what a starting `scepd serve`, its token workers
@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
 
@@ -100,7 +99,7 @@ def main() -> None:
         return signer(state, args.seconds, lock)
     if args.role == "opener":
         return opener(state, lock, args.at)
-    base = [sys.executable, __file__, "--state", str(state)] + (["--no-lock"] if not lock else [])
+    base = [sys.executable, "-m", "bench.token_contention", "--state", str(state)] + (["--no-lock"] if not lock else [])
     sign = subprocess.Popen(base + ["--role", "signer", "--seconds", str(args.seconds)])
     time.sleep(1.5)
     results = collections.Counter[str]()

@@ -26,7 +26,7 @@ envelope, sign the certificate, sign the CertRep):
 For each it prints operations per second and CPU milliseconds per
 operation: this process and, for worker mode, its worker processes.
 
-    python bench/token_signs.py --config STATE/scepd.toml [-n 2000] [--workers 0,2] [--gil 0.005,0.00005] [--json]
+    python -m bench.token_signs --config STATE/scepd.toml [-n 2000] [--workers 0,2] [--gil 0.005,0.00005] [--json]
 """
 
 from __future__ import annotations
@@ -41,18 +41,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import trio
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-import trio  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
-from loadgen import cpu_seconds  # noqa: E402  (bench/ is this script's sys.path[0])
-
-from scepd.config import load  # noqa: E402
-from scepd.keys.base import HashName, RsaPadding  # noqa: E402
+from bench.loadgen import cpu_seconds
+from scepd.config import load
+from scepd.keys.base import HashName, RsaPadding
 from scepd.keys.pkcs11.config import TokenConfig
-from scepd.keys.pkcs11.pool import TokenPool, token_thread  # noqa: E402
-from scepd.keys.pkcs11.session import TokenSession  # noqa: E402
-from scepd.wiring import key_label, token_config  # noqa: E402
+from scepd.keys.pkcs11.pool import TokenPool, token_thread
+from scepd.keys.pkcs11.session import TokenSession
+from scepd.wiring import key_label, token_config
 
 # What the daemon signs and decrypts: a tbsCertificate / signed attributes, and a CEK.
 TBS = os.urandom(900)

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.daemon import init_state, running, scepd  # noqa: E402
-from tests.external import certmonger, openssl_cli  # noqa: E402
-from tests.fake_intune.server import running_fake_intune  # noqa: E402
+from tests.support.daemon import init_state, running, scepd  # noqa: E402
+from tests.support.external import certmonger, openssl_cli  # noqa: E402
+from tests.support.fake_intune.server import running_fake_intune  # noqa: E402
 
 
 def step(text: str) -> None:

@@ -1,5 +1,5 @@
-"""Shared fixtures: one SoftHSM2 token per test session (see tests/softhsm.py), a fresh SQLite store,
-and the in-memory CA and chain terminal of tests/challenge/pki.py."""
+"""Shared fixtures: one SoftHSM2 token per test session (see tests/support/softhsm.py), a fresh SQLite store,
+and the in-memory CA and chain terminal of tests/support/pki.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from scepd.store.sqlite import SqliteStore
-from tests.challenge.pki import Ca, Terminal
-from tests.softhsm import SoftHsmToken, make_token
+from tests.support.pki import Ca, Terminal
+from tests.support.softhsm import SoftHsmToken, make_token
 
 
 @pytest.fixture(scope="session")

@@ -40,8 +40,8 @@ from scepd.config import Config, load, read_secret
 from scepd.health import Readiness
 from scepd.scep.constants import PkiStatus
 from scepd.server import hypercorn_config, metrics_hypercorn_config
-from tests.daemon import init_state
-from tests.scep_client import Client
+from tests.support.daemon import init_state
+from tests.support.scep_client import Client
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "scepd.service"

@@ -20,7 +20,7 @@ from scepd.intune.auth import ClientSecret
 from scepd.keys.pkcs11.config import TokenConfig
 from scepd.keys.pkcs11.worker import WorkerConfig
 from scepd.wiring import open_site
-from tests.daemon import init_state
+from tests.support.daemon import init_state
 
 CHALLENGE = "repr-static-challenge-91Zq"
 PIN = "7359-pin-in-no-repr"

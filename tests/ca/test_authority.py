@@ -8,7 +8,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from scepd.ca.authority import ca_extensions
 from scepd.keys.base import Signer
-from tests.ca.conftest import issue, make_ca
+from tests.support.ca import issue, make_ca
 
 
 async def test_no_urls_no_locator_extensions(ec_ca_key: Signer) -> None:

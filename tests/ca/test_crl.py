@@ -15,7 +15,7 @@ from scepd.ca.crl import REVOCATION_REASONS, CrlTemplate, parse_reason, sign_crl
 from scepd.keys.base import HashName, Signer
 from scepd.keys.pkcs11.pool import TokenPool
 from scepd.store.base import RevokedEntry
-from tests.ca.conftest import NOW, issue, make_ca
+from tests.support.ca import NOW, issue, make_ca
 
 DAY = dt.timedelta(days=1)
 

@@ -14,7 +14,7 @@ from cryptography import x509
 from scepd.keys.pkcs11.config import TokenConfig
 from scepd.keys.pkcs11.pool import TokenPool, generate_key
 from scepd.store.base import RevokedEntry
-from tests.ca.conftest import NOW, make_ca
+from tests.support.ca import NOW, make_ca
 
 REASONS = (None, "unspecified", "keyCompromise", "superseded", "cessationOfOperation")
 

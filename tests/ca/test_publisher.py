@@ -22,7 +22,7 @@ from scepd.keys.pkcs11.config import TokenConfig
 from scepd.keys.pkcs11.pool import TokenPool, generate_key
 from scepd.store.base import CertificateRecord, CertStatus, StoreError
 from scepd.store.sqlite import SqliteStore
-from tests.ca.conftest import NOW, WrappedKey, make_ca
+from tests.support.ca import NOW, WrappedKey, make_ca
 
 LIFETIME = dt.timedelta(hours=1)
 
@@ -253,7 +253,7 @@ async def test_a_follower_serves_the_stored_crl_and_picks_up_newer_ones(
 async def test_a_follower_signs_only_when_the_store_has_no_crl(ca: CertificateAuthority, store: SqliteStore) -> None:
     assert await store.latest_crl() is None
     counting = CountingStore(store)
-    follower = CrlPublisher(ca, counting, lifetime=LIFETIME, check_interval=0.3)  # type: ignore[arg-type]
+    follower = CrlPublisher(ca, counting, lifetime=LIFETIME, check_interval=1.0)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         await nursery.start(follower.follow)
         await reads_pass(counting, "latest_crl", 1)  # the loop's first look found none

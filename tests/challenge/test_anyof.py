@@ -8,7 +8,7 @@ from scepd.challenge.static import StaticChallenge
 from scepd.enroll.pipeline import Enrollment, Issued, Next, Rejected
 from scepd.scep.constants import FailInfo
 from scepd.store.sqlite import SqliteStore
-from tests.challenge.pki import (
+from tests.support.pki import (
     NOW,
     Ca,
     Terminal,

@@ -11,7 +11,7 @@ from scepd.challenge.onetime import OneTimeChallenge, challenge_digest, mint_cha
 from scepd.enroll.pipeline import Rejected
 from scepd.scep.constants import FailInfo
 from scepd.store.sqlite import SqliteStore
-from tests.challenge.pki import NOW, Terminal, csr, enrollment, key, self_signed
+from tests.support.pki import NOW, Terminal, csr, enrollment, key, self_signed
 
 TTL = dt.timedelta(hours=1)
 

@@ -13,7 +13,7 @@ from scepd.enroll.steps import SupersedeRenewed
 from scepd.scep.constants import FailInfo, MessageType
 from scepd.store.base import CertStatus
 from scepd.store.sqlite import SqliteStore
-from tests.challenge.pki import (
+from tests.support.pki import (
     NOW,
     Ca,
     Terminal,

@@ -7,7 +7,7 @@ import pytest
 from scepd.challenge.static import StaticChallenge
 from scepd.enroll.pipeline import Rejected
 from scepd.scep.constants import FailInfo
-from tests.challenge.pki import Terminal, csr, enrollment, key, self_signed
+from tests.support.pki import Terminal, csr, enrollment, key, self_signed
 
 SECRET = "s3cret-Ünïcode-challenge"
 

@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.daemon import Daemon, init_state, running
-from tests.scep_client import Client, connected
+from tests.support.daemon import Daemon, init_state, running
+from tests.support.scep_client import Client, connected
 
 CHALLENGE = "e2e-static-challenge-7Qx"
 

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import serialization
 
 from scepd.scep.client import make_self_signed
 from scepd.scep.constants import FailInfo, PkiStatus
-from tests.daemon import Daemon, scepd
 from tests.e2e.conftest import CHALLENGE, lifecycle_client
-from tests.external import certmonger
-from tests.scep_client import Client, make_csr, rsa_key
+from tests.support.daemon import Daemon, scepd
+from tests.support.external import certmonger
+from tests.support.scep_client import Client, make_csr, rsa_key
 
 
 @pytest.fixture
@@ -129,7 +129,6 @@ async def test_undecided_request_expires(daemon_lifecycle: Daemon, http: httpx.A
     device = Requester(client, "held-expired")
     held_at = trio.current_time()
     assert (await device.request()).status is PkiStatus.PENDING
-    rid = request_id(daemon_lifecycle, device.cn)
     # The daemon's clock is real: poll until the request has lapsed, and not before its time.
     with trio.fail_after(30):
         while (rep := await device.poll()).status is PkiStatus.PENDING:
@@ -137,6 +136,7 @@ async def test_undecided_request_expires(daemon_lifecycle: Daemon, http: httpx.A
     assert trio.current_time() - held_at >= 1.44
     assert rep.status is PkiStatus.FAILURE and rep.fail_info is FailInfo.BAD_REQUEST
     assert rep.fail_info_text is not None and "expired" in rep.fail_info_text
+    rid = request_id(daemon_lifecycle, device.cn, "--status", "expired")
     late = pending(daemon_lifecycle, "approve", str(rid), check=False)
     assert late.returncode == 1 and "it is expired" in late.stdout
     assert stored(daemon_lifecycle, device.cn) == []

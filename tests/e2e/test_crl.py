@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import serialization
 
 from scepd.scep.client import issuer_and_serial
 from scepd.scep.constants import FailInfo, MessageType, PkiStatus
-from tests.daemon import Daemon, init_state, running, scepd
 from tests.e2e.conftest import CHALLENGE
-from tests.scep_client import Client, make_csr, rsa_key
+from tests.support.daemon import Daemon, init_state, running, scepd
+from tests.support.scep_client import Client, make_csr, rsa_key
 
 CRL_URL = "http://pki.example/crl/ca.crl"
 

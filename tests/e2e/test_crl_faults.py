@@ -13,9 +13,9 @@ import httpx
 import trio
 from cryptography import x509
 
-from tests.daemon import init_state, running, scepd
 from tests.e2e.test_operations import _token_workers, scrape, value
-from tests.scep_client import Client
+from tests.support.daemon import init_state, running, scepd
+from tests.support.scep_client import Client
 
 CHALLENGE = "crl-faults-challenge"
 

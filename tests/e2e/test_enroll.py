@@ -19,9 +19,9 @@ from cryptography.x509.oid import NameOID
 from scepd.keys.base import HashName, RsaPadding
 from scepd.scep import ContentCipher
 from scepd.scep.constants import FailInfo, MessageType, PkiStatus
-from tests.daemon import Daemon
 from tests.e2e.conftest import CHALLENGE
-from tests.scep_client import Client, make_csr, rsa_key
+from tests.support.daemon import Daemon
+from tests.support.scep_client import Client, make_csr, rsa_key
 
 
 def stored(daemon: Daemon, serial: int) -> tuple[str, str, str] | None:

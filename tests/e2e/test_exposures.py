@@ -13,9 +13,9 @@ import pytest
 import trio
 
 from scepd.scep.constants import FailInfo, PkiStatus
-from tests.daemon import REPO, Daemon, init_state, running, scepd
 from tests.e2e.conftest import CHALLENGE
-from tests.scep_client import Client, make_csr, rsa_key
+from tests.support.daemon import REPO, Daemon, init_state, running, scepd
+from tests.support.scep_client import Client, make_csr, rsa_key
 
 FORGED = "level=ERROR event=forged"
 

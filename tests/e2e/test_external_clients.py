@@ -27,9 +27,9 @@ from scepd.keys.base import HashName, OaepParams, RsaPadding
 from scepd.scep import ContentCipher
 from scepd.scep.client import build_pki_message, make_self_signed
 from scepd.scep.constants import MessageType
-from tests.daemon import REPO, Daemon
-from tests.external import certmonger, openssl_cli, scenarios, scepclient
-from tests.external.target import ScepTarget
+from tests.support.daemon import REPO, Daemon
+from tests.support.external import certmonger, openssl_cli, scenarios, scepclient
+from tests.support.external.target import ScepTarget
 
 
 @pytest.fixture(scope="module")

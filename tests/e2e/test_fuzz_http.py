@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from scepd.scep.client import build_pki_message, make_self_signed
 from scepd.scep.constants import FailInfo, MessageType, PkiStatus
-from tests.daemon import Daemon
 from tests.e2e.conftest import CHALLENGE
-from tests.fuzzing import Seeds, make_seeds, mutate
-from tests.scep_client import Client, make_csr, rsa_key
+from tests.support.daemon import Daemon
+from tests.support.fuzzing import Seeds, make_seeds, mutate
+from tests.support.scep_client import Client, make_csr, rsa_key
 
 
 def _recipient(daemon: Daemon) -> bytes:

@@ -11,9 +11,9 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.daemon import Daemon
 from tests.e2e.conftest import CHALLENGE
-from tests.scep_client import Client, make_csr, rsa_key
+from tests.support.daemon import Daemon
+from tests.support.scep_client import Client, make_csr, rsa_key
 
 
 @pytest.mark.parametrize(

@@ -20,11 +20,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from scepd.scep.constants import FailInfo, PkiStatus
-from tests.daemon import Daemon, init_state, running
 from tests.e2e.conftest import CHALLENGE
-from tests.fake_intune.server import running_fake_intune
-from tests.fake_intune.state import FakeIntune
-from tests.scep_client import Client, connected, make_csr, rsa_key
+from tests.support.daemon import Daemon, init_state, running
+from tests.support.fake_intune.server import running_fake_intune
+from tests.support.fake_intune.state import FakeIntune
+from tests.support.scep_client import Client, connected, make_csr, rsa_key
 
 INTUNE_PATH = "/intune"
 
@@ -347,7 +347,7 @@ async def test_static_endpoint_beside_intune_endpoint(daemon_intune: Daemon, fak
 
 def test_certificate_credential_signed_on_the_token(tmp_path_factory: pytest.TempPathFactory, fake: FakeIntune) -> None:
     """The Entra app authenticates with a JWT assertion whose key was generated on the token."""
-    from tests.daemon import scepd
+    from tests.support.daemon import scepd
 
     state = tmp_path_factory.mktemp("scepd-intune-cert")
     init_state(state, CHALLENGE)
@@ -389,7 +389,7 @@ def test_certificate_credential_signed_on_the_token(tmp_path_factory: pytest.Tem
 
 def test_certmonger_enrolls_with_intune_challenge(daemon_intune: Daemon, fake: FakeIntune, tmp_path: Path) -> None:
     """A client we did not write, carrying a multi-kB Intune challenge in a GET query."""
-    from tests.external import certmonger, openssl_cli, scenarios
+    from tests.support.external import certmonger, openssl_cli, scenarios
 
     cn = scenarios.unique_cn("intune-cm")
     challenge = fake.mint_challenge(f"CN={cn}", ttl=600)
@@ -517,7 +517,7 @@ def cli_state(tmp_path_factory: pytest.TempPathFactory, fake: FakeIntune) -> Pat
 
 
 def intune_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    from tests.daemon import scepd
+    from tests.support.daemon import scepd
 
     return scepd("intune", *args, "--config", str(state / "scepd.toml"), check=False)
 
@@ -557,7 +557,7 @@ def test_intune_sync_error_is_one_line(cli_state: Path, fake: FakeIntune) -> Non
 def test_intune_commands_and_daemon_wiring_use_the_configured_proxy(cli_state: Path, tmp_path: Path) -> None:
     """The daemon and the admin commands build their Intune client the same way (wiring.intune_http),
     with the proxy's credentials from a secret source; a fresh fake sees only proxied requests."""
-    from tests.intune.tinyproxy import VIA_NAME, tinyproxy
+    from tests.support.tinyproxy import VIA_NAME, tinyproxy
 
     with running_fake_intune() as own, tinyproxy(tmp_path / "proxy") as proxy:
         (cli_state / "proxy-credentials").write_text(f"{proxy.user}:{proxy.password}\n")
@@ -573,7 +573,7 @@ def test_intune_commands_and_daemon_wiring_use_the_configured_proxy(cli_state: P
             + config[end:]
         )
         (cli_state / "scepd-proxy.toml").write_text(proxied)
-        from tests.daemon import scepd
+        from tests.support.daemon import scepd
 
         out = scepd("intune", "check", "--config", str(cli_state / "scepd-proxy.toml"), check=False)
         assert out.returncode == 0, out.stdout + out.stderr

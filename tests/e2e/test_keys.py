@@ -16,17 +16,17 @@ from typing import Any
 import httpx
 from cryptography import x509
 
-from tests.daemon import REPO, Daemon, init_state, running, scepd
 from tests.e2e.conftest import CHALLENGE
-from tests.scep_client import Client
+from tests.support.daemon import REPO, Daemon, init_state, running, scepd
+from tests.support.scep_client import Client
 
 CA_LABEL, RA_LABEL = "scepd-ca", "scepd-ra"
 
 
 def probe(config: Path, *args: str) -> Any:
-    """tests/token_probe.py in its own process: the daemon's token, not the test session's."""
+    """tests/support/token_probe.py in its own process: the daemon's token, not the test session's."""
     out = subprocess.run(
-        [sys.executable, "-m", "tests.token_probe", str(config), *args],
+        [sys.executable, "-m", "tests.support.token_probe", str(config), *args],
         cwd=REPO,
         check=True,
         capture_output=True,

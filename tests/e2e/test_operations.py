@@ -15,9 +15,9 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from scepd.scep.constants import FailInfo, PkiStatus
-from tests.daemon import Daemon, init_state, running
 from tests.e2e.conftest import CHALLENGE
-from tests.scep_client import Client
+from tests.support.daemon import Daemon, init_state, running
+from tests.support.scep_client import Client
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

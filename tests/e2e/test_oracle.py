@@ -27,7 +27,7 @@ from scepd.scep.constants import FailInfo, MessageType, PkiStatus
 from scepd.scep.envelope import build_envelope
 from scepd.scep.signed import attribute_der
 from tests.e2e.conftest import CHALLENGE
-from tests.scep_client import Client, make_csr, rsa_key
+from tests.support.scep_client import Client, make_csr, rsa_key
 
 CIPHER = ContentCipher.AES128_CBC
 OAEP_SHA1 = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)

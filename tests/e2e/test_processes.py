@@ -19,12 +19,12 @@ import trio
 from cryptography import x509
 
 from scepd.scep.constants import PkiStatus
-from tests.daemon import Daemon, init_state, running, scepd
 from tests.e2e.conftest import CHALLENGE
 from tests.e2e.test_intune import INTUNE_PATH, intune_toml
 from tests.e2e.test_operations import scrape, total, value
-from tests.fake_intune.server import running_fake_intune
-from tests.scep_client import Client, make_csr, rsa_key
+from tests.support.daemon import Daemon, init_state, running, scepd
+from tests.support.fake_intune.server import running_fake_intune
+from tests.support.scep_client import Client, make_csr, rsa_key
 
 
 def _serving_children(pid: int) -> list[int]:

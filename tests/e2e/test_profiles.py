@@ -15,9 +15,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from scepd.enroll.profiles import OID_UPN
 from scepd.scep.constants import FailInfo, PkiStatus
-from tests.daemon import Daemon
 from tests.e2e.conftest import CHALLENGE, SID_PREFIX, lifecycle_client
-from tests.scep_client import rsa_key
+from tests.support.daemon import Daemon
+from tests.support.scep_client import rsa_key
 
 SID_URI = SID_PREFIX + "S-1-5-21-2127521184-1604012920-1887927527-72713"
 

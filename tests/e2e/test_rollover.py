@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.daemon import Daemon, init_state, running
 from tests.e2e.conftest import CHALLENGE
+from tests.support.daemon import Daemon, init_state, running
 
 
 def rollover_certificate(path: Path) -> x509.Certificate:

@@ -19,8 +19,8 @@ import trio
 
 from scepd.errors import ExitCode
 from scepd.scep.constants import PkiStatus
-from tests.daemon import REPO, Daemon, init_state, running, scepd
-from tests.scep_client import Client
+from tests.support.daemon import REPO, Daemon, init_state, running, scepd
+from tests.support.scep_client import Client
 
 CHALLENGE = "startup-static-challenge"
 

@@ -24,10 +24,10 @@ import pytest
 from scepd.health import PUBLIC_FAILURE
 from scepd.scep.client import parse_cert_rep
 from scepd.scep.constants import PkiStatus
-from tests.daemon import Daemon, init_state, running
 from tests.e2e.conftest import CHALLENGE
 from tests.e2e.test_operations import scrape, total
-from tests.scep_client import Client, make_csr, rsa_key
+from tests.support.daemon import Daemon, init_state, running
+from tests.support.scep_client import Client, make_csr, rsa_key
 
 
 @pytest.fixture(scope="module")

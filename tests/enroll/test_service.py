@@ -26,8 +26,8 @@ from scepd.scep.client import CertRep, build_pki_message, issuer_and_serial, mak
 from scepd.scep.constants import FailInfo, MessageType, PkiStatus
 from scepd.store.base import StoreError
 from scepd.store.sqlite import SqliteStore
-from tests.ca.conftest import NOW, make_ca
-from tests.scep_client import make_csr, rsa_key
+from tests.support.ca import NOW, make_ca
+from tests.support.scep_client import make_csr, rsa_key
 
 Chain = Callable[[Enrollment], Awaitable[Issued]]
 

@@ -2,7 +2,7 @@
 
 A server fixture yields a `ScepTarget` (URL, CA certificate, challenge).  Here
 it is micromdm's reference `scepserver`; a scepd fixture yielding the same
-dataclass can reuse every scenario in tests/external/scenarios.py.
+dataclass can reuse every scenario in tests/support/external/scenarios.py.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.external.reference_server import SCEPSERVER, running_scepserver
-from tests.external.target import ScepTarget
+from tests.support.external.reference_server import SCEPSERVER, running_scepserver
+from tests.support.external.target import ScepTarget
 
 __all__ = ["ScepTarget"]
 

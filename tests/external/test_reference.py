@@ -6,8 +6,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.external import certmonger, openssl_cli, scenarios
-from tests.external.target import ScepTarget
+from tests.support.external import certmonger, openssl_cli, scenarios
+from tests.support.external.target import ScepTarget
 
 
 def test_scep_submit_get_ca_caps_and_cert(reference_scep_server: ScepTarget) -> None:

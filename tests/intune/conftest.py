@@ -11,8 +11,8 @@ import pytest
 from scepd.intune.auth import ClientSecret
 from scepd.intune.client import IntuneClient
 from scepd.intune.settings import IntuneSettings
-from tests.fake_intune.fixtures import fake_intune  # noqa: F401  (a fixture)
-from tests.fake_intune.state import FakeIntune
+from tests.support.fake_intune.fixtures import fake_intune  # noqa: F401  (a fixture)
+from tests.support.fake_intune.state import FakeIntune
 
 
 def settings_for(fake: FakeIntune, **changes: object) -> IntuneSettings:

@@ -13,8 +13,8 @@ import pytest
 from scepd.intune.auth import ClientCertificate, TokenSource
 from scepd.intune.retry import RetryPolicy
 from scepd.keys.software import SoftwareKey
-from tests.fake_intune.helpers import client_certificate
-from tests.fake_intune.state import FakeIntune
+from tests.support.fake_intune.helpers import client_certificate
+from tests.support.fake_intune.state import FakeIntune
 
 
 class V15Key(SoftwareKey):

@@ -10,8 +10,8 @@ import pytest
 from scepd.health import Check, Readiness
 from scepd.intune.client import IntuneClient
 from scepd.intune.errors import IntuneHttpError
-from tests.fake_intune.helpers import make_csr
-from tests.fake_intune.state import FakeIntune
+from tests.support.fake_intune.helpers import make_csr
+from tests.support.fake_intune.state import FakeIntune
 
 
 async def test_success_with_null_error_description_is_accepted(intune: IntuneClient, fake_intune: FakeIntune) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 
 from scepd.intune.http import SHARDS, ShardedTransport, http_client
-from tests.fake_intune.state import FakeIntune
+from tests.support.fake_intune.state import FakeIntune
 
 
 async def test_slow_calls_overlap_and_spread_over_the_pools(fake_intune: FakeIntune) -> None:

@@ -15,10 +15,10 @@ from scepd.intune.client import IntuneClient, RevocationResult
 from scepd.intune.contract import RevocationErrorCode
 from scepd.intune.errors import IntuneError
 from scepd.intune.http import http_client
-from tests.fake_intune.helpers import make_csr
-from tests.fake_intune.state import FakeIntune
 from tests.intune.conftest import settings_for
-from tests.intune.tinyproxy import VIA_NAME, tinyproxy
+from tests.support.fake_intune.helpers import make_csr
+from tests.support.fake_intune.state import FakeIntune
+from tests.support.tinyproxy import VIA_NAME, tinyproxy
 
 
 async def every_kind_of_call(client: IntuneClient, fake: FakeIntune) -> None:

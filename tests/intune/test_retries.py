@@ -13,9 +13,9 @@ import trio
 from scepd.intune.auth import ClientSecret
 from scepd.intune.client import IntuneClient
 from scepd.intune.errors import IntuneHttpError, IntuneTransportError
-from tests.fake_intune.helpers import make_csr
-from tests.fake_intune.state import FakeIntune
 from tests.intune.conftest import settings_for
+from tests.support.fake_intune.helpers import make_csr
+from tests.support.fake_intune.state import FakeIntune
 
 BACKOFF = 0.05
 

@@ -4,7 +4,7 @@ Every request a download hands out gets exactly one uploaded result, whatever it
 names; the filter is the name sent in success notifications, every such name
 (a CA rollover leaves certificates under the old one); and the loop outlives
 Intune, store and token faults. The certificates are test data from a software
-CA (tests/challenge/pki.py): nothing here signs.
+CA (tests/support/pki.py): nothing here signs.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from scepd.intune.revocation import RevocationSync
 from scepd.keys.base import KeyBackendError
 from scepd.store.base import CertStatus, NotificationKind, NotificationRecord, StoreError
 from scepd.store.sqlite import SqliteStore
-from tests.challenge.pki import Ca, key, record_for
-from tests.fake_intune.state import FakeIntune
+from tests.support.fake_intune.state import FakeIntune
+from tests.support.pki import Ca, key, record_for
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
 

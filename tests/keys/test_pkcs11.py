@@ -1,4 +1,4 @@
-"""PKCS#11 keys on the session's SoftHSM2 token (tests/softhsm.py)."""
+"""PKCS#11 keys on the session's SoftHSM2 token (tests/support/softhsm.py)."""
 
 from __future__ import annotations
 

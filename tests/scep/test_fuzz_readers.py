@@ -1,6 +1,6 @@
 """Bounded fuzzing of the readers a client reaches before any key is used (issue 14 point 7).
 
-Mutated real messages (tests/fuzzing.py) through parse_pki_message, parse_envelope, the CSR load and
+Mutated real messages (tests/support/fuzzing.py) through parse_pki_message, parse_envelope, the CSR load and
 the IssuerAndSubject/Serial readers: each input ends in a result or the error type the reader
 promises (ScepError, MalformedMessage, ValueError for the CSR), never anything else, and quickly.
 The long run is bench/fuzz.py.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzzing import READERS, Seeds, make_seeds, mutate, seeds_for
+from tests.support.fuzzing import READERS, Seeds, make_seeds, mutate, seeds_for
 
 _SEEDS: list[Seeds] = []
 

@@ -21,10 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 import trio
 
-from tests.fake_intune import app
-from tests.fake_intune.errors import intune_error
-from tests.fake_intune.model import DropHow, Reply, Request
-from tests.fake_intune.state import FakeIntune
+from tests.support.fake_intune import app
+from tests.support.fake_intune.errors import intune_error
+from tests.support.fake_intune.model import DropHow, Reply, Request
+from tests.support.fake_intune.state import FakeIntune
 
 MAX_BODY = 4 * 1024 * 1024
 IDLE_TIMEOUT = 60.0  # a kept-alive connection with nothing to say is closed after this

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.external.target import ScepTarget
+from tests.support.external.target import ScepTarget
 
 SCEPSERVER = shutil.which("scepserver") or "/usr/bin/scepserver"
 

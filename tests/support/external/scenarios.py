@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.external import certmonger, openssl_cli, scepclient
-from tests.external.target import ScepTarget
+from tests.support.external import certmonger, openssl_cli, scepclient
+from tests.support.external.target import ScepTarget
 
 
 def unique_cn(prefix: str) -> str:

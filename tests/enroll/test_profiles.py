@@ -21,7 +21,7 @@ from scepd.enroll.profiles import INTUNE_SID_URI_PREFIX, OID_UPN, Profile, Profi
 from scepd.enroll.steps import SupersedeRenewed
 from scepd.scep.constants import FailInfo
 from scepd.store.sqlite import SqliteStore
-from tests.challenge.pki import Ca, Terminal, enrollment, record_for
+from tests.support.pki import Ca, Terminal, enrollment, record_for
 from tests.test_config import with_
 
 SID_URI = INTUNE_SID_URI_PREFIX + "S-1-5-21-1004336348-1177238915-682003330-512"

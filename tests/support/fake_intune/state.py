@@ -24,9 +24,9 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.fake_intune import csr as csrmod
-from tests.fake_intune import wire
-from tests.fake_intune.model import (
+from tests.support.fake_intune import csr as csrmod
+from tests.support.fake_intune import wire
+from tests.support.fake_intune.model import (
     Call,
     Challenge,
     DropHow,

@@ -76,7 +76,7 @@ SUBMIT_STATUS = {
 }
 
 _LEGACY_OPENSSL_CNF = """\
-# Written by tests/external/certmonger.py: default + legacy providers, so that
+# Written by tests/support/external/certmonger.py: default + legacy providers, so that
 # OpenSSL 3 can open DES-CBC envelopes (micromdm's CertRep).
 openssl_conf = openssl_init
 [openssl_init]

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import trio
 
-from tests.fake_intune import FakeIntune, running_fake_intune
-from tests.fake_intune.helpers import assertion_form, client_assertion, client_certificate, csr_b64, make_csr
+from tests.support.fake_intune import FakeIntune, running_fake_intune
+from tests.support.fake_intune.helpers import assertion_form, client_assertion, client_certificate, csr_b64, make_csr
 
 REPO = Path(__file__).resolve().parents[2]
 TENANT = "contoso.onmicrosoft.com"
@@ -676,7 +676,7 @@ def test_cli_serve_mint_revoke_calls(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET + "\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cli = [sys.executable, "-m", "tests.fake_intune"]
+    cli = [sys.executable, "-m", "tests.support.fake_intune"]
     serve = subprocess.Popen(
         [
             *cli,

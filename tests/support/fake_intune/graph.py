@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 import uuid
 
-from tests.fake_intune import wire
-from tests.fake_intune.entra import bearer
-from tests.fake_intune.errors import GRAPH_CONTENT_TYPE, graph_error
-from tests.fake_intune.model import Json, Reply, Request
-from tests.fake_intune.state import FakeIntune
+from tests.support.fake_intune import wire
+from tests.support.fake_intune.entra import bearer
+from tests.support.fake_intune.errors import GRAPH_CONTENT_TYPE, graph_error
+from tests.support.fake_intune.model import Json, Reply, Request
+from tests.support.fake_intune.state import FakeIntune
 
 ENDPOINTS_BY_APP_ID = re.compile(r"^/v1\.0/servicePrincipals/appId=([^/]+)/endpoints$")
 ENDPOINTS_BY_ID = re.compile(r"^/v1\.0/servicePrincipals/([0-9a-fA-F-]{36})/endpoints$")

@@ -19,13 +19,13 @@ import time
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.fake_intune import csr as csrmod
-from tests.fake_intune import wire
-from tests.fake_intune.entra import bearer
-from tests.fake_intune.errors import intune_error
-from tests.fake_intune.model import Challenge, Json, Notification, Reply, Request, RevocationResult
-from tests.fake_intune.state import FakeIntune
-from tests.fake_intune.wire import RevocationCode, ScepCode
+from tests.support.fake_intune import csr as csrmod
+from tests.support.fake_intune import wire
+from tests.support.fake_intune.entra import bearer
+from tests.support.fake_intune.errors import intune_error
+from tests.support.fake_intune.model import Challenge, Json, Notification, Reply, Request, RevocationResult
+from tests.support.fake_intune.state import FakeIntune
+from tests.support.fake_intune.wire import RevocationCode, ScepCode
 
 BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}")  # SHA-1; hex case unspecified (§5.1)

@@ -1,8 +1,8 @@
 """Look at a daemon's token directly, in a process of its own (SoftHSM2 reads SOFTHSM2_CONF once per process,
 and the test session already has its own token loaded).
 
-    python -m tests.token_probe CONFIG keys LABEL...      # JSON: attributes and a C_Decrypt attempt per key
-    python -m tests.token_probe CONFIG drop-secret LABEL  # delete LABEL.reject, as a state made before it existed
+    python -m tests.support.token_probe CONFIG keys LABEL...      # JSON: attributes and a C_Decrypt attempt per key
+    python -m tests.support.token_probe CONFIG drop-secret LABEL  # delete LABEL.reject, as a state made before it existed
 
 The C_Decrypt attempt uses a block encrypted to the key's own public key with PKCS#1 v1.5, so only the
 token's refusal (not the ciphertext) can make it fail.

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from tests.fake_intune import admin, entra, graph, intune, wire
-from tests.fake_intune.errors import default_fault_body, intune_error
-from tests.fake_intune.model import Call, Fault, Json, Reply, Request
-from tests.fake_intune.state import FakeIntune
+from tests.support.fake_intune import admin, entra, graph, intune, wire
+from tests.support.fake_intune.errors import default_fault_body, intune_error
+from tests.support.fake_intune.model import Call, Fault, Json, Reply, Request
+from tests.support.fake_intune.state import FakeIntune
 
 TOKEN_PATH = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$")
 Handler = Callable[[FakeIntune, Request], Reply]

@@ -1,4 +1,4 @@
-"""A pytest fixture for tests elsewhere: `from tests.fake_intune.fixtures import fake_intune`
+"""A pytest fixture for tests elsewhere: `from tests.support.fake_intune.fixtures import fake_intune`
 in a conftest.py makes `fake_intune` available to the tests beside it."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fake_intune.server import running_fake_intune
-from tests.fake_intune.state import FakeIntune
+from tests.support.fake_intune.server import running_fake_intune
+from tests.support.fake_intune.state import FakeIntune
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ docs/intune-contract.md describes them.
         ...  # point a client at fake.authority / fake.graph_url
         assert fake.notifications()[transaction_id][0].kind == "success"
 
-`python -m tests.fake_intune --help` serves it for the README demo.
+`python -m tests.support.fake_intune --help` serves it for the README demo.
 """
 
-from tests.fake_intune.model import (
+from tests.support.fake_intune.model import (
     Call,
     Challenge,
     Fault,
@@ -21,9 +21,9 @@ from tests.fake_intune.model import (
     RevocationItem,
     RevocationResult,
 )
-from tests.fake_intune.server import running_fake_intune, serve_fake_intune
-from tests.fake_intune.state import FakeIntune, IssuedToken
-from tests.fake_intune.wire import ROUTES, RevocationCode, ScepCode
+from tests.support.fake_intune.server import running_fake_intune, serve_fake_intune
+from tests.support.fake_intune.state import FakeIntune, IssuedToken
+from tests.support.fake_intune.wire import ROUTES, RevocationCode, ScepCode
 
 __all__ = [
     "ROUTES",

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 _SERVING = re.compile(r"serving SCEP at (http://[^\s]+?)(/\S*) ")
 _METRICS = re.compile(r"serving metrics at (http://[^\s]+?)/metrics")
 

@@ -30,8 +30,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from tests.fake_intune.model import Fault, Json, Reply, Request
-from tests.fake_intune.state import FakeIntune
+from tests.support.fake_intune.model import Fault, Json, Reply, Request
+from tests.support.fake_intune.state import FakeIntune
 
 
 class AdminError(Exception):

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AttributeOID, NameOID
 
-from tests.fake_intune.csr import UPN_OID
-from tests.fake_intune.state import b64url
-from tests.fake_intune.wire import JWT_BEARER
+from tests.support.fake_intune.csr import UPN_OID
+from tests.support.fake_intune.state import b64url
+from tests.support.fake_intune.wire import JWT_BEARER
 
 
 def _general_name(text: str) -> x509.GeneralName:

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import uuid
 
-from tests.fake_intune.model import Reply
+from tests.support.fake_intune.model import Reply
 
 GRAPH_CONTENT_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"

@@ -20,10 +20,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.fake_intune import wire
-from tests.fake_intune.errors import entra_error
-from tests.fake_intune.model import Reply, Request
-from tests.fake_intune.state import Audience, FakeIntune, IssuedToken
+from tests.support.fake_intune import wire
+from tests.support.fake_intune.errors import entra_error
+from tests.support.fake_intune.model import Reply, Request
+from tests.support.fake_intune.state import Audience, FakeIntune, IssuedToken
 
 IGNORED_SCOPES = {"openid", "profile", "offline_access"}
 ASSERTION_SKEW = 300.0  # seconds of clock skew Entra tolerates on nbf/exp

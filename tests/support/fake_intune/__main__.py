@@ -1,12 +1,12 @@
 """Command line for the fake: serve it for the README demo, and drive a running one.
 
-    python -m tests.fake_intune serve --port 8081 --tenant T --client-id C --client-secret-file F
-    python -m tests.fake_intune mint --url http://127.0.0.1:8081 --subject "CN=device1" [--san dns:x] [--ttl 600]
-    python -m tests.fake_intune revoke --url http://127.0.0.1:8081 --serial HEX [--issuer DN] [--ca-configuration S]
-    python -m tests.fake_intune revoke --url http://127.0.0.1:8081 --transaction-id TID
-    python -m tests.fake_intune calls --url http://127.0.0.1:8081 [--route validate] [--json]
-    python -m tests.fake_intune notifications|revocation-results|reset --url http://127.0.0.1:8081
-    python -m tests.fake_intune fail --url http://127.0.0.1:8081 --route validate --status 500 [--times N]
+    python -m tests.support.fake_intune serve --port 8081 --tenant T --client-id C --client-secret-file F
+    python -m tests.support.fake_intune mint --url http://127.0.0.1:8081 --subject "CN=device1" [--san dns:x] [--ttl 600]
+    python -m tests.support.fake_intune revoke --url http://127.0.0.1:8081 --serial HEX [--issuer DN] [--ca-configuration S]
+    python -m tests.support.fake_intune revoke --url http://127.0.0.1:8081 --transaction-id TID
+    python -m tests.support.fake_intune calls --url http://127.0.0.1:8081 [--route validate] [--json]
+    python -m tests.support.fake_intune notifications|revocation-results|reset --url http://127.0.0.1:8081
+    python -m tests.support.fake_intune fail --url http://127.0.0.1:8081 --route validate --status 500 [--times N]
 
 The driving commands talk to the admin API (/_fake/...), so they work against a
 fake served by another process.
@@ -25,9 +25,9 @@ import httpx
 import trio
 from cryptography import x509
 
-from tests.fake_intune.server import serve_fake_intune
-from tests.fake_intune.state import FakeIntune
-from tests.fake_intune.wire import ROUTES
+from tests.support.fake_intune.server import serve_fake_intune
+from tests.support.fake_intune.state import FakeIntune
+from tests.support.fake_intune.wire import ROUTES
 
 SECRET_FIELDS = {"client_secret", "client_assertion", "authorization"}
 
@@ -147,7 +147,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tests.fake_intune", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tests.support.fake_intune", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve the fake until SIGINT/SIGTERM")
