@@ -2,15 +2,17 @@
 
 A step sees the enrollment, may refuse it (raise `Rejected`), and otherwise
 hands it on with `await next(enrollment)`, getting the issued certificate back
-on the return path. The enrollment is a frozen value: a step that learns
-something (the challenge that authorised it, the certificate it renews, its
-profile) hands on a copy made with `dataclasses.replace`, so what a step was
-given is never changed behind its back, and `Issued.enrollment` tells the
-caller what the request looked like where it was issued. That shape lets one step act both before and after the
+on the return path. That shape lets one step act both before and after the
 rest: a challenge check only looks before; the store writes after signing; an
 Intune step validates before and notifies success or failure after. The chain
 is composed once at start-up from the configuration, so adding a step (Jamf, a
 webhook) never means editing another.
+
+The enrollment is a frozen value. A step that learns something (the challenge
+that authorised the request, the certificate it renews, its profile) hands on
+a copy made with `dataclasses.replace`, so what a step was given never changes
+behind its back; `Issued.enrollment` tells the caller what the request looked
+like where it was issued.
 """
 
 from __future__ import annotations

@@ -1,0 +1,83 @@
+"""What becomes of a renewed certificate, with the steps composed as the daemon composes them.
+
+The renewal step and the profile step only decide; `SupersedeRenewed`, a
+store step of the issuing end, marks the old certificate superseded (or
+revokes it, with the profile's revoke_superseded), whether the renewal is
+issued at once or held for approval and issued on a later poll.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from scepd.challenge.renewal import SignerIsIssuedCertificate
+from scepd.enroll.approval import ApprovalGate
+from scepd.enroll.pipeline import Next, Pending, compose
+from scepd.enroll.profiles import Profile, ProfileStep
+from scepd.enroll.steps import IdempotentRetry, StoreIssued, SupersedeRenewed
+from scepd.scep.constants import MessageType
+from scepd.store.base import CertStatus, PendingStatus
+from scepd.store.sqlite import SqliteStore
+from tests.challenge.pki import NOW, Ca, Terminal, csr, enrollment, key, record_for
+
+
+def chains(store: SqliteStore, ca: Ca, terminal: Terminal, profile: Profile) -> tuple[Next, ApprovalGate]:
+    """build_services' composition for one endpoint: renewal, profile, (gate), then the store steps."""
+    policy = ProfileStep(profile)
+    issue = compose(
+        [SupersedeRenewed(store, revoke=profile.revoke_superseded), IdempotentRetry(store), StoreIssued(store)],
+        terminal,
+    )
+    gate = ApprovalGate(store, profile.pending_ttl, release=compose([policy], issue))
+    steps = [SignerIsIssuedCertificate(store, ca.certificate), policy] + ([gate] if profile.approval else [])
+    return compose(steps, issue), gate
+
+
+@pytest.mark.parametrize(("revoke", "after"), [(False, CertStatus.SUPERSEDED), (True, CertStatus.REVOKED)])
+async def test_a_renewal_issued_at_once_replaces_the_old_certificate(
+    store: SqliteStore, ca: Ca, terminal: Terminal, revoke: bool, after: CertStatus
+) -> None:
+    old = ca.issue(key().public_key(), "device")
+    await store.put_issued(record_for(old))
+    chain, _ = chains(store, ca, terminal, Profile(revoke_superseded=revoke))
+    issued = await chain(enrollment(csr(key(), "device", None), old, message_type=MessageType.RENEWAL_REQ))
+    assert issued.enrollment.renewal_of == old.serial_number and issued.enrollment.challenge_mode == "renewal"
+    record = await store.get(old.serial_number)
+    assert record is not None and record.status is after
+    new = await store.get(issued.serial)
+    assert new is not None and new.renewal_of == old.serial_number and new.status is CertStatus.VALID
+
+
+@pytest.mark.parametrize(("revoke", "after"), [(False, CertStatus.SUPERSEDED), (True, CertStatus.REVOKED)])
+async def test_a_held_renewal_replaces_the_old_certificate_when_its_poll_issues(
+    store: SqliteStore, ca: Ca, terminal: Terminal, revoke: bool, after: CertStatus
+) -> None:
+    old = ca.issue(key().public_key(), "device")
+    await store.put_issued(record_for(old))
+    chain, gate = chains(store, ca, terminal, Profile(name="held", approval=True, revoke_superseded=revoke))
+    request = csr(key(), "device", None)
+    e = enrollment(request, old, message_type=MessageType.RENEWAL_REQ)
+
+    with pytest.raises(Pending) as held_answer:
+        await chain(e)
+    assert held_answer.value.profile == "held"
+    record = await store.get(old.serial_number)
+    assert record is not None and record.status is CertStatus.VALID  # nothing is replaced while it waits
+
+    held = await store.find_pending(e.transaction_id)
+    assert held is not None and held.renewal_of == old.serial_number
+    assert await store.decide_pending(held.id, True, "ok", NOW) is not None
+    held, polled = await gate.held_for(e.transaction_id, request.subject, old, NOW + dt.timedelta(minutes=1))
+    issued = await gate.poll(held, polled)
+
+    record = await store.get(old.serial_number)
+    assert record is not None and record.status is after
+    done = await store.get_pending(held.id)
+    assert done is not None and done.status is PendingStatus.ISSUED and done.serial == issued.serial
+    # Polling again hands back the same certificate and changes nothing more.
+    again = await gate.poll(done, polled)
+    assert again.serial == issued.serial and again.reused
+    record = await store.get(old.serial_number)
+    assert record is not None and record.status is after
