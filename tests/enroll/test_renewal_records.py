@@ -20,7 +20,7 @@ from scepd.enroll.steps import IdempotentRetry, StoreIssued, SupersedeRenewed
 from scepd.scep.constants import MessageType
 from scepd.store.base import CertStatus, PendingStatus
 from scepd.store.sqlite import SqliteStore
-from tests.challenge.pki import NOW, Ca, Terminal, csr, enrollment, key, record_for
+from tests.support.pki import NOW, Ca, Terminal, csr, enrollment, key, record_for
 
 
 def chains(store: SqliteStore, ca: Ca, terminal: Terminal, profile: Profile) -> tuple[Next, ApprovalGate]:
