@@ -53,6 +53,8 @@ class TokenSettings:
     pin_source: str
     workers: int
     softhsm2_conf: str | None
+    tpm2_pkcs11_store: str | None = None  # tpm2-pkcs11's store directory (a TPM token, docs/keys.md)
+    tpm2_tcti: str | None = None  # how tpm2-pkcs11 reaches the TPM, e.g. device:/dev/tpmrm0
 
 
 @dataclass(frozen=True)
@@ -421,6 +423,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     if pin is None:
         raise ConfigError("token.pin", "is required (file:PATH, env:NAME or credential:NAME)")
     conf = tok.get("softhsm2_conf", str, None)
+    tpm_store = tok.get("tpm2_pkcs11_store", str, None)
+    tpm_tcti = tok.get("tpm2_tcti", str, None)
     workers = tok.get("workers", int, 0)
     if not 0 <= workers <= 64:
         raise ConfigError("token.workers", "must be between 0 (one in-process thread) and 64")
@@ -430,6 +434,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         pin_source=pin if not pin.startswith("file:") else f"file:{resolve(pin[5:])}",
         workers=workers,
         softhsm2_conf=str(resolve(conf)) if conf else None,
+        tpm2_pkcs11_store=str(resolve(tpm_store)) if tpm_store else None,
+        tpm2_tcti=tpm_tcti,
     )
     tok.done()
 

@@ -69,6 +69,8 @@ def token_config(config: Config) -> TokenConfig:
         pin=read_secret(config.token.pin_source),
         workers=config.token.workers,
         softhsm2_conf=config.token.softhsm2_conf,
+        tpm2_pkcs11_store=config.token.tpm2_pkcs11_store,
+        tpm2_tcti=config.token.tpm2_tcti,
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 from scepd.store.sqlite import SqliteStore
 from tests.challenge.pki import Ca, Terminal
 from tests.softhsm import SoftHsmToken, make_token
+from tests.tpm import tpm_token  # noqa: F401 - the session's software TPM (one per process)
 
 
 @pytest.fixture(scope="session")

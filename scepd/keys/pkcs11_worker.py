@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util import ec as p11ec
 
-from scepd.keys import rejection, token_lock
+from scepd.keys import rejection, token_lock, tpm
 from scepd.keys.token_lock import TokenBusy
 
 if TYPE_CHECKING:
@@ -68,10 +68,11 @@ REJECT_SUFFIX = ".reject"  # label of a key's implicit-rejection secret: "<key l
 
 
 def _load(cfg: TokenConfig) -> Any:
-    """Load the module once per process; SoftHSM2 reads SOFTHSM2_CONF only then."""
+    """Load the module once per process; SoftHSM2 reads SOFTHSM2_CONF only then (tpm2-pkcs11 its store and TCTI)."""
     if cfg.module not in _loaded_conf:
         if cfg.softhsm2_conf:
             os.environ["SOFTHSM2_CONF"] = cfg.softhsm2_conf
+        os.environ.update(tpm.environment(getattr(cfg, "tpm2_pkcs11_store", None), getattr(cfg, "tpm2_tcti", None)))
         _loaded_conf[cfg.module] = os.environ.get("SOFTHSM2_CONF")
     elif cfg.softhsm2_conf and _loaded_conf[cfg.module] != cfg.softhsm2_conf:
         raise RuntimeError(f"{cfg.module} is already loaded with SOFTHSM2_CONF={_loaded_conf[cfg.module]}")
@@ -110,8 +111,17 @@ class TokenSession:
     def __init__(self, cfg: TokenConfig) -> None:
         # Loading (C_Initialize), finding the token and logging in read and rewrite the
         # token's files: one process at a time (see token_lock).
+        self._cfg = cfg
+        self.tpm = tpm.is_tpm_module(cfg.module)
         with token_lock.exclusive(cfg.module, cfg.softhsm2_conf, getattr(cfg, "timeout", 30.0)):
-            token = _load(cfg).get_token(token_label=cfg.token_label)
+            try:
+                token = _load(cfg).get_token(token_label=cfg.token_label)
+            except pkcs11.exceptions.NoSuchToken:
+                if not self.tpm:
+                    raise
+                # tpm2-pkcs11 lists tokens made by another process only after C_Initialize again.
+                _load(cfg).reinitialize()
+                token = _load(cfg).get_token(token_label=cfg.token_label)
             try:
                 self.session = token.open(rw=True, user_pin=cfg.pin)
             except pkcs11.exceptions.UserAlreadyLoggedIn:
@@ -121,9 +131,24 @@ class TokenSession:
         self._secrets: dict[str, Any] = {}
         self._unsupported: set[tuple[str, str, bytes]] = set()
         self.ephemeral_secrets: set[str] = set()  # keys whose rejection secret exists in this session only
+        self._stale = False  # tpm2-pkcs11: a failed C_Decrypt left the session unusable
 
     def close(self) -> None:
         self.session.close()
+
+    def _replace_session(self) -> None:
+        """A fresh, logged-in session for one tpm2-pkcs11 left unusable (see `_decrypt`).
+
+        Closing a tpm2-pkcs11 session logs the token out, so the new one logs
+        in again (a right PIN costs no dictionary-attack count). Key handles
+        are looked up again; the rejection secrets held in this process stay.
+        """
+        token = self.session.token
+        self.session.close()
+        self.session = token.open(rw=True, user_pin=self._cfg.pin)
+        self._keys.clear()
+        self._secrets = {k: v for k, v in self._secrets.items() if isinstance(v, tpm.SessionSecret)}
+        self._stale = False
 
     def _private(self, label: str) -> Any:
         key = self._keys.get(label)
@@ -226,7 +251,9 @@ class TokenSession:
         send an envelope compute signatures with it, so the OAEP decoding in
         Python is only allowed for a key that exists solely to open envelopes.
         """
-        if (oaep[2] or oaep in self._unsupported) and key[Attribute.SIGN]:
+        if self.tpm and not tpm.oaep_supported(*oaep):
+            self._unsupported.add(oaep)  # tpm2-pkcs11 decrypts these wrongly; raw RSA is never tried on a TPM
+        if (oaep[2] or oaep in self._unsupported) and (key[Attribute.SIGN] or self.tpm):
             raise Unsupported(
                 f"OAEP {oaep[0]}/{oaep[1]}{' with a label' if oaep[2] else ''} is not done by "
                 "this token, and raw RSA is refused on a key that can sign"
@@ -252,6 +279,12 @@ class TokenSession:
             self._unsupported.add(oaep)
             self._check_oaep(key, oaep)
             return self._decrypt_oaep_raw(key, oaep, ciphertext)
+        finally:
+            if self.tpm:
+                # tpm2-pkcs11 leaves a failed C_Decrypt's operation open (CKR_OPERATION_ACTIVE from then
+                # on). Ended after every decrypt, good or bad, so both paths cost the same; a session
+                # whose operation will not end is replaced before its next use.
+                self._stale = not tpm.end_decrypt(self._cfg.module, self.session.handle)
 
     def _decrypt_oaep_raw(self, key: Any, oaep: tuple[str, str, bytes], ciphertext: bytes) -> bytes:
         k = len(key[Attribute.MODULUS])
@@ -272,7 +305,7 @@ class TokenSession:
         if secret is None:
             found = self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX)
             if found is None:
-                found = self._generate_secret(label, store=False)
+                found = tpm.SessionSecret() if self.tpm else self._generate_secret(label, store=False)
                 self.ephemeral_secrets.add(label)
             secret = self._secrets[label] = found
         return secret
@@ -301,8 +334,11 @@ class TokenSession:
         return self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX) is not None
 
     def ensure_reject_secret(self, label: str) -> bool:
-        """Create the persistent rejection secret of `label` if it has none; True if created."""
-        if self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX) is not None:
+        """Create the persistent rejection secret of `label` if it has none; True if created.
+
+        A TPM token cannot hold one (no secret-key objects): False, and each session makes its own.
+        """
+        if self.tpm or self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX) is not None:
             return False
         self._generate_secret(label, store=True)
         self._secrets.pop(label, None)
@@ -332,11 +368,15 @@ class TokenSession:
             Attribute.SIGN: True,
         }
         public = {Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.VERIFY: True}
+        if self.tpm:
+            tpm.check_key_spec(kind, size, curve)
+            public |= tpm.public_template(decrypt)
         if kind == "rsa":
             if size not in (2048, 3072, 4096):
                 raise ValueError("RSA key size must be 2048, 3072 or 4096")
             private |= {Attribute.DECRYPT: decrypt, Attribute.UNWRAP: decrypt}
-            public |= {Attribute.ENCRYPT: decrypt, Attribute.WRAP: decrypt}
+            if not self.tpm:
+                public |= {Attribute.ENCRYPT: decrypt, Attribute.WRAP: decrypt}
             self.session.generate_keypair(
                 KeyType.RSA, size, id=key_id, label=label, store=True, public_template=public, private_template=private
             )
@@ -400,6 +440,8 @@ class TokenSession:
 
     def dispatch(self, op: str, args: tuple[Any, ...]) -> tuple[str, Any]:
         try:
+            if self._stale:
+                self._replace_session()
             return ("ok", getattr(self, op)(*args))
         except Unsupported as e:
             return ("unsupported", str(e))
