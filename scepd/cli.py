@@ -20,9 +20,10 @@ import trio
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from scepd import cli_certs, cli_errors, cli_pending, logs
+from scepd import cli_certs, cli_errors, cli_pending, cli_tpm, logs
 from scepd.config import Config, ConfigError, load, read_secret
 from scepd.files import write_atomically
+from scepd.keys import tpm
 
 DEFAULT_CONFIG = os.environ.get("SCEPD_CONFIG", "/etc/scepd/scepd.toml")
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +48,11 @@ def _config(args: argparse.Namespace) -> Config:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = _config(args)
+    problems = cli_tpm.config_problems(
+        config
+    )  # a TPM token cannot hold these keys: refused, not found at the first use
+    if problems:
+        raise SystemExit("scepd: " + "; ".join(problems))
     print(f"{config.path}: ok ({len(config.endpoints)} endpoint(s), {len(config.profiles)} profile(s))")
     warnings, skipped = _key_warnings(config)
     for warning in warnings:
@@ -240,7 +246,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     """
     state = Path(args.state).resolve()
     state.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["bash", str(REPO / "softhsm" / "init-token.sh"), str(state)], check=True, stdout=subprocess.DEVNULL)
+    if args.token == "tpm":
+        cli_tpm.prepare_state(state, args.tcti)
+    else:
+        subprocess.run(
+            ["bash", str(REPO / "softhsm" / "init-token.sh"), str(state)], check=True, stdout=subprocess.DEVNULL
+        )
     secret_file = state / "secrets" / "challenge"
     if not secret_file.exists():
         secret_file.write_text((args.challenge or secrets.token_urlsafe(18)) + "\n")
@@ -249,16 +260,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not config_file.exists():
         # A free SCEP port (tests, several instances) gets a free metrics port too.
         metrics_listen = args.metrics_listen or ("127.0.0.1:0" if args.listen.endswith(":0") else "127.0.0.1:9108")
-        config_file.write_text(
-            DEFAULT_TOML.format(
-                listen=args.listen,
-                metrics_listen=metrics_listen,
-                module=args.module,
-                workers=args.workers,
-                processes=args.processes,
-                ra="" if args.no_ra else RA_TOML,
-            )
+        text = DEFAULT_TOML.format(
+            listen=args.listen,
+            metrics_listen=metrics_listen,
+            module=args.module,
+            workers=args.workers,
+            processes=args.processes,
+            ra="" if args.no_ra else RA_TOML,
         )
+        if args.token == "tpm":
+            text = cli_tpm.config_text(text, args.tcti)
+        config_file.write_text(text)
     config = load(config_file)
     from scepd.ca.setup import KeySpec, init_ca
     from scepd.keys.pkcs11 import ensure_reject_secret
@@ -278,7 +290,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         )
         usage = "signs and opens envelopes (no RA)" if lone else "sign only"
         print(f"scepd: created CA {args.subject} on the token ({usage}); certificate {config.ca.certificate}")
-    if lone:
+    if lone and args.token == "tpm":
+        print("scepd: warning: a TPM holds no rejection secret; each token session makes its own (docs/keys.md)")
+    elif lone:
         ensure_reject_secret(token_config(config), key_label(config.ca.key))
         print(
             "scepd: warning: this state has no RA, so the CA key opens envelopes; add one with "
@@ -300,6 +314,8 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
     from scepd.server import key_label, token_config
 
     config = _config(args)
+    if tpm.is_tpm_module(config.token.module):
+        cli_tpm.check_key_spec(args.key_type, args.key_size, args.curve)
     # Sign-only unless the config has no RA: then this CA is also the envelope key (lone-CA layout).
     lone = config.ca.ra_key is None
     spec = KeySpec(args.key_type, args.key_size, args.curve, decrypt=lone)
@@ -324,6 +340,8 @@ def cmd_ca_csr(args: argparse.Namespace) -> int:
     from scepd.server import key_label, token_config
 
     config = _config(args)
+    if args.generate and tpm.is_tpm_module(config.token.module):
+        cli_tpm.check_key_spec(args.key_type, args.key_size, args.curve)
     lone = config.ca.ra_key is None
     spec = KeySpec(args.key_type, args.key_size, args.curve, decrypt=lone) if args.generate else None
     pem = trio.run(ca_request, token_config(config), key_label(config.ca.key), _subject(args.subject), spec)
@@ -662,6 +680,17 @@ def parser() -> argparse.ArgumentParser:
         help="the lone-CA layout of earlier versions: the CA key also opens envelopes (start-up warns)",
     )
     sp.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so")
+    sp.add_argument(
+        "--token",
+        choices=["softhsm", "tpm"],
+        default="softhsm",
+        help="where the CA and RA keys live: a SoftHSM2 token (default) or the TPM 2.0 through tpm2-pkcs11",
+    )
+    sp.add_argument(
+        "--tcti",
+        default="device:/dev/tpmrm0",
+        help="with --token tpm: how to reach the TPM (default device:/dev/tpmrm0; tabrmd:bus_type=session, swtpm:...)",
+    )
     # 2: measured faster than the in-process thread under load, which the GIL slows (README).
     sp.add_argument(
         "--workers", type=int, default=2, help="token worker processes (0: one in-process thread; default 2)"
