@@ -199,8 +199,14 @@ class SoftwareTpm:
         self.procs["swtpm"].send_signal(signal.SIGCONT)
 
     def restart_tpm(self) -> None:
-        """swtpm stopped and started on the same state (a TPM reset); the resource manager is restarted
-        too, since it holds contexts of the old TPM."""
+        """swtpm stopped and started on the same state: a TPM reset, as after a reboot or a crash.
+
+        TPM2_Shutdown is sent first, so the restart is orderly: an unorderly one counts
+        towards the TPM's dictionary-attack lockout (swtpm: 3 tries, then 1000 s), and the
+        session's token must not lock out. The resource manager is restarted too, since it
+        holds contexts of the old TPM.
+        """
+        subprocess.run(["tpm2_shutdown"], env=dict(os.environ, **self.env), capture_output=True, timeout=10)
         self._stop("abrmd")
         self._stop("swtpm")
         self._start_swtpm()

@@ -115,26 +115,49 @@ class TokenSession:
         self.tpm = tpm.is_tpm_module(cfg.module)
         with token_lock.exclusive(cfg.module, cfg.softhsm2_conf, getattr(cfg, "timeout", 30.0)):
             try:
-                token = _load(cfg).get_token(token_label=cfg.token_label)
-            except pkcs11.exceptions.NoSuchToken:
+                self.session = self._open(cfg)
+            except (pkcs11.exceptions.NoSuchToken, pkcs11.exceptions.GeneralError, pkcs11.exceptions.DeviceError):
                 if not self.tpm:
                     raise
-                # tpm2-pkcs11 lists tokens made by another process only after C_Initialize again.
+                # tpm2-pkcs11 sees a token made by another process, and a TPM that was reset, only
+                # after C_Initialize again (this invalidates the process's other sessions of the module).
                 _load(cfg).reinitialize()
-                token = _load(cfg).get_token(token_label=cfg.token_label)
-            try:
-                self.session = token.open(rw=True, user_pin=cfg.pin)
-            except pkcs11.exceptions.UserAlreadyLoggedIn:
-                # Login is token-wide: another session of this process already did it.
-                self.session = token.open(rw=True)
+                self.session = self._open(cfg)
+        self._broken = False  # tpm2-pkcs11: a token fault, maybe a TPM reset; re-initialise before the next use
         self._keys: dict[str, Any] = {}
         self._secrets: dict[str, Any] = {}
         self._unsupported: set[tuple[str, str, bytes]] = set()
         self.ephemeral_secrets: set[str] = set()  # keys whose rejection secret exists in this session only
         self._stale = False  # tpm2-pkcs11: a failed C_Decrypt left the session unusable
 
+    @staticmethod
+    def _open(cfg: TokenConfig) -> Any:
+        token = _load(cfg).get_token(token_label=cfg.token_label)
+        try:
+            return token.open(rw=True, user_pin=cfg.pin)
+        except pkcs11.exceptions.UserAlreadyLoggedIn:
+            # Login is token-wide: another session of this process already did it.
+            return token.open(rw=True)
+
     def close(self) -> None:
         self.session.close()
+
+    def _recover(self) -> None:
+        """After a token fault on a TPM: re-initialise the module and log in again (about 0.1 s).
+
+        A TPM that restarted drops the contexts tpm2-pkcs11 holds, and every
+        call fails until C_Initialize runs again in this process. Still failing
+        (the TPM not back yet) leaves the session broken for the next call to try.
+        """
+        try:
+            self.session.close()
+        except Exception:  # noqa: BLE001 - the old session is gone with the old TPM state anyway
+            pass
+        _load(self._cfg).reinitialize()
+        self.session = self._open(self._cfg)
+        self._keys.clear()
+        self._secrets = {k: v for k, v in self._secrets.items() if isinstance(v, tpm.SessionSecret)}
+        self._stale = self._broken = False
 
     def _replace_session(self) -> None:
         """A fresh, logged-in session for one tpm2-pkcs11 left unusable (see `_decrypt`).
@@ -440,7 +463,9 @@ class TokenSession:
 
     def dispatch(self, op: str, args: tuple[Any, ...]) -> tuple[str, Any]:
         try:
-            if self._stale:
+            if self._broken:
+                self._recover()
+            elif self._stale:
                 self._replace_session()
             return ("ok", getattr(self, op)(*args))
         except Unsupported as e:
@@ -448,6 +473,7 @@ class TokenSession:
         except pkcs11.exceptions.NoSuchKey:
             return ("backend", f"no private key labelled {args[0]!r} on the token")
         except Exception as e:  # noqa: BLE001 - every other fault is the backend's
+            self._broken = self.tpm
             return ("backend", f"{type(e).__name__}: {e}")
 
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pkcs11 import Attribute, Mechanism, ObjectClass
 
-from scepd.keys.base import HashName, OaepParams, RsaPadding, UnsupportedParameters
+from scepd.keys.base import HashName, KeyBackendError, OaepParams, RsaPadding, UnsupportedParameters
 from scepd.keys.pkcs11 import TokenPool, generate_key, key_exists, token_thread
 from scepd.keys.pkcs11_worker import TokenSession
 from scepd.keys.tpm import TpmUnsupported
@@ -207,3 +207,55 @@ async def test_many_tasks_at_once_make_no_errors(
             for n in range(40):
                 nursery.start_soon(task, n)
     assert results == ["ok"] * ops, f"{results.count('wrong')} wrong in {time.perf_counter() - started:.1f} s"
+
+
+# The fault tests come last in this file: they reset the session's TPM.
+
+
+async def test_a_frozen_tpm_times_out_and_is_used_again_when_it_thaws(
+    tpm_token: TpmToken, tpm_keys: dict[str, tuple[str, Any]]
+) -> None:
+    label, pub = tpm_keys["p256"]
+    assert isinstance(pub, ec.EllipticCurvePublicKey)
+    async with TokenPool.open(tpm_token.config(timeout=1.0)) as pool:
+        key = pool.key(label)
+        await key.sign(b"before", HashName.SHA256)
+        tpm_token.tpm.freeze()
+        try:
+            started = time.monotonic()
+            with pytest.raises(KeyBackendError, match="no answer"):
+                await key.sign(b"frozen", HashName.SHA256)
+            assert time.monotonic() - started < 3
+            with pytest.raises(KeyBackendError, match="no answer"):  # queued behind the stuck call
+                await key.sign(b"still frozen", HashName.SHA256)
+        finally:
+            tpm_token.tpm.thaw()
+        with trio.fail_after(20):
+            while True:
+                try:
+                    sig = await key.sign(b"after", HashName.SHA256)
+                    break
+                except KeyBackendError:
+                    await trio.sleep(0.2)
+        pub.verify(sig, b"after", ec.ECDSA(hashes.SHA256()))
+
+
+async def test_after_a_tpm_reset_the_pool_reinitialises_the_module_by_itself(
+    tpm_token: TpmToken, tpm_keys: dict[str, tuple[str, Any]]
+) -> None:
+    """Every call fails after a TPM reset until tpm2-pkcs11 is initialised again in the process:
+    the failing call marks the session, the next one re-initialises, logs in and succeeds."""
+    ra_label, ra_pub = tpm_keys["ra"]
+    assert isinstance(ra_pub, rsa.RSAPublicKey)
+    cek = os.urandom(16)
+    block = ra_pub.encrypt(cek, padding.PKCS1v15())
+    async with TokenPool.open(tpm_token.config()) as pool:
+        ra = pool.key(ra_label)
+        assert (await ra.unwrap(block, RsaPadding.PKCS1V15, None, 16)).key == cek
+        await trio.to_thread.run_sync(tpm_token.tpm.restart_tpm)
+        with pytest.raises(KeyBackendError):
+            await pool.ping()  # the first call meets the reset TPM: a 503, /readyz not ready
+        await pool.ping()  # the next one re-initialised the module
+        assert (await ra.unwrap(block, RsaPadding.PKCS1V15, None, 16)).key == cek
+        data = b"after the reset"
+        ra_pub.verify(await ra.sign(data, HashName.SHA256), data, padding.PKCS1v15(), hashes.SHA256())
