@@ -10,6 +10,9 @@ touches the system bus, and every process is stopped by its PID.
     tpm.env                             # what a process needs to reach it
     tpm.restart_tpm()                   # swtpm stopped and started again (state kept)
     tpm.stop()
+
+Start and restart it from the main thread: its processes are told to stop when the
+thread that started them ends (so a crashed test run leaves nothing running).
 """
 
 from __future__ import annotations
@@ -41,6 +44,14 @@ def missing() -> str | None:
 
 
 requires_swtpm = pytest.mark.skipif(missing() is not None, reason=missing() or "")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies, even by a crash, so no
+    swtpm, bus or resource manager outlives its test run."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _wait_for(
@@ -121,7 +132,7 @@ class SoftwareTpm:
             "not-need-init,startup-clear",
         ]
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, preexec_fn=_die_with_parent)
         finally:
             os.close(fd)
         self.procs["swtpm"] = proc
@@ -139,6 +150,7 @@ class SoftwareTpm:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=fd,
+                    preexec_fn=_die_with_parent,
                 )
             finally:
                 os.close(fd)
@@ -153,7 +165,9 @@ class SoftwareTpm:
             argv.append("--allow-root")  # it refuses root otherwise; CI containers run tests as root
         env = dict(os.environ, DBUS_SESSION_BUS_ADDRESS=self.bus_address)
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=env)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=env, preexec_fn=_die_with_parent
+            )
         finally:
             os.close(fd)
         self.procs["abrmd"] = proc
