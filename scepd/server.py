@@ -71,6 +71,7 @@ def token_config(config: Config) -> TokenConfig:
         softhsm2_conf=config.token.softhsm2_conf,
         tpm2_pkcs11_store=config.token.tpm2_pkcs11_store,
         tpm2_tcti=config.token.tpm2_tcti,
+        timeout=config.token.timeout,
     )
 
 

@@ -146,9 +146,12 @@ class _ThreadWorker:
         # A token that stops answering (a frozen TPM has no timeout of its own) must not hang the
         # request: the caller gets a backend error after `timeout`; the call still queued is skipped.
         future = self._exec.submit(run)
-        with trio.move_on_after(self._cfg.timeout):
-            return await _wait_future(future)
-        given_up.set()
+        try:
+            with trio.move_on_after(self._cfg.timeout):
+                return await _wait_future(future)
+        finally:
+            if not future.done():  # timed out here, or the caller was cancelled (a readiness probe's own limit)
+                given_up.set()
         raise KeyBackendError(f"token {self._cfg.token_label!r}: no answer to {op} in {self._cfg.timeout:g} s")
 
     async def stop(self) -> None:

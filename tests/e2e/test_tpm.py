@@ -8,6 +8,7 @@ SCEP client enrolls against it. Skipped only where swtpm is not installed.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -54,6 +55,9 @@ def tpm_state(tpm_token: TpmToken, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def tpm_daemon(tpm_state: Path) -> Iterator[Daemon]:
+    config = tpm_state / "scepd.toml"
+    # A short token timeout, for the frozen-TPM test (TPM operations take tens of milliseconds).
+    config.write_text(config.read_text().replace("workers = 0\n", "workers = 0\ntimeout = 2\n", 1))
     with running(tpm_state, CHALLENGE) as d:
         yield d
     assert "Traceback" not in d.log(), d.log()
@@ -144,3 +148,44 @@ async def test_every_unreadable_envelope_gets_one_answer_from_the_tpm(tpm_client
     r = await tpm_client.post(request(tpm_client, key, payload, block, cek, rsa_padding))
     rep = parse_cert_rep(r.content, decrypt_key=key, trusted_signers=tpm_client.ca_certs)
     assert rep.status == PkiStatus.SUCCESS, (rep.fail_info, rep.fail_info_text)
+
+
+# Last in this file: it freezes and resets the session's TPM.
+
+
+def _readyz(daemon: Daemon) -> int:
+    return httpx.get(f"{daemon.metrics_base}/readyz", timeout=15).status_code
+
+
+def _wait_ready(daemon: Daemon, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while _readyz(daemon) != 200:
+        assert time.monotonic() < deadline, "the daemon did not become ready again"
+        time.sleep(0.2)
+
+
+async def test_a_frozen_or_reset_tpm_means_503_then_recovery(
+    tpm_token: TpmToken, tpm_daemon: Daemon, tpm_client: Client
+) -> None:
+    _wait_ready(tpm_daemon)
+    tpm = tpm_token.tpm
+    tpm.freeze()
+    try:
+        key = rsa_key()
+        started = time.monotonic()
+        r = await tpm_client.post(tpm_client.message(make_csr(key, "frozen", CHALLENGE), key))
+        assert r.status_code == 503 and r.headers["Retry-After"], (r.status_code, r.text)
+        assert time.monotonic() - started < 10
+        assert _readyz(tpm_daemon) == 503
+    finally:
+        tpm.thaw()
+    _wait_ready(tpm_daemon)
+    rep, _ = await tpm_client.enroll("after-the-thaw", CHALLENGE)
+    assert rep.status == PkiStatus.SUCCESS
+
+    time.sleep(1.2)  # past the readiness cache
+    tpm.restart_tpm()  # orderly: TPM2_Shutdown first, so no lockout count
+    assert _readyz(tpm_daemon) == 503  # the first token call after the reset fails ...
+    _wait_ready(tpm_daemon)  # ... and the next one re-initialised tpm2-pkcs11 in the daemon
+    rep, _ = await tpm_client.enroll("after-the-reset", CHALLENGE)
+    assert rep.status == PkiStatus.SUCCESS
