@@ -13,8 +13,10 @@ message) for a token fault.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 import pkcs11
@@ -54,6 +56,7 @@ _UNSUPPORTED = (
     pkcs11.exceptions.MechanismParamInvalid,
 )
 _loaded_conf: dict[str, str | None] = {}
+log = logging.getLogger("scepd.token")
 
 
 class BadCiphertext(Exception):
@@ -98,7 +101,7 @@ def start_failure(e: BaseException) -> tuple[str, str]:
     what = {
         "no_token": "no such token",
         "pin_incorrect": "the PIN was refused",
-        "pin_locked": "the user PIN is locked, expired or not initialised",
+        "pin_locked": "the user PIN is locked, expired or not initialised (on a TPM: " + tpm.LOCKOUT_TEXT + ")",
         "module": "the PKCS#11 module did not load",
     }.get(kind or "", "the token worker could not start")
     detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
@@ -124,6 +127,8 @@ class TokenSession:
                 _load(cfg).reinitialize()
                 self.session = self._open(cfg)
         self._broken = False  # tpm2-pkcs11: a token fault, maybe a TPM reset; re-initialise before the next use
+        self._locked_until = 0.0  # monotonic time before which a locked-out TPM is not asked again
+        self._lockout_reported = False
         self._keys: dict[str, Any] = {}
         self._secrets: dict[str, Any] = {}
         self._unsupported: set[tuple[str, str, bytes]] = set()
@@ -141,6 +146,28 @@ class TokenSession:
 
     def close(self) -> None:
         self.session.close()
+
+    def _recover_or_locked(self) -> str | None:
+        """Recover a broken TPM session; None if it worked (or failed in a way the call will meet
+        again), else why not: a dictionary-attack lockout, which more logins would not end.
+
+        The lockout is logged once, with how to clear it, and the TPM is not asked again for a
+        minute: retries cannot help, and every refused login is noise in the TPM's log.
+        """
+        if time.monotonic() < self._locked_until:
+            return tpm.LOCKOUT_TEXT
+        try:
+            self._recover()
+        except pkcs11.exceptions.PinLocked:
+            self._locked_until = time.monotonic() + tpm.LOCKOUT_RETRY_SECONDS
+            if not self._lockout_reported:
+                self._lockout_reported = True
+                log.error("event=token_pin_locked token=%r hint=%r", self._cfg.token_label, tpm.LOCKOUT_TEXT)
+            return tpm.LOCKOUT_TEXT
+        except Exception:  # noqa: BLE001 - the TPM not back yet: the call itself fails and says why
+            return None
+        self._lockout_reported = False
+        return None
 
     def _recover(self) -> None:
         """After a token fault on a TPM: re-initialise the module and log in again (about 0.1 s).
@@ -462,10 +489,12 @@ class TokenSession:
         return None if cert is None else bytes(cert[Attribute.VALUE])
 
     def dispatch(self, op: str, args: tuple[Any, ...]) -> tuple[str, Any]:
+        if self._broken:
+            locked = self._recover_or_locked()
+            if locked is not None:
+                return ("backend", locked)
         try:
-            if self._broken:
-                self._recover()
-            elif self._stale:
+            if self._stale:
                 self._replace_session()
             return ("ok", getattr(self, op)(*args))
         except Unsupported as e:

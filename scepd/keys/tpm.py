@@ -62,6 +62,13 @@ from typing import Any
 DEFAULT_MODULE = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so"
 DEFAULT_TCTI = "device:/dev/tpmrm0"  # the kernel's resource manager on a real TPM
 
+# What a locked-out TPM means and how to end it (the lockout hierarchy's password is empty unless set).
+LOCKOUT_TEXT = (
+    "dictionary-attack lockout (wrong PINs or unorderly TPM resets): wait for the TPM's recovery time, "
+    "or clear it with `tpm2_dictionarylockout --clear-lockout` (docs/keys.md)"
+)
+LOCKOUT_RETRY_SECONDS = 60.0
+
 RSA_SIZES = (2048, 3072)
 CURVES = ("P-256", "P-384")
 
