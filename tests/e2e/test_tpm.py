@@ -150,6 +150,32 @@ async def test_every_unreadable_envelope_gets_one_answer_from_the_tpm(tpm_client
     assert rep.status == PkiStatus.SUCCESS, (rep.fail_info, rep.fail_info_text)
 
 
+def test_certmonger_enrolls_against_the_tpm(tpm_daemon: Daemon, tmp_path: Path) -> None:
+    from tests.external import scenarios
+    from tests.external.target import ScepTarget
+
+    target = ScepTarget(url=tpm_daemon.url, ca_pem_path=tpm_daemon.ca_pem, challenge=CHALLENGE)
+    res = scenarios.certmonger_enrolls(target, tmp_path / "cm")  # checks the certificate with openssl verify
+    assert res.cert_path is not None
+
+
+@pytest.mark.parametrize(
+    "cipher,padding", [("AES128_CBC", "PKCS1V15"), ("DES3_CBC", "OAEP")], ids=["aes128-v15", "des3-oaep-sha1"]
+)
+def test_openssl_reads_the_tpm_daemons_reply(tpm_daemon: Daemon, tmp_path: Path, cipher: str, padding: str) -> None:
+    """test_external_clients' openssl check (openssl req, cms -verify, cms -decrypt, verify) against the TPM."""
+    from scepd.keys.base import RsaPadding
+    from scepd.scep import ContentCipher
+    from tests.e2e.test_external_clients import test_openssl_reads_reply_to_openssl_request as openssl_check
+
+    class Fixtures:
+        @staticmethod
+        def getfixturevalue(name: str) -> Daemon:
+            return tpm_daemon
+
+    openssl_check("ra", ContentCipher[cipher], RsaPadding[padding], Fixtures(), tmp_path)  # type: ignore[arg-type]
+
+
 # Last in this file: it freezes and resets the session's TPM.
 
 
