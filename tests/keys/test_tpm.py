@@ -80,12 +80,11 @@ def test_keys_on_the_tpm_are_sensitive_and_only_the_ra_decrypts(
     assert key_exists(tpm_token.config(), tpm_keys["ca"][0])
 
 
-def test_the_chip_refuses_to_decrypt_with_the_ca_key_even_when_the_database_says_it_may(
-    tpm_token: TpmToken, tpm_keys: dict[str, tuple[str, Any]]
+def test_the_chip_refuses_to_decrypt_with_a_sign_only_key_even_when_the_database_says_it_may(
+    tpm_token: TpmToken,
 ) -> None:
     """tpm2-pkcs11 lets CKA_DECRYPT be set true on a sign-only key (it is a database row), but the
     TPM object itself has no decrypt attribute, so the chip answers TPM_RC_ATTRIBUTES."""
-    label, pub = tpm_keys["ca"][0], tpm_keys["ca"][1]
     label = unique("tpm-signonly")
     pub = generate_key(tpm_token.config(), label, "rsa", size=2048)
     ciphertext = pub.encrypt(b"k" * 16, padding.PKCS1v15())
@@ -102,6 +101,29 @@ def test_the_chip_refuses_to_decrypt_with_the_ca_key_even_when_the_database_says
         return "decrypted"
 
     assert on_token(tpm_token, try_decrypt) == "GeneralError"
+
+
+def test_the_private_key_cannot_be_read_even_when_the_database_says_it_may(tpm_token: TpmToken) -> None:
+    """tpm2-pkcs11 accepts CKA_SENSITIVE false and CKA_EXTRACTABLE true on a key (a database row), but
+    the private key exists only wrapped by the TPM: its private exponent is not an attribute it has."""
+    label = unique("tpm-leak")
+    generate_key(tpm_token.config(), label, "rsa", size=2048)
+
+    def try_read(s: TokenSession) -> dict[str, object]:
+        key = s.session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+        key[Attribute.SENSITIVE] = False
+        key[Attribute.EXTRACTABLE] = True
+        out: dict[str, object] = {"sensitive": key[Attribute.SENSITIVE], "extractable": key[Attribute.EXTRACTABLE]}
+        for name, attr in (("d", Attribute.PRIVATE_EXPONENT), ("p", Attribute.PRIME_1)):
+            try:
+                out[name] = len(key[attr])
+            except Exception as e:  # noqa: BLE001 - the refusal is the point
+                out[name] = type(e).__name__
+        return out
+
+    got = on_token(tpm_token, try_read)
+    assert got["sensitive"] is False and got["extractable"] is True  # what the token lets one change ...
+    assert got["d"] == "AttributeTypeInvalid" and got["p"] == "AttributeTypeInvalid", got  # ... and what it has
 
 
 def test_keys_the_tpm_cannot_hold_are_refused_before_anything_is_made(tpm_token: TpmToken) -> None:
