@@ -48,6 +48,7 @@ from scepd.intune.revocation import RevocationSync
 from scepd.intune.step import IntuneChallenge
 from scepd.keys.base import HashName, KeyBackendError
 from scepd.keys.pkcs11 import Pkcs11Key, TokenConfig, TokenPool
+from scepd.keys.tpm import is_tpm_module
 from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
 from scepd.logs import fields
 from scepd.profiles import ProfileStep
@@ -157,6 +158,8 @@ async def key_warnings(config: Config, ca: CertificateAuthority) -> list[str]:
             f"{config.path}'"
         )
     if isinstance(ca.ra_key, Pkcs11Key) and not await ca.ra_key.has_reject_secret():
+        if is_tpm_module(config.token.module):  # a TPM holds no secret keys: nothing to run (docs/keys.md)
+            remedy = "remedy='none on a TPM token: each token session makes its own secret'"
         out.append(
             f"event=envelope_key_without_reject_secret key={ca.ra_key.label!r} "
             f"reason='no {ca.ra_key.label}.reject object on the token' {remedy}"

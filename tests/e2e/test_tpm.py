@@ -123,7 +123,7 @@ async def test_enroll_against_the_tpm(tpm_daemon: Daemon, tpm_client: Client) ->
     r = httpx.get(f"{tpm_daemon.metrics_base}/readyz", timeout=15)
     assert r.status_code == 200, r.text
     # The TPM holds no secret keys, so the rejection secret is per session, and start-up says so.
-    assert "envelope_key_without_reject_secret" in tpm_daemon.log()
+    assert "envelope_key_without_reject_secret" in tpm_daemon.log() and "none on a TPM token" in tpm_daemon.log()
 
 
 async def test_every_unreadable_envelope_gets_one_answer_from_the_tpm(tpm_client: Client) -> None:
