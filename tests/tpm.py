@@ -11,8 +11,8 @@ touches the system bus, and every process is stopped by its PID.
     tpm.restart_tpm()                   # swtpm stopped and started again (state kept)
     tpm.stop()
 
-Start and restart it from the main thread: its processes are told to stop when the
-thread that started them ends (so a crashed test run leaves nothing running).
+Processes started from the main thread are also told to stop when it ends, so a
+crashed test run leaves nothing running.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,10 +49,15 @@ requires_swtpm = pytest.mark.skipif(missing() is not None, reason=missing() or "
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the process that started it dies, even by a crash, so no
-    swtpm, bus or resource manager outlives its test run."""
+    swtpm, bus or resource manager outlives its test run. Linux ties this to the starting THREAD, so
+    it is only asked for from the main thread (a worker thread may end long before the test)."""
     import ctypes
 
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _preexec() -> Callable[[], None] | None:
+    return _die_with_parent if threading.current_thread() is threading.main_thread() else None
 
 
 def _wait_for(
@@ -132,7 +138,7 @@ class SoftwareTpm:
             "not-need-init,startup-clear",
         ]
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, preexec_fn=_preexec())
         finally:
             os.close(fd)
         self.procs["swtpm"] = proc
@@ -150,7 +156,7 @@ class SoftwareTpm:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=fd,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=_preexec(),
                 )
             finally:
                 os.close(fd)
@@ -166,7 +172,7 @@ class SoftwareTpm:
         env = dict(os.environ, DBUS_SESSION_BUS_ADDRESS=self.bus_address)
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=env, preexec_fn=_die_with_parent
+                argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, env=env, preexec_fn=_preexec()
             )
         finally:
             os.close(fd)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -215,3 +216,45 @@ async def test_a_frozen_or_reset_tpm_means_503_then_recovery(
     _wait_ready(tpm_daemon)  # ... and the next one re-initialised tpm2-pkcs11 in the daemon
     rep, _ = await tpm_client.enroll("after-the-reset", CHALLENGE)
     assert rep.status == PkiStatus.SUCCESS
+
+
+async def test_enrollments_through_a_tpm_reset_get_a_certificate_or_503_and_nothing_is_lost(
+    tpm_token: TpmToken, tpm_daemon: Daemon, tpm_client: Client
+) -> None:
+    """Six clients enroll without pause while the TPM resets: every answer is a certificate or a 503
+    with Retry-After, every certificate handed out is in the store, and enrollments resume."""
+    _wait_ready(tpm_daemon)
+    answers: list[tuple[float, int, int | None]] = []  # (time, HTTP status, serial)
+    stop = trio.Event()
+
+    async def client(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            key = rsa_key()
+            r = await tpm_client.post(tpm_client.message(make_csr(key, f"load-{i}-{n}", CHALLENGE), key))
+            serial = None
+            if r.status_code == 200:
+                rep = parse_cert_rep(r.content, decrypt_key=key, trusted_signers=tpm_client.ca_certs)
+                assert rep.status == PkiStatus.SUCCESS, (rep.fail_info, rep.fail_info_text)
+                serial = rep.certificates[0].serial_number
+            else:
+                assert r.status_code == 503 and r.headers["Retry-After"], (r.status_code, r.text)
+            answers.append((time.monotonic(), r.status_code, serial))
+
+    async with trio.open_nursery() as nursery:
+        for i in range(6):
+            nursery.start_soon(client, i)
+        await trio.sleep(1.5)
+        await trio.to_thread.run_sync(tpm_token.tpm.restart_tpm)
+        reset_done = time.monotonic()
+        with trio.fail_after(30):
+            while sum(1 for t, status, _ in answers if t > reset_done + 0.5 and status == 200) < 6:
+                await trio.sleep(0.1)
+        stop.set()
+    statuses = [status for _, status, _ in answers]
+    assert 503 in statuses, "the reset was not seen by any request"
+    serials = [serial for _, _, serial in answers if serial is not None]
+    with tpm_daemon.db() as db:
+        stored = {row[0] for row in db.execute("SELECT serial FROM certificates")}
+    assert {f"{s:x}" for s in serials} <= stored
