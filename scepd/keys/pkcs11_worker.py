@@ -335,6 +335,11 @@ class TokenSession:
                 # on). Ended after every decrypt, good or bad, so both paths cost the same; a session
                 # whose operation will not end is replaced before its next use.
                 self._stale = not tpm.end_decrypt(self._cfg.module, self.session.handle)
+                # It also answers CKR_GENERAL_ERROR both for bad padding and for a TPM that went away,
+                # and the second must be a 503, not a rejected envelope. So every decrypt, good or bad,
+                # is followed by one small TPM command: if that fails too, the fault is the token's
+                # (raised from here, replacing BadCiphertext), whatever the ciphertext was.
+                self.session.generate_random(64)
 
     def _decrypt_oaep_raw(self, key: Any, oaep: tuple[str, str, bytes], ciphertext: bytes) -> bytes:
         k = len(key[Attribute.MODULUS])

@@ -28,6 +28,10 @@ Measured on Debian 12 (tpm2-pkcs11 1.9.0, swtpm 0.7.1, docs/keys.md "TPM"):
   command, under 0.2 ms), so scepd calls it after every decrypt, good or bad
   (`end_decrypt`); were that to fail, the session is replaced before its next
   use. Closing the session instead would log the whole token out.
+* C_Decrypt answers CKR_GENERAL_ERROR both for bad padding and for a TPM
+  that went away (a reset mid-call). A 503 must not turn into "your envelope
+  did not open", so every decrypt, good or bad, is followed by a C_GenerateRandom:
+  when that fails as well, the failure is the token's.
 * Threads. python-pkcs11 calls C_Initialize(NULL), so tpm2-pkcs11 takes no
   locks; two sessions used from two threads at once fail ("Esys called in
   the wrong order"). scepd already calls a module from one thread per process
