@@ -51,15 +51,15 @@ def two_threads(n: int) -> None:
         MODULE, "bench", sys.stdin.read(), tpm2_pkcs11_store=os.environ["TPM2_PKCS11_STORE"], tpm2_tcti=TCTI
     )
     errors: list[str] = []
+    sessions = [TokenSession(cfg) for _ in range(2)]  # opened one after the other; only the signing overlaps
 
-    def signer() -> None:
-        own = TokenSession(cfg)
+    def signer(own: TokenSession) -> None:
         for _ in range(n):
             status, value = own.dispatch("sign", ("ra", "SHA256_RSA_PKCS", b"y" * 50))
             if status != "ok":
                 errors.append(value)
 
-    threads = [threading.Thread(target=signer) for _ in range(2)]
+    threads = [threading.Thread(target=signer, args=(own,)) for own in sessions]
     for t in threads:
         t.start()
     for t in threads:
