@@ -55,6 +55,9 @@ class TokenSettings:
     pin_source: str
     workers: int
     softhsm2_conf: str | None
+    tpm2_pkcs11_store: str | None = None  # tpm2-pkcs11's store directory (a TPM token, docs/keys.md)
+    tpm2_tcti: str | None = None  # how tpm2-pkcs11 reaches the TPM, e.g. device:/dev/tpmrm0
+    timeout: float = 30.0  # seconds a token call may take before the request gets 503 (a frozen TPM)
 
 
 @dataclass(frozen=True)
@@ -467,6 +470,11 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     if pin is None:
         raise ConfigError("token.pin", "is required (file:PATH, env:NAME or credential:NAME)")
     conf = tok.get("softhsm2_conf", str, None)
+    tpm_store = tok.get("tpm2_pkcs11_store", str, None)
+    tpm_tcti = tok.get("tpm2_tcti", str, None)
+    token_timeout = tok.get("timeout", (int, float), 30.0)
+    if not 0.5 <= token_timeout <= 600:
+        raise ConfigError("token.timeout", "must be between 0.5 and 600 seconds")
     workers = tok.get("workers", int, 0)
     if not 0 <= workers <= 64:
         raise ConfigError("token.workers", "must be between 0 (one in-process thread) and 64")
@@ -476,6 +484,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         pin_source=pin if not pin.startswith("file:") else f"file:{resolve(pin[5:])}",
         workers=workers,
         softhsm2_conf=str(resolve(conf)) if conf else None,
+        tpm2_pkcs11_store=str(resolve(tpm_store)) if tpm_store else None,
+        tpm2_tcti=tpm_tcti,
+        timeout=float(token_timeout),
     )
     tok.done()
 

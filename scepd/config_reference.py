@@ -87,6 +87,20 @@ KEYS: dict[str, Doc] = {
         "SoftHSM2 only: the `softhsm2.conf` to load, passed to the module as `SOFTHSM2_CONF`.",
         unset="the module's own default",
     ),
+    "token.tpm2_pkcs11_store": Doc(
+        "tpm2-pkcs11 only: the directory of its key store, passed to the module as `TPM2_PKCS11_STORE`. "
+        "`scepd init --token tpm` puts it in the state directory ([keys.md](keys.md)).",
+        unset="the module's own default",
+    ),
+    "token.tpm2_tcti": Doc(
+        "tpm2-pkcs11 only: how the module reaches the TPM (`TPM2_PKCS11_TCTI`), e.g. `device:/dev/tpmrm0` "
+        "(the kernel's resource manager) or `tabrmd:bus_type=session`.",
+        unset="the module's own default",
+    ),
+    "token.timeout": Doc(
+        "Seconds one token call may take (0.5 to 600). A token that does not answer in time (a frozen TPM "
+        "has no timeout of its own) turns the request into a 503 with Retry-After instead of a hang."
+    ),
     "token.workers": Doc(
         "0: every token call runs on one thread inside the daemon. N (up to 64): N worker processes, each "
         "with its own session. `scepd init` writes 2, which was faster under load "

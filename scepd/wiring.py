@@ -49,6 +49,7 @@ from scepd.keys.base import HashName, KeyBackendError
 from scepd.keys.pkcs11.config import TokenConfig
 from scepd.keys.pkcs11.key import Pkcs11Key
 from scepd.keys.pkcs11.pool import TokenPool
+from scepd.keys.tpm import is_tpm_module
 from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
 from scepd.logs import event, event_text
 from scepd.store.backends import open_store
@@ -67,6 +68,9 @@ def token_config(config: Config) -> TokenConfig:
         pin=read_secret(config.token.pin_source),
         workers=config.token.workers,
         softhsm2_conf=config.token.softhsm2_conf,
+        tpm2_pkcs11_store=config.token.tpm2_pkcs11_store,
+        tpm2_tcti=config.token.tpm2_tcti,
+        timeout=config.token.timeout,
     )
 
 
@@ -154,12 +158,15 @@ async def key_warnings(config: Config, ca: CertificateAuthority) -> list[str]:
             )
         )
     if isinstance(ca.ra_key, Pkcs11Key) and not await ca.ra_key.has_reject_secret():
+        remedy = f"scepd ca ra-init --config {config.path}"
+        if is_tpm_module(config.token.module):  # a TPM holds no secret keys: nothing to run (docs/keys.md)
+            remedy = "none on a TPM token: each token session makes its own secret"
         out.append(
             event_text(
                 "envelope_key_without_reject_secret",
                 key=ca.ra_key.label,
                 reason=f"no {ca.ra_key.label}.reject object on the token",
-                remedy=f"scepd ca ra-init --config {config.path}",
+                remedy=remedy,
             )
         )
     return out

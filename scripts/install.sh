@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Install what scepd needs on a Debian machine (run as root for the Debian packages):
 # SoftHSM2 for the token, OpenSSL, and the SCEP clients the tests drive (certmonger,
-# micromdm's scep), then a virtual environment in .venv with scepd and its test extras.
+# micromdm's scep), a software TPM 2.0 with its resource manager and tpm2-pkcs11 (the TPM
+# token, tests/support/tpm.py), then a virtual environment in .venv with scepd and its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debs=(softhsm2 opensc openssl certmonger scep sqlite3 python3-venv systemd prometheus tinyproxy)
+debs=(softhsm2 opensc openssl certmonger scep sqlite3 python3-venv systemd prometheus tinyproxy
+  swtpm swtpm-tools tpm2-abrmd libtss2-tcti-tabrmd0 libtss2-tcti-swtpm0 tpm2-tools libtpm2-pkcs11-1
+  libtpm2-pkcs11-tools dbus-daemon dbus-bin dbus-session-bus-common)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +24,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   systemctl disable --now certmonger >/dev/null 2>&1 || true
   # prometheus is installed for promtool (tests/test_deploy.py); its server is not wanted here.
   systemctl disable --now prometheus >/dev/null 2>&1 || true
+  # tpm2-abrmd's system service wants a real TPM; tests and `scepd init --token tpm` run their own.
+  systemctl disable --now tpm2-abrmd >/dev/null 2>&1 || true
 fi
 
 python=${PYTHON:-python3}

@@ -57,24 +57,34 @@ def main() -> int:
                 print("enrollment failed", file=sys.stderr)
                 return 1
             cert = x509.load_pem_x509_certificate(res.cert_path.read_bytes())
-            print(f"issued serial {cert.serial_number:X}; openssl verify:",
-                  "OK" if openssl_cli.verify(res.cert_path, daemon.ca_pem) else "FAILED")
+            print(
+                f"issued serial {cert.serial_number:X}; openssl verify:",
+                "OK" if openssl_cli.verify(res.cert_path, daemon.ca_pem) else "FAILED",
+            )
 
             step("what Intune heard (successNotification)")
             for tid, sent in fake.notifications("success").items():
                 body = sent[-1].body
-                print(f"transactionId={tid} serial={body['certificateSerialNumber']} "
-                      f"thumbprint={body['certificateThumbprint']} expires={body['certificateExpirationDateUtc']}")
+                print(
+                    f"transactionId={tid} serial={body['certificateSerialNumber']} "
+                    f"thumbprint={body['certificateThumbprint']} expires={body['certificateExpirationDateUtc']}"
+                )
             print(scepd("intune", "notifications", "--config", str(daemon.config)).stdout, end="")
 
             step("the device is wiped: Intune queues a revocation request; scepd pulls it")
             context = fake.queue_revocation(f"{cert.serial_number:X}", issuer_name=cert.issuer.rfc4514_string())
             print(scepd("intune", "sync", "--config", str(daemon.config)).stdout, end="")
             for result in fake.revocation_results().get(context, []):
-                print(f"uploaded to Intune: requestContext={context} succeeded={result.succeeded} "
-                      f"errorCode={result.error_code}")
-            print(scepd("cert", "show", f"{cert.serial_number:x}", "--config", str(daemon.config)).stdout
-                  .split("-----BEGIN")[0], end="")
+                print(
+                    f"uploaded to Intune: requestContext={context} succeeded={result.succeeded} "
+                    f"errorCode={result.error_code}"
+                )
+            print(
+                scepd("cert", "show", f"{cert.serial_number:x}", "--config", str(daemon.config)).stdout.split(
+                    "-----BEGIN"
+                )[0],
+                end="",
+            )
 
             step("the CRL the daemon serves lists it")
             for _ in range(50):
@@ -84,8 +94,20 @@ def main() -> int:
                 time.sleep(0.3)
             crl_pem = work / "crl.pem"
             crl_pem.write_bytes(crl.public_bytes(Encoding.PEM))
-            verify = subprocess.run(["openssl", "verify", "-crl_check", "-CAfile", str(daemon.ca_pem), "-CRLfile",
-                                     str(crl_pem), str(res.cert_path)], capture_output=True, text=True)
+            verify = subprocess.run(
+                [
+                    "openssl",
+                    "verify",
+                    "-crl_check",
+                    "-CAfile",
+                    str(daemon.ca_pem),
+                    "-CRLfile",
+                    str(crl_pem),
+                    str(res.cert_path),
+                ],
+                capture_output=True,
+                text=True,
+            )
             print((verify.stdout + verify.stderr).strip())
     print(f"\n(demo files in {work})")
     return 0

@@ -13,6 +13,7 @@ import pytest
 from scepd.store.sqlite import SqliteStore
 from tests.support.pki import Ca, Terminal
 from tests.support.softhsm import SoftHsmToken, make_token
+from tests.support.tpm import tpm_token  # noqa: F401 - the session's software TPM (one per process)
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from scepd.cli.common import Subparsers, WithConfig, load_config, parse_subject
+from scepd.cli.tpm import check_key_spec
 from scepd.clock import utc_now
 from scepd.config import Config, ConfigError
 from scepd.files import write_atomically
+from scepd.keys.tpm import is_tpm_module
 
 RA_DAYS = 730  # the RA certificate's life: renewed by `scepd ca ra-renew`, well inside the CA's 10 years
 
@@ -83,6 +85,8 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
     from scepd.wiring import key_label, token_config
 
     config = load_config(args)
+    if is_tpm_module(config.token.module):
+        check_key_spec(args.key_type, args.key_size, args.curve)
     # Sign-only unless the config has no RA: then this CA is also the envelope key (lone-CA layout).
     lone = config.ca.ra_key is None
     spec = KeySpec(args.key_type, args.key_size, args.curve, decrypt=lone)
@@ -107,6 +111,8 @@ def cmd_ca_csr(args: argparse.Namespace) -> int:
     from scepd.wiring import key_label, token_config
 
     config = load_config(args)
+    if args.generate and is_tpm_module(config.token.module):
+        check_key_spec(args.key_type, args.key_size, args.curve)
     lone = config.ca.ra_key is None
     spec = KeySpec(args.key_type, args.key_size, args.curve, decrypt=lone) if args.generate else None
     pem = trio.run(ca_request, token_config(config), key_label(config.ca.key), parse_subject(args.subject), spec)

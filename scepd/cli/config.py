@@ -13,7 +13,13 @@ from scepd.logs import event_text
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from scepd.cli import tpm as cli_tpm
+
     config = load_config(args)
+    # A TPM token cannot hold some keys: refused here, not found at the first use.
+    problems = cli_tpm.config_problems(config)
+    if problems:
+        raise SystemExit("scepd: " + "; ".join(problems))
     print(f"{config.path}: ok ({len(config.endpoints)} endpoint(s), {len(config.profiles)} profile(s))")
     warnings, skipped = _key_warnings(config)
     for warning in warnings:

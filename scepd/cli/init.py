@@ -74,7 +74,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     """
     state = Path(args.state).resolve()
     state.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["bash", str(REPO / "softhsm" / "init-token.sh"), str(state)], check=True, stdout=subprocess.DEVNULL)
+    if args.token == "tpm":
+        from scepd.cli import tpm as cli_tpm
+
+        cli_tpm.prepare_state(state, args.tcti)
+    else:
+        subprocess.run(
+            ["bash", str(REPO / "softhsm" / "init-token.sh"), str(state)], check=True, stdout=subprocess.DEVNULL
+        )
     secret_file = state / "secrets" / "challenge"
     if not secret_file.exists():
         secret_file.write_text((args.challenge or secrets.token_urlsafe(18)) + "\n")
@@ -83,16 +90,19 @@ def cmd_init(args: argparse.Namespace) -> int:
     if not config_file.exists():
         # A free SCEP port (tests, several instances) gets a free metrics port too.
         metrics_listen = args.metrics_listen or ("127.0.0.1:0" if args.listen.endswith(":0") else "127.0.0.1:9108")
-        config_file.write_text(
-            DEFAULT_TOML.format(
-                listen=args.listen,
-                metrics_listen=metrics_listen,
-                module=args.module,
-                workers=args.workers,
-                processes=args.processes,
-                ra="" if args.no_ra else RA_TOML,
-            )
+        text = DEFAULT_TOML.format(
+            listen=args.listen,
+            metrics_listen=metrics_listen,
+            module=args.module,
+            workers=args.workers,
+            processes=args.processes,
+            ra="" if args.no_ra else RA_TOML,
         )
+        if args.token == "tpm":
+            from scepd.cli import tpm as cli_tpm
+
+            text = cli_tpm.config_text(text, args.tcti)
+        config_file.write_text(text)
     config = load(config_file)
     from scepd.ca.setup import KeySpec, init_ca
     from scepd.keys.pkcs11.pool import ensure_reject_secret
@@ -112,7 +122,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         )
         usage = "signs and opens envelopes (no RA)" if lone else "sign only"
         print(f"scepd: created CA {args.subject} on the token ({usage}); certificate {config.ca.certificate}")
-    if lone:
+    if lone and args.token == "tpm":
+        print("scepd: warning: a TPM holds no rejection secret; each token session makes its own (docs/keys.md)")
+    elif lone:
         ensure_reject_secret(token_config(config), key_label(config.ca.key))
         print(
             "scepd: warning: this state has no RA, so the CA key opens envelopes; add one with "
@@ -146,6 +158,17 @@ def add_commands(sub: Subparsers, with_config: WithConfig) -> None:
         help="the lone-CA layout of earlier versions: the CA key also opens envelopes (start-up warns)",
     )
     sp.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so")
+    sp.add_argument(
+        "--token",
+        choices=["softhsm", "tpm"],
+        default="softhsm",
+        help="where the CA and RA keys live: a SoftHSM2 token (default) or the TPM 2.0 through tpm2-pkcs11",
+    )
+    sp.add_argument(
+        "--tcti",
+        default="device:/dev/tpmrm0",
+        help="with --token tpm: how to reach the TPM (default device:/dev/tpmrm0; tabrmd:bus_type=session, swtpm:...)",
+    )
     # 2: worker processes take token calls out of the GIL the event loop needs (docs/benchmarks.md).
     sp.add_argument(
         "--workers", type=int, default=2, help="token worker processes (0: one in-process thread; default 2)"

@@ -16,6 +16,8 @@ class TokenConfig:
     workers: int = 0
     softhsm2_conf: str | None = None
     timeout: float = 30.0  # seconds one token operation may take before its worker is declared hung
+    tpm2_pkcs11_store: str | None = None  # tpm2-pkcs11 only: its store directory (TPM2_PKCS11_STORE)
+    tpm2_tcti: str | None = None  # tpm2-pkcs11 only: how to reach the TPM (TPM2_PKCS11_TCTI)
 
 
 class TokenStartError(KeyBackendError):

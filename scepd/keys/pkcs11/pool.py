@@ -91,8 +91,25 @@ class _ThreadWorker:
             raise TokenStartError(kind, f"token {self._cfg.token_label!r}: {message}") from e
 
     async def call(self, op: str, *args: Any) -> tuple[str, Any]:
-        assert self._session is not None
-        return await _wait_future(self._exec.submit(self._session.dispatch, op, args))
+        session = self._session
+        assert session is not None
+        given_up = threading.Event()
+
+        def run() -> tuple[str, Any]:
+            if given_up.is_set():  # its caller has answered 503 already; the token has better things to do
+                return ("backend", "abandoned after its timeout")
+            return session.dispatch(op, args)
+
+        # A token that stops answering (a frozen TPM has no timeout of its own) must not hang the
+        # request: the caller gets a backend error after `timeout`; the call still queued is skipped.
+        future = self._exec.submit(run)
+        try:
+            with trio.move_on_after(self._cfg.timeout):
+                return await _wait_future(future)
+        finally:
+            if not future.done():  # timed out here, or the caller was cancelled (a readiness probe's own limit)
+                given_up.set()
+        raise KeyBackendError(f"token {self._cfg.token_label!r}: no answer to {op} in {self._cfg.timeout:g} s")
 
     async def stop(self) -> None:
         if self._session is not None:

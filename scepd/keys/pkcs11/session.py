@@ -13,8 +13,10 @@ message) for a token fault.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 import pkcs11
@@ -23,9 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util import ec as p11ec
 
-from scepd.keys import rejection
+from scepd.keys import rejection, tpm
 from scepd.keys.pkcs11 import lock as token_lock
 from scepd.keys.pkcs11.lock import TokenBusy
+from scepd.logs import event
 
 if TYPE_CHECKING:
     from scepd.keys.pkcs11.config import TokenConfig
@@ -53,6 +56,7 @@ _UNSUPPORTED = (
     pkcs11.exceptions.MechanismParamInvalid,
 )
 _loaded_conf: dict[str, str | None] = {}
+log = logging.getLogger("scepd.token")
 
 
 class BadCiphertext(Exception):
@@ -67,10 +71,11 @@ REJECT_SUFFIX = ".reject"  # label of a key's implicit-rejection secret: "<key l
 
 
 def _load(cfg: TokenConfig) -> Any:
-    """Load the module once per process; SoftHSM2 reads SOFTHSM2_CONF only then."""
+    """Load the module once per process; SoftHSM2 reads SOFTHSM2_CONF only then (tpm2-pkcs11 its store and TCTI)."""
     if cfg.module not in _loaded_conf:
         if cfg.softhsm2_conf:
             os.environ["SOFTHSM2_CONF"] = cfg.softhsm2_conf
+        os.environ.update(tpm.environment(getattr(cfg, "tpm2_pkcs11_store", None), getattr(cfg, "tpm2_tcti", None)))
         _loaded_conf[cfg.module] = os.environ.get("SOFTHSM2_CONF")
     elif cfg.softhsm2_conf and _loaded_conf[cfg.module] != cfg.softhsm2_conf:
         raise RuntimeError(f"{cfg.module} is already loaded with SOFTHSM2_CONF={_loaded_conf[cfg.module]}")
@@ -97,7 +102,7 @@ def start_failure(e: BaseException) -> tuple[str, str]:
     what = {
         "no_token": "no such token",
         "pin_incorrect": "the PIN was refused",
-        "pin_locked": "the user PIN is locked, expired or not initialised",
+        "pin_locked": "the user PIN is locked, expired or not initialised (on a TPM: " + tpm.LOCKOUT_TEXT + ")",
         "module": "the PKCS#11 module did not load",
     }.get(kind or "", "the token worker could not start")
     detail = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
@@ -110,20 +115,91 @@ class TokenSession:
     def __init__(self, cfg: TokenConfig) -> None:
         # Loading (C_Initialize), finding the token and logging in read and rewrite the
         # token's files: one process at a time (see token_lock).
+        self._cfg = cfg
+        self.tpm = tpm.is_tpm_module(cfg.module)
         with token_lock.exclusive(cfg.module, cfg.softhsm2_conf, getattr(cfg, "timeout", 30.0)):
-            token = _load(cfg).get_token(token_label=cfg.token_label)
             try:
-                self.session = token.open(rw=True, user_pin=cfg.pin)
-            except pkcs11.exceptions.UserAlreadyLoggedIn:
-                # Login is token-wide: another session of this process already did it.
-                self.session = token.open(rw=True)
+                self.session = self._open(cfg)
+            except (pkcs11.exceptions.NoSuchToken, pkcs11.exceptions.GeneralError, pkcs11.exceptions.DeviceError):
+                if not self.tpm:
+                    raise
+                # tpm2-pkcs11 sees a token made by another process, and a TPM that was reset, only
+                # after C_Initialize again (this invalidates the process's other sessions of the module).
+                _load(cfg).reinitialize()
+                self.session = self._open(cfg)
+        self._broken = False  # tpm2-pkcs11: a token fault, maybe a TPM reset; re-initialise before the next use
+        self._locked_until = 0.0  # monotonic time before which a locked-out TPM is not asked again
+        self._lockout_reported = False
         self._keys: dict[str, Any] = {}
         self._secrets: dict[str, Any] = {}
         self._unsupported: set[tuple[str, str, bytes]] = set()
         self.ephemeral_secrets: set[str] = set()  # keys whose rejection secret exists in this session only
+        self._stale = False  # tpm2-pkcs11: a failed C_Decrypt left the session unusable
+
+    @staticmethod
+    def _open(cfg: TokenConfig) -> Any:
+        token = _load(cfg).get_token(token_label=cfg.token_label)
+        try:
+            return token.open(rw=True, user_pin=cfg.pin)
+        except pkcs11.exceptions.UserAlreadyLoggedIn:
+            # Login is token-wide: another session of this process already did it.
+            return token.open(rw=True)
 
     def close(self) -> None:
         self.session.close()
+
+    def _recover_or_locked(self) -> str | None:
+        """Recover a broken TPM session; None if it worked (or failed in a way the call will meet
+        again), else why not: a dictionary-attack lockout, which more logins would not end.
+
+        The lockout is logged once, with how to clear it, and the TPM is not asked again for a
+        minute: retries cannot help, and every refused login is noise in the TPM's log.
+        """
+        if time.monotonic() < self._locked_until:
+            return tpm.LOCKOUT_TEXT
+        try:
+            self._recover()
+        except pkcs11.exceptions.PinLocked:
+            self._locked_until = time.monotonic() + tpm.LOCKOUT_RETRY_SECONDS
+            if not self._lockout_reported:
+                self._lockout_reported = True
+                event(log, logging.ERROR, "token_pin_locked", token=self._cfg.token_label, hint=tpm.LOCKOUT_TEXT)
+            return tpm.LOCKOUT_TEXT
+        except Exception:  # noqa: BLE001 - the TPM not back yet: the call itself fails and says why
+            return None
+        self._lockout_reported = False
+        return None
+
+    def _recover(self) -> None:
+        """After a token fault on a TPM: re-initialise the module and log in again (about 0.1 s).
+
+        A TPM that restarted drops the contexts tpm2-pkcs11 holds, and every
+        call fails until C_Initialize runs again in this process. Still failing
+        (the TPM not back yet) leaves the session broken for the next call to try.
+        """
+        try:
+            self.session.close()
+        except Exception:  # noqa: BLE001 - the old session is gone with the old TPM state anyway
+            pass
+        _load(self._cfg).reinitialize()
+        self.session = self._open(self._cfg)
+        self._keys.clear()
+        self._secrets = {k: v for k, v in self._secrets.items() if isinstance(v, tpm.SessionSecret)}
+        self._stale = self._broken = False
+
+    def _replace_session(self) -> None:
+        """A fresh, logged-in session for one tpm2-pkcs11 left unusable (see `_decrypt`).
+
+        Closing a tpm2-pkcs11 session logs the token out, so the new one logs
+        in again (a right PIN costs no dictionary-attack count). Key handles
+        are looked up again; the rejection secrets held in this process stay.
+        """
+        token = self.session.token
+        self.session.close()
+        self.session = token.open(rw=True, user_pin=self._cfg.pin)
+        self._keys.clear()
+        self._secrets = {k: v for k, v in self._secrets.items() if isinstance(v, tpm.SessionSecret)}
+        self._stale = False
 
     def _private(self, label: str) -> Any:
         key = self._keys.get(label)
@@ -226,7 +302,9 @@ class TokenSession:
         send an envelope compute signatures with it, so the OAEP decoding in
         Python is only allowed for a key that exists solely to open envelopes.
         """
-        if (oaep[2] or oaep in self._unsupported) and key[Attribute.SIGN]:
+        if self.tpm and not tpm.oaep_supported(*oaep):
+            self._unsupported.add(oaep)  # tpm2-pkcs11 decrypts these wrongly; raw RSA is never tried on a TPM
+        if (oaep[2] or oaep in self._unsupported) and (key[Attribute.SIGN] or self.tpm):
             raise Unsupported(
                 f"OAEP {oaep[0]}/{oaep[1]}{' with a label' if oaep[2] else ''} is not done by "
                 "this token, and raw RSA is refused on a key that can sign"
@@ -252,6 +330,17 @@ class TokenSession:
             self._unsupported.add(oaep)
             self._check_oaep(key, oaep)
             return self._decrypt_oaep_raw(key, oaep, ciphertext)
+        finally:
+            if self.tpm:
+                # tpm2-pkcs11 leaves a failed C_Decrypt's operation open (CKR_OPERATION_ACTIVE from then
+                # on). Ended after every decrypt, good or bad, so both paths cost the same; a session
+                # whose operation will not end is replaced before its next use.
+                self._stale = not tpm.end_decrypt(self._cfg.module, self.session.handle)
+                # It also answers CKR_GENERAL_ERROR both for bad padding and for a TPM that went away,
+                # and the second must be a 503, not a rejected envelope. So every decrypt, good or bad,
+                # is followed by one small TPM command: if that fails too, the fault is the token's
+                # (raised from here, replacing BadCiphertext), whatever the ciphertext was.
+                self.session.generate_random(64)
 
     def _decrypt_oaep_raw(self, key: Any, oaep: tuple[str, str, bytes], ciphertext: bytes) -> bytes:
         k = len(key[Attribute.MODULUS])
@@ -272,7 +361,7 @@ class TokenSession:
         if secret is None:
             found = self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX)
             if found is None:
-                found = self._generate_secret(label, store=False)
+                found = tpm.SessionSecret() if self.tpm else self._generate_secret(label, store=False)
                 self.ephemeral_secrets.add(label)
             secret = self._secrets[label] = found
         return secret
@@ -301,8 +390,11 @@ class TokenSession:
         return self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX) is not None
 
     def ensure_reject_secret(self, label: str) -> bool:
-        """Create the persistent rejection secret of `label` if it has none; True if created."""
-        if self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX) is not None:
+        """Create the persistent rejection secret of `label` if it has none; True if created.
+
+        A TPM token cannot hold one (no secret-key objects): False, and each session makes its own.
+        """
+        if self.tpm or self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX) is not None:
             return False
         self._generate_secret(label, store=True)
         self._secrets.pop(label, None)
@@ -332,11 +424,15 @@ class TokenSession:
             Attribute.SIGN: True,
         }
         public = {Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.VERIFY: True}
+        if self.tpm:
+            tpm.check_key_spec(kind, size, curve)
+            public |= tpm.public_template(decrypt)
         if kind == "rsa":
             if size not in (2048, 3072, 4096):
                 raise ValueError("RSA key size must be 2048, 3072 or 4096")
             private |= {Attribute.DECRYPT: decrypt, Attribute.UNWRAP: decrypt}
-            public |= {Attribute.ENCRYPT: decrypt, Attribute.WRAP: decrypt}
+            if not self.tpm:
+                public |= {Attribute.ENCRYPT: decrypt, Attribute.WRAP: decrypt}
             self.session.generate_keypair(
                 KeyType.RSA, size, id=key_id, label=label, store=True, public_template=public, private_template=private
             )
@@ -399,11 +495,18 @@ class TokenSession:
         return None if cert is None else bytes(cert[Attribute.VALUE])
 
     def dispatch(self, op: str, args: tuple[Any, ...]) -> tuple[str, Any]:
+        if self._broken:
+            locked = self._recover_or_locked()
+            if locked is not None:
+                return ("backend", locked)
         try:
+            if self._stale:
+                self._replace_session()
             return ("ok", getattr(self, op)(*args))
         except Unsupported as e:
             return ("unsupported", str(e))
         except pkcs11.exceptions.NoSuchKey:
             return ("backend", f"no private key labelled {args[0]!r} on the token")
         except Exception as e:  # noqa: BLE001 - every other fault is the backend's
+            self._broken = self.tpm
             return ("backend", f"{type(e).__name__}: {e}")
