@@ -12,7 +12,7 @@ import re
 import secrets
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -231,6 +231,22 @@ def _ensure_ra(config: Config, subject: x509.Name | None, size: int, days: int) 
     return cert
 
 
+@dataclass(frozen=True)
+class ServingLayout:
+    processes: int  # server.processes
+    token_workers: int  # token.workers, in each serving process
+
+
+def serving_layout(cores: int) -> ServingLayout:
+    """The serving layout `scepd init` writes: the one that measured fastest with the RA in place.
+
+    One serving process per core, because one process runs at most about one core of Python (its
+    GIL), and each with one token worker process of its own, so that the token calls do not wait
+    for that GIL either. Measured against the other layouts in docs/benchmarks.md (issue 15).
+    """
+    return ServingLayout(processes=max(1, min(cores, 64)), token_workers=1)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Create the embedded default in a state directory; idempotent.
 
@@ -247,6 +263,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         secret_file.chmod(0o600)
     config_file = state / "scepd.toml"
     if not config_file.exists():
+        layout = serving_layout(os.cpu_count() or 1)
         # A free SCEP port (tests, several instances) gets a free metrics port too.
         metrics_listen = args.metrics_listen or ("127.0.0.1:0" if args.listen.endswith(":0") else "127.0.0.1:9108")
         config_file.write_text(
@@ -254,8 +271,8 @@ def cmd_init(args: argparse.Namespace) -> int:
                 listen=args.listen,
                 metrics_listen=metrics_listen,
                 module=args.module,
-                workers=args.workers,
-                processes=args.processes,
+                workers=layout.token_workers if args.workers is None else args.workers,
+                processes=layout.processes if args.processes is None else args.processes,
                 ra="" if args.no_ra else RA_TOML,
             )
         )
@@ -272,7 +289,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             key_label(config.ca.key),
             config.ca.certificate,
             _subject(args.subject),
-            KeySpec("rsa", 3072, decrypt=lone),
+            KeySpec("rsa", args.key_size, decrypt=lone),
             dt.timedelta(days=3650),
             _now(),
         )
@@ -655,6 +672,9 @@ def parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--challenge", help="static challenge to use (default: a random one)")
     sp.add_argument("--subject", default="CN=scepd development CA,O=scepd")
+    sp.add_argument(
+        "--key-size", type=int, choices=[2048, 3072, 4096], default=3072, help="CA RSA key size (default 3072)"
+    )
     sp.add_argument("--ra-subject", help="RA subject (default: the CA's, with CA turned into RA in the CN)")
     sp.add_argument(
         "--no-ra",
@@ -662,15 +682,16 @@ def parser() -> argparse.ArgumentParser:
         help="the lone-CA layout of earlier versions: the CA key also opens envelopes (start-up warns)",
     )
     sp.add_argument("--module", default="/usr/lib/softhsm/libsofthsm2.so")
-    # 2: measured faster than the in-process thread under load, which the GIL slows (README).
+    # The defaults come from serving_layout(): what measured fastest here (docs/benchmarks.md).
     sp.add_argument(
-        "--workers", type=int, default=2, help="token worker processes (0: one in-process thread; default 2)"
+        "--workers",
+        type=int,
+        help="token worker processes per serving process (0: one in-process thread; default 1)",
     )
     sp.add_argument(
         "--processes",
         type=int,
-        default=1,
-        help="serving processes on the one port (server.processes; about one per core)",
+        help="serving processes on the one port (server.processes; default one per core)",
     )
     sp.set_defaults(func=cmd_init)
 
