@@ -101,13 +101,16 @@ def cpu_split(pid: int) -> tuple[float, float]:
     for p in process_tree(pid):
         try:
             ticks = _ticks(f"/proc/{p}/stat")  # the process's threads, the exited ones included
-            worker = b"pkcs11_worker" in Path(f"/proc/{p}/cmdline").read_bytes()
+            argv = Path(f"/proc/{p}/cmdline").read_bytes()
+            worker, scepd = b"pkcs11_worker" in argv, b"scepd" in argv
             tasks = os.listdir(f"/proc/{p}/task")
         except OSError:
             continue
         total += ticks
         if worker:
             token += ticks
+            continue
+        if not scepd:  # another server (micromdm): no token of ours in it
             continue
         for tid in tasks:
             try:

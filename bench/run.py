@@ -266,7 +266,7 @@ def ok_rate(r: dict[str, Any]) -> float:
 
 
 def run_line(r: dict[str, Any]) -> str:
-    cpu, token = r["server_cpu_ms"], r.get("token_cpu_ms")
+    cpu, token = r["server_cpu_ms"], r.get("token_cpu_ms") if r["server"] != MICROMDM else None
     split = "-" if cpu is None else f"{cpu:.2f}"
     if cpu is not None and token:
         split += f" = {token:.2f} + {cpu - token:.2f}"
@@ -367,7 +367,14 @@ def main() -> int:
     ap.add_argument("--json-out", type=Path, help="also write every run here")
     ap.add_argument("--timeout", type=float, default=3600, help="limit for the whole run, seconds (3600)")
     ap.add_argument("--no-netns", action="store_true", help="do not run in a private network namespace")
+    ap.add_argument("--from-json", type=Path, help="print the report of an earlier run's --json-out, run nothing")
     args = ap.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        a = saved["args"]
+        bits = a["micromdm_ca_bits"] or a["ca_bits"]
+        print(report(saved["machine"], saved["runs"], a["scepd"].split(","), a["ca_bits"], bits))
+        return 0
 
     if not args.no_netns and not in_netns() and os.geteuid() == 0:
         reexec_in_netns()  # returns only when it cannot
@@ -422,7 +429,7 @@ def main() -> int:
                 json.dumps(
                     {
                         "machine": facts,
-                        "args": vars(args) | {"keep": str(args.keep), "json_out": str(args.json_out)},
+                        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                         "runs": runs,
                     },
                     indent=2,
