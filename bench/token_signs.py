@@ -168,7 +168,9 @@ async def run_tasks(call: Callable[[], Awaitable[None]], n: int, tasks: int) -> 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, type=Path, help="scepd TOML; its token and ca.key are used")
+    ap.add_argument(
+        "--config", required=True, type=Path, help="scepd TOML; its token and ca.ra_key (else ca.key) are used"
+    )
     ap.add_argument("-n", type=int, default=2000, help="operations per measurement")
     ap.add_argument("--workers", default="0,2", help="comma-separated token.workers values to measure")
     ap.add_argument("--tasks", type=int, default=4, help="concurrent tasks for workers=0 (workers=N uses 2N)")
@@ -178,13 +180,14 @@ def main() -> int:
 
     config = load(args.config)
     cfg = token_config(config)
-    label = key_label(config.ca.key)
+    # The key that opens envelopes: the RA on the default layout (the CA only signs), else the lone CA.
+    label = key_label(config.ca.ra_key or config.ca.key)
     results: list[dict[str, object]] = []
 
     async def public_key() -> rsa.RSAPublicKey:
         async with TokenPool.open(replace(cfg, workers=0)) as pool:
             pub = pool.key(label).public_key
-            assert isinstance(pub, rsa.RSAPublicKey), "the CA key must be RSA"
+            assert isinstance(pub, rsa.RSAPublicKey), "the key must be RSA"
             return pub
 
     pub = trio.run(public_key)

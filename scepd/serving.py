@@ -8,9 +8,8 @@ starts, binds one socket per process on the one port and starts
 `processes - 1` fresh interpreters (`scepd serve --serving-fd`, never a
 fork), each accepting on its own socket. Each has its own token pool (one
 module instance per process, as scepd.keys.pkcs11.session requires), its own store
-connection (SQLite serialises writers) and its own Intune client. It is
-for machines with more cores than one event loop can use; on 2 cores it is
-no faster than `token.workers = 2` (docs/benchmarks.md).
+connection (SQLite serialises writers) and its own Intune client. `scepd
+init` writes one serving process per core (docs/benchmarks.md says why).
 
 The primary alone runs the background loops (CRL signing, Intune revocation
 sync, CA expiry), the metrics listener (summing every process through

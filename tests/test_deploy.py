@@ -319,7 +319,11 @@ _SERVING = re.compile(r"serving SCEP at (http://\S+?)(/\S*) ")
 _METRICS = re.compile(r"serving metrics at (http://\S+?)/metrics")
 
 
-@pytest.mark.parametrize(("workers", "processes"), [(2, 1), (0, 2)], ids=["token-workers", "serving-processes"])
+@pytest.mark.parametrize(
+    ("workers", "processes"),
+    [(2, 1), (0, 2), (1, 2)],
+    ids=["token-workers", "serving-processes", "init-default-on-2-cores"],
+)
 async def test_scepd_enrolls_under_the_unit_seccomp_policy(
     tmp_path: Path, confined: list[str], workers: int, processes: int
 ) -> None:
@@ -342,9 +346,9 @@ async def test_scepd_enrolls_under_the_unit_seccomp_policy(
         scep_base = _SERVING.search(output)
         metrics_base = _METRICS.search(output)
         assert scep_base and metrics_base
-        # The daemon and its two token workers, or its serving process, all run filtered
-        # (Seccomp: 2 is "filter mode").
-        children = workers if processes == 1 else processes - 1
+        # The daemon and its children (token workers, serving processes) all run filtered
+        # (Seccomp: 2 is "filter mode"); a serving process's own token worker is a grandchild.
+        children = workers + processes - 1
         with trio.fail_after(30):
             while len(children_status(proc.pid)) < children:  # the serving process reports after the primary
                 await trio.sleep(0.1)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import secrets
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -65,6 +67,22 @@ ra_certificate = "ra.pem"
 """
 
 
+@dataclass(frozen=True)
+class ServingLayout:
+    processes: int  # server.processes
+    token_workers: int  # token.workers, in each serving process
+
+
+def serving_layout(cores: int) -> ServingLayout:
+    """The serving layout `scepd init` writes: the one that measured fastest with the RA in place.
+
+    One serving process per core, because one process runs at most about one core of Python (its
+    GIL), and each with one token worker process of its own, so that the token calls do not wait
+    for that GIL either. Measured against the other layouts in docs/benchmarks.md (issue 15).
+    """
+    return ServingLayout(processes=max(1, min(cores, 64)), token_workers=1)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Create the embedded default in a state directory; idempotent.
 
@@ -88,14 +106,16 @@ def cmd_init(args: argparse.Namespace) -> int:
         secret_file.chmod(0o600)
     config_file = state / "scepd.toml"
     if not config_file.exists():
+        # A TPM, not the CPU, limits a TPM token's rate: one serving process with one token thread.
+        layout = ServingLayout(1, 0) if args.token == "tpm" else serving_layout(os.cpu_count() or 1)
         # A free SCEP port (tests, several instances) gets a free metrics port too.
         metrics_listen = args.metrics_listen or ("127.0.0.1:0" if args.listen.endswith(":0") else "127.0.0.1:9108")
         text = DEFAULT_TOML.format(
             listen=args.listen,
             metrics_listen=metrics_listen,
             module=args.module,
-            workers=args.workers,
-            processes=args.processes,
+            workers=layout.token_workers if args.workers is None else args.workers,
+            processes=layout.processes if args.processes is None else args.processes,
             ra="" if args.no_ra else RA_TOML,
         )
         if args.token == "tpm":
@@ -116,7 +136,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             key_label(config.ca.key),
             config.ca.certificate,
             parse_subject(args.subject),
-            KeySpec("rsa", 3072, decrypt=lone),
+            KeySpec("rsa", args.key_size, decrypt=lone),
             dt.timedelta(days=3650),
             utc_now(),
         )
@@ -151,6 +171,9 @@ def add_commands(sub: Subparsers, with_config: WithConfig) -> None:
     )
     sp.add_argument("--challenge", help="static challenge to use (default: a random one)")
     sp.add_argument("--subject", default="CN=scepd development CA,O=scepd")
+    sp.add_argument(
+        "--key-size", type=int, choices=[2048, 3072, 4096], default=3072, help="CA RSA key size (default 3072)"
+    )
     sp.add_argument("--ra-subject", help="RA subject (default: the CA's, with CA turned into RA in the CN)")
     sp.add_argument(
         "--no-ra",
@@ -169,14 +192,15 @@ def add_commands(sub: Subparsers, with_config: WithConfig) -> None:
         default="device:/dev/tpmrm0",
         help="with --token tpm: how to reach the TPM (default device:/dev/tpmrm0; tabrmd:bus_type=session, swtpm:...)",
     )
-    # 2: worker processes take token calls out of the GIL the event loop needs (docs/benchmarks.md).
+    # The defaults come from serving_layout(): what measured fastest here (docs/benchmarks.md).
     sp.add_argument(
-        "--workers", type=int, default=2, help="token worker processes (0: one in-process thread; default 2)"
+        "--workers",
+        type=int,
+        help="token worker processes per serving process (0: one in-process thread; default 1)",
     )
     sp.add_argument(
         "--processes",
         type=int,
-        default=1,
-        help="serving processes on the one port (server.processes; about one per core)",
+        help="serving processes on the one port (server.processes; default one per core)",
     )
     sp.set_defaults(func=cmd_init)
