@@ -2,31 +2,37 @@
 
 One scepd (real SoftHSM2 token) serves two endpoints: /scep with a static
 challenge and /intune, which validates with the fake Intune and notifies it. The
-fake runs in its own process (so its work does not share this process's GIL
-with the load generator) and answers validateRequest and successNotification
+fake runs in its own process and answers validateRequest and successNotification
 each after `--delay` seconds (200 ms by default, the slow end of what Intune
-does). Rounds alternate: static, Intune, static, Intune, ... at the same
-concurrency, so the ratio of each Intune round to the static round beside it is
-measured under the same load from whatever else runs on the machine.
+does). Rounds interleave: static, Intune, static, Intune, ..., static, all at the
+same concurrency, and each Intune round is compared with the mean of the two
+static rounds on either side of it, so a drift of the machine's speed (other work
+on its 2 cores) between rounds cancels out.
 
-    .venv/bin/python -m bench.intune_load [-n 256] [-c 64] [--delay 0.2] [--pairs 2]
+    .venv/bin/python bench/intune_load.py [-n 512] [-c 64] [--delay 0.2] [--pairs 3]
 
-Both rounds go through bench/loadgen.run: messages built before the clock, one
-keep-alive connection per client, replies opened and checked after the clock.
-Every Intune device gets its own minted challenge and transaction.
+Messages are built before the clock, one keep-alive connection per client,
+replies opened and checked after the clock. Every Intune device gets its own
+minted challenge and transaction. For each round the CPU time of every process
+in the timed window is read from /proc and given per enrollment: the daemon's
+event loop, its token worker processes, the fake Intune, this load generator,
+and the rest of the machine (from /proc/stat: whatever else runs on it), with
+the machine's idle share; that says where an Intune enrollment's extra cost goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +85,16 @@ class FakeProcess:
             if line.startswith("intune_resource_url"):
                 break
         self.snippet = self.snippet[self.snippet.index("[intune]") :]
+        self.http = httpx.Client(timeout=30)
 
     def admin(self, path: str, body: Any) -> Any:
-        r = httpx.post(self.url + "/_fake/" + path, json=body, timeout=30)
+        # One client for all: a fresh one per call would load the CA store each time (~0.1 s of CPU).
+        r = self.http.post(self.url + "/_fake/" + path, json=body)
         r.raise_for_status()
         return r.json()
 
     def stop(self) -> None:
+        self.http.close()
         self.proc.terminate()
         self.proc.wait(10)
 
@@ -114,16 +123,100 @@ def build_messages(
     return messages
 
 
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pids: list[int]) -> float:
+    """utime+stime of these processes, seconds."""
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _CLK
+
+
+def _machine() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    busy = sum(values[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / _CLK, idle / _CLK
+
+
+class Meter:
+    """CPU seconds per process group over a window: daemon loop, token workers, fake, this process, rest."""
+
+    GROUPS = ("daemon", "workers", "fake", "loadgen", "other")
+
+    def __init__(self, daemon_pid: int, fake_pid: int) -> None:
+        self.daemon_pid, self.fake_pid = daemon_pid, fake_pid
+
+    def snapshot(self) -> dict[str, float]:
+        tree = loadgen.process_tree(self.daemon_pid)
+        busy, idle = _machine()
+        return {
+            "daemon": _cpu([self.daemon_pid]),
+            "workers": _cpu([p for p in tree if p != self.daemon_pid]),
+            "fake": _cpu(loadgen.process_tree(self.fake_pid)),
+            "loadgen": time.process_time(),
+            "busy": busy,
+            "idle": idle,
+        }
+
+    @staticmethod
+    def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        d = {k: after[k] - before[k] for k in before}
+        d["other"] = max(0.0, d["busy"] - sum(d[g] for g in ("daemon", "workers", "fake", "loadgen")))
+        return d
+
+
+async def timed_round(
+    url: str, messages: list[tuple[Any, bytes]], concurrency: int, warmup: int, meter: Meter
+) -> tuple[float, dict[str, float], list[float], list[bytes | int]]:
+    """Like bench/loadgen.run, with every process group's CPU read at the clock's start and stop."""
+    latencies: list[float] = []
+    replies: list[bytes | int] = [b""] * len(messages)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+
+        async def worker(queue: Iterator[tuple[int, tuple[Any, bytes]]], timed: bool) -> None:
+            for i, (_, body) in queue:
+                t0 = time.perf_counter()
+                r = await http.post(
+                    url,
+                    params={"operation": "PKIOperation"},
+                    content=body,
+                    headers={"content-type": "application/x-pki-message"},
+                )
+                if timed:
+                    latencies.append(time.perf_counter() - t0)
+                replies[i] = r.content if r.status_code == 200 else r.status_code
+
+        async def batch(items: list[tuple[int, tuple[Any, bytes]]], timed: bool) -> None:
+            queue = iter(items)
+            async with trio.open_nursery() as nursery:
+                for _ in range(concurrency):
+                    nursery.start_soon(worker, queue, timed)
+
+        indexed = list(enumerate(messages))
+        await batch(indexed[:warmup], False)
+        before, start = meter.snapshot(), time.perf_counter()
+        await batch(indexed[warmup:], True)
+        elapsed, after = time.perf_counter() - start, meter.snapshot()
+    return elapsed, Meter.delta(before, after), latencies, replies
+
+
 def round_(
-    label: str, url: str, messages: list[tuple[Any, bytes]], concurrency: int, pid: int, warmup: int, fake_pid: int
+    label: str, url: str, messages: list[tuple[Any, bytes]], concurrency: int, warmup: int, meter: Meter
 ) -> dict[str, Any]:
-    fake_cpu = loadgen.cpu_seconds(fake_pid)  # warm-up included: a share of the machine, not a figure
-    elapsed, client_cpu, server_cpu, latencies, replies = trio.run(loadgen.run, url, messages, concurrency, warmup, pid)
-    fake_cpu = loadgen.cpu_seconds(fake_pid) - fake_cpu
+    elapsed, cpu, latencies, replies = trio.run(timed_round, url, messages, concurrency, warmup, meter)
     ca_certs = loadgen.fetch_ca(url)
     ok, failures = loadgen.check(messages[warmup:], replies[warmup:], ca_certs)
     n = len(messages) - warmup
-    return {
+    result: dict[str, Any] = {
         "label": label,
         "n": n,
         "ok": ok,
@@ -132,24 +225,27 @@ def round_(
         "rate": n / elapsed,
         "p50_ms": loadgen.pct(latencies, 50) * 1000,
         "p95_ms": loadgen.pct(latencies, 95) * 1000,
-        "client_cpu_ms": client_cpu / n * 1000,
-        "server_cpu_ms": (server_cpu or 0.0) / n * 1000,
-        "fake_cpu_ms": fake_cpu / len(messages) * 1000,
+        "idle_share": cpu["idle"] / (cpu["idle"] + cpu["busy"]),
     }
+    for group in Meter.GROUPS:
+        result[group + "_ms"] = cpu[group] / n * 1000
+    return result
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-n", type=int, default=256, help="timed enrollments per round")
+    ap.add_argument("-n", type=int, default=512, help="timed enrollments per round")
     ap.add_argument("-c", type=int, default=64, help="concurrent clients")
     ap.add_argument("--delay", type=float, default=0.2, help="seconds the fake takes per Intune answer")
-    ap.add_argument("--pairs", type=int, default=2, help="static/Intune round pairs")
-    ap.add_argument("--warmup", type=int, default=32, help="untimed enrollments before each round's clock")
+    ap.add_argument("--pairs", type=int, default=3, help="Intune rounds (each between two static rounds)")
+    ap.add_argument("--warmup", type=int, default=64, help="untimed enrollments before each round's clock")
     ap.add_argument("--workers", type=int, default=2, help="token.workers of the daemon (scepd init's default)")
     ap.add_argument("--keys", type=int, default=16, help="client keys, reused across messages")
+    ap.add_argument("--json", type=Path, help="also write every round's figures to this file")
     args = ap.parse_args()
 
     keys = loadgen.client_keys(args.keys)
+    rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         secret = state / "intune-secret"
@@ -162,49 +258,64 @@ def main() -> int:
             for route in ("validate", "success"):
                 fake.admin("faults", {"route": route, "times": 10**7, "delay": args.delay})
             with running(state, STATIC, path="/scep") as daemon:
-                pid = daemon.proc.pid
+                meter = Meter(daemon.proc.pid, fake.proc.pid)
                 static_url, intune_url = daemon.base_url + "/scep", daemon.base_url + "/intune"
                 size = args.warmup + args.n
-                results: list[tuple[dict[str, Any], dict[str, Any]]] = []
-                for _ in range(args.pairs):
-                    static_msgs = build_messages(static_url, keys, size, "static", lambda cn: STATIC)
-                    intune_msgs = build_messages(
-                        intune_url,
-                        keys,
-                        size,
-                        "intune",
-                        lambda cn: fake.admin("challenges", {"subject": f"CN={cn}", "ttl": 3600})["challenge"],
-                    )
-                    if os.environ.get("SCEPD_BENCH_PAUSE"):  # attach a profiler to `pid` now
-                        input(f"daemon pid {pid}; press enter to start the rounds")
-                    base = round_("static", static_url, static_msgs, args.c, pid, args.warmup, fake.proc.pid)
-                    with_intune = round_("intune", intune_url, intune_msgs, args.c, pid, args.warmup, fake.proc.pid)
-                    results.append((base, with_intune))
+                if os.environ.get("SCEPD_BENCH_PAUSE"):  # attach a profiler to the daemon now
+                    input(f"daemon pid {daemon.proc.pid}; press enter to start the rounds")
+                for i in range(2 * args.pairs + 1):
+                    if i % 2 == 0:
+                        msgs = build_messages(static_url, keys, size, "static", lambda cn: STATIC)
+                        rounds.append(round_("static", static_url, msgs, args.c, args.warmup, meter))
+                    else:
+                        msgs = build_messages(
+                            intune_url,
+                            keys,
+                            size,
+                            "intune",
+                            lambda cn: fake.admin("challenges", {"subject": f"CN={cn}", "ttl": 3600})["challenge"],
+                        )
+                        rounds.append(round_("intune", intune_url, msgs, args.c, args.warmup, meter))
         finally:
             fake.stop()
 
     print(
-        f"Intune answers validate and successNotification after {args.delay * 1000:.0f} ms each; "
-        f"{args.c} clients; {args.n} timed enrollments per round after {args.warmup} untimed"
+        f"Intune answers validateRequest and successNotification after {args.delay * 1000:.0f} ms each; "
+        f"{args.c} clients; {args.n} timed enrollments per round after {args.warmup} untimed; "
+        f"token.workers = {args.workers}"
     )
-    print("cpu ms: per enrollment, of the daemon (with its token workers), of this load generator, and of the fake")
+    print("CPU ms per enrollment: daemon event loop, token workers, fake Intune, load generator, rest of the machine")
     print(
-        f"{'round':>7} {'ok':>5} {'enroll/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'server cpu':>11} "
-        f"{'client cpu':>11} {'fake cpu':>9} {'intune/static':>14}"
+        f"{'round':>8} {'ok':>5} {'enroll/s':>9} {'p50 ms':>7} {'p95 ms':>7} {'daemon':>7} {'workers':>8} "
+        f"{'fake':>6} {'loadgen':>8} {'other':>6} {'idle':>5} {'ratio':>6}"
     )
     ratios = []
-    for base, with_intune in results:
-        ratio = with_intune["rate"] / base["rate"]
-        ratios.append(ratio)
-        for r, shown in ((base, ""), (with_intune, f"{ratio:.2f}")):
-            print(
-                f"{r['label']:>7} {r['ok']:>5} {r['rate']:>9.1f} {r['p50_ms']:>8.0f} {r['p95_ms']:>8.0f} "
-                f"{r['server_cpu_ms']:>11.2f} {r['client_cpu_ms']:>11.2f} {r['fake_cpu_ms']:>9.2f} {shown:>14}"
-            )
-            if r["failures"]:
-                print("        failures: " + ", ".join(f"{k}: {v}" for k, v in sorted(r["failures"].items())))
-    print(f"median intune/static rate ratio over {len(ratios)} pairs: {statistics.median(ratios):.2f}")
-    failed = any(r["ok"] != r["n"] for pair in results for r in pair)
+    for i, r in enumerate(rounds):
+        shown = ""
+        if r["label"] == "intune":
+            ratio = r["rate"] / statistics.mean([rounds[i - 1]["rate"], rounds[i + 1]["rate"]])
+            ratios.append(ratio)
+            shown = f"{ratio:.2f}"
+        print(
+            f"{r['label'] + ' ' + str(i // 2 + 1 if r['label'] == 'static' else (i + 1) // 2):>8} {r['ok']:>5} "
+            f"{r['rate']:>9.1f} {r['p50_ms']:>7.0f} {r['p95_ms']:>7.0f} {r['daemon_ms']:>7.2f} "
+            f"{r['workers_ms']:>8.2f} {r['fake_ms']:>6.2f} {r['loadgen_ms']:>8.2f} {r['other_ms']:>6.2f} "
+            f"{r['idle_share']:>5.0%} {shown:>6}"
+        )
+        if r["failures"]:
+            print("         failures: " + ", ".join(f"{k}: {v}" for k, v in sorted(r["failures"].items())))
+    print(
+        f"intune/static rate ratio (each Intune round against the mean of its neighbours): median "
+        f"{statistics.median(ratios):.2f}, min {min(ratios):.2f}, max {max(ratios):.2f} over {len(ratios)} rounds"
+    )
+    print("mean CPU ms per enrollment, static -> intune (difference):")
+    for group in Meter.GROUPS:
+        s_ = statistics.mean(r[group + "_ms"] for r in rounds if r["label"] == "static")
+        i_ = statistics.mean(r[group + "_ms"] for r in rounds if r["label"] == "intune")
+        print(f"  {group:<8} {s_:6.2f} -> {i_:6.2f} ({i_ - s_:+.2f})")
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rounds": rounds}, indent=1))
+    failed = any(r["ok"] != r["n"] for r in rounds)
     return 1 if failed else 0
 
 

@@ -90,7 +90,7 @@ def cpu_split(pid: int) -> tuple[float, float]:
     """utime+stime of pid and its descendants: (all of them, the token's part of it).
 
     The token's part is exact in both modes: with `token.workers` >= 1 a token worker is a
-    process of its own (`scepd.keys.pkcs11_worker`); with 0 it is the serving process's one
+    process of its own (`scepd.keys.pkcs11.worker`); with 0 it is the serving process's one
     token thread, the only thread besides the main one that Trio did not name ("Trio thread N",
     its worker threads for the store). Either way it is the PKCS#11 calls plus the small loop
     that hands them over.

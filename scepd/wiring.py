@@ -268,7 +268,7 @@ def intune_credential(settings: IntuneConfig, pool: TokenPool) -> Credential:
         raise ValueError("intune.client_certificate does not match intune.client_key")
     algorithm = settings.client.assertion_algorithm
     if algorithm == "PS256" and not isinstance(signer, PssSigner):
-        # The token backend signs PKCS#1 v1.5 only for now: say so once, and keep authenticating.
+        # A key backend without RSA-PSS (the PKCS#11 token has it): say so once, and keep authenticating.
         event(
             log,
             logging.WARNING,

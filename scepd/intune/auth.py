@@ -30,9 +30,9 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from scepd.intune.errors import IntuneAuthError, IntuneError, IntuneTransportError
+from scepd.intune.errors import IntuneAuthError, IntuneError, IntuneTransportError, transport_reason
 from scepd.intune.retry import RetryPolicy
-from scepd.keys.base import HashName, Signer
+from scepd.keys.base import HashName, Signer, UnsupportedParameters
 from scepd.locks import KeyedLock
 from scepd.logs import event
 
@@ -110,6 +110,16 @@ class ClientCertificate:
         return header
 
     async def form(self, client_id: str, token_url: str) -> dict[str, str]:
+        if self.algorithm == "PS256":
+            try:
+                return await self._form(client_id, token_url)
+            except UnsupportedParameters as e:
+                # A token without RSA-PSS (or an EC key): say so once, and keep authenticating.
+                event(log, logging.WARNING, "intune_assertion_fallback", algorithm="RS256", reason=str(e)[:200])
+                self.algorithm = "RS256"
+        return await self._form(client_id, token_url)
+
+    async def _form(self, client_id: str, token_url: str) -> dict[str, str]:
         now = int(self.clock())
         claims = {
             "aud": token_url,
@@ -218,7 +228,7 @@ class TokenSource:
                 except httpx.TransportError as e:
                     result = "transport"
                     failure: IntuneError = IntuneTransportError(
-                        "token", f"token endpoint unreachable: {type(e).__name__}"
+                        "token", f"token endpoint unreachable: {transport_reason(e)}"
                     )
                     failure.request_id = request_id
                     event(
@@ -229,7 +239,7 @@ class TokenSource:
                         client_request_id=request_id,
                         attempt=attempt + 1,
                         result=result,
-                        error=type(e).__name__,
+                        error=transport_reason(e),
                     )
                     continue
                 if self.retry.retryable(response.status_code):
@@ -278,7 +288,8 @@ class TokenSource:
             attempt=attempt + 1,
             result=result,
             code=str(body.get("error", ""))[:80] or None,
-            error_description=str(body.get("error_description", "")).splitlines()[0][:300] or None,
+            # A refusal that is not Entra's JSON (a proxy's HTML page, say) has no description at all.
+            error_description=(str(body.get("error_description", "")).splitlines() or [""])[0][:300] or None,
         )
 
     def _parse(self, response: httpx.Response) -> tuple[_Cached, str]:

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from scepd.intune.errors import (
     IntuneHttpError,
     IntuneServiceNotFound,
     IntuneTransportError,
+    transport_reason,
 )
 from scepd.intune.settings import IntuneSettings
 from scepd.logs import event
@@ -160,6 +161,7 @@ class IntuneClient:
         self._services: dict[str, str] | None = None
         self._discovered_at = -float("inf")
         self._discovery_lock = trio.Lock()
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
 
     # -- ScepActions ------------------------------------------------------------
 
@@ -425,8 +427,14 @@ class IntuneClient:
     async def _post(self, action: str, provider: str, suffix: str, api_version: str, body: Mapping[str, Any]) -> _Reply:
         headers = {"api-version": api_version}
 
-        async def url() -> str:
-            return f"{(await self._service(provider)).rstrip('/')}/{suffix}"
+        async def url() -> httpx.URL:
+            service = await self._service(provider)
+            # Parsed once per discovered service: httpx checks a URL string character by character,
+            # a measurable share of an Intune call's CPU under load (bench/intune_load.py).
+            parsed = self._urls.get((service, suffix))
+            if parsed is None:
+                parsed = self._urls[(service, suffix)] = httpx.URL(f"{service.rstrip('/')}/{suffix}")
+            return parsed
 
         return await self._call(action, "POST", url, self.intune_scope, headers, body, discovered=True)
 
@@ -434,7 +442,7 @@ class IntuneClient:
         self,
         action: str,
         method: str,
-        url: str | Callable[[], Any],
+        url: str | Callable[[], Awaitable[httpx.URL]],
         scope: str,
         extra_headers: Mapping[str, str],
         body: Mapping[str, Any] | None,
@@ -477,7 +485,7 @@ class IntuneClient:
                 except httpx.TransportError as e:
                     if discovered:
                         self._forget_services()
-                    failure: IntuneError = IntuneTransportError(action, type(e).__name__)
+                    failure: IntuneError = IntuneTransportError(action, transport_reason(e))
                     failure.request_id = request_id
                     result = "timeout" if isinstance(e, httpx.TimeoutException) else "transport"
                     event(
@@ -488,7 +496,7 @@ class IntuneClient:
                         client_request_id=request_id,
                         attempt=attempt + 1,
                         result=result,
-                        error=type(e).__name__,
+                        error=transport_reason(e),
                         seconds=f"{self.clock() - sent:.3f}",
                     )
                 else:

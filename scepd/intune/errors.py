@@ -7,6 +7,8 @@ could be had, and every one of them fails an enrollment closed.
 
 from __future__ import annotations
 
+import ssl
+
 
 class IntuneError(Exception):
     """No usable answer from Intune. `code` is a short label for logs and metrics."""
@@ -51,3 +53,18 @@ class IntuneBadResponse(IntuneError):
     """A 2xx answer that is not the JSON the contract promises."""
 
     code = "bad_response"
+
+
+def transport_reason(e: BaseException) -> str:
+    """What to tell an operator about a failed exchange: the exception's name, or, when TLS
+    refused the server's certificate (a TLS-inspecting proxy whose root is not trusted, say),
+    that, with OpenSSL's reason and the setting that fixes it."""
+    seen: BaseException | None = e
+    for _ in range(10):  # the cause chain, boundedly
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            reason = seen.verify_message or seen.reason or "certificate verify failed"
+            return f"TLS certificate not trusted: {reason} (intune.ca_bundle names the roots to trust)"
+        seen = seen.__cause__ or seen.__context__
+    return type(e).__name__

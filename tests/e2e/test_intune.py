@@ -379,12 +379,12 @@ def test_certificate_credential_signed_on_the_token(tmp_path_factory: pytest.Tem
     token_calls = [c for c in fake.calls("token")[tokens_before:] if "client_assertion" in c.body]
     assert token_calls and all(c.status == 200 for c in token_calls)
     assert all("client_secret" not in c.body for c in token_calls)
-    # PS256 by default; a key backend without RSA-PSS falls back to RS256, and says so.
-    algorithms = {
-        json.loads(base64.urlsafe_b64decode(c.body["client_assertion"].split(".")[0] + "=="))["alg"]
-        for c in token_calls
-    }
-    assert algorithms == {"PS256"} or (algorithms == {"RS256"} and "event=intune_assertion_fallback" in log)
+    # PS256 with x5t#S256 by default, signed RSA-PSS on the token: no fallback to RS256.
+    headers = [
+        json.loads(base64.urlsafe_b64decode(c.body["client_assertion"].split(".")[0] + "==")) for c in token_calls
+    ]
+    assert {h["alg"] for h in headers} == {"PS256"} and all("x5t#S256" in h for h in headers)
+    assert "event=intune_assertion_fallback" not in log
 
 
 def test_certmonger_enrolls_with_intune_challenge(daemon_intune: Daemon, fake: FakeIntune, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from scepd.intune.auth import ClientCertificate, TokenSource
 from scepd.intune.retry import RetryPolicy
+from scepd.keys.base import HashName, UnsupportedParameters
 from scepd.keys.software import SoftwareKey
 from tests.support.fake_intune.helpers import client_certificate
 from tests.support.fake_intune.state import FakeIntune
@@ -58,3 +59,31 @@ def test_default_is_ps256_and_needs_a_pss_capable_key() -> None:
     with pytest.raises(ValueError, match="RSA-PSS"):
         ClientCertificate(cert, V15Key(key))
     assert ClientCertificate(cert, V15Key(key), algorithm="RS256").algorithm == "RS256"
+
+
+class NoPssSigner(SoftwareKey):
+    """Has sign_pss, but its backend refuses it (an EC key, a token without the mechanism)."""
+
+    async def sign_pss(self, data: bytes, hash: HashName) -> bytes:
+        raise UnsupportedParameters("no RSA-PSS here")
+
+
+async def test_refused_pss_falls_back_to_rs256_once(fake_intune: FakeIntune, caplog: pytest.LogCaptureFixture) -> None:
+    key, cert = client_certificate()
+    fake_intune.add_client_certificate(cert)
+    credential = ClientCertificate(cert, NoPssSigner(key))
+    async with httpx.AsyncClient() as http:
+        tokens = TokenSource(
+            http,
+            authority=fake_intune.authority,
+            tenant=fake_intune.tenant,
+            client_id=fake_intune.client_id,
+            credential=credential,
+            retry=RetryPolicy(retries=0),
+        )
+        assert await tokens.token("https://graph.microsoft.com/.default")
+        assert await tokens.token("https://api.manage.microsoft.com//.default")
+    calls = fake_intune.calls("token")
+    assert [header_of(c.body["client_assertion"])["alg"] for c in calls] == ["RS256", "RS256"]
+    assert all(c.status == 200 for c in calls)
+    assert caplog.text.count("event=intune_assertion_fallback") == 1

@@ -57,3 +57,13 @@ async def test_wrong_proxy_credentials_reach_nothing(fake_intune: FakeIntune, tm
             with pytest.raises(IntuneError):  # tinyproxy refuses (407, or drops the connection)
                 await client.validate("tid-proxy", make_csr("CN=device", "x"))
     assert fake_intune.calls() == []
+
+
+async def test_a_refusal_that_is_not_entras_json_is_an_intune_error(fake_intune: FakeIntune) -> None:
+    """A 401 whose body is a proxy's HTML page (tinyproxy answers so, now and then, to wrong proxy
+    credentials) ends as IntuneAuthError, not as an IndexError from reading its description."""
+    fake_intune.fail("token", 401, body=b"<html>Unauthorized</html>")
+    async with http_client() as http:
+        client = IntuneClient(settings_for(fake_intune), ClientSecret(fake_intune.client_secret or ""), http)
+        with pytest.raises(IntuneError):
+            await client.validate("tid-html", make_csr("CN=device", "x"))

@@ -105,6 +105,20 @@ class Pkcs11Key:
             return encode_dss_signature(int.from_bytes(value[:half], "big"), int.from_bytes(value[half:], "big"))
         return value  # type: ignore[no-any-return]
 
+    async def sign_pss(self, data: bytes, hash: HashName) -> bytes:
+        """RSASSA-PSS with MGF1 of the same hash and a salt as long as the digest (what JOSE's
+        PS256/384/512 mean). Raises `UnsupportedParameters` for an EC key or a token without PSS."""
+        hash = HashName(hash)
+        if self.kind != "rsa":
+            raise UnsupportedParameters(f"key {self._label!r} is not an RSA key and cannot sign RSA-PSS")
+        mechanism = f"{hash.name}_RSA_PKCS_PSS"
+        status, value = await self._run("sign", mechanism, "sign_pss", self._label, hash.value, bytes(data))
+        if status == "unsupported":
+            raise UnsupportedParameters(value)
+        if status != "ok":
+            raise KeyBackendError(f"sign with {self._label!r} ({mechanism}) failed: {value}")
+        return value  # type: ignore[no-any-return]
+
     async def unwrap(self, ciphertext: bytes, padding: RsaPadding, oaep: OaepParams | None, key_size: int) -> Unwrapped:
         if self.kind != "rsa":
             raise UnsupportedParameters(f"key {self._label!r} is not an RSA key and cannot open envelopes")

@@ -13,6 +13,7 @@ message) for a token fault.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -269,6 +270,20 @@ class TokenSession:
 
     def sign(self, label: str, mechanism: str, data: bytes) -> bytes:
         return bytes(self._private(label).sign(data, mechanism=Mechanism[mechanism]))
+
+    def sign_pss(self, label: str, hash: str, data: bytes) -> bytes:
+        """RSASSA-PSS: the token hashes, MGF1 with the same hash, salt as long as the digest.
+
+        The parameters are spelled out: SoftHSM2 rejects PSS without them, and python-pkcs11's
+        defaults are SHA-1's."""
+        mechanism = Mechanism[f"{hash.upper()}_RSA_PKCS_PSS"]
+        digest, mgf = _HASH_MECH[hash]
+        salt = hashlib.new(hash).digest_size
+        try:
+            signature = self._private(label).sign(data, mechanism=mechanism, mechanism_param=(digest, mgf, salt))
+        except _UNSUPPORTED as e:
+            raise Unsupported(f"the token does not sign {mechanism.name}: {type(e).__name__}") from e
+        return bytes(signature)
 
     def unwrap(
         self, label: str, oaep: tuple[str, str, bytes] | None, ciphertext: bytes, key_size: int

@@ -9,8 +9,10 @@ whose client must not share a loop with the fake, and for the command line.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.utils import formatdate
@@ -35,7 +37,7 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> Request | None:
+async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> Request | None:
     """The next whole request, or None when the client closed or went idle."""
     head: h11.Request | None = None
     body = bytearray()
@@ -71,27 +73,42 @@ async def _read_request(conn: h11.Connection, stream: trio.SocketStream) -> Requ
             return None
 
 
-async def _send(conn: h11.Connection, stream: trio.SocketStream, reply: Reply) -> None:
+_date: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The Date header, formatted once a second: the fake shares the CPU with what it serves."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, formatdate(now, usegmt=True))
+    return _date[1]
+
+
+async def _send(conn: h11.Connection, stream: trio.abc.Stream, reply: Reply) -> None:
     body = reply.encode()
     headers = [
         ("content-type", reply.content_type),
         ("content-length", str(len(body))),
-        ("date", formatdate(usegmt=True)),
+        ("date", _http_date()),
         ("server", "fake-intune"),
         *reply.headers,
     ]
-    await stream.send_all(conn.send(h11.Response(status_code=reply.status, headers=headers)))
-    await stream.send_all(conn.send(h11.Data(data=body)))
-    await stream.send_all(conn.send(h11.EndOfMessage()))
+    # One write for head, body and end: one system call and one wake-up of the client, not three.
+    head = conn.send(h11.Response(status_code=reply.status, headers=headers))
+    data = conn.send(h11.Data(data=body))
+    end = conn.send(h11.EndOfMessage())
+    assert head is not None and data is not None and end is not None
+    await stream.send_all(head + data + end)
 
 
-async def _drop(stream: trio.SocketStream, how: DropHow) -> None:
-    if how == "reset":  # linger 0: close() sends RST, the client sees "connection reset"
+async def _drop(stream: trio.abc.Stream, how: DropHow) -> None:
+    if how == "reset" and isinstance(stream, trio.SocketStream):  # linger 0: RST, "connection reset"
         stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     await stream.aclose()
 
 
-async def _connection(fake: FakeIntune, stream: trio.SocketStream) -> None:
+async def _connection(fake: FakeIntune, stream: trio.abc.Stream) -> None:
     conn = h11.Connection(h11.SERVER)
     try:
         while True:
@@ -126,12 +143,19 @@ async def serve_fake_intune(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `fake` until cancelled; `nursery.start(...)` returns its base URL."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound_port = listeners[0].socket.getsockname()[1]
-    fake.base_url = f"http://{host}:{bound_port}"
+    """Serve `fake` until cancelled; `nursery.start(...)` returns its base URL.
+
+    With `ssl_context` it speaks HTTPS (every URL it hands out then starts with https://),
+    as Microsoft's endpoints or a TLS-inspecting proxy in front of them do."""
+    tcp = await trio.open_tcp_listeners(port, host=host)
+    bound_port = tcp[0].socket.getsockname()[1]
+    listeners: list[trio.abc.Listener[Any]] = list(tcp)
+    if ssl_context is not None:
+        listeners = [trio.SSLListener(listener, ssl_context, https_compatible=True) for listener in tcp]
+    fake.base_url = f"{'https' if ssl_context else 'http'}://{host}:{bound_port}"
     async with trio.open_nursery() as nursery:
         await nursery.start(
             partial(trio.serve_listeners, partial(_connection, fake), listeners, handler_nursery=nursery)
@@ -145,6 +169,7 @@ def running_fake_intune(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
     **settings: Any,
 ) -> Iterator[FakeIntune]:
     """Serve a fake (made from `settings`, e.g. tenant=, client_id=, client_secret=,
@@ -158,7 +183,7 @@ def running_fake_intune(
         async with trio.open_nursery() as nursery:
             box["token"] = trio.lowlevel.current_trio_token()
             box["scope"] = nursery.cancel_scope
-            await nursery.start(serve_fake_intune, fake, host, port)
+            await nursery.start(partial(serve_fake_intune, fake, host, port, ssl_context=ssl_context))
             ready.set()
 
     def run() -> None:
