@@ -193,6 +193,11 @@ class _ProcessWorker:
 class TokenPool:
     """Token workers shared by every key on one token; `async with TokenPool.open(cfg) as pool`."""
 
+    # A call that succeeded this recently (seconds; the readiness cache period) already shows the
+    # token answers, so `ping` does not queue behind it: on a busy TPM, where each operation takes
+    # tens of milliseconds, /readyz and /metrics would otherwise wait behind every enrollment in flight.
+    RECENT_OK = 1.0
+
     def __init__(self, cfg: TokenConfig, workers: list[Any]) -> None:
         self.cfg = cfg
         self._workers = workers
@@ -201,6 +206,7 @@ class TokenPool:
             self._idle_send.send_nowait(w)
         self._keys: dict[str, Pkcs11Key] = {}
         self.busy = 0
+        self._last_ok: float | None = None
 
     @classmethod
     @asynccontextmanager
@@ -267,14 +273,19 @@ class TokenPool:
         try:
             if on_start is not None:
                 on_start()
-            return await worker.call(op, *args)  # type: ignore[no-any-return]
+            reply: tuple[str, Any] = await worker.call(op, *args)
+            if reply[0] == "ok":
+                self._last_ok = trio.current_time()
+            return reply
         finally:
             self.busy -= 1
             TOKEN_WORKERS_BUSY.dec()
             self._idle_send.send_nowait(worker)
 
     async def ping(self) -> None:
-        """A cheap token round trip (random bytes) for readiness checks."""
+        """A cheap token round trip (random bytes) for readiness checks, unless a call just succeeded."""
+        if self._last_ok is not None and trio.current_time() - self._last_ok < self.RECENT_OK:
+            return
         status, value = await self.call("ping")
         if status != "ok":
             raise KeyBackendError(f"token ping failed: {value}")
