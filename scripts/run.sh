@@ -8,7 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
-if [ "${1:-}" != --token ] || [ "${2:-}" != tpm ]; then
+tpm=no prev=
+for arg in "$@"; do
+  { [ "$prev" = --token ] && [ "$arg" = tpm ]; } || [ "$arg" = --token=tpm ] && tpm=yes
+  prev=$arg
+done
+if [ "$tpm" = no ]; then
   .venv/bin/scepd init --state var "$@"
   exec .venv/bin/scepd serve --config var/scepd.toml --show-challenge
 fi
