@@ -380,7 +380,7 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
                 background=tuple(background),
                 crl=crl,
                 crl_path=config.crl.path,
-                readiness=Readiness.build(token=pool.ping, store=store.ping, intune=intune_check),
+                readiness=Readiness.build(token=pool.ready, store=store.ping, intune=intune_check),
                 refresh_metrics=refresh_metrics,
                 rebuild=lambda new: build_services(new, ca, store, intune, crl),
             )

@@ -132,6 +132,23 @@ def test_verify_would_report_a_broken_unit(local_unit: Path) -> None:
     assert any(local_unit.name in line and "ProtectHomes" in line for line in result.stderr.splitlines())
 
 
+def test_tpm_drop_in_verifies_and_lets_in_only_the_tpm(local_unit: Path) -> None:
+    """systemd/scepd.service.d/tpm.conf (docs/systemd.md): loaded beside the unit, no unknown key, and it
+    opens the devices to /dev/tpmrm0 alone. The check can fail: verify names the drop-in for a bad key."""
+    analyze = tool("systemd-analyze", "systemd")
+    drop_in = REPO / "systemd" / "scepd.service.d" / "tpm.conf"
+    settings = unit_settings(drop_in.read_text())
+    assert settings["DevicePolicy"] == ["closed"] and settings["DeviceAllow"] == ["/dev/tpmrm0 rw"]
+    assert settings["SupplementaryGroups"] == ["tss"] and settings["PrivateDevices"] == ["no"]
+    local = local_unit.with_name("scepd.service.d") / "tpm.conf"
+    local.parent.mkdir()
+    for text, clean in ((drop_in.read_text(), True), (drop_in.read_text().replace("DeviceAllow", "DeviceAlow"), False)):
+        local.write_text(text)
+        result = run(analyze, "verify", str(local_unit))
+        about = [line for line in (result.stdout + result.stderr).splitlines() if "tpm.conf" in line]
+        assert (result.returncode == 0 and not about) if clean else any("DeviceAlow" in line for line in about), about
+
+
 def test_unit_security_exposure(local_unit: Path) -> None:
     analyze = tool("systemd-analyze", "systemd")
     result = run(analyze, "security", "--offline=true", "--no-pager", str(local_unit))

@@ -437,3 +437,33 @@ async def test_stress(token_config: Callable[..., TokenConfig], keys: dict[str, 
         # was seen busy at once (the load kept all of them in use), and the count never ran past them.
         assert max_busy == pool.size - 1, (max_busy, pool.size)
     assert done == 2400
+
+
+async def test_ready_skips_the_ping_only_right_after_a_success(
+    token_config: Callable[..., TokenConfig], keys: dict[str, Any]
+) -> None:
+    """/readyz's token probe does not queue a ping behind busy token calls when one just answered; it
+    pings again once that success is older than RECENT_OK, and at once after a token fault."""
+    label, _ = keys["rsa"]
+    async with TokenPool.open(token_config()) as pool:
+        pool.RECENT_OK = 0.3
+        calls: list[str] = []
+        real_call = pool.call
+
+        async def counting(op: str, *args: Any, **kw: Any) -> tuple[str, Any]:
+            calls.append(op)
+            return await real_call(op, *args, **kw)
+
+        pool.call = counting  # type: ignore[method-assign]
+        await pool.ready()  # nothing has answered yet: a real ping
+        assert calls == ["ping"]
+        await pool.key(label).sign(b"x", HashName.SHA256)
+        await pool.ready()
+        assert calls == ["ping", "sign"]  # the sign just answered
+        await trio.sleep(0.35)
+        await pool.ready()
+        assert calls == ["ping", "sign", "ping"]  # too old: asked again
+        status, _ = await pool.call("sign", "no-such-label", "SHA256_RSA_PKCS", b"x")
+        assert status == "backend"
+        await pool.ready()
+        assert calls[-1] == "ping" and len(calls) == 5  # a fault right after the ping's success

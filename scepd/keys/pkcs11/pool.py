@@ -193,6 +193,11 @@ class _ProcessWorker:
 class TokenPool:
     """Token workers shared by every key on one token; `async with TokenPool.open(cfg) as pool`."""
 
+    # A call that succeeded this recently (seconds; the readiness cache period) already shows the
+    # token answers, so `ready` does not queue a ping behind the calls in flight: on a busy TPM, where
+    # each operation takes tens of milliseconds, /readyz and /metrics would wait behind every enrollment.
+    RECENT_OK = 1.0
+
     def __init__(self, cfg: TokenConfig, workers: list[Any]) -> None:
         self.cfg = cfg
         self._workers = workers
@@ -201,6 +206,7 @@ class TokenPool:
             self._idle_send.send_nowait(w)
         self._keys: dict[str, Pkcs11Key] = {}
         self.busy = 0
+        self._last_ok: float | None = None
 
     @classmethod
     @asynccontextmanager
@@ -267,17 +273,34 @@ class TokenPool:
         try:
             if on_start is not None:
                 on_start()
-            return await worker.call(op, *args)  # type: ignore[no-any-return]
+            reply: tuple[str, Any] = ("error", None)
+            try:
+                reply = await worker.call(op, *args)
+            finally:
+                if reply[0] == "ok":
+                    self._last_ok = trio.current_time()
+                elif reply[0] != "unsupported":  # a token fault, or a call that raised, ends `ready`'s shortcut
+                    self._last_ok = None
+            return reply
         finally:
             self.busy -= 1
             TOKEN_WORKERS_BUSY.dec()
             self._idle_send.send_nowait(worker)
 
     async def ping(self) -> None:
-        """A cheap token round trip (random bytes) for readiness checks."""
+        """A cheap token round trip (random bytes)."""
         status, value = await self.call("ping")
         if status != "ok":
             raise KeyBackendError(f"token ping failed: {value}")
+
+    async def ready(self) -> None:
+        """The readiness check's probe: `ping`, unless a call succeeded within RECENT_OK and none failed since.
+
+        A hung call does not keep this true: the last success ages past RECENT_OK and the ping then waits
+        (and times out) behind it, as before."""
+        if self._last_ok is not None and trio.current_time() - self._last_ok < self.RECENT_OK:
+            return
+        await self.ping()
 
 
 # --- sync helpers for the CLI ----------------------------------------------------------------
