@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
+from scepd.clock import utc_now
 from scepd.store.base import StoreError
 from scepd.store.sqlite.codecs import encode_time
 from scepd.store.sqlite.connection import OnDatabase
@@ -18,5 +17,5 @@ class SqliteHealth(OnDatabase):
         """Commit a one-row write: proves the file is writable and the lock obtainable."""
         await self.database.execute(
             "INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?)",
-            (encode_time(dt.datetime.now(dt.UTC)),),
+            (encode_time(utc_now()),),
         )

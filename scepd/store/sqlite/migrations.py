@@ -7,10 +7,10 @@ version this list does not reach) is refused rather than misread.
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
 from collections.abc import Sequence
 
+from scepd.clock import utc_now
 from scepd.store.base import StoreError
 from scepd.store.sqlite.codecs import encode_time
 
@@ -166,7 +166,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     latest = MIGRATIONS[-1][0]
     if current > latest:
         raise StoreError(f"the store has schema version {current}; this scepd knows up to {latest}")
-    now = encode_time(dt.datetime.now(dt.UTC))
+    now = encode_time(utc_now())
     for version, statements in MIGRATIONS:
         if version <= current:
             continue
