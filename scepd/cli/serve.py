@@ -6,15 +6,19 @@ import argparse
 import os
 from dataclasses import replace
 from functools import partial
-
-import trio
+from typing import TYPE_CHECKING
 
 from scepd.cli.common import Subparsers, WithConfig, load_config
-from scepd.config import Config, read_secret
+
+if TYPE_CHECKING:
+    from scepd.config import Config
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import trio
+
     from scepd import serving
+    from scepd.config import read_secret
     from scepd.server import serve
 
     config = load_config(args)
@@ -50,6 +54,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_beside_primary(config: Config, serving_fd: int, control_fd: int | None) -> int:
+    import trio
+
     from scepd.server import serve
 
     try:
