@@ -15,13 +15,14 @@ if TYPE_CHECKING:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    config = load_config(args)  # first: a bad file ends the command before the server's imports (a second)
+
     import trio
 
     from scepd import serving
     from scepd.config import read_secret
     from scepd.server import serve
 
-    config = load_config(args)
     if args.listen:
         host, _, port = args.listen.rpartition(":")
         config = replace(config, listen_host=host, listen_port=int(port))
