@@ -21,7 +21,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from scepd import serving
     from scepd.config import read_secret
-    from scepd.server import serve
 
     if args.listen:
         host, _, port = args.listen.rpartition(":")
@@ -30,6 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_beside_primary(config, args.serving_fd, args.control_fd)
     if config.processes > 1 and serving.METRICS_DIR_ENV not in os.environ:
         serving.reexec_for_metrics(args.argv)  # does not return
+    from scepd.server import serve  # after the re-exec: the process that execs does not need it (a second)
 
     async def main() -> None:
         def on_metrics(binds: list[str]) -> None:
