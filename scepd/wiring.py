@@ -17,6 +17,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import TYPE_CHECKING
 
 import httpx
 from cryptography import x509
@@ -39,7 +40,6 @@ from scepd.enroll.service import ScepService
 from scepd.enroll.steps import IdempotentRetry, SignCertificate, StoreIssued, SupersedeRenewed
 from scepd.errors import ExitCode, StartupError
 from scepd.health import Readiness
-from scepd.http.app import LEGACY_PATH, Background, Site
 from scepd.intune.auth import ClientCertificate, ClientSecret, Credential, PssSigner
 from scepd.intune.client import IntuneClient
 from scepd.intune.http import http_client
@@ -54,6 +54,12 @@ from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_toke
 from scepd.logs import event, event_text
 from scepd.store.backends import open_store
 from scepd.store.roles import Store
+
+if TYPE_CHECKING:
+    from scepd.http.app import Background, Site
+
+# The HTTP app (Quart, Hypercorn: most of a start's import time) is imported where the services are built, so
+# the commands that only open the token or read the CA (`config check`, `ca`, `init`, `crl export`) skip it.
 
 log = logging.getLogger("scepd")
 
@@ -223,6 +229,8 @@ def build_services(
     intune: Step | None = None,
     crl: CrlPublisher | None = None,
 ) -> dict[str, ScepService]:
+    from scepd.http.app import LEGACY_PATH
+
     services: dict[str, ScepService] = {}
     for endpoint in config.endpoints:
         steps: list[Step] = []
@@ -298,6 +306,8 @@ def intune_http(settings: IntuneConfig | None) -> httpx.AsyncClient:
 async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Site]:
     """Everything one process serves with; `primary=False` for a serving process beside the primary
     (scepd.serving), which runs no background loop of its own but follows the primary's CRL."""
+    from scepd.http.app import Site
+
     async with TokenPool.open(token_config(config)) as pool:
         await check_key_uris(config, pool)
         async with open_store(config.store_path) as store, intune_http(config.intune) as http:

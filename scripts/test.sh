@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check scepd tests bench
 .venv/bin/ruff format --check scepd tests bench
 .venv/bin/mypy
+# Bytecode for scepd and the tests, written once here: the suite starts `python -m scepd` about a hundred
+# times, and where PYTHONDONTWRITEBYTECODE is set (some CI images) each start would compile every module again.
+.venv/bin/python -m compileall -q scepd tests
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

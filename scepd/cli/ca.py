@@ -9,23 +9,26 @@ import re
 import sys
 from dataclasses import replace
 from pathlib import Path
-
-import trio
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from typing import TYPE_CHECKING
 
 from scepd.cli.common import Subparsers, WithConfig, load_config, parse_subject
-from scepd.cli.tpm import check_key_spec
 from scepd.clock import utc_now
-from scepd.config import Config, ConfigError
-from scepd.files import write_atomically
-from scepd.keys.tpm import is_tpm_module
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from scepd.config import Config
+
+# trio, cryptography, the token and the config are imported by the commands that use them: building the parser
+# (every `scepd` start, `--help` included) then costs little more than Python itself.
 
 RA_DAYS = 730  # the RA certificate's life: renewed by `scepd ca ra-renew`, well inside the CA's 10 years
 
 
 def _ra_subject(ca_subject: x509.Name) -> x509.Name:
     """The RA's default name: the CA's, with 'CA' in the CN turned into 'RA' (or ' RA' appended)."""
+    from cryptography import x509
+
     attrs = []
     for a in ca_subject:
         if a.oid == x509.NameOID.COMMON_NAME and isinstance(a.value, str):
@@ -41,6 +44,9 @@ def ensure_ra(config: Config, subject: x509.Name | None, size: int, days: int) -
     Resumable: a key already on the token gets a certificate if it has none,
     and the rejection secret is ensured in every case. None if nothing was issued.
     """
+    import trio
+    from cryptography import x509
+
     from scepd.ca.setup import init_ra, issue_ra_certificate
     from scepd.keys.pkcs11.pool import ensure_reject_secret, key_exists
     from scepd.wiring import key_label, token_config
@@ -81,7 +87,11 @@ def ensure_ra(config: Config, subject: x509.Name | None, size: int, days: int) -
 
 
 def cmd_ca_init(args: argparse.Namespace) -> int:
+    import trio
+
     from scepd.ca.setup import KeySpec, init_ca
+    from scepd.cli.tpm import check_key_spec
+    from scepd.keys.tpm import is_tpm_module
     from scepd.wiring import key_label, token_config
 
     config = load_config(args)
@@ -107,7 +117,11 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_csr(args: argparse.Namespace) -> int:
+    import trio
+
     from scepd.ca.setup import KeySpec, ca_request
+    from scepd.cli.tpm import check_key_spec
+    from scepd.keys.tpm import is_tpm_module
     from scepd.wiring import key_label, token_config
 
     config = load_config(args)
@@ -122,6 +136,8 @@ def cmd_ca_csr(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_import(args: argparse.Namespace) -> int:
+    import trio
+
     from scepd.ca.setup import import_ca_certificate
     from scepd.wiring import key_label, token_config
 
@@ -148,6 +164,9 @@ def add_ra_to_config(path: Path, ra_key: str, ra_certificate: str) -> None:
     """
     import tomllib
 
+    from scepd.config import ConfigError
+    from scepd.files import write_atomically
+
     text = path.read_text()
     header = _CA_TABLE.search(text)
     if header is None:
@@ -172,6 +191,9 @@ def add_ra_to_config(path: Path, ra_key: str, ra_certificate: str) -> None:
 
 def cmd_ca_ra(args: argparse.Namespace) -> int:
     """Give the CA an RA; on a lone-CA state directory, also name it in the config (the one command)."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
     config = load_config(args)
     if not (config.ca.ra_key and config.ca.ra_certificate):
         from scepd.keys.pkcs11.pool import key_exists
@@ -242,6 +264,9 @@ def _restrict_ca_key(config: Config) -> None:
 
 def cmd_ca_ra_renew(args: argparse.Namespace) -> int:
     """A new CA-signed certificate for the same RA key, before the old one ends (for a timer)."""
+    import trio
+    from cryptography import x509
+
     from scepd.ca.setup import renew_ra
     from scepd.wiring import key_label, token_config
 

@@ -12,16 +12,18 @@ import argparse
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
-from scepd.ca.crl import REVOCATION_REASONS, parse_reason
 from scepd.cli.common import Subparsers, WithConfig, load_config, time_text
 from scepd.clock import utc_now
 from scepd.logs import audit
 from scepd.store.base import MAX_SERIAL, CertificateRecord, CertStatus
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# trio, cryptography and the CRL code are imported by the commands that use them, so that building the parser
+# (every `scepd` start) stays cheap.
 
 _SEPARATORS = re.compile(r"[\s:]")
 
@@ -39,6 +41,8 @@ def parse_serial(text: str) -> int:
 
 
 def _reason(text: str) -> str:
+    from scepd.ca.crl import parse_reason
+
     try:
         return parse_reason(text)
     except ValueError as e:
@@ -46,6 +50,8 @@ def _reason(text: str) -> str:
 
 
 def _record(args: argparse.Namespace) -> CertificateRecord:
+    import trio
+
     from scepd.store.backends import open_store
 
     config = load_config(args)
@@ -61,6 +67,8 @@ def _record(args: argparse.Namespace) -> CertificateRecord:
 
 
 def cmd_cert_list(args: argparse.Namespace) -> int:
+    import trio
+
     from scepd.store.backends import open_store
 
     config = load_config(args)
@@ -77,6 +85,9 @@ def cmd_cert_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cert_show(args: argparse.Namespace) -> int:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     r = _record(args)
     fields = [
         ("serial", f"{r.serial:x}"),
@@ -101,6 +112,9 @@ def cmd_cert_show(args: argparse.Namespace) -> int:
 
 
 def cmd_cert_export(args: argparse.Namespace) -> int:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     r = _record(args)
     data = r.der if args.der else x509.load_der_x509_certificate(r.der).public_bytes(serialization.Encoding.PEM)
     if args.out:
@@ -112,6 +126,8 @@ def cmd_cert_export(args: argparse.Namespace) -> int:
 
 
 def cmd_cert_revoke(args: argparse.Namespace) -> int:
+    import trio
+
     from scepd.store.backends import open_store
 
     config = load_config(args)
@@ -139,6 +155,8 @@ def cmd_cert_revoke(args: argparse.Namespace) -> int:
 
 
 def _describe_crl(der: bytes, ca_certificate: x509.Certificate) -> None:
+    from cryptography import x509
+
     crl = x509.load_der_x509_crl(der)
     number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     valid = crl.is_signature_valid(ca_certificate.public_key())  # type: ignore[arg-type]
@@ -159,6 +177,9 @@ def _describe_crl(der: bytes, ca_certificate: x509.Certificate) -> None:
 
 
 def _read_crl_file(path: Path) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     data = path.read_bytes()
     if data.lstrip().startswith(b"-----BEGIN"):
         return x509.load_pem_x509_crl(data).public_bytes(serialization.Encoding.DER)
@@ -166,6 +187,7 @@ def _read_crl_file(path: Path) -> bytes:
 
 
 def cmd_crl_show(args: argparse.Namespace) -> int:
+    from cryptography import x509
 
     config = load_config(args)
     path = Path(args.input) if args.input else config.crl.file
@@ -185,6 +207,8 @@ def cmd_crl_show(args: argparse.Namespace) -> int:
 
 def cmd_crl_export(args: argparse.Namespace) -> int:
     """Sign a fresh CRL on the token from the store (it takes the next CRL number)."""
+    import trio
+
     from scepd.ca.publisher import CrlPublisher
     from scepd.keys.pkcs11.pool import TokenPool
     from scepd.store.backends import open_store
@@ -231,7 +255,12 @@ def add_commands(sub: Subparsers, with_config: WithConfig) -> None:
     sp.set_defaults(func=cmd_cert_export)
     sp = with_config(cs.add_parser("revoke", help="revoke a certificate; the daemon's CRL follows"))
     sp.add_argument("serial", type=parse_serial, help="hexadecimal serial")
-    sp.add_argument("--reason", required=True, type=_reason, help=f"RFC 5280 reason: {', '.join(REVOCATION_REASONS)}")
+    sp.add_argument(
+        "--reason",
+        required=True,
+        type=_reason,
+        help="RFC 5280 reason, e.g. keyCompromise or superseded (an unknown one lists them all)",
+    )
     sp.set_defaults(func=cmd_cert_revoke)
 
     crl = sub.add_parser("crl", help="certificate revocation lists")

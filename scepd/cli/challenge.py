@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
-import trio
-
 from scepd.cli.common import Subparsers, WithConfig, load_config
 from scepd.clock import utc_now
 
 
 def cmd_challenge_mint(args: argparse.Namespace) -> int:
+    import trio
+
     from scepd.challenge.onetime import mint_challenge
     from scepd.store.backends import open_store
 

@@ -8,11 +8,12 @@ import datetime as dt
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-from cryptography import x509
+if TYPE_CHECKING:
+    from cryptography import x509
 
-from scepd.config import Config, load
+    from scepd.config import Config
 
 DEFAULT_CONFIG = os.environ.get("SCEPD_CONFIG", "/etc/scepd/scepd.toml")
 
@@ -23,6 +24,8 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def parse_subject(text: str) -> x509.Name:
     """An RFC 4514 subject from the command line; a bad one ends the command with its reason."""
+    from cryptography import x509
+
     try:
         return x509.Name.from_rfc4514_string(text)
     except ValueError as e:
@@ -31,6 +34,8 @@ def parse_subject(text: str) -> x509.Name:
 
 def load_config(args: argparse.Namespace) -> Config:
     """The configuration named by --config."""
+    from scepd.config import load
+
     # ConfigError (and OSError for an unreadable file) end in main(), with their own exit codes.
     return load(Path(args.config))
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-
-import trio
+from typing import TYPE_CHECKING
 
 from scepd.cli.common import Subparsers, WithConfig, load_config
-from scepd.config import Config
 from scepd.logs import event_text
+
+if TYPE_CHECKING:
+    from scepd.config import Config
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -35,6 +36,8 @@ def _key_warnings(config: Config) -> tuple[list[str], str | None]:
     The token may well be out of reach here (a `credential:` PIN outside the
     systemd unit); the file is still valid, so that is a note, not a failure.
     """
+    import trio
+
     from scepd.config import key_layout_warnings
     from scepd.keys.pkcs11.pool import TokenPool
     from scepd.wiring import key_warnings, load_ca, token_config

@@ -10,12 +10,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import trio
-
 from scepd.cli.ca import RA_DAYS, ensure_ra
 from scepd.cli.common import Subparsers, WithConfig, parse_subject
 from scepd.clock import utc_now
-from scepd.config import load
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -90,6 +87,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     (docs/keys.md). The layout follows the config: one written by an earlier
     version (or `--no-ra`) has no RA, and then the CA key opens envelopes.
     """
+    import trio
+
+    from scepd.config import load
+
     state = Path(args.state).resolve()
     state.mkdir(parents=True, exist_ok=True)
     if args.token == "tpm":

@@ -10,12 +10,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import trio
-
 from scepd.cli.common import Subparsers, WithConfig, load_config, parse_subject
 from scepd.clock import utc_now
-from scepd.config import ConfigError
 from scepd.errors import leaves
+
+# trio, the config, the token and the Intune client are imported by the commands that use them: building the
+# parser (every `scepd` start) stays cheap.
 
 
 def _intune_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -24,6 +24,7 @@ def _intune_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[ar
 
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
+        from scepd.config import ConfigError
         from scepd.intune.errors import IntuneError
 
         try:
@@ -46,6 +47,8 @@ def _intune_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[ar
 
 def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def]
     """Run `work(client, store, ca_subject, intune_config)` with the daemon's Intune client, token and store."""
+    import trio
+
     from scepd.keys.pkcs11.pool import TokenPool
     from scepd.store.backends import open_store
     from scepd.wiring import intune_client, intune_http, load_ca, token_config
@@ -85,6 +88,8 @@ def cmd_intune_check(args: argparse.Namespace) -> int:
 
 @_intune_errors
 def cmd_intune_credential(args: argparse.Namespace) -> int:
+    import trio
+
     from scepd.intune.credential import create_app_credential
     from scepd.wiring import token_config
 
@@ -109,6 +114,8 @@ def cmd_intune_credential(args: argparse.Namespace) -> int:
 
 @_intune_errors
 def cmd_intune_notifications(args: argparse.Namespace) -> int:
+    import trio
+
     from scepd.store.backends import open_store
 
     config = load_config(args)

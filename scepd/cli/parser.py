@@ -7,7 +7,7 @@ import os
 import sys
 
 from scepd import logs
-from scepd.cli import ca, certs, challenge, config, errors, init, intune, pending, serve
+from scepd.cli import ca, certs, challenge, config, init, intune, pending, serve
 from scepd.cli.common import DEFAULT_CONFIG
 
 
@@ -35,4 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - every failure ends in one line and its exit code
+        from scepd.cli import errors  # only on failure: it imports the config and the token's errors
+
         return errors.report(e, debug=str(args.log_level).upper() == "DEBUG")

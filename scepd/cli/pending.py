@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-import trio
-from cryptography import x509
+from typing import TYPE_CHECKING, TypeVar
 
 from scepd.cli.common import Subparsers, WithConfig, load_config, time_text
 from scepd.clock import utc_now
 from scepd.logs import audit
-from scepd.store.backends import open_store
 from scepd.store.base import PendingRecord, PendingStatus
-from scepd.store.roles import PendingRequests
+
+if TYPE_CHECKING:
+    from scepd.store.roles import PendingRequests
+
+# trio, cryptography and the store are imported by the commands that use them (building the parser stays cheap).
 
 T = TypeVar("T")
 
 
 def _with_store(args: argparse.Namespace, work: Callable[[PendingRequests], Awaitable[T]]) -> T:
+    import trio
+
+    from scepd.store.backends import open_store
 
     config = load_config(args)
 
@@ -51,6 +54,8 @@ def cmd_pending_list(args: argparse.Namespace) -> int:
 
 
 def _describe(r: PendingRecord) -> None:
+    from cryptography import x509
+
     csr = x509.load_der_x509_csr(r.csr_der)
     try:
         names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -6,18 +6,22 @@ import argparse
 import os
 from dataclasses import replace
 from functools import partial
-
-import trio
+from typing import TYPE_CHECKING
 
 from scepd.cli.common import Subparsers, WithConfig, load_config
-from scepd.config import Config, read_secret
+
+if TYPE_CHECKING:
+    from scepd.config import Config
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from scepd import serving
-    from scepd.server import serve
+    config = load_config(args)  # first: a bad file ends the command before the server's imports (a second)
 
-    config = load_config(args)
+    import trio
+
+    from scepd import serving
+    from scepd.config import read_secret
+
     if args.listen:
         host, _, port = args.listen.rpartition(":")
         config = replace(config, listen_host=host, listen_port=int(port))
@@ -25,6 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_beside_primary(config, args.serving_fd, args.control_fd)
     if config.processes > 1 and serving.METRICS_DIR_ENV not in os.environ:
         serving.reexec_for_metrics(args.argv)  # does not return
+    from scepd.server import serve  # after the re-exec: the process that execs does not need it (a second)
 
     async def main() -> None:
         def on_metrics(binds: list[str]) -> None:
@@ -50,6 +55,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_beside_primary(config: Config, serving_fd: int, control_fd: int | None) -> int:
+    import trio
+
     from scepd.server import serve
 
     try:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-
-from scepd.config import Config
 from scepd.keys import tpm
+
+if TYPE_CHECKING:
+    from scepd.config import Config
 
 STORE_DIR = "tpm2"
 TOKEN_LABEL = "scepd"
@@ -87,6 +88,8 @@ def check_key_spec(kind: str, size: int, curve: str) -> None:
 
 def config_problems(config: Config) -> list[str]:
     """What a TPM-backed config names that the TPM cannot hold (RSA-4096, P-521 certificates)."""
+    from cryptography import x509
+
     if not tpm.is_tpm_module(config.token.module):
         return []
     problems = []

@@ -56,8 +56,10 @@ def test_oaep_decode_matches_cryptography(message: bytes, hash: str, label: byte
     h = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}[hash]
     pub = RSA.public_key()
     ct = pub.encrypt(message, padding.OAEP(padding.MGF1(h), h, label or None))
-    n, d = pub.public_numbers().n, RSA.private_numbers().d
-    em = pow(int.from_bytes(ct, "big"), d, n).to_bytes(256, "big")
+    # The raw RSA decryption, by the Chinese remainder theorem: a quarter of the time of pow(c, d, n).
+    c, k = int.from_bytes(ct, "big"), RSA.private_numbers()
+    m1, m2 = pow(c, k.dmp1, k.p), pow(c, k.dmq1, k.q)
+    em = (m2 + (k.iqmp * (m1 - m2) % k.p) * k.q).to_bytes(256, "big")
     assert rejection.oaep_decode(em, hash, hash, label) == (True, message)
     assert rejection.oaep_decode(em, hash, hash, label + b"x")[0] is False
     assert rejection.oaep_decode(b"\x01" + em[1:], hash, hash, label)[0] is False
