@@ -11,7 +11,10 @@ cd "$(dirname "$0")/.."
 # times, and where PYTHONDONTWRITEBYTECODE is set (some CI images) each start would compile every module again.
 .venv/bin/python -m compileall -q scepd tests
 set +e
-.venv/bin/python -m pytest "$@"
+# Two pytest workers, each taking whole test files (so a module's daemon and the session's tokens are
+# made once per worker): much of the suite waits on daemons and clients, so two workers on two cores
+# took 186 s where one took 314 s (docs/benchmarks.md). SCEPD_TEST_WORKERS=0 runs in one process.
+.venv/bin/python -m pytest -n "${SCEPD_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
