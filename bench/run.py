@@ -347,7 +347,9 @@ def reexec_in_netns() -> None:
         log("cannot create a network namespace: running in the host network namespace")
         return
     env = dict(os.environ, **{NETNS_MARK: "1"})
-    os.execvpe(unshare, [unshare, "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", PY, *sys.argv], env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))  # `-m bench.run` again
+    argv = [PY, "-m", "bench.run", *sys.argv[1:]]
+    os.execvpe(unshare, [unshare, "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv], env)
 
 
 def main() -> int:

@@ -399,10 +399,8 @@ def test_config_repr_hides_pin() -> None:
 
 @pytest.mark.parametrize("workers", [0, 2])
 async def test_stress(token_config: Callable[..., TokenConfig], keys: dict[str, Any], workers: int) -> None:
-    """800 mixed operations from 200 concurrent tasks, each doing all four kinds once; every result is checked.
-
-    200 tasks queue on the token at once from the first operation on: more operations per task (this was 12)
-    add time, not contention."""
+    """2400 mixed operations from 200 concurrent tasks, 12 each (all four kinds three times); every result is
+    checked. Thousands, as the docs promise: the suite runs in two workers, so this costs little wall time."""
     rsa_label, rsa_pub = keys["rsa"]
     ec_label, ec_pub = keys["p256"]
     done = 0
@@ -412,7 +410,7 @@ async def test_stress(token_config: Callable[..., TokenConfig], keys: dict[str, 
 
         async def client(n: int) -> None:
             nonlocal done, max_busy
-            for i in range(4):
+            for i in range(12):
                 data = os.urandom(64) + n.to_bytes(2, "big")
                 h = ALL_HASHES[(n + i) % len(ALL_HASHES)]
                 match i % 4:
@@ -439,7 +437,7 @@ async def test_stress(token_config: Callable[..., TokenConfig], keys: dict[str, 
         # Sampled between one task's operations, when its own worker is back in the pool: every other worker
         # was seen busy at once (the load kept all of them in use), and the count never ran past them.
         assert max_busy == pool.size - 1, (max_busy, pool.size)
-    assert done == 800
+    assert done == 2400
 
 
 async def test_ready_skips_the_ping_only_right_after_a_success(
