@@ -463,6 +463,22 @@ class IntuneClient:
                 token = await self.tokens.token(scope)
                 target = url if isinstance(url, str) else await url()
                 request_id = str(uuid.uuid4())
+
+                def note(
+                    level: int, result: str, *, _id: str = request_id, _n: int = attempt + 1, **detail: Any
+                ) -> None:
+                    """One `intune_call` event for this attempt: its client-request-id is what Microsoft asks for."""
+                    event(
+                        log,
+                        level,
+                        "intune_call",
+                        action=action,
+                        client_request_id=_id,
+                        attempt=_n,
+                        result=result,
+                        **detail,
+                    )
+
                 headers = {
                     "Authorization": f"Bearer {token}",
                     "client-request-id": request_id,
@@ -488,14 +504,9 @@ class IntuneClient:
                     failure: IntuneError = IntuneTransportError(action, transport_reason(e))
                     failure.request_id = request_id
                     result = "timeout" if isinstance(e, httpx.TimeoutException) else "transport"
-                    event(
-                        log,
+                    note(
                         logging.WARNING,
-                        "intune_call",
-                        action=action,
-                        client_request_id=request_id,
-                        attempt=attempt + 1,
-                        result=result,
+                        result,
                         error=transport_reason(e),
                         seconds=f"{self.clock() - sent:.3f}",
                     )
@@ -508,27 +519,17 @@ class IntuneClient:
                             answer = None
                         if not isinstance(answer, dict):
                             result = "bad_response"
-                            event(
-                                log,
+                            note(
                                 logging.WARNING,
-                                "intune_call",
-                                action=action,
-                                client_request_id=request_id,
-                                attempt=attempt + 1,
-                                result=result,
+                                result,
                                 status=status,
                             )
                             raise IntuneBadResponse(f"{action}: the answer is not a JSON object")
                         result = "ok"
                         if log.isEnabledFor(logging.DEBUG):  # the common case: skip formatting the fields
-                            event(
-                                log,
+                            note(
                                 logging.DEBUG,
-                                "intune_call",
-                                action=action,
-                                client_request_id=request_id,
-                                attempt=attempt + 1,
-                                result=result,
+                                result,
                                 status=status,
                                 seconds=f"{self.clock() - sent:.3f}",
                             )
@@ -537,14 +538,9 @@ class IntuneClient:
                         self._forget_services()
                     result = f"http_{status}"
                     code, message = _error_detail(response)
-                    event(
-                        log,
+                    note(
                         logging.WARNING,
-                        "intune_call",
-                        action=action,
-                        client_request_id=request_id,
-                        attempt=attempt + 1,
-                        result=result,
+                        result,
                         code=code,
                         error_description=message,
                         seconds=f"{self.clock() - sent:.3f}",
