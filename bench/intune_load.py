@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -176,37 +177,17 @@ class Meter:
 async def timed_round(
     url: str, messages: list[tuple[Any, bytes]], concurrency: int, warmup: int, meter: Meter
 ) -> tuple[float, dict[str, float], list[float], list[bytes | int]]:
-    """Like bench/loadgen.run, with every process group's CPU read at the clock's start and stop."""
-    latencies: list[float] = []
-    replies: list[bytes | int] = [b""] * len(messages)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+    """bench/loadgen's post_all, with every process group's CPU read at the clock's start and stop."""
+    measured: dict[str, Any] = {}
 
-        async def worker(queue: Iterator[tuple[int, tuple[Any, bytes]]], timed: bool) -> None:
-            for i, (_, body) in queue:
-                t0 = time.perf_counter()
-                r = await http.post(
-                    url,
-                    params={"operation": "PKIOperation"},
-                    content=body,
-                    headers={"content-type": "application/x-pki-message"},
-                )
-                if timed:
-                    latencies.append(time.perf_counter() - t0)
-                replies[i] = r.content if r.status_code == 200 else r.status_code
-
-        async def batch(items: list[tuple[int, tuple[Any, bytes]]], timed: bool) -> None:
-            queue = iter(items)
-            async with trio.open_nursery() as nursery:
-                for _ in range(concurrency):
-                    nursery.start_soon(worker, queue, timed)
-
-        indexed = list(enumerate(messages))
-        await batch(indexed[:warmup], False)
+    @contextmanager
+    def window() -> Iterator[None]:
         before, start = meter.snapshot(), time.perf_counter()
-        await batch(indexed[warmup:], True)
-        elapsed, after = time.perf_counter() - start, meter.snapshot()
-    return elapsed, Meter.delta(before, after), latencies, replies
+        yield
+        measured["elapsed"], measured["cpu"] = time.perf_counter() - start, Meter.delta(before, meter.snapshot())
+
+    latencies, replies = await loadgen.post_all(url, messages, concurrency, warmup, window)
+    return measured["elapsed"], measured["cpu"], latencies, replies
 
 
 def round_(

@@ -30,8 +30,9 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,9 @@ def cpu_split(pid: int) -> tuple[float, float]:
         try:
             ticks = _ticks(f"/proc/{p}/stat")  # the process's threads, the exited ones included
             argv = Path(f"/proc/{p}/cmdline").read_bytes()
-            worker, scepd = b"pkcs11_worker" in argv, b"scepd" in argv
+            # argv is NUL-separated: `python -m scepd.keys.pkcs11.worker FD`, `python -m scepd serve ...`.
+            worker = b"-m\0scepd.keys.pkcs11.worker\0" in argv
+            scepd = b"-m\0scepd\0" in argv or b"/scepd\0" in argv  # `python -m scepd`, or the console script
             tasks = os.listdir(f"/proc/{p}/task")
         except OSError:
             continue
@@ -178,21 +181,18 @@ def prepare(
     return ca_certs, messages
 
 
-async def run(
+async def post_all(
     url: str,
     messages: Sequence[tuple[Any, bytes]],
     concurrency: int,
-    warmup: int = 0,
-    pid: int | None = None,
-    token_cpu: list[float] | None = None,
-) -> tuple[float, float, float | None, list[float], list[bytes | int]]:
+    warmup: int,
+    window: Callable[[], AbstractContextManager[object]],
+) -> tuple[list[float], list[bytes | int]]:
     """POST every message, `concurrency` at a time, over keep-alive connections.
 
-    The first `warmup` messages go before the clock starts. Returns the
-    elapsed wall time, this process's CPU time and the server's (with `pid`)
-    over the same window, each request's latency and each reply (the body, or
-    the HTTP status when it is not 200). With `pid`, the CPU time of the
-    server's token worker processes in the window is appended to `token_cpu`.
+    The first `warmup` messages go before the clock; the rest run inside `window()`, where the
+    caller reads its clocks and CPU counters. Returns each timed request's latency and each reply
+    (the body, or the HTTP status when it is not 200).
     """
     latencies: list[float] = []
     replies: list[bytes | int] = [b""] * len(messages)
@@ -220,17 +220,39 @@ async def run(
 
         indexed = list(enumerate(messages))
         await batch(indexed[:warmup], False)
+        with window():
+            await batch(indexed[warmup:], True)
+    return latencies, replies
+
+
+async def run(
+    url: str,
+    messages: Sequence[tuple[Any, bytes]],
+    concurrency: int,
+    warmup: int = 0,
+    pid: int | None = None,
+    token_cpu: list[float] | None = None,
+) -> tuple[float, float, float | None, list[float], list[bytes | int]]:
+    """`post_all`, measured: the elapsed wall time, this process's CPU time and the server's (with
+    `pid`) over the timed window, each request's latency and each reply. With `pid`, the CPU time of
+    the server's token worker processes in the window is appended to `token_cpu`.
+    """
+    measured: dict[str, float] = {}
+
+    @contextmanager
+    def window() -> Iterator[None]:
         server, token = cpu_split(pid) if pid else (0.0, 0.0)
         start, cpu = time.perf_counter(), time.process_time()
-        await batch(indexed[warmup:], True)
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-        server_cpu = None
+        yield
+        measured["elapsed"], measured["cpu"] = time.perf_counter() - start, time.process_time() - cpu
         if pid:
             server_after, token_after = cpu_split(pid)
-            server_cpu = server_after - server
+            measured["server"] = server_after - server
             if token_cpu is not None:
                 token_cpu.append(token_after - token)
-    return elapsed, cpu, server_cpu, latencies, replies
+
+    latencies, replies = await post_all(url, messages, concurrency, warmup, window)
+    return measured["elapsed"], measured["cpu"], measured.get("server"), latencies, replies
 
 
 def pct(values: list[float], p: float) -> float:
