@@ -38,6 +38,9 @@ def hypercorn_config(
         else f"{host or config.listen_host}:{config.listen_port if port is None else port}"
     ]
     hc.accesslog = None
+    # A logger, not hypercorn's "-": its messages then go through scepd's logfmt handler once, instead
+    # of a second time in hypercorn's own format.
+    hc.errorlog = logging.getLogger("hypercorn.error")
     # A GET PKIOperation carries the whole request in the query: certmonger sends several kB.
     hc.h11_max_incomplete_size = config.max_message_bytes * 2
     hc.graceful_timeout = 10
@@ -48,6 +51,7 @@ def metrics_hypercorn_config(config: Config) -> HypercornConfig:
     hc = HypercornConfig()
     hc.bind = [f"{config.metrics.host}:{config.metrics.port}"]
     hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = 2
     return hc
 

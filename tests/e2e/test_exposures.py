@@ -98,3 +98,11 @@ def test_key_uri_matching_the_token_is_served(key_uri_state: Path) -> None:
     (key_uri_state / "scepd.toml").write_text(config.read_text())
     with running(key_uri_state, CHALLENGE) as d:
         assert httpx.get(d.url, params={"operation": "GetCACert"}, timeout=10).status_code == 200
+
+
+async def test_hypercorn_speaks_through_the_logfmt_handler_only(daemon: Daemon) -> None:
+    """hypercorn's own messages ("Running on ...") come once, as logfmt events, not a second time in
+    hypercorn's bracketed format beside them."""
+    lines = daemon.log().splitlines()
+    assert [x for x in lines if x.startswith("ts=") and "logger=hypercorn.error" in x and "Running on" in x]
+    assert not [x for x in lines if re.match(r"\[\d{4}-\d\d-\d\d ", x)], lines[:20]
