@@ -39,14 +39,10 @@ from typing import Any
 
 import httpx
 import trio
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench import loadgen
-from scepd.scep.client import build_pki_message, make_self_signed
-from scepd.scep.constants import MessageType
 from tests.support.daemon import init_state, running
-from tests.support.scep_client import make_csr
 
 STATIC = "bench-static"
 
@@ -110,17 +106,7 @@ def build_messages(
     for i in range(n):
         key = keys[i % len(keys)]
         cn = f"bench-{label}-{i}-{secrets.token_hex(4)}"
-        csr = make_csr(key, cn, challenge_for(cn))
-        body = build_pki_message(
-            message_type=MessageType.PKCS_REQ,
-            payload=csr.public_bytes(serialization.Encoding.DER),
-            transaction_id=secrets.token_hex(16),
-            sender_nonce=os.urandom(16),
-            recipient_certificate=ca_certs[0],
-            signer_certificate=make_self_signed(key, csr.subject, now),
-            signer_key=key,
-        )
-        messages.append((key, body))
+        messages.append((key, loadgen.pkcs_req(key, cn, challenge_for(cn), ca_certs[0], now)))
     return messages
 
 

@@ -24,6 +24,7 @@ object instead of the text line.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import secrets
@@ -164,21 +165,26 @@ def prepare(
     ca_certs = fetch_ca(url)
     keys = client_keys(n, cache)
     messages = []
-    now = __import__("datetime").datetime.now(__import__("datetime").timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for i, key in enumerate(keys):
         assert isinstance(key, rsa.RSAPrivateKey)
-        csr = make_csr(key, f"bench-{i}-{secrets.token_hex(4)}", challenge)
-        body = build_pki_message(
-            message_type=MessageType.PKCS_REQ,
-            payload=csr.public_bytes(serialization.Encoding.DER),
-            transaction_id=secrets.token_hex(16),
-            sender_nonce=os.urandom(16),
-            recipient_certificate=ca_certs[0],
-            signer_certificate=make_self_signed(key, csr.subject, now),
-            signer_key=key,
-        )
-        messages.append((key, body))
+        messages.append((key, pkcs_req(key, f"bench-{i}-{secrets.token_hex(4)}", challenge, ca_certs[0], now)))
     return ca_certs, messages
+
+
+def pkcs_req(key: rsa.RSAPrivateKey, cn: str, challenge: str, recipient: x509.Certificate, now: dt.datetime) -> bytes:
+    """A PKCSReq for CN=`cn` from `key`, enveloped to `recipient` (the RA, or a lone CA), with a fresh
+    transactionID and nonce: built before the clock starts, so the load generator's CPU stays out."""
+    csr = make_csr(key, cn, challenge)
+    return build_pki_message(
+        message_type=MessageType.PKCS_REQ,
+        payload=csr.public_bytes(serialization.Encoding.DER),
+        transaction_id=secrets.token_hex(16),
+        sender_nonce=os.urandom(16),
+        recipient_certificate=recipient,
+        signer_certificate=make_self_signed(key, csr.subject, now),
+        signer_key=key,
+    )
 
 
 async def post_all(

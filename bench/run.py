@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import client_keys
-from tests.support.external.reference_server import SCEPSERVER, free_port, wait_for_scep
+from tests.support.external.reference_server import SCEPSERVER, start_scepserver, wait_for_scep
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -203,27 +203,7 @@ def micromdm_server(workdir: Path, ca_bits: int) -> Iterator[Server]:
         300,
         cwd=workdir,
     )
-    log_path = workdir / "scepserver.log"
-    for attempt in range(5):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/scep"
-        with open(log_path, "ab") as f:
-            proc = subprocess.Popen(
-                [SCEPSERVER, "-depot", str(depot), "-port", str(port), "-challenge", CHALLENGE],
-                stdin=subprocess.DEVNULL,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-                start_new_session=True,
-            )
-        try:
-            wait_for_scep(url, proc=proc)
-        except (RuntimeError, TimeoutError) as e:
-            stop(proc)
-            if attempt == 4:
-                raise RuntimeError("scepserver did not start:\n" + log_path.read_text(errors="replace")[-3000:]) from e
-            continue
-        break
+    url, proc = start_scepserver(workdir, depot, ["-challenge", CHALLENGE])
     try:
         yield Server(MICROMDM, url, proc)
     finally:

@@ -67,6 +67,34 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
+def start_scepserver(workdir: Path, depot: Path, args: list[str]) -> tuple[str, subprocess.Popen[bytes]]:
+    """scepserver on `depot` at a free loopback port, in its own process group, logging to
+    workdir/scepserver.log; its URL once it answers. A port taken between the choice and the bind
+    (scepserver binds the wildcard) is retried on another, five times."""
+    log_path = workdir / "scepserver.log"
+    for attempt in range(5):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/scep"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [SCEPSERVER, "-depot", str(depot), "-port", str(port), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                start_new_session=True,
+            )
+        try:
+            wait_for_scep(url, proc=proc)
+        except (RuntimeError, TimeoutError) as e:
+            _stop(proc)
+            if attempt == 4:
+                raise RuntimeError("scepserver did not start:\n" + log_path.read_text(errors="replace")[-3000:]) from e
+            continue
+        return url, proc
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def running_scepserver(
     workdir: Path, challenge: str, *, key_size: int = 2048, extra_args: tuple[str, ...] = ()
@@ -95,27 +123,7 @@ def running_scepserver(
     )
     ca_pem = depot / "ca.pem"
     assert ca_pem.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
-    log_path = workdir / "scepserver.log"
-    for attempt in range(5):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/scep"
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [SCEPSERVER, "-depot", str(depot), "-port", str(port), "-challenge", challenge, "-debug", *extra_args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=workdir,
-                start_new_session=True,
-            )
-        try:
-            wait_for_scep(url, proc=proc)
-        except (RuntimeError, TimeoutError) as e:
-            _stop(proc)
-            if attempt == 4:
-                raise RuntimeError("scepserver did not start:\n" + log_path.read_text(errors="replace")) from e
-            continue
-        break
+    url, proc = start_scepserver(workdir, depot, ["-challenge", challenge, "-debug", *extra_args])
     try:
         yield ScepTarget(url=url, ca_pem_path=ca_pem, challenge=challenge, legacy_des_replies=True)
     finally:
