@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from scepd.intune.auth import ClientSecret
+from scepd.intune.auth import ClientSecret, Credential, TokenSource
 from scepd.intune.client import IntuneClient
+from scepd.intune.retry import RetryPolicy
 from scepd.intune.settings import IntuneSettings
 from tests.support.fake_intune.fixtures import fake_intune  # noqa: F401  (a fixture)
 from tests.support.fake_intune.state import FakeIntune
@@ -28,6 +29,18 @@ def settings_for(fake: FakeIntune, **changes: object) -> IntuneSettings:
     }
     values.update(changes)
     return IntuneSettings(**values)  # type: ignore[arg-type]
+
+
+def tokens_for(fake: FakeIntune, http: httpx.AsyncClient, credential: Credential) -> TokenSource:
+    """An Entra token source for the fake's tenant and app, without retries: one refusal is the answer."""
+    return TokenSource(
+        http,
+        authority=fake.authority,
+        tenant=fake.tenant,
+        client_id=fake.client_id,
+        credential=credential,
+        retry=RetryPolicy(retries=0),
+    )
 
 
 @pytest.fixture

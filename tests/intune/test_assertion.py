@@ -10,10 +10,10 @@ import json
 import httpx
 import pytest
 
-from scepd.intune.auth import ClientCertificate, TokenSource
-from scepd.intune.retry import RetryPolicy
+from scepd.intune.auth import ClientCertificate
 from scepd.keys.base import HashName, UnsupportedParameters
 from scepd.keys.software import SoftwareKey
+from tests.intune.conftest import tokens_for
 from tests.support.fake_intune.helpers import client_certificate
 from tests.support.fake_intune.state import FakeIntune
 
@@ -35,14 +35,7 @@ async def test_entra_takes_the_assertion(fake_intune: FakeIntune, algorithm: str
     fake_intune.add_client_certificate(cert)
     credential = ClientCertificate(cert, SoftwareKey(key), algorithm=algorithm)
     async with httpx.AsyncClient() as http:
-        tokens = TokenSource(
-            http,
-            authority=fake_intune.authority,
-            tenant=fake_intune.tenant,
-            client_id=fake_intune.client_id,
-            credential=credential,
-            retry=RetryPolicy(retries=0),
-        )
+        tokens = tokens_for(fake_intune, http, credential)
         assert await tokens.token("https://graph.microsoft.com/.default")
     [call] = fake_intune.calls("token")
     header = header_of(call.body["client_assertion"])
@@ -73,14 +66,7 @@ async def test_refused_pss_falls_back_to_rs256_once(fake_intune: FakeIntune, cap
     fake_intune.add_client_certificate(cert)
     credential = ClientCertificate(cert, NoPssSigner(key))
     async with httpx.AsyncClient() as http:
-        tokens = TokenSource(
-            http,
-            authority=fake_intune.authority,
-            tenant=fake_intune.tenant,
-            client_id=fake_intune.client_id,
-            credential=credential,
-            retry=RetryPolicy(retries=0),
-        )
+        tokens = tokens_for(fake_intune, http, credential)
         assert await tokens.token("https://graph.microsoft.com/.default")
         assert await tokens.token("https://api.manage.microsoft.com//.default")
     calls = fake_intune.calls("token")

@@ -22,12 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from scepd.intune.auth import ClientCertificate, PssSigner, TokenSource
+from scepd.intune.auth import ClientCertificate, PssSigner
 from scepd.intune.credential import create_app_credential
-from scepd.intune.retry import RetryPolicy
 from scepd.keys.base import HashName, UnsupportedParameters
 from scepd.keys.pkcs11.config import TokenConfig
 from scepd.keys.pkcs11.pool import TokenPool, generate_key
+from tests.intune.conftest import tokens_for
 from tests.support.fake_intune.state import FakeIntune
 
 GRAPH = "https://graph.microsoft.com/.default"
@@ -58,14 +58,7 @@ async def test_ps256_assertion_signed_on_the_token(
         credential = ClientCertificate(cert, signer)  # the default algorithm
         assert credential.algorithm == "PS256"
         async with httpx.AsyncClient() as http:
-            tokens = TokenSource(
-                http,
-                authority=fake_intune.authority,
-                tenant=fake_intune.tenant,
-                client_id=fake_intune.client_id,
-                credential=credential,
-                retry=RetryPolicy(retries=0),
-            )
+            tokens = tokens_for(fake_intune, http, credential)
             assert await tokens.token(GRAPH)
     [call] = fake_intune.calls("token")
     assert call.status == 200
@@ -98,14 +91,7 @@ async def test_pss_signatures_differ_and_rs256_stays_available(
         assert one != two  # a random salt each time
         credential = ClientCertificate(cert, key, algorithm="RS256")
         async with httpx.AsyncClient() as http:
-            tokens = TokenSource(
-                http,
-                authority=fake_intune.authority,
-                tenant=fake_intune.tenant,
-                client_id=fake_intune.client_id,
-                credential=credential,
-                retry=RetryPolicy(retries=0),
-            )
+            tokens = tokens_for(fake_intune, http, credential)
             assert await tokens.token(GRAPH)
     [call] = fake_intune.calls("token")
     header = json.loads(b64url_decode(call.body["client_assertion"].split(".")[0]))
