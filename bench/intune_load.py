@@ -142,11 +142,11 @@ class Meter:
         self.daemon_pid, self.fake_pid = daemon_pid, fake_pid
 
     def snapshot(self) -> dict[str, float]:
-        tree = loadgen.process_tree(self.daemon_pid)
+        total, token = loadgen.cpu_split(self.daemon_pid)
         busy, idle = _machine()
         return {
-            "daemon": _cpu([self.daemon_pid]),
-            "workers": _cpu([p for p in tree if p != self.daemon_pid]),
+            "daemon": total - token,
+            "workers": token,
             "fake": _cpu(loadgen.process_tree(self.fake_pid)),
             "loadgen": time.process_time(),
             "busy": busy,
@@ -206,7 +206,8 @@ def main() -> int:
     ap.add_argument("--delay", type=float, default=0.2, help="seconds the fake takes per Intune answer")
     ap.add_argument("--pairs", type=int, default=3, help="Intune rounds (each between two static rounds)")
     ap.add_argument("--warmup", type=int, default=64, help="untimed enrollments before each round's clock")
-    ap.add_argument("--workers", type=int, default=2, help="token.workers of the daemon (scepd init's default)")
+    ap.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="server.processes (init's default)")
+    ap.add_argument("--workers", type=int, default=1, help="token.workers per process (scepd init's default)")
     ap.add_argument("--keys", type=int, default=16, help="client keys, reused across messages")
     ap.add_argument("--json", type=Path, help="also write every round's figures to this file")
     args = ap.parse_args()
@@ -221,7 +222,7 @@ def main() -> int:
         try:
             toml = fake.snippet.replace("file:/path/to/client-secret", f"file:{secret}")
             toml += '\n[endpoints.intune]\npath = "/intune"\nchallenge = "intune"\n'
-            init_state(state, STATIC, workers=args.workers, extra_toml=toml)
+            init_state(state, STATIC, workers=args.workers, processes=args.processes, extra_toml=toml)
             for route in ("validate", "success"):
                 fake.admin("faults", {"route": route, "times": 10**7, "delay": args.delay})
             with running(state, STATIC, path="/scep") as daemon:
@@ -249,9 +250,9 @@ def main() -> int:
     print(
         f"Intune answers validateRequest and successNotification after {args.delay * 1000:.0f} ms each; "
         f"{args.c} clients; {args.n} timed enrollments per round after {args.warmup} untimed; "
-        f"token.workers = {args.workers}"
+        f"server.processes = {args.processes}, token.workers = {args.workers}"
     )
-    print("CPU ms per enrollment: daemon event loop, token workers, fake Intune, load generator, rest of the machine")
+    print("CPU ms per enrollment: daemon (serving processes), token, fake Intune, load generator, rest of the machine")
     print(
         f"{'round':>8} {'ok':>5} {'enroll/s':>9} {'p50 ms':>7} {'p95 ms':>7} {'daemon':>7} {'workers':>8} "
         f"{'fake':>6} {'loadgen':>8} {'other':>6} {'idle':>5} {'ratio':>6}"
