@@ -3,10 +3,13 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from scepd.store.base import (
     MAX_SERIAL,
@@ -317,6 +320,69 @@ async def test_cancelled_caller_does_not_break_the_connection(store: SqliteStore
     # Whether or not the insert ran, the connection is usable and not stuck in a transaction.
     await store.put_issued(record(2))
     assert await store.get(2) is not None
+
+
+async def test_calls_run_in_the_order_they_were_queued(store: SqliteStore) -> None:
+    seen: list[int] = []
+
+    def step(n: int) -> None:
+        seen.append(n)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(50):
+            nursery.start_soon(store.database.run, lambda conn, n=n: step(n))
+            await trio.lowlevel.checkpoint()  # each task queues its call before the next starts
+    assert seen == list(range(50))
+
+
+async def test_queued_calls_do_not_wait_for_a_busy_event_loop(store: SqliteStore) -> None:
+    """The connection goes from one call to the next by itself: a busy event loop (here, one
+    that blocks outright) does not leave the store idle between calls."""
+    started: list[float] = []
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(store.database.run, lambda conn: started.append(time.monotonic()))
+        await trio.testing.wait_all_tasks_blocked()  # all three are waiting for the store now
+        time.sleep(0.3)  # the loop is busy elsewhere
+        busy_until = time.monotonic()
+    assert len(started) == 3 and max(started) < busy_until
+
+
+async def test_call_cancelled_while_queued_never_runs(store: SqliteStore) -> None:
+    release = threading.Event()
+    ran: list[str] = []
+    async with trio.open_nursery() as nursery:
+        # The connection's thread is busy with this one until released.
+        nursery.start_soon(store.database.run, lambda conn: release.wait(10))
+        await trio.sleep(0.05)
+        with trio.move_on_after(0.05) as scope:
+            await store.database.run(lambda conn: ran.append("queued"))
+        assert scope.cancelled_caught
+        release.set()
+    await store.database.run(lambda conn: ran.append("after"))
+    assert ran == ["after"]
+
+
+async def test_call_cancelled_while_running_still_commits(store: SqliteStore) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow_insert(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(10)
+        conn.execute("INSERT INTO crl_state (id, number) VALUES (1, 7)")
+
+    async def cancel_once_running(scope: trio.CancelScope) -> None:
+        await trio.to_thread.run_sync(started.wait, 10)
+        scope.cancel()
+        release.set()
+
+    async with trio.open_nursery() as nursery:
+        with trio.CancelScope() as scope:
+            nursery.start_soon(cancel_once_running, scope)
+            await store.database.write(slow_insert)
+        # The caller waited for its transaction although it was cancelled: the row is there.
+    number = await store.database.run(lambda conn: conn.execute("SELECT number FROM crl_state").fetchone()[0])
+    assert number == 7
 
 
 # -- Intune notifications, revocation requests, CRL --------------------------
