@@ -375,18 +375,22 @@ class IntuneClient:
 
     async def _service(self, provider: str) -> str:
         async with self._discovery_lock:
+            fresh = self._services is None
             if self._services is None:
                 self._services = await self._discover()
                 self._discovered_at = self.clock()
             uri = self._services.get(provider.lower())
-            if uri is None and provider == contract.PKI_PROVIDER:
-                # Optional: a tenant without it still validates. Look again now and then (it may be
-                # licensed later), not on every call, nor by dropping the map the SCEP calls use.
-                if self.clock() - self._discovered_at >= self.REDISCOVER_MISSING:
+            # A provider missing from a list cached earlier may be listed now. The validation
+            # service is required, so look again at once (the revocation sync may have cached the
+            # list while Graph lacked it); the PKI connector is optional, so only now and then
+            # (a tenant may license it later), never dropping the list the SCEP calls use.
+            if uri is None and not fresh:
+                required = provider == contract.SCEP_PROVIDER
+                if required or self.clock() - self._discovered_at >= self.REDISCOVER_MISSING:
                     self._services = await self._discover()
                     self._discovered_at = self.clock()
                     uri = self._services.get(provider.lower())
-            elif uri is None:
+            if uri is None and provider == contract.SCEP_PROVIDER:
                 self._services = None  # maybe licensed or granted later: ask again next time
             if uri is None:
                 raise IntuneServiceNotFound(f"Graph discovery does not list {provider}")

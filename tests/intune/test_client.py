@@ -42,6 +42,20 @@ async def test_readiness_notes_a_missing_pki_connector_but_stays_ready(
     assert status == 503
 
 
+async def test_a_cached_map_without_the_validation_service_is_looked_up_again(
+    intune: IntuneClient, fake_intune: FakeIntune
+) -> None:
+    """The revocation sync can cache Graph's list while it lacks the validation service; once Graph
+    lists it again, the next validation looks again instead of failing on the stale list."""
+    fake_intune.set_discovery(omit=["ScepRequestValidationFEService"])
+    assert await intune.has_service("PkiConnectorFEService")  # caches a list without the validation service
+    fake_intune.set_discovery()
+    discoveries = len(fake_intune.calls("discovery"))
+    verdict = await intune.validate("tid-stale-map", make_csr("CN=device", "anything"))
+    assert verdict.code  # Intune answered (the challenge is not one it minted: that is not the point here)
+    assert len(fake_intune.calls("discovery")) == discoveries + 1
+
+
 async def test_every_exchange_is_logged_with_its_client_request_id(
     intune: IntuneClient, fake_intune: FakeIntune, caplog: pytest.LogCaptureFixture
 ) -> None:
