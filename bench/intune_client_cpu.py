@@ -20,7 +20,6 @@ from pathlib import Path
 
 import trio
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
@@ -29,24 +28,10 @@ from bench.intune_load import FakeProcess, _cpu
 from scepd.config import load, read_secret
 from scepd.intune.auth import ClientSecret
 from scepd.intune.client import IntuneClient
+from scepd.scep.client import make_self_signed
 from scepd.wiring import intune_http
 from tests.support.daemon import init_state
 from tests.support.scep_client import make_csr
-
-
-def certificate(key: rsa.RSAPrivateKey, cn: str) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
 
 
 async def pairs(client: IntuneClient, work: list[tuple[str, bytes, x509.Certificate]], concurrency: int) -> float:
@@ -85,6 +70,7 @@ def main() -> None:
             config = load(state / "scepd.toml")
             assert config.intune is not None and config.intune.client_secret_source is not None
             work = []
+            now = dt.datetime.now(dt.UTC)
             for i in range(args.n + 1):
                 cn = f"bench-client-{i}"
                 challenge = fake.admin("challenges", {"subject": f"CN={cn}", "ttl": 3600})["challenge"]
@@ -92,7 +78,7 @@ def main() -> None:
                     (
                         f"tid-{i}-{time.time_ns()}",
                         make_csr(key, cn, challenge).public_bytes(Encoding.DER),
-                        certificate(key, cn),
+                        make_self_signed(key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]), now),
                     )
                 )
             for route in ("validate", "success"):
