@@ -210,7 +210,7 @@ class StoreHealth(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise `StoreError` unless the store can commit a write."""
+        """Raise `StoreError` unless the store can commit a write (one that just committed may count)."""
         ...
 
 

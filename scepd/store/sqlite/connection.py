@@ -6,6 +6,12 @@ time. Calls are never abandoned on cancellation: the thread finishes (and
 commits or rolls back) before the limiter is released, so a cancelled request
 cannot leave a transaction half-open for the next one.
 
+A second, read-only connection with a limiter of its own serves the reads
+that need not be ordered with this process's writes (the gauges a scrape
+refreshes): in WAL mode a reader sees every committed write and never waits
+for a writer, so a scrape does not queue behind enrollments' commits and
+their fsyncs.
+
 `synchronous=FULL` because a certificate that reached a client must survive a
 power cut; WAL keeps readers from waiting on that fsync. `busy_timeout` lets a
 second process (`scepd challenge mint` beside the daemon) wait its turn.
@@ -89,35 +95,67 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class Database:
-    """The shared connection behind a limiter, and the store's fault state."""
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a file `connect` has opened (and so put in WAL mode and migrated)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+
+def connect_both(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """The writer (`connect`) and the reader beside it (blocking: run it in a thread)."""
+    conn = connect(path)
+    try:
+        return conn, connect_reader(path)
+    except BaseException:
+        conn.close()
+        raise
+
+
+class Database:
+    """The shared connection behind a limiter, a read-only one beside it, and the store's fault state."""
+
+    def __init__(self, conn: sqlite3.Connection, reader: sqlite3.Connection, path: Path) -> None:
         self._conn: sqlite3.Connection | None = conn
+        self._reader: sqlite3.Connection | None = reader
         self.path = path
         self._limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(1)
         self._episode = Episode(_log, "store_fault", path=str(path))
         self._fault: StoreError | None = None
+        self._last_commit: float | None = None
 
     @classmethod
     async def open(cls, path: Path) -> Database:
         """Connect (creating and migrating as needed) in a worker thread; the caller must `close()`."""
         try:
-            conn = await trio.to_thread.run_sync(connect, path)
+            conn, reader = await trio.to_thread.run_sync(connect_both, path)
         except sqlite3.Error as e:
             raise store_error(e, str(path)) from e
-        return cls(conn, path)
+        return cls(conn, reader, path)
 
     @property
     def fault(self) -> StoreError | None:
         """The last write error while writes fail; None once one commits again."""
         return self._fault
 
+    @property
+    def last_commit(self) -> float | None:
+        """When (`trio.current_time()`) a write last committed a change; None until then and after any fault."""
+        return self._last_commit
+
     async def close(self) -> None:
-        async with self._limiter:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                await trio.to_thread.run_sync(conn.close)
+        async with self._limiter, self._read_limiter:
+            for conn in (self._reader, self._conn):  # the writer last: it folds the WAL back into the file
+                if conn is not None:
+                    await trio.to_thread.run_sync(conn.close)
+            self._conn = self._reader = None
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(conn)` in a worker thread with the connection to itself."""
@@ -131,11 +169,24 @@ class Database:
                 result = await trio.to_thread.run_sync(work, conn)
             except sqlite3.Error as e:
                 raise self._failed(store_error(e)) from e
-            if self._fault is not None and conn.total_changes != changes:
+            if conn.total_changes != changes:
                 # A write committed: the fault is over (reads alone prove nothing; they work on a full disk).
-                self._fault = None
-                self._episode.succeeded()
+                self._last_commit = trio.current_time()
+                if self._fault is not None:
+                    self._fault = None
+                    self._episode.succeeded()
             return result
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work(conn)` on the read-only connection: it sees every committed write and waits for none."""
+        async with self._read_limiter:
+            conn = self._reader
+            if conn is None:
+                raise StoreError("the store is closed", "closed")
+            try:
+                return await trio.to_thread.run_sync(work, conn)
+            except sqlite3.Error as e:
+                raise self._failed(store_error(e)) from e
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`run` with `work` in one write transaction."""
@@ -149,7 +200,7 @@ class Database:
         """Count every store error; log a fault once per episode (the caller answers 503, no traceback)."""
         metrics.STORE_ERRORS.labels(error.kind).inc()
         if error.kind != "constraint":
-            self._fault = error
+            self._fault, self._last_commit = error, None
             self._episode.failed(error.kind, str(error))
         return error
 

@@ -99,7 +99,8 @@ class SqlitePendingRequests(OnDatabase):
         )
 
     async def pending_count(self, now: dt.datetime) -> int:
-        row = await self.database.run(
+        # On the reader: a scrape asks, and need not wait for the writes in flight.
+        row = await self.database.read(
             lambda conn: conn.execute(
                 "SELECT count(*) FROM pending_requests WHERE status = 'pending' AND expires_at > ?",
                 (encode_time(now),),
