@@ -17,6 +17,7 @@ from scepd.store.base import (
     CertStatus,
     RevocationState,
     SerialCollision,
+    StoreCounts,
     StoreError,
 )
 from scepd.store.sqlite import MIGRATIONS, SqliteStore
@@ -326,7 +327,7 @@ async def test_ping_counts_a_write_committed_just_before_and_nothing_else(
     await store.ping()
     assert await _health_row(store) == first  # the put just committed: no write of its own
     await trio.sleep(0.35)
-    assert await store.get(1) is not None and await store.certificate_counts()  # reads prove nothing
+    assert await store.get(1) is not None and await store.counts(NOW)  # reads prove nothing
     await store.ping()
     assert await _health_row(store) not in (None, first)
 
@@ -371,10 +372,9 @@ async def test_gauges_are_read_beside_a_write_in_progress(store: SqliteStore) ->
         nursery.start_soon(store.database.write, supersede)
         await trio.testing.wait_all_tasks_blocked()
         with trio.fail_after(2):
-            assert await store.certificate_counts() == {"valid": 1, "revoked": 0, "superseded": 0}
-            assert await store.pending_count(NOW) == 0
+            assert await store.counts(NOW) == StoreCounts({"valid": 1, "revoked": 0, "superseded": 0}, 0)
         release.set()
-    assert await store.certificate_counts() == {"valid": 0, "revoked": 0, "superseded": 1}  # committed: seen at once
+    assert (await store.counts(NOW)).certificates == {"valid": 0, "revoked": 0, "superseded": 1}  # seen at once
 
 
 async def test_closed_store_raises_store_error(tmp_path: Path) -> None:
@@ -383,6 +383,8 @@ async def test_closed_store_raises_store_error(tmp_path: Path) -> None:
     await store.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
         await store.get(1)
+    with pytest.raises(StoreError, match="closed"):
+        await store.counts(NOW)  # the reader too
 
 
 async def test_cancelled_caller_does_not_break_the_connection(store: SqliteStore) -> None:

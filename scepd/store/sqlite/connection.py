@@ -179,14 +179,18 @@ class Database:
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work(conn)` on the read-only connection: it sees every committed write and waits for none."""
-        async with self._read_limiter:
-            conn = self._reader
+
+        def on_reader() -> T:
+            conn = self._reader  # read in the thread, under the limiter, so `close` cannot pull it away
             if conn is None:
                 raise StoreError("the store is closed", "closed")
-            try:
-                return await trio.to_thread.run_sync(work, conn)
-            except sqlite3.Error as e:
-                raise self._failed(store_error(e)) from e
+            return work(conn)
+
+        try:
+            # The limiter given to the thread call, not taken around it: one wait for the scheduler fewer.
+            return await trio.to_thread.run_sync(on_reader, limiter=self._read_limiter)
+        except sqlite3.Error as e:
+            raise self._failed(store_error(e)) from e
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`run` with `work` in one write transaction."""
