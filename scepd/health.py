@@ -48,11 +48,19 @@ class Check:
         self._at = -float("inf")
         self._lock = trio.Lock()  # concurrent callers share one probe instead of stacking them
 
+    def cached(self) -> CheckResult | None:
+        """The last result while it is within its cache period, else None."""
+        last = self._last
+        if last is not None and trio.current_time() - self._at < (self.cache_ok if last.ok else self.cache_failed):
+            return last
+        return None
+
     async def run(self) -> CheckResult:
         async with self._lock:
+            cached = self.cached()
+            if cached is not None:
+                return cached
             last = self._last
-            if last is not None and trio.current_time() - self._at < (self.cache_ok if last.ok else self.cache_failed):
-                return last
             result = await self._probe()
             if last is None or last.ok != result.ok:
                 level = logging.INFO if result.ok else logging.WARNING
@@ -90,6 +98,11 @@ class Readiness:
     async def run(self, names: tuple[str, ...] | None = None) -> list[CheckResult]:
         """Run the checks (all, or those named) concurrently; results in the order of `self.checks`."""
         chosen = [c for c in self.checks if names is None or c.name in names]
+        cached = [c.cached() for c in chosen]
+        if all(r is not None for r in cached):
+            # Every answer is still fresh: no task, lock or thread, so a probe of a loaded daemon does
+            # not wait for the scheduler to come round several times to be told what is known already.
+            return [r for r in cached if r is not None]
         results: dict[str, CheckResult] = {}
 
         async def one(check: Check) -> None:

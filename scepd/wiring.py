@@ -378,9 +378,10 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
                 metrics.CRL_NEXT_UPDATE_SECONDS.set(
                     float("nan") if current is None else (current.next_update - now).total_seconds()
                 )
-                for status, count in (await store.certificate_counts()).items():
+                counts = await store.counts(now)
+                for status, count in counts.certificates.items():
                     metrics.CERTIFICATES.labels(status).set(count)
-                metrics.REQUESTS_PENDING.set(await store.pending_count(now))
+                metrics.REQUESTS_PENDING.set(counts.pending)
 
             yield Site(
                 ca=ca,

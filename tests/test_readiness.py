@@ -105,3 +105,22 @@ async def test_report_is_503_while_any_check_fails_and_logs_each_flip_once(
         assert (await readiness.report())[0] == 200
     flips = [r.getMessage() for r in caplog.records if "event=readiness_changed check=store" in r.getMessage()]
     assert [("ok=True" in m) for m in flips] == [True, False, True], flips
+
+
+async def test_fresh_results_are_answered_without_a_checkpoint(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """While every result is within its cache period, `run` asks nothing and never yields to the scheduler
+    (on a loaded daemon each yield waits for the other tasks); once one is stale, that one is probed."""
+    token, store = Probe(), Probe()
+    token.release.set()
+    store.release.set()
+    readiness = Readiness.build(token=token, store=store)
+    await readiness.run()
+    with trio.testing.assert_no_checkpoints():
+        results = await readiness.run()
+    assert [r.ok for r in results] == [True, True] and (token.calls, store.calls) == (1, 1)
+    await trio.sleep(1)
+    store.fault = OSError("disk I/O error")
+    results = await readiness.run()
+    assert [r.ok for r in results] == [True, False] and (token.calls, store.calls) == (2, 2)

@@ -127,6 +127,14 @@ class PendingRecord:
     serial: int | None = None
 
 
+@dataclass(frozen=True)
+class StoreCounts:
+    """What the store-derived gauges show, read together."""
+
+    certificates: dict[str, int]  # by status value, every status present
+    pending: int  # requests waiting for a decision, unexpired
+
+
 class StoreError(Exception):
     """The store failed (disk, lock, corruption): the daemon's fault, not the client's.
 

@@ -27,6 +27,7 @@ from scepd.store.base import (
     RevocationRequestRecord,
     RevocationState,
     RevokedEntry,
+    StoreCounts,
     StoreError,
 )
 
@@ -69,13 +70,6 @@ class IssuedCertificates(Protocol):
         self, status: CertStatus | None = None, limit: int = 100, search: str | None = None
     ) -> list[CertificateRecord]:
         """Newest first; `search` matches subject or requester text, a transaction ID or a serial prefix."""
-        ...
-
-    async def certificate_counts(self) -> dict[str, int]:
-        """Certificates by status value, every status present (0 when none), for the metrics gauges.
-
-        Read on every scrape, so it must not count a large table row by row.
-        """
         ...
 
 
@@ -128,10 +122,6 @@ class PendingRequests(Protocol):
 
     async def expire_pending(self, now: dt.datetime) -> int:
         """pending -> expired for every request past its expiry; how many."""
-        ...
-
-    async def pending_count(self, now: dt.datetime) -> int:
-        """Requests still waiting for a decision (unexpired), for the metrics gauge."""
         ...
 
 
@@ -210,12 +200,25 @@ class StoreHealth(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise `StoreError` unless the store can commit a write."""
+        """Raise `StoreError` unless the store can commit a write (one that just committed may count)."""
         ...
 
 
 @runtime_checkable
-class Store(IssuedCertificates, Challenges, PendingRequests, IntuneLedger, CrlState, StoreHealth, Protocol):
+class Counts(Protocol):
+    """The numbers behind the store-derived gauges."""
+
+    async def counts(self, now: dt.datetime) -> StoreCounts:
+        """Certificates by status value, every status present (0 when none), and the requests still
+        waiting for a decision (unexpired at `now`).
+
+        Read on every scrape: it must not count a large table row by row, nor wait for writes in flight.
+        """
+        ...
+
+
+@runtime_checkable
+class Store(IssuedCertificates, Challenges, PendingRequests, IntuneLedger, CrlState, StoreHealth, Counts, Protocol):
     """Every role in one object, as the wiring opens it; callers take the roles they need instead."""
 
     async def close(self) -> None:
@@ -223,5 +226,13 @@ class Store(IssuedCertificates, Challenges, PendingRequests, IntuneLedger, CrlSt
         ...
 
 
-ROLES: tuple[type, ...] = (IssuedCertificates, Challenges, PendingRequests, IntuneLedger, CrlState, StoreHealth)
+ROLES: tuple[type, ...] = (
+    IssuedCertificates,
+    Challenges,
+    PendingRequests,
+    IntuneLedger,
+    CrlState,
+    StoreHealth,
+    Counts,
+)
 """The role protocols a backend implements (`Store` adds `close`)."""

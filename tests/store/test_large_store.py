@@ -15,19 +15,19 @@ from tests.store.test_sqlite import NOW, record
 async def test_counts_follow_issue_revoke_supersede_and_delete(tmp_path: Path) -> None:
     path = tmp_path / "counts.db"
     async with SqliteStore.open(path) as store:
-        assert await store.certificate_counts() == {"valid": 0, "revoked": 0, "superseded": 0}
+        assert (await store.counts(NOW)).certificates == {"valid": 0, "revoked": 0, "superseded": 0}
         for serial in range(1, 6):
             await store.put_issued(record(serial))
         await store.revoke(1, "keyCompromise", NOW)
         await store.revoke(1, "keyCompromise", NOW)  # already revoked: counted once
         await store.mark_superseded(2)
-        assert await store.certificate_counts() == {"valid": 3, "revoked": 1, "superseded": 1}
+        assert (await store.counts(NOW)).certificates == {"valid": 3, "revoked": 1, "superseded": 1}
     with sqlite3.connect(path) as db:  # another writer (an admin tool, a second node) is counted too
         db.execute("DELETE FROM certificates WHERE serial = '5'")
         db.execute("UPDATE certificates SET status = 'revoked', revoked_at = revoked_at WHERE serial = '4'")
         rows = dict(db.execute("SELECT status, count(*) FROM certificates GROUP BY status").fetchall())
     async with SqliteStore.open(path) as store:
-        counts = await store.certificate_counts()
+        counts = (await store.counts(NOW)).certificates
         assert counts == {"valid": rows["valid"], "revoked": rows["revoked"], "superseded": rows["superseded"]}
         assert counts == {"valid": 1, "revoked": 2, "superseded": 1}
 
@@ -56,7 +56,7 @@ def test_migration_5_counts_the_certificates_already_stored(tmp_path: Path) -> N
 
     async def check() -> dict[str, int]:
         async with SqliteStore.open(path) as store:
-            return await store.certificate_counts()
+            return (await store.counts(NOW)).certificates
 
     import trio
 

@@ -63,7 +63,7 @@ async def test_expired_requests_cannot_be_decided_and_are_swept(store: SqliteSto
     fresh, _ = await store.hold_request(held("tx-fresh", expires_at=NOW + 3 * TTL))
     later = NOW + 2 * TTL
     assert await store.decide_pending(stale.id, True, "", later) is None
-    assert await store.pending_count(later) == 1
+    assert (await store.counts(later)).pending == 1
     assert await store.expire_pending(later) == 1
     assert (await store.get_pending(stale.id)).status is PendingStatus.EXPIRED  # type: ignore[union-attr]
     assert (await store.get_pending(fresh.id)).status is PendingStatus.PENDING  # type: ignore[union-attr]

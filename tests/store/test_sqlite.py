@@ -11,15 +11,18 @@ import pytest
 import trio
 import trio.testing
 
+from scepd.health import Check
 from scepd.store.base import (
     MAX_SERIAL,
     CertificateRecord,
     CertStatus,
     RevocationState,
     SerialCollision,
+    StoreCounts,
     StoreError,
 )
 from scepd.store.sqlite import MIGRATIONS, SqliteStore
+from scepd.store.sqlite import health as sqlite_health
 
 UTC = dt.UTC
 NOW = dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -306,12 +309,83 @@ async def test_ping_fails_when_the_file_is_read_only(tmp_path: Path) -> None:
             await store.ping()
 
 
+async def _health_row(store: SqliteStore) -> str | None:
+    row = await store.database.read(lambda conn: conn.execute("SELECT checked_at FROM health").fetchone())
+    return None if row is None else str(row[0])
+
+
+async def test_ping_counts_a_write_committed_just_before_and_nothing_else(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readiness's store probe does not queue its own write behind busy writers when one just committed;
+    an older commit, or reads alone, do not count."""
+    monkeypatch.setattr(sqlite_health, "RECENT_COMMIT", 0.3)
+    await store.ping()  # nothing committed yet: the probe writes
+    first = await _health_row(store)
+    assert first is not None
+    await trio.sleep(0.35)
+    await store.put_issued(record(1))
+    await store.ping()
+    assert await _health_row(store) == first  # the put just committed: no write of its own
+    await trio.sleep(0.35)
+    assert await store.get(1) is not None and await store.counts(NOW)  # reads prove nothing
+    await store.ping()
+    assert await _health_row(store) not in (None, first)
+
+
+async def test_ping_after_a_failed_write_writes_however_recent_the_last_commit(store: SqliteStore) -> None:
+    await store.put_issued(record(1))
+    await store.database.run(lambda conn: conn.execute("PRAGMA query_only = ON"))
+    with pytest.raises(StoreError):
+        await store.put_issued(record(2))
+    with pytest.raises(StoreError, match="readonly"):
+        await store.ping()  # the commit of record 1 is recent, but a write failed since
+
+
+async def test_a_hung_write_fails_the_store_check_once_the_last_commit_is_old(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_health, "RECENT_COMMIT", 0.3)
+    await store.put_issued(record(1))
+    release = threading.Event()
+    check = Check("store", store.ping, timeout=0.3, cache_ok=0, cache_failed=0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.database.write, lambda conn: release.wait(10))
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await check.run()).ok  # the commit of record 1 counts
+        await trio.sleep(0.35)
+        result = await check.run()  # too old: the probe's write waits behind the hung one
+        release.set()
+    assert (result.ok, result.reason) == (False, "no answer within 0.3 s")
+    assert (await check.run()).ok
+
+
+async def test_gauges_are_read_beside_a_write_in_progress(store: SqliteStore) -> None:
+    """The counts a scrape reads do not wait for a write in flight (nor see it before it commits)."""
+    await store.put_issued(record(1))
+    release = threading.Event()
+
+    def supersede(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE certificates SET status = 'superseded'")
+        release.wait(10)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.database.write, supersede)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(2):
+            assert await store.counts(NOW) == StoreCounts({"valid": 1, "revoked": 0, "superseded": 0}, 0)
+        release.set()
+    assert (await store.counts(NOW)).certificates == {"valid": 0, "revoked": 0, "superseded": 1}  # seen at once
+
+
 async def test_closed_store_raises_store_error(tmp_path: Path) -> None:
     store = await SqliteStore.connect(tmp_path / "x.db")
     await store.close()
     await store.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
         await store.get(1)
+    with pytest.raises(StoreError, match="closed"):
+        await store.counts(NOW)  # the reader too
 
 
 async def test_cancelled_caller_does_not_break_the_connection(store: SqliteStore) -> None:

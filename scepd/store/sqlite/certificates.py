@@ -122,10 +122,3 @@ class SqliteCertificates(OnDatabase):
         query = f"SELECT {CERTIFICATE_COLUMNS} FROM certificates {where} ORDER BY id DESC LIMIT ?"
         rows = await self.database.run(lambda conn: conn.execute(query, [*args, limit]).fetchall())
         return [certificate_record(row) for row in rows]
-
-    async def certificate_counts(self) -> dict[str, int]:
-        # Kept by triggers (migration 5), so a scrape does not count a million rows.
-        rows = await self.database.run(lambda conn: conn.execute("SELECT status, n FROM certificate_counts").fetchall())
-        counts = {status.value: 0 for status in CertStatus}
-        counts.update({row[0]: row[1] for row in rows})
-        return counts

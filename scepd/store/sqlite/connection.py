@@ -1,4 +1,4 @@
-"""The one SQLite connection, and how every call reaches it.
+"""The SQLite connections, and how every call reaches them.
 
 sqlite3 blocks, so the connection lives in a thread of its own that runs the
 calls queued for it one after the other. It used to be one worker thread per
@@ -9,6 +9,12 @@ of work, and callers queued 20 to 140 ms for it (bench/intune_load.py, issue 16)
 A queued call that is cancelled before it starts is dropped; once started it
 is never abandoned: the caller waits for it to commit or roll back, so a
 cancelled request cannot leave a transaction half-open for the next one.
+
+A second, read-only connection on a thread of its own serves the reads that
+need not be ordered with this process's writes (the gauges a scrape
+refreshes): in WAL mode a reader sees every committed write and never waits
+for a writer, so a scrape does not queue behind enrollments' commits and
+their fsyncs.
 
 `synchronous=FULL` because a certificate that reached a client must survive a
 power cut; WAL keeps readers from waiting on that fsync. `busy_timeout` lets a
@@ -97,6 +103,29 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a file `connect` has opened (and so put in WAL mode and migrated)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_both(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """The writer (`connect`) and the reader beside it (blocking: run it in a thread)."""
+    conn = connect(path)
+    try:
+        return conn, connect_reader(path)
+    except BaseException:
+        conn.close()
+        raise
+
+
 @dataclass
 class _Call(Generic[T]):
     work: Callable[[sqlite3.Connection], T]
@@ -151,37 +180,46 @@ class _ConnectionThread:
 
 
 class Database:
-    """The connection's thread, and the store's fault state."""
+    """The write connection's thread, the read-only connection's thread, and the store's fault state."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._thread: _ConnectionThread | None = _ConnectionThread(conn, "scepd-store")
+    def __init__(self, conn: sqlite3.Connection, reader: sqlite3.Connection, path: Path) -> None:
+        self._writer: _ConnectionThread | None = _ConnectionThread(conn, "scepd-store")
+        self._reader: _ConnectionThread | None = _ConnectionThread(reader, "scepd-store-reader")
         self.path = path
         self._episode = Episode(_log, "store_fault", path=str(path))
         self._fault: StoreError | None = None
+        self._last_commit: float | None = None
 
     @classmethod
     async def open(cls, path: Path) -> Database:
         """Connect (creating and migrating as needed) in a worker thread; the caller must `close()`."""
         try:
-            conn = await trio.to_thread.run_sync(connect, path)
+            conn, reader = await trio.to_thread.run_sync(connect_both, path)
         except sqlite3.Error as e:
             raise store_error(e, str(path)) from e
-        return cls(conn, path)
+        return cls(conn, reader, path)
 
     @property
     def fault(self) -> StoreError | None:
         """The last write error while writes fail; None once one commits again."""
         return self._fault
 
+    @property
+    def last_commit(self) -> float | None:
+        """When (`trio.current_time()`) a write last committed a change; None until then and after any fault."""
+        return self._last_commit
+
     async def close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            with trio.CancelScope(shield=True):
-                await thread.stop()
+        threads = (self._reader, self._writer)  # the writer last: it folds the WAL back into the file
+        self._reader = self._writer = None
+        with trio.CancelScope(shield=True):
+            for thread in threads:
+                if thread is not None:
+                    await thread.stop()
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work(conn)` in the connection's thread, after the calls queued before it."""
-        thread = self._thread
+        """Run `work(conn)` on the write connection's thread, after the calls queued before it."""
+        thread = self._writer
         if thread is None:
             raise StoreError("the store is closed", "closed")
 
@@ -193,11 +231,23 @@ class Database:
             result, wrote = await thread.call(counted)
         except sqlite3.Error as e:
             raise self._failed(store_error(e)) from e
-        if self._fault is not None and wrote:
+        if wrote:
             # A write committed: the fault is over (reads alone prove nothing; they work on a full disk).
-            self._fault = None
-            self._episode.succeeded()
+            self._last_commit = trio.current_time()
+            if self._fault is not None:
+                self._fault = None
+                self._episode.succeeded()
         return result
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work(conn)` on the read-only connection: it sees every committed write and waits for none."""
+        thread = self._reader
+        if thread is None:
+            raise StoreError("the store is closed", "closed")
+        try:
+            return await thread.call(work)
+        except sqlite3.Error as e:
+            raise self._failed(store_error(e)) from e
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`run` with `work` in one write transaction."""
@@ -211,7 +261,7 @@ class Database:
         """Count every store error; log a fault once per episode (the caller answers 503, no traceback)."""
         metrics.STORE_ERRORS.labels(error.kind).inc()
         if error.kind != "constraint":
-            self._fault = error
+            self._fault, self._last_commit = error, None
             self._episode.failed(error.kind, str(error))
         return error
 

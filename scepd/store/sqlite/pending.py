@@ -97,12 +97,3 @@ class SqlitePendingRequests(OnDatabase):
             " WHERE status = 'pending' AND expires_at <= ?",
             (at, at),
         )
-
-    async def pending_count(self, now: dt.datetime) -> int:
-        row = await self.database.run(
-            lambda conn: conn.execute(
-                "SELECT count(*) FROM pending_requests WHERE status = 'pending' AND expires_at > ?",
-                (encode_time(now),),
-            ).fetchone()
-        )
-        return int(row[0])

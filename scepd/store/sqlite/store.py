@@ -1,7 +1,7 @@
 """`SqliteStore`: every role on one SQLite file in WAL mode, written durably.
 
 Each role is its own class over the shared `Database` (certificates.py,
-challenges.py, pending.py, intune.py, crl.py, health.py); this class only
+challenges.py, pending.py, intune.py, crl.py, health.py, counts.py); this class only
 puts them together and owns opening and closing. A role class also works
 alone, on a `Database` of its own, which is how a test can exercise one seam.
 """
@@ -17,6 +17,7 @@ import trio
 from scepd.store.sqlite.certificates import SqliteCertificates
 from scepd.store.sqlite.challenges import SqliteChallenges
 from scepd.store.sqlite.connection import Database
+from scepd.store.sqlite.counts import SqliteCounts
 from scepd.store.sqlite.crl import SqliteCrlState
 from scepd.store.sqlite.health import SqliteHealth
 from scepd.store.sqlite.intune import SqliteIntuneLedger
@@ -30,6 +31,7 @@ class SqliteStore(
     SqliteIntuneLedger,
     SqliteCrlState,
     SqliteHealth,
+    SqliteCounts,
 ):
     """`Store` on one SQLite file. Open with `async with SqliteStore.open(path) as store`."""
 
