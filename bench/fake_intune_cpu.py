@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,7 +43,7 @@ API_VERSION = "2018-02-20"  # what scepd sends to ScepActions (scepd/intune/cont
 CALLER = "scepd-bench"
 
 
-def _request(host: str, path: str, token: str, body: dict[str, object]) -> bytes:
+def _request(host: str, path: str, token: str, body: Mapping[str, object]) -> bytes:
     """One POST as httpx writes it for scepd's Intune client: the same headers, JSON body."""
     data = json.dumps(body).encode()
     head = (
