@@ -1,15 +1,16 @@
 """The server side of HTTP/1.1 as the fake needs it, sans-IO: bytes in, `Request`s out,
-and a `Reply`'s bytes back.
+and a reply's bytes back.
 
-The fake used h11 for this. h11 is thorough, but its per-request work (an event
-object per step, every header line checked by regular expressions twice, a state
-machine on each side) cost the fake about 0.3 ms of CPU per request, as much as the
-Intune routes themselves; benchmarks run the fake on the same two cores as the
-daemon (bench/intune_load.py, bench/fake_intune_cpu.py), so that time came out of
-the daemon's. What the fake's clients send is small and plain: a head, then a
-Content-Length or chunked body. This reads exactly that, strictly (RFC 9112), and
-answers anything else with `BadRequest`, which the server turns into a 400 (413
-for a body over the limit) and a closed connection, as it did with h11.
+The fake used h11 for this. h11 is thorough, but its work per request (an event
+object per step, each header checked by regular expressions on the way in and
+again on the way out, a state machine for each side) cost about as much CPU as the
+Intune routes themselves, and benchmarks run the fake on the same cores as the
+daemon (bench/intune_load.py), so that time came out of the daemon's; the figures
+are in docs/benchmarks.md (bench/fake_intune_cpu.py). What the fake's clients send
+is plain: a head, then a Content-Length or chunked body, kept alive or not. This
+reads exactly that, strictly (RFC 9112), and raises `BadRequest` for anything else,
+which the server answers with a 400 (413 for a body over the limit) and a closed
+connection, as it did with h11.
 """
 
 from __future__ import annotations
