@@ -12,8 +12,9 @@ CPU (utime + stime from /proc) per pair over the timed window.
 
 Everything the load generator sends is built before the clock (challenges minted
 through the admin API, CSRs signed, requests as bytes with their own
-client-request-id); during the window it only writes bytes and reads replies, so
-its own CPU, printed too, stays small. Every reply is checked after the clock
+client-request-id, head and body written separately as httpx writes them); during
+the window it only writes bytes and reads replies, so its own CPU, printed too,
+stays small. Every reply is checked after the clock
 (HTTP 200 and code Success), and so is the fake's record of the calls.
 """
 
@@ -43,7 +44,10 @@ API_VERSION = "2018-02-20"  # what scepd sends to ScepActions (scepd/intune/cont
 CALLER = "scepd-bench"
 
 
-def _request(host: str, path: str, token: str, body: Mapping[str, object]) -> bytes:
+Message = tuple[bytes, bytes]  # a request's head and body, sent in two writes as httpx (httpcore) sends them
+
+
+def _request(host: str, path: str, token: str, body: Mapping[str, object]) -> Message:
     """One POST as httpx writes it for scepd's Intune client: the same headers, JSON body."""
     data = json.dumps(body).encode()
     head = (
@@ -60,10 +64,10 @@ def _request(host: str, path: str, token: str, body: Mapping[str, object]) -> by
         "Content-Type: application/json; charset=utf-8\r\n"
         f"Content-Length: {len(data)}\r\n\r\n"
     )
-    return head.encode() + data
+    return head.encode(), data
 
 
-def build_pairs(fake: FakeProcess, secret: str, n: int, keys: int) -> list[tuple[bytes, bytes]]:
+def build_pairs(fake: FakeProcess, secret: str, n: int, keys: int) -> list[tuple[Message, Message]]:
     """(validateRequest, successNotification) request bytes for n devices, each with its own
     minted challenge, subject, CSR and transaction."""
     info = fake.http.get(fake.url + "/_fake/info").json()
@@ -108,9 +112,10 @@ def build_pairs(fake: FakeProcess, secret: str, n: int, keys: int) -> list[tuple
     return pairs
 
 
-async def _exchange(stream: trio.SocketStream, request: bytes, buffer: bytearray) -> bytes:
+async def _exchange(stream: trio.SocketStream, request: Message, buffer: bytearray) -> bytes:
     """Send one request, read one whole reply (head and a Content-Length body); leftover bytes stay in buffer."""
-    await stream.send_all(request)
+    await stream.send_all(request[0])
+    await stream.send_all(request[1])
     while True:
         end = buffer.find(b"\r\n\r\n")
         if end >= 0:
@@ -131,7 +136,7 @@ async def _exchange(stream: trio.SocketStream, request: bytes, buffer: bytearray
         buffer += data
 
 
-async def drive(address: tuple[str, int], pairs: list[tuple[bytes, bytes]], concurrency: int) -> list[bytes]:
+async def drive(address: tuple[str, int], pairs: list[tuple[Message, Message]], concurrency: int) -> list[bytes]:
     """Every pair over `concurrency` keep-alive connections; the replies, in pair order (two per pair)."""
     replies: list[bytes] = [b""] * (2 * len(pairs))
     todo = iter(range(len(pairs)))

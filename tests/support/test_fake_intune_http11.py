@@ -48,9 +48,9 @@ def test_a_request_whole_and_byte_by_byte() -> None:
     assert request.header("X-TWICE") == "1"
 
 
-def test_pipelined_requests_and_blank_lines_between() -> None:
+def test_pipelined_requests() -> None:
     get = b"GET /c HTTP/1.1\r\nHost: h\r\n\r\n"
-    got = read_all(POST + b"\r\n" + get + POST, step=5)
+    got = read_all(POST + get + POST, step=5)
     assert [(m, p, b) for m, p, _, b, _ in got] == [
         ("POST", "/a/b", b'{"a":1}'),
         ("GET", "/c", b""),
@@ -72,6 +72,15 @@ def test_chunked_body_with_extension_and_trailer() -> None:
     for step in (None, 1, 7):
         got = read_all(data, step=step)
         assert [(p, b) for _, p, _, b, _ in got] == [("/x", b"abc0123456789abcdef"), ("/next", b"")]
+
+
+def test_as_h11_reads_them_folded_lines_and_transfer_encoding_over_content_length() -> None:
+    got = read_all(b"GET /x HTTP/1.1\r\nHost: h\r\nX: a\r\n  b\r\n\tc\r\nY: d\r\n\r\n")
+    assert got[0][2] == (("host", "h"), ("x", "a b c"), ("y", "d"))
+    data = (
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    assert [b for _, _, _, b, _ in read_all(data)] == [b"abc"]
 
 
 def test_connection_persistence() -> None:
@@ -98,14 +107,14 @@ def test_head_requests_are_marked() -> None:
         b"G(T /x HTTP/1.1\r\nHost: h\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: h\r\nBad Name: v\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n",
-        b"GET /x HTTP/1.1\r\nHost: h\r\nX: a\r\n folded\r\n\r\n",  # obs-fold
+        b"GET /x HTTP/1.1\r\n folded: h\r\nHost: h\r\n\r\n",  # a continuation line with nothing to continue
+        b"\r\nGET /x HTTP/1.1\r\nHost: h\r\n\r\n",  # as h11: nothing before the request line
         b"GET /x HTTP/1.1\r\nHost: h\r\nX: a\x00b\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n",  # a lone CR
         b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
         b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
         b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: \xb2\r\n\r\nab",  # "²" is a digit to str.isdigit, not to HTTP
         b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
-        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
         b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n",
         b"GET /" + b"x" * MAX_HEAD + b" HTTP/1.1\r\nHost: h\r\n\r\n",

@@ -99,8 +99,6 @@ class RequestReader:
 
     def _read_head(self) -> _Head | None:
         buffer = self._buffer
-        if buffer.startswith((b"\r", b"\n")):  # blank lines before a request are ignored (RFC 9112 §2.2)
-            del buffer[: len(buffer) - len(buffer.lstrip(b"\r\n"))]
         end = HEAD_END.search(buffer)
         if end is None:
             if len(buffer) > MAX_HEAD:
@@ -126,10 +124,15 @@ class RequestReader:
         connection = ""
         has_host = False
         for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon or not TOKEN.fullmatch(name):  # also refuses obs-fold, a line starting with blanks
-                raise BadRequest("malformed header line")
-            name, value = name.lower(), value.strip(" \t")
+            if line[:1] in (" ", "\t") and headers:  # obs-fold: the previous value goes on (as h11 reads it)
+                name, value = headers.pop()
+                more = line.strip(" \t")
+                value = f"{value} {more}" if more else value
+            else:
+                name, colon, value = line.partition(":")
+                if not colon or not TOKEN.fullmatch(name):
+                    raise BadRequest("malformed header line")
+                name, value = name.lower(), value.strip(" \t")
             headers.append((name, value))
             if name == "content-length":
                 lengths += [v.strip(" \t") for v in value.split(",")]
@@ -143,10 +146,8 @@ class RequestReader:
                 has_host = True
         if minor == "1" and not has_host:
             raise BadRequest("missing Host header")
-        if chunked and lengths:  # either could be believed: a smuggling attempt, refused (RFC 9112 §6.3)
-            raise BadRequest("both Transfer-Encoding and Content-Length")
         length = 0
-        if lengths:
+        if lengths and not chunked:  # with both, Transfer-Encoding wins (RFC 9112 §6.3), as in h11
             if not all(v.isascii() and v.isdigit() for v in lengths) or len(set(lengths)) != 1:
                 raise BadRequest("bad Content-Length")
             length = int(lengths[0])
