@@ -139,10 +139,16 @@ def test_bodies_over_the_limit_are_413() -> None:
 
 def test_end_of_input() -> None:
     reader = RequestReader(1024)
-    reader.feed(POST[:20])
-    assert reader.next_request() is None and not reader.at_eof
+    reader.feed(POST)
     reader.feed(b"")
-    assert reader.at_eof and reader.next_request() is None
+    assert reader.at_eof and reader.next_request() is not None and reader.next_request() is None
+    for cut in (20, len(POST) - 1):  # in the head, in the body
+        reader = RequestReader(1024)
+        reader.feed(POST[:cut])
+        assert reader.next_request() is None and not reader.at_eof
+        reader.feed(b"")
+        with pytest.raises(BadRequest):  # as h11: the client gets a 400 if it still listens
+            reader.next_request()
 
 
 def test_encode_response() -> None:
@@ -169,12 +175,14 @@ def served() -> Iterator[FakeIntune]:
         yield fake
 
 
-def exchange(fake: FakeIntune, data: bytes) -> bytes:
-    """Send data, then read until the fake closes the connection (or 2 s pass)."""
+def exchange(fake: FakeIntune, data: bytes, *, half_close: bool = False) -> bytes:
+    """Send data (then shut our sending side down), and read until the fake closes the connection (or 2 s pass)."""
     assert fake.base_url is not None
     host, port = fake.base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=2) as s:
         s.sendall(data)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
         received = b""
         try:
             while chunk := s.recv(65536):
@@ -206,6 +214,11 @@ def test_bad_requests_get_an_error_and_a_closed_connection(served: FakeIntune, d
     answer = exchange(served, data + b"GET /_fake/info HTTP/1.1\r\nHost: h\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 " + status + b" ") and answer.count(b"HTTP/1.1") == 1, answer
     assert b"Bad HTTP request" in answer and b"connection: close" in answer
+
+
+def test_a_request_cut_short_gets_a_400(served: FakeIntune) -> None:
+    answer = exchange(served, b"POST /_fake/clock HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n{}", half_close=True)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"middle of a request" in answer, answer
 
 
 def test_a_fault_header_that_cannot_be_sent_drops_the_connection(served: FakeIntune) -> None:

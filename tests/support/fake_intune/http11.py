@@ -75,7 +75,14 @@ class RequestReader:
             self.at_eof = True
 
     def next_request(self) -> Request | None:
-        """The next whole request, or None until more bytes come. Raises BadRequest."""
+        """The next whole request, or None until more bytes come (or, at the end of input, when
+        none is left). Raises BadRequest, also for a request the client stopped sending halfway."""
+        request = self._next()
+        if request is None and self.at_eof and self._buffer:
+            raise BadRequest("the connection was closed in the middle of a request")
+        return request
+
+    def _next(self) -> Request | None:
         if self._head is None:
             self._head = self._read_head()
             if self._head is None:
