@@ -77,6 +77,8 @@ def test_chunked_body_with_extension_and_trailer() -> None:
 def test_as_h11_reads_them_folded_lines_and_transfer_encoding_over_content_length() -> None:
     got = read_all(b"GET /x HTTP/1.1\r\nHost: h\r\nX: a\r\n  b\r\n\tc\r\nY: d\r\n\r\n")
     assert got[0][2] == (("host", "h"), ("x", "a b c"), ("y", "d"))
+    got = read_all(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length:\r\n 2\r\n\r\nok")
+    assert got[0][2:4] == ((("host", "h"), ("content-length", "2")), b"ok")
     data = (
         b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     )

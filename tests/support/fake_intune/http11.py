@@ -126,21 +126,21 @@ class RequestReader:
             raise BadRequest("malformed request line")
         method, target, minor = match.groups()
         headers: list[tuple[str, str]] = []
-        lengths: list[str] = []
-        chunked = False
-        connection = ""
-        has_host = False
         for line in lines[1:]:
             if line[:1] in (" ", "\t") and headers:  # obs-fold: the previous value goes on (as h11 reads it)
                 name, value = headers.pop()
-                more = line.strip(" \t")
-                value = f"{value} {more}" if more else value
+                value = (value + " " + line.strip(" \t")).strip(" ")
             else:
                 name, colon, value = line.partition(":")
                 if not colon or not TOKEN.fullmatch(name):
                     raise BadRequest("malformed header line")
                 name, value = name.lower(), value.strip(" \t")
             headers.append((name, value))
+        lengths: list[str] = []
+        chunked = False
+        connection = ""
+        has_host = False
+        for name, value in headers:
             if name == "content-length":
                 lengths += [v.strip(" \t") for v in value.split(",")]
             elif name == "transfer-encoding":
