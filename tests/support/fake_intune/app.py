@@ -6,15 +6,13 @@ call is decided here, so it can be read (and reasoned about) in one place.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
-from urllib.parse import parse_qs
 
 from tests.support.fake_intune import admin, entra, graph, intune, wire
 from tests.support.fake_intune.errors import default_fault_body, intune_error
-from tests.support.fake_intune.model import Call, Fault, Json, Reply, Request
+from tests.support.fake_intune.model import Call, Fault, Reply, Request
 from tests.support.fake_intune.state import FakeIntune
 
 TOKEN_PATH = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$")
@@ -38,29 +36,6 @@ def route_of(request: Request) -> tuple[str, str, Handler] | None:
             if route is not None:
                 return route, "POST", lambda fake, req, h=handler, r=route: h(fake, req, r)
     return None
-
-
-def _parsed_body(request: Request) -> Json:
-    if not request.body:
-        return None
-    content_type = (request.header("content-type") or "").lower()
-    try:
-        text = request.body.decode("utf-8")
-    except UnicodeDecodeError:
-        return request.body.hex()
-    if "x-www-form-urlencoded" in content_type:
-        return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(text, keep_blank_values=True).items()}
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _headers(request: Request) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in request.headers:
-        out[name] = f"{out[name]}, {value}" if name in out else value
-    return out
 
 
 def _fault_reply(route: str, fault: Fault) -> Reply:
@@ -102,11 +77,7 @@ def handle(fake: FakeIntune, request: Request) -> Reply:
     fake.record(
         Call(
             route=route,
-            method=request.method,
-            path=request.path,
-            query=request.query,
-            headers=_headers(request),
-            body=_parsed_body(request),
+            request=request,
             status=None if reply.drop else reply.status,
             outcome=outcome,
             time=time.time(),

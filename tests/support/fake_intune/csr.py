@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
+from dataclasses import dataclass
 
 from asn1crypto import core  # type: ignore[import-untyped]
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AttributeOID, ObjectIdentifier
 
 UPN_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
@@ -41,6 +44,25 @@ def decode_csr(text: object) -> x509.CertificateSigningRequest:
     except ValueError as e:
         raise CsrDecodeError(f"certificateRequest is not a DER PKCS#10: {e}") from e
     return csr
+
+
+@dataclass(frozen=True)
+class ReadCsr:
+    """A decoded certificateRequest and what the fake checks on it, worked out once."""
+
+    csr: x509.CertificateSigningRequest
+    der: bytes  # re-encoded by cryptography, so two encodings of one request compare equal
+    signature_valid: bool
+    password: str | None  # the challengePassword, if any
+
+
+@functools.lru_cache(maxsize=1024)
+def read_csr(text: str) -> ReadCsr:
+    """`decode_csr` and the checks on it, remembered for the last requests seen: a success or
+    failure notification carries the very request validateRequest decoded a moment before.
+    Raises CsrDecodeError (not remembered)."""
+    csr = decode_csr(text)
+    return ReadCsr(csr, csr.public_bytes(Encoding.DER), csr.is_signature_valid, challenge_password(csr))
 
 
 def challenge_password(csr: x509.CertificateSigningRequest) -> str | None:

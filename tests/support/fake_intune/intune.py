@@ -17,7 +17,6 @@ import re
 import time
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.support.fake_intune import csr as csrmod
 from tests.support.fake_intune import wire
@@ -169,18 +168,17 @@ def validate(fake: FakeIntune, request: dict[str, Json]) -> tuple[str, str]:
     if not isinstance(text, str):
         raise BadRequest("'certificateRequest' is required and must be a string.")
     try:
-        csr = csrmod.decode_csr(text)
+        read = csrmod.read_csr(text)
     except csrmod.CsrDecodeError as e:
         return ScepCode.CertificateRequestDecodingFailed.value, str(e)
-    if not csr.is_signature_valid:
+    if not read.signature_valid:
         # [U] which code Intune gives a CSR whose self-signature fails; the signature code fits best.
         return ScepCode.SignatureValidationFailed.value, "The certificate request's signature does not verify."
-    password = csrmod.challenge_password(csr)
+    csr, der, password = read.csr, read.der, read.password
     if password is None:
         return ScepCode.ChallengePasswordMissing.value, "The certificate request has no challengePassword attribute."
     if not BASE64URL.fullmatch(password) or len(password) % 4 == 1:
         return ScepCode.ChallengeDecodingError.value, "The challenge is not a base64url blob."
-    der = csr.public_bytes(Encoding.DER)
     with fake.lock:
         challenge = fake.state.challenges.get(password)
         if challenge is None:
@@ -218,13 +216,14 @@ def judge(
             "The SCEP profile is no longer targeted to the device.",
         )
     if challenge.subject is not None:
-        expected = csrmod.parse_subject(challenge.subject)
-        if len(csr.subject) == 0 and len(expected) > 0:
+        expected = challenge.subject_name or csrmod.parse_subject(challenge.subject)
+        subject = csr.subject  # a new Name object on every access
+        if len(subject) == 0 and len(expected) > 0:
             return ScepCode.SubjectNameMissing.value, f"The request has no subject; expected {challenge.subject!r}."
-        if csr.subject != expected:
+        if subject != expected:
             return (
                 ScepCode.SubjectNameMismatch.value,
-                f"Subject {csr.subject.rfc4514_string()!r} does not match the expected {challenge.subject!r}.",
+                f"Subject {subject.rfc4514_string()!r} does not match the expected {challenge.subject!r}.",
             )
     if challenge.sans is not None:
         got = sorted(csrmod.csr_sans(csr))
@@ -279,11 +278,10 @@ def notify(fake: FakeIntune, notification: dict[str, Json], route: str) -> tuple
         if len(description) > wire.MAX_ERROR_DESCRIPTION:
             raise BadRequest(f"'errorDescription' is {len(description)} characters; the maximum is 255.")
     try:
-        csr = csrmod.decode_csr(text)
+        read = csrmod.read_csr(text)
     except csrmod.CsrDecodeError as e:
         return ScepCode.CertificateRequestDecodingFailed.value, str(e)
-    password = csrmod.challenge_password(csr)
-    der = csr.public_bytes(Encoding.DER)
+    password, der = read.password, read.der
     with fake.lock:
         if transaction not in fake.state.validated:
             # [U] the real code: a notification is about a request Intune validated; one for a

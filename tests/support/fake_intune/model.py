@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography import x509
 
 Json = Any  # a parsed JSON value
 
 DropHow = Literal["reset", "close"]
+
+# json.dumps(..., separators=...) builds an encoder per call; the fake encodes every answer.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -23,9 +30,13 @@ class Request:
     method: str
     target: str  # path and query, as sent
     path: str
-    query: dict[str, list[str]]
     headers: tuple[tuple[str, str], ...]
     body: bytes
+
+    @cached_property
+    def query(self) -> dict[str, list[str]]:
+        """The query string's values by name, parsed when first asked (only Graph's $filter lookup has one)."""
+        return parse_qs(urlsplit(self.target).query, keep_blank_values=True)
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -50,26 +61,75 @@ class Reply:
     def encode(self) -> bytes:
         if self.raw is not None:
             return self.raw
-        return json.dumps(self.body, separators=(",", ":")).encode("utf-8")
+        return _COMPACT.encode(self.body).encode("utf-8")
 
 
 @dataclass(frozen=True)
 class Call:
-    """One request to an emulated route, with what the fake did about it."""
+    """One request to an emulated route, with what the fake did about it.
+
+    The request is kept as it was read; `query`, `headers` and `body` are worked out from it
+    when a test first reads them. Recording thousands of calls then costs the server next to
+    nothing, which matters when it shares the CPU with the daemon it serves (bench/intune_load.py).
+    """
 
     route: str  # token, discovery, validate, ... or "unknown"
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
-    body: Json  # parsed JSON, the form as a dict, or the raw text when neither parses
+    request: Request = field(repr=False)
     status: int | None  # None when the connection was dropped
     outcome: str  # "answered", "fault", "dropped"
     time: float  # wall clock (time.time()) when the request was handled
     fault: str | None = None  # description of the injected fault, if any
 
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    @property
+    def path(self) -> str:
+        return self.request.path
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return self.request.query
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """Lower-case names; repeated headers joined with ", "."""
+        out: dict[str, str] = {}
+        for name, value in self.request.headers:
+            out[name] = f"{out[name]}, {value}" if name in out else value
+        return out
+
+    @cached_property
+    def body(self) -> Json:
+        """Parsed JSON, the form as a dict, the raw text when neither parses, hex when not UTF-8, None when empty."""
+        raw = self.request.body
+        if not raw:
+            return None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.hex()
+        if "x-www-form-urlencoded" in (self.request.header("content-type") or "").lower():
+            return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(text, keep_blank_values=True).items()}
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
     def to_json(self) -> dict[str, Json]:
-        return asdict(self)
+        return {
+            "route": self.route,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": self.headers,
+            "body": self.body,
+            "status": self.status,
+            "outcome": self.outcome,
+            "time": self.time,
+            "fault": self.fault,
+        }
 
 
 @dataclass
@@ -85,6 +145,8 @@ class Challenge:
     force_code: str | None = None  # answer this code instead of checking (any string)
     used_by: tuple[str, bytes] | None = None  # (transactionId, CSR DER) of the first Success
     validations: int = 0
+    # `subject` as a name, parsed once when minted rather than on every validation.
+    subject_name: x509.Name | None = field(default=None, repr=False, compare=False)
 
     def to_json(self, now: float) -> dict[str, Json]:
         return {

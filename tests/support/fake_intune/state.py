@@ -263,8 +263,7 @@ class FakeIntune:
         the default () requires no SAN. `force_code` makes validateRequest answer
         that code (any string) whatever the CSR says.
         """
-        if subject is not None:
-            csrmod.parse_subject(subject)  # fail here, not at validation time
+        subject_name = csrmod.parse_subject(subject) if subject is not None else None  # fails here, not later
         normalised = tuple(sorted(csrmod.normalise_san(s) for s in sans)) if sans is not None else None
         value = b64url(secrets.token_bytes(max(size, 32)))
         with self.lock:
@@ -276,6 +275,7 @@ class FakeIntune:
                 targeted=targeted,
                 key_size=key_size,
                 force_code=force_code,
+                subject_name=subject_name,
             )
         return value
 
@@ -421,7 +421,8 @@ class FakeIntune:
                 self.state.faults.pop(route, None)
 
     def take_fault(self, route: str) -> Fault | None:
-        """The fault to apply to this call, if any, using up one of its `times`."""
+        """The fault to apply to this call, if any, using up one of its `times`. The fault itself,
+        not a copy: only `times` ever changes, and the caller reads everything else."""
         with self.lock:
             queue = self.state.faults.get(route)
             if not queue:
@@ -431,7 +432,7 @@ class FakeIntune:
                 fault.times -= 1
                 if fault.times == 0:
                     queue.pop(0)
-            return copy.copy(fault)
+            return fault
 
     def set_discovery(
         self,
