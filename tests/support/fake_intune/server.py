@@ -1,5 +1,5 @@
-"""HTTP/1.1 on trio (bytes read and written by http11.py), written out so a fault can
-stall an answer or drop the connection mid-request, which no framework lets a handler do.
+"""HTTP/1.1 on trio + h11, written out so a fault can stall an answer or drop the
+connection mid-request, which no framework lets a handler do.
 
 `serve_fake_intune` runs in the caller's trio nursery; `running_fake_intune`
 runs it in a thread with its own trio loop, for sync tests, for async tests
@@ -18,30 +18,57 @@ from contextlib import contextmanager
 from email.utils import formatdate
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
+import h11
 import trio
 
-from tests.support.fake_intune import app, http11
+from tests.support.fake_intune import app
 from tests.support.fake_intune.errors import intune_error
 from tests.support.fake_intune.model import DropHow, Reply, Request
 from tests.support.fake_intune.state import FakeIntune
 
 MAX_BODY = 4 * 1024 * 1024
-RECEIVE_SIZE = 65536
 IDLE_TIMEOUT = 60.0  # a kept-alive connection with nothing to say is closed after this
 STOP_TIMEOUT = 10.0
 
 
-async def _read_request(reader: http11.RequestReader, stream: trio.abc.Stream) -> Request | None:
-    """The next whole request, or None when the client closed or went idle. Raises http11.BadRequest."""
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_request(conn: h11.Connection, stream: trio.abc.Stream) -> Request | None:
+    """The next whole request, or None when the client closed or went idle."""
+    head: h11.Request | None = None
+    body = bytearray()
     while True:
-        request = reader.next_request()
-        if request is not None or reader.at_eof:
-            return request
-        with trio.move_on_after(IDLE_TIMEOUT):
-            reader.feed(await stream.receive_some(RECEIVE_SIZE))
-            continue
-        return None
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            with trio.move_on_after(IDLE_TIMEOUT):
+                conn.receive_data(await stream.receive_some(65536))
+                continue
+            return None
+        if isinstance(event, h11.Request):
+            head = event
+            length = dict(event.headers).get(b"content-length")
+            if length is not None and int(length) > MAX_BODY:
+                raise _TooLarge
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY:
+                raise _TooLarge
+        elif isinstance(event, h11.EndOfMessage):
+            assert head is not None
+            target = head.target.decode("latin-1")
+            return Request(
+                method=head.method.decode("ascii"),
+                target=target,
+                path=urlsplit(target).path,
+                headers=tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in head.headers),
+                body=bytes(body),
+            )
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
 
 
 _date: tuple[int, str] = (0, "")
@@ -56,7 +83,7 @@ def _http_date() -> str:
     return _date[1]
 
 
-async def _send(stream: trio.abc.Stream, reply: Reply, *, keep_alive: bool, head_only: bool = False) -> None:
+async def _send(conn: h11.Connection, stream: trio.abc.Stream, reply: Reply) -> None:
     body = reply.encode()
     headers = [
         ("content-type", reply.content_type),
@@ -65,10 +92,12 @@ async def _send(stream: trio.abc.Stream, reply: Reply, *, keep_alive: bool, head
         ("server", "fake-intune"),
         *reply.headers,
     ]
-    # One write for head and body: one system call and one wake-up of the client.
-    await stream.send_all(
-        http11.encode_response(reply.status, headers, body, keep_alive=keep_alive, head_only=head_only)
-    )
+    # One write for head, body and end: one system call and one wake-up of the client, not three.
+    head = conn.send(h11.Response(status_code=reply.status, headers=headers))
+    data = conn.send(h11.Data(data=body))
+    end = conn.send(h11.EndOfMessage())
+    assert head is not None and data is not None and end is not None
+    await stream.send_all(head + data + end)
 
 
 async def _drop(stream: trio.abc.Stream, how: DropHow) -> None:
@@ -78,13 +107,15 @@ async def _drop(stream: trio.abc.Stream, how: DropHow) -> None:
 
 
 async def _connection(fake: FakeIntune, stream: trio.abc.Stream) -> None:
-    reader = http11.RequestReader(MAX_BODY)
+    conn = h11.Connection(h11.SERVER)
     try:
         while True:
             try:
-                request = await _read_request(reader, stream)
-            except http11.BadRequest as e:
-                await _send(stream, intune_error(e.status, f"Bad HTTP request: {e}"), keep_alive=False)
+                request = await _read_request(conn, stream)
+            except (h11.RemoteProtocolError, _TooLarge, ValueError) as e:
+                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    status = 413 if isinstance(e, _TooLarge) else 400
+                    await _send(conn, stream, intune_error(status, f"Bad HTTP request: {type(e).__name__}"))
                 return
             if request is None:
                 return
@@ -94,11 +125,12 @@ async def _connection(fake: FakeIntune, stream: trio.abc.Stream) -> None:
             if reply.drop:
                 await _drop(stream, reply.drop)
                 return
-            await _send(stream, reply, keep_alive=reader.keep_alive, head_only=reader.head_only)
-            if not reader.keep_alive:
+            await _send(conn, stream, reply)
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
-    except (trio.BrokenResourceError, trio.ClosedResourceError, http11.CannotSend):
-        return  # CannotSend: a fault's header is not valid HTTP; the client sees the connection drop
+            conn.start_next_cycle()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+        return
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(1):
             await stream.aclose()
