@@ -198,14 +198,22 @@ class TokenPool:
     # each operation takes tens of milliseconds, /readyz and /metrics would wait behind every enrollment.
     RECENT_OK = 1.0
 
+    # Calls handed to the in-process token thread at once. With one, the thread sat idle from the end
+    # of each call until the busy event loop had taken the answer and handed it the next one: on a TPM,
+    # the one resource an enrollment waits for, that idle time came off the enrollment rate. Its
+    # executor runs them one after the other, so the thread-per-module rule holds.
+    THREAD_DEPTH = 2
+
     def __init__(self, cfg: TokenConfig, workers: list[Any]) -> None:
         self.cfg = cfg
         self._workers = workers
-        self._idle_send, self._idle_recv = trio.open_memory_channel[Any](len(workers))
-        for w in workers:
+        slots = [w for w in workers for _ in range(self.THREAD_DEPTH if isinstance(w, _ThreadWorker) else 1)]
+        self._idle_send, self._idle_recv = trio.open_memory_channel[Any](len(slots))
+        for w in slots:
             self._idle_send.send_nowait(w)
+        self._calls: dict[int, int] = {}  # calls in flight per worker (by id)
         self._keys: dict[str, Pkcs11Key] = {}
-        self.busy = 0
+        self.busy = 0  # workers with a call in flight
         self._last_ok: float | None = None
 
     @classmethod
@@ -268,8 +276,10 @@ class TokenPool:
     async def call(self, op: str, *args: Any, on_start: Callable[[], None] | None = None) -> tuple[str, Any]:
         """Run `op` on an idle worker; returns the worker's (status, value) reply."""
         worker = await self._idle_recv.receive()
-        self.busy += 1
-        TOKEN_WORKERS_BUSY.inc()
+        self._calls[id(worker)] = self._calls.get(id(worker), 0) + 1
+        if self._calls[id(worker)] == 1:
+            self.busy += 1
+            TOKEN_WORKERS_BUSY.inc()
         try:
             if on_start is not None:
                 on_start()
@@ -283,8 +293,10 @@ class TokenPool:
                     self._last_ok = None
             return reply
         finally:
-            self.busy -= 1
-            TOKEN_WORKERS_BUSY.dec()
+            self._calls[id(worker)] -= 1
+            if self._calls[id(worker)] == 0:
+                self.busy -= 1
+                TOKEN_WORKERS_BUSY.dec()
             self._idle_send.send_nowait(worker)
 
     async def ping(self) -> None:
