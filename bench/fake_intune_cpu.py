@@ -182,29 +182,23 @@ def main() -> int:
 
     total = args.warmup + args.rounds * args.n
     rounds: list[tuple[float, float, float, float]] = []  # (user, system, own, elapsed) seconds
-    with tempfile.TemporaryDirectory() as tmp:
-        secret = Path(tmp) / "intune-secret"
-        secret.write_text("bench-client-secret\n")
-        fake = FakeProcess(secret)
-        try:
-            for route in ("validate", "success"):
-                fake.admin("faults", {"route": route, "times": 10**7, "delay": args.delay})
-            built = time.perf_counter()
-            pairs = build_pairs(fake, secret.read_text().strip(), total, args.keys)
-            built = time.perf_counter() - built
-            split = urlsplit(fake.url)
-            address = (split.hostname or "127.0.0.1", split.port or 80)
-            replies = trio.run(drive, address, pairs[: args.warmup], args.c)
-            for r in range(args.rounds):
-                chunk = pairs[args.warmup + r * args.n : args.warmup + (r + 1) * args.n]
-                (user0, sys0), own0, start = process_times(fake.proc.pid), time.process_time(), time.perf_counter()
-                replies += trio.run(drive, address, chunk, args.c)
-                elapsed = time.perf_counter() - start
-                user1, sys1 = process_times(fake.proc.pid)
-                rounds.append((user1 - user0, sys1 - sys0, time.process_time() - own0, elapsed))
-            calls = fake.http.get(fake.url + "/_fake/calls").json()
-        finally:
-            fake.stop()
+    with tempfile.TemporaryDirectory() as tmp, FakeProcess.running(Path(tmp)) as fake:
+        for route in ("validate", "success"):
+            fake.admin("faults", {"route": route, "times": 10**7, "delay": args.delay})
+        built = time.perf_counter()
+        pairs = build_pairs(fake, FakeProcess.SECRET, total, args.keys)
+        built = time.perf_counter() - built
+        split = urlsplit(fake.url)
+        address = (split.hostname or "127.0.0.1", split.port or 80)
+        replies = trio.run(drive, address, pairs[: args.warmup], args.c)
+        for r in range(args.rounds):
+            chunk = pairs[args.warmup + r * args.n : args.warmup + (r + 1) * args.n]
+            (user0, sys0), own0, start = process_times(fake.proc.pid), time.process_time(), time.perf_counter()
+            replies += trio.run(drive, address, chunk, args.c)
+            elapsed = time.perf_counter() - start
+            user1, sys1 = process_times(fake.proc.pid)
+            rounds.append((user1 - user0, sys1 - sys0, time.process_time() - own0, elapsed))
+        calls = fake.http.get(fake.url + "/_fake/calls").json()
 
     bad = sum(not _ok(r) for r in replies)
     recorded = {route: sum(c["route"] == route for c in calls) for route in ("validate", "success")}

@@ -61,12 +61,8 @@ def main() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
-        secret = state / "intune-secret"
-        secret.write_text("bench-client-secret\n")
-        fake = FakeProcess(secret)
-        try:
-            toml = fake.snippet.replace("file:/path/to/client-secret", f"file:{secret}")
-            init_state(state, "x", extra_toml=toml)
+        with FakeProcess.running(state) as fake:
+            init_state(state, "x", extra_toml=fake.intune_toml())
             config = load(state / "scepd.toml")
             assert config.intune is not None and config.intune.client_secret_source is not None
             work = []
@@ -96,8 +92,6 @@ def main() -> None:
             cpu = trio.run(run)
             wall = time.perf_counter() - wall
             fake_cpu = _cpu([fake.proc.pid]) - fake_before
-        finally:
-            fake.stop()
     print(
         f"{args.n} validate+success pairs, {args.c} at once, fake delay {args.delay * 1000:.0f} ms: "
         f"client {cpu / args.n * 1000:.2f} ms CPU per pair, fake {fake_cpu / args.n * 1000:.2f} ms, "

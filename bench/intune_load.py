@@ -50,7 +50,22 @@ STATIC = "bench-static"
 class FakeProcess:
     """`python -m tests.support.fake_intune serve` on a free port, driven through its admin API."""
 
+    SECRET = "bench-client-secret"
+
+    @classmethod
+    @contextmanager
+    def running(cls, state: Path) -> Iterator[FakeProcess]:
+        """A fake whose Entra client secret is the file `state`/intune-secret; stopped on exit."""
+        secret = state / "intune-secret"
+        secret.write_text(cls.SECRET + "\n")
+        fake = cls(secret)
+        try:
+            yield fake
+        finally:
+            fake.stop()
+
     def __init__(self, secret_file: Path) -> None:
+        self.secret_file = secret_file
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -89,6 +104,10 @@ class FakeProcess:
         r = self.http.post(self.url + "/_fake/" + path, json=body)
         r.raise_for_status()
         return r.json()
+
+    def intune_toml(self) -> str:
+        """The [intune] table for a scepd configuration that talks to this fake."""
+        return self.snippet.replace("file:/path/to/client-secret", f"file:{self.secret_file}")
 
     def stop(self) -> None:
         self.http.close()
@@ -221,12 +240,8 @@ def main() -> int:
     rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
-        secret = state / "intune-secret"
-        secret.write_text("bench-client-secret\n")
-        fake = FakeProcess(secret)
-        try:
-            toml = fake.snippet.replace("file:/path/to/client-secret", f"file:{secret}")
-            toml += '\n[endpoints.intune]\npath = "/intune"\nchallenge = "intune"\n'
+        with FakeProcess.running(state) as fake:
+            toml = fake.intune_toml() + '\n[endpoints.intune]\npath = "/intune"\nchallenge = "intune"\n'
             init_state(state, STATIC, workers=args.workers, processes=args.processes, extra_toml=toml)
             for route in ("validate", "success"):
                 fake.admin("faults", {"route": route, "times": 10**7, "delay": args.delay})
@@ -249,8 +264,6 @@ def main() -> int:
                             lambda cn: fake.admin("challenges", {"subject": f"CN={cn}", "ttl": 3600})["challenge"],
                         )
                         rounds.append(round_("intune", intune_url, msgs, args.c, args.warmup, meter))
-        finally:
-            fake.stop()
 
     print(
         f"Intune answers validateRequest and successNotification after {args.delay * 1000:.0f} ms each; "
