@@ -84,36 +84,37 @@ def transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T
     return result
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open the file in WAL mode and bring its schema up to date (blocking: run it in a thread)."""
+def _open(path: Path, setup: Callable[[sqlite3.Connection], object]) -> sqlite3.Connection:
+    """A connection with the settings both kinds share, then `setup`; closed again if that fails."""
     # isolation_level=None: no implicit transactions; `transaction` says where they start and end.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 5000")
+        setup(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the file in WAL mode and bring its schema up to date (blocking: run it in a thread)."""
+
+    def writer(conn: sqlite3.Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"{path}: could not switch to WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         transaction(conn, migrate)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+
+    return _open(path, writer)
 
 
 def connect_reader(path: Path) -> sqlite3.Connection:
     """A read-only connection to a file `connect` has opened (and so put in WAL mode and migrated)."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA query_only = ON")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return _open(path, lambda conn: conn.execute("PRAGMA query_only = ON"))
 
 
 def connect_both(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
