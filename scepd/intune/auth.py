@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 import trio
@@ -153,6 +153,20 @@ class _Cached:
     expires_at: float
 
 
+def _note(level: int, request_id: str, attempt: int, result: str, **detail: Any) -> None:
+    """One `intune_call` event for a token request: its client-request-id is what Microsoft asks for."""
+    event(
+        log,
+        level,
+        "intune_call",
+        action="token",
+        client_request_id=request_id,
+        attempt=attempt + 1,
+        result=result,
+        **detail,
+    )
+
+
 class TokenSource:
     """Bearer tokens by scope, cached until shortly before they expire."""
 
@@ -231,16 +245,7 @@ class TokenSource:
                         "token", f"token endpoint unreachable: {transport_reason(e)}"
                     )
                     failure.request_id = request_id
-                    event(
-                        log,
-                        logging.WARNING,
-                        "intune_call",
-                        action="token",
-                        client_request_id=request_id,
-                        attempt=attempt + 1,
-                        result=result,
-                        error=transport_reason(e),
-                    )
+                    _note(logging.WARNING, request_id, attempt, result, error=transport_reason(e))
                     continue
                 if self.retry.retryable(response.status_code):
                     result = f"http_{response.status_code}"
@@ -255,16 +260,7 @@ class TokenSource:
                     self._log_refusal(response, request_id, attempt, f"http_{response.status_code}")
                     raise
                 if log.isEnabledFor(logging.DEBUG):
-                    event(
-                        log,
-                        logging.DEBUG,
-                        "intune_call",
-                        action="token",
-                        client_request_id=request_id,
-                        attempt=attempt + 1,
-                        result="ok",
-                        status=200,
-                    )
+                    _note(logging.DEBUG, request_id, attempt, "ok", status=200)
                 return cached
             raise failure
         finally:
@@ -279,14 +275,11 @@ class TokenSource:
         except ValueError:
             body = {}
         body = body if isinstance(body, dict) else {}
-        event(
-            log,
+        _note(
             logging.WARNING,
-            "intune_call",
-            action="token",
-            client_request_id=request_id,
-            attempt=attempt + 1,
-            result=result,
+            request_id,
+            attempt,
+            result,
             code=str(body.get("error", ""))[:80] or None,
             # A refusal that is not Entra's JSON (a proxy's HTML page, say) has no description at all.
             error_description=(str(body.get("error_description", "")).splitlines() or [""])[0][:300] or None,
