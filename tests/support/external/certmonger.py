@@ -47,7 +47,9 @@ GETCERT = shutil.which("getcert") or "/usr/bin/getcert"
 SCEP_SUBMIT = "/usr/lib/certmonger/scep-submit"
 
 # States after which nothing more will happen without intervention (or, for
-# CA_UNREACHABLE, not before certmonger's long retry timer).
+# CA_UNREACHABLE, not before certmonger's long retry timer). A rejection passes
+# through NEED_TO_NOTIFY_REJECTION and NOTIFYING_REJECTION before it settles in
+# CA_REJECTED: those two are not final, or a test reads the state mid-way.
 FINAL_STATES = frozenset(
     {
         "MONITORING",
@@ -57,8 +59,6 @@ FINAL_STATES = frozenset(
         "NEED_GUIDANCE",
         "NEED_CA",
         "NEED_KEY_PAIR",  # stuck key generation
-        "NEED_TO_NOTIFY_REJECTION",
-        "NOTIFYING_REJECTION",
     }
 )
 
