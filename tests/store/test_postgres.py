@@ -16,7 +16,6 @@ import trio
 
 from scepd.store.base import CertStatus, PendingStatus, RevocationOutcome, SerialCollision, StoreError
 from scepd.store.postgres import MIGRATIONS, PostgresStore
-from scepd.store.postgres import connection as pg_connection
 from tests.store.test_pending import held
 from tests.store.test_sqlite import DIGEST, NOW, record
 
@@ -138,11 +137,6 @@ async def test_serial_collision_is_told_apart_from_other_constraints(postgres_ur
         with pytest.raises(StoreError) as failed:
             await store.put_issued(record(6, renewal_of=0xDEAD))  # names no stored certificate
         assert failed.value.kind == "constraint" and not isinstance(failed.value, SerialCollision)
-
-
-def test_the_retry_pause_is_short() -> None:
-    """A retried transaction pauses its own thread only: well under a second in all."""
-    assert pg_connection.ATTEMPTS * 0.1 < 1
 
 
 # -- several processes on one database ------------------------------------------------------------
