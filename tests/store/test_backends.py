@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
+from scepd.challenge.onetime import challenge_digest
 from scepd.config import ConfigError, parse
 from scepd.store.backends import open_store
 from scepd.store.postgres import PostgresStore
@@ -59,3 +63,27 @@ async def test_open_store_follows_the_location(tmp_path: Path, postgres_url: str
         assert isinstance(store, PostgresStore)
         await store.put_issued(record(1))
         assert (await store.counts(NOW)).certificates["valid"] == 1
+
+
+async def test_the_cli_mints_a_challenge_into_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """A real `scepd challenge mint` process, configured with `[store] url`, writes to the database."""
+    config = tmp_path / "scepd.toml"
+    config.write_text(
+        '[token]\nlabel = "scepd"\npin = "env:SCEPD_UNUSED_PIN"\n'
+        '[ca]\nkey = "pkcs11:object=ca"\ncertificate = "ca.pem"\n'
+        '[challenge]\nstatic = "env:SCEPD_UNUSED"\n'
+        f'[store]\nurl = "{postgres_url}"\n'
+    )
+    done = await trio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "scepd", "challenge", "mint", "--config", str(config), "--note", "cli"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    secret = done.stdout.strip()
+    async with PostgresStore.open(postgres_url) as store:
+        assert await store.consume_challenge(challenge_digest(secret), NOW) is True
+        assert await store.consume_challenge(challenge_digest(secret), NOW) is False
