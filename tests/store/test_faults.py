@@ -54,6 +54,7 @@ async def test_write_faults_have_a_kind_and_one_event_per_episode(
         await store.ping()  # readiness sees what the writes see
     assert store.fault is not None and store.fault.kind == "readonly"
     assert (await store.get(1)) is not None  # reads still work, and do not end the episode
+    assert await store.notified_issuers() == []  # nor does the revocation round's read of the issuers
     assert store.fault is not None
     assert _store_errors("readonly") - readonly == 5
     await set_read_only(store, False)

@@ -537,3 +537,27 @@ async def test_put_issued_once_keeps_the_first_certificate_for_a_request(store: 
     assert await store.get(31) is None
     # Another CSR under the same transaction is another request.
     assert await store.put_issued(record(32, transaction_id="tx-once", csr_sha256="44" * 32), once=True) is None
+
+
+async def test_notified_issuers_are_the_names_sent_and_fill_in_older_rows(store: SqliteStore) -> None:
+    """Every issuingCertificateAuthority a success notification carried, once each; a success recorded
+    without one (an older row) gets its certificate's issuer; failures name none."""
+    from scepd.store.base import NotificationKind, NotificationRecord
+    from tests.support.pki import Ca, key, record_for
+
+    old_ca = Ca("scepd old CA")
+    cert = old_ca.issue(key().public_key(), "device-old", serial=0x77)
+    await store.put_issued(record_for(cert, "tx-old"))
+    success, failure = NotificationKind.SUCCESS, NotificationKind.FAILURE
+    for record_ in (
+        NotificationRecord("tx-1", 0x1234, success, True, "Success", NOW, issuer="CN=new CA"),
+        NotificationRecord("tx-2", 0x1235, success, True, "Success", NOW, issuer="CN=new CA"),
+        NotificationRecord("tx-3", None, failure, True, "Success", NOW, issuer=None),
+        NotificationRecord("tx-old", 0x77, success, True, "Success", NOW, issuer=None),
+    ):
+        await store.record_notification(record_)
+    old_name = old_ca.certificate.subject.rfc4514_string()
+    expected = sorted(["CN=new CA", old_name])
+    assert await store.notified_issuers() == expected
+    assert [n.issuer for n in await store.notifications("tx-old")] == [old_name]
+    assert await store.notified_issuers() == expected  # filled in once, read the same again

@@ -29,22 +29,32 @@ class PostgresIntuneLedger(OnDatabase):
         )
 
     async def notified_issuers(self) -> list[str]:
-        def names(conn: Conn) -> list[str]:
-            # A success notification recorded without its issuer (none are, today; kept for parity
-            # with the SQLite store, whose older rows lack it): the certificate's issuer was sent.
-            old = conn.execute(
+        # A success notification recorded without its issuer (none are, today; kept for parity with the
+        # SQLite store, whose older rows lack it): the certificate's issuer was sent. Filled in by a write
+        # only when there is one, so this read alone never counts as a commit (a read-only standby
+        # answers SELECTs, and must not end a fault episode).
+        old = await self.database.run(
+            lambda conn: conn.execute(
                 "SELECT n.id, c.der FROM intune_notifications n JOIN certificates c ON c.serial = n.serial"
                 " WHERE n.kind = 'success' AND n.issuer IS NULL"
             ).fetchall()
-            for row in old:
-                issuer = x509.load_der_x509_certificate(bytes(row["der"])).issuer.rfc4514_string()
-                conn.execute("UPDATE intune_notifications SET issuer = %s WHERE id = %s", (issuer, row["id"]))
-            rows = conn.execute(
+        )
+        if old:
+            filled = [(x509.load_der_x509_certificate(bytes(r["der"])).issuer.rfc4514_string(), r["id"]) for r in old]
+
+            def fill(conn: Conn) -> None:
+                for issuer, row_id in filled:
+                    conn.execute(
+                        "UPDATE intune_notifications SET issuer = %s WHERE id = %s AND issuer IS NULL", (issuer, row_id)
+                    )
+
+            await self.database.write(fill)
+        rows = await self.database.run(
+            lambda conn: conn.execute(
                 "SELECT DISTINCT issuer FROM intune_notifications WHERE kind = 'success' AND issuer IS NOT NULL"
             ).fetchall()
-            return sorted(row["issuer"] for row in rows)
-
-        return await self.database.write(names)
+        )
+        return sorted(row["issuer"] for row in rows)
 
     async def notifications(self, transaction_id: str | None = None, limit: int = 100) -> list[NotificationRecord]:
         where, args = (
