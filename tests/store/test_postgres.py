@@ -18,6 +18,7 @@ from scepd.store.base import CertStatus, PendingStatus, RevocationOutcome, Seria
 from scepd.store.postgres import MIGRATIONS, PostgresStore
 from tests.store.test_pending import held
 from tests.store.test_sqlite import DIGEST, NOW, record
+from tests.support.postgres import postgres_server
 
 ROUNDS = 60  # per process and per kind of race
 
@@ -119,6 +120,29 @@ async def test_a_lost_connection_is_made_again(postgres_url: str) -> None:
         assert [c.serial for c in await store.list_certificates()] == [2, 1]
         assert (await store.counts(NOW)).certificates["valid"] == 2  # the reader too
         assert store.fault is None
+
+
+async def test_the_store_rides_out_a_server_restart() -> None:
+    """While the server is down every call fails as cantopen and readiness says so; once it is back
+    the next call connects again, with nothing lost and no restart of scepd."""
+    with postgres_server() as server:  # its own server: this test stops it
+        url = server.url(server.create_database())
+        async with PostgresStore.open(url) as store:
+            await store.put_issued(record(1))
+            await trio.to_thread.run_sync(server.stop)
+            with pytest.raises(StoreError) as failed:
+                await store.put_issued(record(2))
+            assert failed.value.kind == "cantopen" and store.fault is not None
+            with pytest.raises(StoreError):
+                await store.ping()
+            with pytest.raises(StoreError) as reader_failed:
+                await store.counts(NOW)
+            assert reader_failed.value.kind == "cantopen"
+            await trio.to_thread.run_sync(server.start)
+            await store.put_issued(record(2))
+            assert store.fault is None
+            assert [c.serial for c in await store.list_certificates()] == [2, 1]
+            assert (await store.counts(NOW)).certificates["valid"] == 2
 
 
 async def test_an_unreachable_server_is_cantopen(postgres: Any) -> None:

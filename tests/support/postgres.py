@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,14 +31,25 @@ PORT = 5432  # names the socket file (.s.PGSQL.5432) only: nothing listens on TC
 SUPERUSER = "scepd"
 
 
-@dataclass(frozen=True)
 class PostgresServer:
-    directory: Path  # data directory, socket and log live under it
-    pid: int
+    """The running server: where it is, its process, and how to stop and start it again on the same data."""
+
+    def __init__(self, directory: Path, user: str | None) -> None:
+        self.directory = directory  # data directory, socket and log live under it
+        self.user = user
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     @property
     def socket_dir(self) -> Path:
         return self.directory / "sock"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "server.log"
 
     def url(self, database: str = "postgres") -> str:
         """A libpq URL that reaches the server over its unix socket."""
@@ -59,6 +69,35 @@ class PostgresServer:
 
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    str(BIN / "postgres"),
+                    "-D",
+                    str(self.directory / "data"),
+                    "-k",
+                    str(self.socket_dir),
+                    "-p",
+                    str(PORT),
+                    "-c",
+                    "listen_addresses=",  # unix socket only
+                    "-c",
+                    "max_connections=60",
+                    "-c",
+                    "shared_buffers=16MB",
+                ],
+                user=self.user,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_ready(self, self.proc, self.log)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT): sessions are ended, the server checkpoints and exits."""
+        if self.proc is not None:
+            _stop(self.proc)
 
 
 def _run_as() -> tuple[str | None, int | None, int | None]:
@@ -85,7 +124,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     if uid is not None and gid is not None:
         for path in (directory, sock):
             os.chown(path, uid, gid)
-    proc: subprocess.Popen[bytes] | None = None
+    server = PostgresServer(directory, user)
     try:
         subprocess.run(
             [str(BIN / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-instructions"],
@@ -94,35 +133,13 @@ def postgres_server() -> Iterator[PostgresServer]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        with open(log, "wb") as out:
-            if uid is not None and gid is not None:
-                os.chown(log, uid, gid)
-            proc = subprocess.Popen(
-                [
-                    str(BIN / "postgres"),
-                    "-D",
-                    str(data),
-                    "-k",
-                    str(sock),
-                    "-p",
-                    str(PORT),
-                    "-c",
-                    "listen_addresses=",  # unix socket only
-                    "-c",
-                    "max_connections=60",
-                    "-c",
-                    "shared_buffers=16MB",
-                ],
-                user=user,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        server = PostgresServer(directory, proc.pid)
-        _wait_ready(server, proc, log)
+        log.touch()
+        if uid is not None and gid is not None:
+            os.chown(log, uid, gid)
+        server.start()
         yield server
     finally:
-        if proc is not None:
-            _stop(proc)
+        server.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 
