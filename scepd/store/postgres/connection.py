@@ -40,6 +40,7 @@ from psycopg.rows import DictRow, dict_row
 from scepd import metrics
 from scepd.episodes import Backoff, Episode
 from scepd.store.base import StoreError
+from scepd.store.postgres.migrations import migrate
 from scepd.store.thread import ConnectionThread
 
 T = TypeVar("T")
@@ -195,8 +196,6 @@ def _rollback(conn: Conn) -> None:
 
 
 def _open_links(url: str) -> tuple[Link, Link]:
-    from scepd.store.postgres.migrations import migrate
-
     writer = Link(url)
     try:
         transaction(writer, migrate)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import psycopg
+from psycopg.rows import DictRow
+
 from scepd.store.base import StoreError
-from scepd.store.postgres.connection import Conn
 
 # pg_advisory_xact_lock key: "scep" in ASCII; held only by `migrate`, until its transaction ends.
 MIGRATION_LOCK = 0x73636570
@@ -143,7 +145,7 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
 )
 
 
-def migrate(conn: Conn) -> None:
+def migrate(conn: psycopg.Connection[DictRow]) -> None:
     """Apply the migrations this database has not seen; the caller holds a transaction."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
     conn.execute(
