@@ -28,6 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   systemctl disable --now tpm2-abrmd >/dev/null 2>&1 || true
   # postgresql: tests start private servers (tests/support/postgres.py); the cluster the package makes is not used.
   systemctl disable --now postgresql >/dev/null 2>&1 || true
+  pg_ctlcluster 15 main stop >/dev/null 2>&1 || true  # without systemd the package starts it directly
 fi
 
 python=${PYTHON:-python3}
