@@ -147,6 +147,8 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
 
 def migrate(conn: psycopg.Connection[DictRow]) -> None:
     """Apply the migrations this database has not seen; the caller holds a transaction."""
+    # A later migration may rebuild an index on millions of rows: not bound by the session's 30 s limit.
+    conn.execute("SET LOCAL statement_timeout = 0")
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)"
