@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
 
@@ -127,7 +127,7 @@ class Config:
     legacy_path: bool
     token: TokenSettings
     ca: CaSettings
-    store_path: Path
+    store_path: Path | None  # the SQLite file; None when `store_url` names a PostgreSQL database
     allow_sha1: bool
     allow_single_des: bool
     static_challenge_source: str | None
@@ -138,6 +138,15 @@ class Config:
     crl: CrlSettings = field(default_factory=CrlSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     processes: int = 1  # serving processes on the one listening socket (scepd.serving)
+    store_url: str | None = None  # postgresql://... (docs/storage.md); exclusive with store_path
+
+    @property
+    def store_location(self) -> str | Path:
+        """What `scepd.store.backends.open_store` opens: the PostgreSQL URL, or else the SQLite file."""
+        if self.store_url is not None:
+            return self.store_url
+        assert self.store_path is not None  # load() requires one of the two
+        return self.store_path
 
 
 def read_secret(source: str, base: Path | None = None) -> str:
@@ -411,6 +420,17 @@ def _optional_url(r: _Reader, name: str) -> str | None:
     return value
 
 
+def _check_store_url(url: str) -> None:
+    """A PostgreSQL URL that carries no password: a config file is readable by more than the secret's owner.
+    libpq finds the password itself (PGPASSFILE, ~/.pgpass) or uses a client certificate (sslcert=)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError("store.url", "must be a postgresql:// URL")
+    query = parse_qs(parts.query)
+    if parts.password is not None or "password" in query:
+        raise ConfigError("store.url", "must not contain a password (use a password file or a client certificate)")
+
+
 def _crl(r: _Reader, resolve: Any) -> CrlSettings:
     path = r.get("path", str, CrlSettings.path)
     if not path.startswith("/"):
@@ -521,8 +541,14 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     car.done()
 
     st = root.sub("store")
-    store_path = resolve(st.get("path", str))
+    store_file = st.get("path", str, None)
+    store_url = st.get("url", str, None)
     st.done()
+    if (store_file is None) == (store_url is None):
+        raise ConfigError("store", "set exactly one of path (SQLite) and url (PostgreSQL)")
+    store_path = resolve(store_file) if store_file is not None else None
+    if store_url is not None:
+        _check_store_url(store_url)
 
     crl = _crl(root.sub("crl"), resolve)
 
@@ -608,6 +634,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         token=token,
         ca=ca,
         store_path=store_path,
+        store_url=store_url,
         allow_sha1=allow_sha1,
         allow_single_des=allow_des,
         static_challenge_source=static_src,

@@ -145,7 +145,20 @@ KEYS: dict[str, Doc] = {
         "whether a rollover certificate is configured; after the end, `*_certificate_expired`."
     ),
     # [store]
-    "store.path": Doc("The SQLite database file (WAL mode; every certificate is durable before its reply leaves)."),
+    "store.path": Doc(
+        "The SQLite database file (WAL mode; every certificate is durable before its reply leaves). "
+        "Set this or `url`, not both.",
+        unset="`url` must be set",
+    ),
+    "store.url": Doc(
+        "A PostgreSQL database instead of the SQLite file, as a libpq URL such as "
+        "`postgresql://scepd@db.example.net/scepd?sslmode=verify-full`, for several scepd nodes that share one "
+        "CA. Its schema is created on first use. The URL must not carry a password: libpq reads it from a "
+        "password file (`PGPASSFILE`, `~/.pgpass`), or the connection uses a client certificate (`sslcert=`). "
+        "Needs the `postgres` extra (psycopg 3); the backend and what is not done yet: "
+        "[storage.md](storage.md), [postgres-status.md](postgres-status.md).",
+        unset="the SQLite file at `path`",
+    ),
     # [crl]
     "crl.path": Doc("URL path the current CRL is served at (DER, `application/pkix-crl`); must start with `/`."),
     "crl.lifetime_hours": Doc(

@@ -310,7 +310,7 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
 
     async with TokenPool.open(token_config(config)) as pool:
         await check_key_uris(config, pool)
-        async with open_store(config.store_path) as store, intune_http(config.intune) as http:
+        async with open_store(config.store_location) as store, intune_http(config.intune) as http:
             try:
                 ca = load_ca(config, pool)
             except ValueError as e:  # a certificate that is not for its key, or not a CA

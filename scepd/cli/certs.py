@@ -57,7 +57,7 @@ def _record(args: argparse.Namespace) -> CertificateRecord:
     config = load_config(args)
 
     async def get() -> CertificateRecord | None:
-        async with open_store(config.store_path) as store:
+        async with open_store(config.store_location) as store:
             return await store.get(args.serial)
 
     record = trio.run(get)
@@ -75,7 +75,7 @@ def cmd_cert_list(args: argparse.Namespace) -> int:
     status = CertStatus(args.status) if args.status else None
 
     async def listing() -> list[CertificateRecord]:
-        async with open_store(config.store_path) as store:
+        async with open_store(config.store_location) as store:
             return await store.list_certificates(status, args.limit, getattr(args, "text", None))
 
     print(f"{'SERIAL':<40} {'STATUS':<10} {'NOT AFTER':<20} SUBJECT")
@@ -133,7 +133,7 @@ def cmd_cert_revoke(args: argparse.Namespace) -> int:
     config = load_config(args)
 
     async def revoke() -> tuple[CertificateRecord | None, bool]:
-        async with open_store(config.store_path) as store:
+        async with open_store(config.store_location) as store:
             record = await store.get(args.serial)
             if record is None:
                 return None, False
@@ -217,7 +217,7 @@ def cmd_crl_export(args: argparse.Namespace) -> int:
     config = load_config(args)
 
     async def export() -> tuple[bytes, int]:
-        async with TokenPool.open(token_config(config)) as pool, open_store(config.store_path) as store:
+        async with TokenPool.open(token_config(config)) as pool, open_store(config.store_location) as store:
             crl = await CrlPublisher(load_ca(config, pool), store, lifetime=config.crl.lifetime).get()
             return (crl.pem if args.pem or args.out.endswith(".pem") else crl.der), crl.number
 

@@ -19,7 +19,7 @@ def cmd_challenge_mint(args: argparse.Namespace) -> int:
     ttl = dt.timedelta(minutes=args.ttl_minutes) if args.ttl_minutes else config.onetime_ttl
 
     async def mint() -> str:
-        async with open_store(config.store_path) as store:
+        async with open_store(config.store_location) as store:
             return await mint_challenge(store, utc_now(), ttl, args.note)
 
     print(trio.run(mint))

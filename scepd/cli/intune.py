@@ -61,7 +61,7 @@ def _with_intune(args: argparse.Namespace, work):  # type: ignore[no-untyped-def
     async def main():  # type: ignore[no-untyped-def]
         async with (
             TokenPool.open(token_config(config)) as pool,
-            open_store(config.store_path) as store,
+            open_store(config.store_location) as store,
             intune_http(settings) as http,
         ):
             ca = load_ca(config, pool)
@@ -121,7 +121,7 @@ def cmd_intune_notifications(args: argparse.Namespace) -> int:
     config = load_config(args)
 
     async def listing() -> None:
-        async with open_store(config.store_path) as store:
+        async with open_store(config.store_location) as store:
             for n in await store.notifications(args.transaction, args.limit):
                 serial = f"{n.serial:x}" if n.serial is not None else "-"
                 state = "delivered" if n.delivered else "NOT-DELIVERED"

@@ -33,7 +33,7 @@ def _with_store(args: argparse.Namespace, work: Callable[[PendingRequests], Awai
     config = load_config(args)
 
     async def run() -> T:
-        async with open_store(config.store_path) as store:
+        async with open_store(config.store_location) as store:
             # Requests past their time are shown, and refused, as expired.
             await store.expire_pending(utc_now())
             return await work(store)

@@ -17,6 +17,7 @@ from scepd.episodes import Backoff
 from scepd.http.metrics_app import create_metrics_app
 from scepd.store.base import PendingStatus, StoreError
 from scepd.store.sqlite import SqliteStore
+from tests.store.backend import is_postgres, set_read_only
 from tests.store.test_pending import held
 from tests.store.test_sqlite import NOW, record
 
@@ -43,18 +44,20 @@ async def test_write_faults_have_a_kind_and_one_event_per_episode(
     caplog.set_level(logging.INFO)
     await store.put_issued(record(1))
     readonly = _store_errors("readonly")
-    await _pragma(store, "query_only = 1")
+    await set_read_only(store, True)
+    refusal = "25006" if is_postgres(store) else "SQLITE_READONLY"
     for n in range(2, 6):
         with pytest.raises(StoreError) as failed:
             await store.put_issued(record(n))
-        assert failed.value.kind == "readonly" and "SQLITE_READONLY" in str(failed.value)
+        assert failed.value.kind == "readonly" and refusal in str(failed.value)
     with pytest.raises(StoreError):
         await store.ping()  # readiness sees what the writes see
     assert store.fault is not None and store.fault.kind == "readonly"
     assert (await store.get(1)) is not None  # reads still work, and do not end the episode
+    assert await store.notified_issuers() == []  # nor does the revocation round's read of the issuers
     assert store.fault is not None
     assert _store_errors("readonly") - readonly == 5
-    await _pragma(store, "query_only = 0")
+    await set_read_only(store, False)
     await store.ping()
     assert store.fault is None
     assert len(_events(caplog, "store_fault")) == 1
@@ -62,6 +65,7 @@ async def test_write_faults_have_a_kind_and_one_event_per_episode(
     assert "failures=5" in _events(caplog, "store_fault_cleared")[0]
 
 
+@pytest.mark.sqlite_only
 async def test_a_file_that_cannot_grow_is_full(store: SqliteStore) -> None:
     pages = (await store.database.run(lambda conn: conn.execute("PRAGMA page_count").fetchone()))[0]
     await _pragma(store, f"max_page_count = {pages}")
@@ -78,7 +82,7 @@ async def test_the_expiry_loop_outlives_a_store_fault_and_resumes(
     caplog.set_level(logging.INFO)
     request, _ = await store.hold_request(held(expires_at=NOW + dt.timedelta(seconds=1)))
     before = _count("pending_expiry", "store:readonly")
-    await _pragma(store, "query_only = 1")
+    await set_read_only(store, True)
     later = NOW + dt.timedelta(minutes=1)
     async with trio.open_nursery() as nursery:
         await nursery.start(
@@ -91,7 +95,7 @@ async def test_the_expiry_loop_outlives_a_store_fault_and_resumes(
                 await trio.sleep(0.01)
         held_now = await store.get_pending(request.id)
         assert held_now is not None and held_now.status is PendingStatus.PENDING
-        await _pragma(store, "query_only = 0")  # the fault clears; the loop notices by itself
+        await set_read_only(store, False)  # the fault clears; the loop notices by itself
         with trio.fail_after(10):
             while (await store.get_pending(request.id)).status is not PendingStatus.EXPIRED:  # type: ignore[union-attr]
                 await trio.sleep(0.01)

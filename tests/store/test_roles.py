@@ -1,4 +1,4 @@
-"""The SQLite store answers every role protocol, with the same signatures.
+"""Every store backend (SQLite, PostgreSQL) answers every role protocol, with the same signatures.
 
 A second backend is checked by adding it to `BACKENDS`. mypy verifies the
 parameter and return types (scepd/store/sqlite/__init__.py assigns the class to
@@ -10,14 +10,14 @@ does fail for a backend that lacks a method or changes a signature.
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 
 import pytest
 
+from scepd.store.postgres import PostgresStore
 from scepd.store.roles import ROLES, Store
 from scepd.store.sqlite import SqliteStore
 
-BACKENDS: list[type] = [SqliteStore]
+BACKENDS: list[type] = [SqliteStore, PostgresStore]
 # Public names of a backend that belong to opening it, not to any role.
 LIFECYCLE = {"connect", "open", "path", "database"}
 _MISSING = object()
@@ -79,10 +79,9 @@ def test_roles_do_not_overlap() -> None:
             seen[name] = role.__name__
 
 
-async def test_an_open_store_is_an_instance_of_every_role(tmp_path: Path) -> None:
-    async with SqliteStore.open(tmp_path / "s.sqlite3") as store:
-        for role in [*ROLES, Store]:
-            assert isinstance(store, role)
+async def test_an_open_store_is_an_instance_of_every_role(store: Store) -> None:
+    for role in [*ROLES, Store]:
+        assert isinstance(store, role)
 
 
 class Incomplete:

@@ -22,11 +22,12 @@ from scepd.store.base import (
     StoreError,
 )
 from scepd.store.sqlite import MIGRATIONS, SqliteStore
-from scepd.store.sqlite import health as sqlite_health
+from tests.store.backend import first, set_read_only, set_recent_commit
 
 UTC = dt.UTC
 NOW = dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 DIGEST = "ab" * 32
+FAR = "2100-01-01T00:00:00.000000Z"  # a time literal both backends read
 
 
 def record(serial: int, **changes: object) -> CertificateRecord:
@@ -253,6 +254,7 @@ async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
         assert await store.consume_challenge(DIGEST, NOW) is False
 
 
+@pytest.mark.sqlite_only
 async def test_wal_full_sync_and_foreign_keys_are_set(store: SqliteStore) -> None:
     def pragmas(conn: sqlite3.Connection) -> tuple[str, int, int]:
         return (
@@ -311,7 +313,7 @@ async def test_ping_fails_when_the_file_is_read_only(tmp_path: Path) -> None:
 
 async def _health_row(store: SqliteStore) -> str | None:
     row = await store.database.read(lambda conn: conn.execute("SELECT checked_at FROM health").fetchone())
-    return None if row is None else str(row[0])
+    return None if row is None else str(first(row))
 
 
 async def test_ping_counts_a_write_committed_just_before_and_nothing_else(
@@ -319,7 +321,7 @@ async def test_ping_counts_a_write_committed_just_before_and_nothing_else(
 ) -> None:
     """Readiness's store probe does not queue its own write behind busy writers when one just committed;
     an older commit, or reads alone, do not count."""
-    monkeypatch.setattr(sqlite_health, "RECENT_COMMIT", 0.3)
+    set_recent_commit(monkeypatch, 0.3)
     await store.ping()  # nothing committed yet: the probe writes
     first = await _health_row(store)
     assert first is not None
@@ -335,17 +337,18 @@ async def test_ping_counts_a_write_committed_just_before_and_nothing_else(
 
 async def test_ping_after_a_failed_write_writes_however_recent_the_last_commit(store: SqliteStore) -> None:
     await store.put_issued(record(1))
-    await store.database.run(lambda conn: conn.execute("PRAGMA query_only = ON"))
+    await set_read_only(store, True)
     with pytest.raises(StoreError):
         await store.put_issued(record(2))
-    with pytest.raises(StoreError, match="readonly"):
+    with pytest.raises(StoreError) as failed:
         await store.ping()  # the commit of record 1 is recent, but a write failed since
+    assert failed.value.kind == "readonly"
 
 
 async def test_a_hung_write_fails_the_store_check_once_the_last_commit_is_old(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_health, "RECENT_COMMIT", 0.3)
+    set_recent_commit(monkeypatch, 0.3)
     await store.put_issued(record(1))
     release = threading.Event()
     check = Check("store", store.ping, timeout=0.3, cache_ok=0, cache_failed=0)
@@ -443,7 +446,8 @@ async def test_call_cancelled_while_running_still_commits(store: SqliteStore) ->
     def slow_insert(conn: sqlite3.Connection) -> None:
         started.set()
         release.wait(10)
-        conn.execute("INSERT INTO crl_state (id, number) VALUES (1, 7)")
+        # Literals only: the same statement on either backend.
+        conn.execute(f"INSERT INTO challenges (digest, expires_at, note) VALUES ('{DIGEST}', '{FAR}', 'kept')")
 
     async def cancel_once_running(scope: trio.CancelScope) -> None:
         await trio.to_thread.run_sync(started.wait, 10)
@@ -455,8 +459,8 @@ async def test_call_cancelled_while_running_still_commits(store: SqliteStore) ->
             nursery.start_soon(cancel_once_running, scope)
             await store.database.write(slow_insert)
         # The caller waited for its transaction although it was cancelled: the row is there.
-    number = await store.database.run(lambda conn: conn.execute("SELECT number FROM crl_state").fetchone()[0])
-    assert number == 7
+    note = await store.database.run(lambda conn: conn.execute("SELECT note FROM challenges").fetchone())
+    assert first(note) == "kept"
 
 
 # -- Intune notifications, revocation requests, CRL --------------------------
@@ -533,3 +537,27 @@ async def test_put_issued_once_keeps_the_first_certificate_for_a_request(store: 
     assert await store.get(31) is None
     # Another CSR under the same transaction is another request.
     assert await store.put_issued(record(32, transaction_id="tx-once", csr_sha256="44" * 32), once=True) is None
+
+
+async def test_notified_issuers_are_the_names_sent_and_fill_in_older_rows(store: SqliteStore) -> None:
+    """Every issuingCertificateAuthority a success notification carried, once each; a success recorded
+    without one (an older row) gets its certificate's issuer; failures name none."""
+    from scepd.store.base import NotificationKind, NotificationRecord
+    from tests.support.pki import Ca, key, record_for
+
+    old_ca = Ca("scepd old CA")
+    cert = old_ca.issue(key().public_key(), "device-old", serial=0x77)
+    await store.put_issued(record_for(cert, "tx-old"))
+    success, failure = NotificationKind.SUCCESS, NotificationKind.FAILURE
+    for record_ in (
+        NotificationRecord("tx-1", 0x1234, success, True, "Success", NOW, issuer="CN=new CA"),
+        NotificationRecord("tx-2", 0x1235, success, True, "Success", NOW, issuer="CN=new CA"),
+        NotificationRecord("tx-3", None, failure, True, "Success", NOW, issuer=None),
+        NotificationRecord("tx-old", 0x77, success, True, "Success", NOW, issuer=None),
+    ):
+        await store.record_notification(record_)
+    old_name = old_ca.certificate.subject.rfc4514_string()
+    expected = sorted(["CN=new CA", old_name])
+    assert await store.notified_issuers() == expected
+    assert [n.issuer for n in await store.notifications("tx-old")] == [old_name]
+    assert await store.notified_issuers() == expected  # filled in once, read the same again

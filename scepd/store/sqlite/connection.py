@@ -1,14 +1,8 @@
 """The SQLite connections, and how every call reaches them.
 
 sqlite3 blocks, so the connection lives in a thread of its own that runs the
-calls queued for it one after the other. It used to be one worker thread per
-call behind a `CapacityLimiter(1)`, but then the connection sat idle from the
-end of each call until the busy event loop had taken the result and let the
-next caller in: under load a call held the limiter for about 4 ms to do 0.6 ms
-of work, and callers queued 20 to 140 ms for it (bench/intune_load.py, issue 16).
-A queued call that is cancelled before it starts is dropped; once started it
-is never abandoned: the caller waits for it to commit or roll back, so a
-cancelled request cannot leave a transaction half-open for the next one.
+calls queued for it one after the other (scepd/store/thread.py says why, and
+what happens to a cancelled call).
 
 A second, read-only connection on a thread of its own serves the reads that
 need not be ordered with this process's writes (the gauges a scrape
@@ -27,21 +21,18 @@ fault episode is logged once and counted on every failure.
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, TypeVar
 
-import outcome
 import trio
 
 from scepd import metrics
 from scepd.episodes import Episode
 from scepd.store.base import StoreError
 from scepd.store.sqlite.migrations import migrate
+from scepd.store.thread import ConnectionThread
 
 T = TypeVar("T")
 _log = logging.getLogger("scepd.store")
@@ -127,65 +118,18 @@ def connect_both(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
         raise
 
 
-@dataclass
-class _Call(Generic[T]):
-    work: Callable[[sqlite3.Connection], T]
-    task: trio.lowlevel.Task
-    token: trio.lowlevel.TrioToken
-    state: Literal["queued", "cancelled", "running"] = "queued"
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class _ConnectionThread:
-    """The thread that owns the connection: it runs queued calls back to back and hands each
-    result to its waiting task, so the connection never waits for the event loop."""
-
-    def __init__(self, conn: sqlite3.Connection, name: str) -> None:
-        self._queue: queue.SimpleQueue[_Call[Any] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, args=(conn,), name=name, daemon=True)
-        self._thread.start()
-
-    async def call(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        call = _Call(work, trio.lowlevel.current_task(), trio.lowlevel.current_trio_token())
-        self._queue.put(call)
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            with call.lock:
-                if call.state == "queued":
-                    call.state = "cancelled"
-                    return trio.lowlevel.Abort.SUCCEEDED
-            return trio.lowlevel.Abort.FAILED  # running: it finishes, and its result comes back
-
-        result: T = await trio.lowlevel.wait_task_rescheduled(abort)
-        return result
-
-    async def stop(self) -> None:
-        """Close the connection after the calls already queued, and end the thread."""
-        self._queue.put(None)
-        await trio.to_thread.run_sync(self._thread.join)
-
-    def _serve(self, conn: sqlite3.Connection) -> None:
-        try:
-            while (call := self._queue.get()) is not None:
-                with call.lock:
-                    if call.state == "cancelled":
-                        continue
-                    call.state = "running"
-                result = outcome.capture(call.work, conn)
-                try:
-                    call.token.run_sync_soon(trio.lowlevel.reschedule, call.task, result)
-                except trio.RunFinishedError:  # nobody left to tell
-                    pass
-        finally:
-            conn.close()
+def _close(conn: sqlite3.Connection) -> None:
+    conn.close()
 
 
 class Database:
     """The write connection's thread, the read-only connection's thread, and the store's fault state."""
 
     def __init__(self, conn: sqlite3.Connection, reader: sqlite3.Connection, path: Path) -> None:
-        self._writer: _ConnectionThread | None = _ConnectionThread(conn, "scepd-store")
-        self._reader: _ConnectionThread | None = _ConnectionThread(reader, "scepd-store-reader")
+        self._writer: ConnectionThread[sqlite3.Connection] | None = ConnectionThread(conn, "scepd-store", _close)
+        self._reader: ConnectionThread[sqlite3.Connection] | None = ConnectionThread(
+            reader, "scepd-store-reader", _close
+        )
         self.path = path
         self._episode = Episode(_log, "store_fault", path=str(path))
         self._fault: StoreError | None = None

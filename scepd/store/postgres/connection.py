@@ -1,0 +1,300 @@
+"""The PostgreSQL connections, and how every call reaches them.
+
+psycopg's sync connections block, so each lives in a `ConnectionThread`
+(scepd/store/thread.py) the way SQLite's does: a write connection whose thread
+runs this process's calls in order, and beside it a read-only one for the
+counts a scrape reads (PostgreSQL readers never wait for writers, so a scrape
+does not queue behind enrollments' commits).
+
+Several processes and nodes write the same database at once. Each role's SQL
+is written to be right under READ COMMITTED (a single conditional UPDATE, an
+INSERT ... ON CONFLICT, a row lock, an advisory lock where a check and an
+insert must be one step); a transaction that still fails with a serialization
+failure (40001) or a deadlock (40P01) is run again from the start, a few
+times, after a short jittered pause.
+
+A connection is made again when it was lost. A call whose connection turned
+out dead before it began (BEGIN failed: a server restart while idle) runs
+again on a fresh connection; one that failed later is not retried, because
+its COMMIT may or may not have happened: it raises `StoreError` and the
+caller answers 503 (put_issued's `once` lets the client's retry find the
+certificate if it did commit).
+
+psycopg's exceptions stop here: callers see `StoreError` with a kind taken
+from the SQLSTATE, and a fault episode is logged once and counted every time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+import trio
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow, dict_row
+
+from scepd import metrics
+from scepd.episodes import Backoff, Episode
+from scepd.store.base import StoreError
+from scepd.store.postgres.migrations import migrate
+from scepd.store.thread import ConnectionThread
+
+T = TypeVar("T")
+Conn = psycopg.Connection[DictRow]
+_log = logging.getLogger("scepd.store")
+
+# Run again from the start: the other transaction won, ours saw nothing of it.
+RETRIED = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+ATTEMPTS = 8
+
+# SQLSTATE (exact, then its two-character class) -> StoreError.kind.
+_BY_STATE = {
+    "53100": "full",  # disk_full
+    "25006": "readonly",  # read_only_sql_transaction: a hot standby, or default_transaction_read_only
+    "58030": "io",  # io_error
+    "XX001": "corrupt",  # data_corrupted
+    "XX002": "corrupt",  # index_corrupted
+    "40001": "locked",  # serialization_failure, still failing after ATTEMPTS
+    "40P01": "locked",  # deadlock_detected, likewise
+    "55P03": "locked",  # lock_not_available
+    "57014": "locked",  # query_canceled: statement_timeout
+    "57P01": "cantopen",  # admin_shutdown: the server is stopping
+    "57P02": "cantopen",  # crash_shutdown
+    "57P03": "cantopen",  # cannot_connect_now: starting up or in recovery
+    "53300": "cantopen",  # too_many_connections
+    "3D000": "cantopen",  # invalid_catalog_name: no such database
+}
+_BY_CLASS = {
+    "08": "cantopen",  # connection exception
+    "28": "cantopen",  # invalid authorization
+    "23": "constraint",  # integrity constraint violation
+    "22": "constraint",  # data exception: a value the schema refuses
+}
+
+
+def store_error(e: psycopg.Error, context: str = "") -> StoreError:
+    """psycopg's exception as a StoreError whose kind says what an operator must fix."""
+    state = e.sqlstate or ""
+    kind = _BY_STATE.get(state) or _BY_CLASS.get(state[:2], "")
+    if not kind:
+        # No SQLSTATE: libpq could not reach the server, or the connection broke mid-call.
+        kind = "cantopen" if isinstance(e, psycopg.OperationalError | psycopg.InterfaceError) else "other"
+    text = f"{e} ({state})" if state else str(e)
+    return StoreError(f"{context}: {text}" if context else text, kind)
+
+
+def describe(url: str) -> str:
+    """The database a URL names, without its password, for logs."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql (unparsable location)"
+    parts.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in sorted(parts.items()) if k in ("host", "port", "dbname", "user"))
+
+
+def connect(url: str, *, read_only: bool = False) -> Conn:
+    """One connection in autocommit mode (`transaction` says where transactions start and end)."""
+    conn = psycopg.connect(
+        url,
+        autocommit=True,
+        row_factory=dict_row,
+        connect_timeout=10,
+        # Over TCP, notice a peer that vanished without a word (a partition) within about 25 s.
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+    )
+    try:
+        # UTC in and out; every commit durable before it returns, whatever the server's default;
+        # no statement holds the write thread longer than 30 s.
+        conn.execute("SET TIME ZONE 'UTC'")
+        conn.execute("SET synchronous_commit = on")
+        conn.execute("SET statement_timeout = '30s'")
+        if read_only:
+            conn.execute("SET default_transaction_read_only = on")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class Link:
+    """One connection, made again on first use after it was lost. Only its thread touches it."""
+
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        self.url = url
+        self.read_only = read_only
+        self._conn: Conn | None = None
+
+    def get(self) -> Conn:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            self._conn = None
+            conn = self._conn = connect(self.url, read_only=self.read_only)
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _idle_connection_died(conn: Conn, e: psycopg.Error) -> bool:
+    """The connection failed at the first statement of a call: nothing of the call ran."""
+    return conn.broken and isinstance(e, psycopg.OperationalError)
+
+
+def transaction(link: Link, work: Callable[[Conn], T]) -> T:
+    """Run `work` in one transaction and commit; run it again on a serialization failure or deadlock."""
+    backoff = Backoff(initial=0.002, maximum=0.1)
+    for attempt in range(ATTEMPTS):
+        conn = link.get()
+        try:
+            conn.execute("BEGIN")
+        except psycopg.Error as e:
+            if attempt == 0 and _idle_connection_died(conn, e):
+                continue
+            raise
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+            return result
+        except psycopg.Error as e:
+            _rollback(conn)
+            if e.sqlstate in RETRIED and attempt + 1 < ATTEMPTS:
+                time.sleep(backoff.next())  # this thread's own pause: the event loop goes on
+                continue
+            raise
+        except BaseException:
+            _rollback(conn)
+            raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def statements(link: Link, work: Callable[[Conn], T]) -> T:
+    """Run `work` outside a transaction (each statement its own): for reads."""
+    conn = link.get()
+    try:
+        return work(conn)
+    except psycopg.Error as e:
+        if _idle_connection_died(conn, e):
+            return work(link.get())  # reads are safe to run again
+        raise
+
+
+def _rollback(conn: Conn) -> None:
+    if not conn.broken and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        conn.execute("ROLLBACK")
+
+
+def _open_links(url: str) -> tuple[Link, Link]:
+    writer = Link(url)
+    try:
+        transaction(writer, migrate)
+        reader = Link(url, read_only=True)
+        reader.get()
+    except BaseException:
+        writer.close()
+        raise
+    return writer, reader
+
+
+class Database:
+    """The write connection's thread, the read-only connection's thread, and this process's fault state."""
+
+    def __init__(self, writer: Link, reader: Link, url: str) -> None:
+        self._writer: ConnectionThread[Link] | None = ConnectionThread(writer, "scepd-store", Link.close)
+        self._reader: ConnectionThread[Link] | None = ConnectionThread(reader, "scepd-store-reader", Link.close)
+        self.location = describe(url)
+        self._episode = Episode(_log, "store_fault", location=self.location)
+        self._fault: StoreError | None = None
+        self._last_commit: float | None = None
+
+    @classmethod
+    async def open(cls, url: str) -> Database:
+        """Connect and bring the schema up to date in a worker thread; the caller must `close()`."""
+        try:
+            writer, reader = await trio.to_thread.run_sync(_open_links, url)
+        except psycopg.Error as e:
+            raise store_error(e, describe(url)) from e
+        return cls(writer, reader, url)
+
+    @property
+    def fault(self) -> StoreError | None:
+        """The last error while calls fail; None once a write commits again."""
+        return self._fault
+
+    @property
+    def last_commit(self) -> float | None:
+        """When (`trio.current_time()`) a write last committed; None until then and after any fault."""
+        return self._last_commit
+
+    async def close(self) -> None:
+        threads = (self._reader, self._writer)
+        self._reader = self._writer = None
+        with trio.CancelScope(shield=True):
+            for thread in threads:
+                if thread is not None:
+                    await thread.stop()
+
+    async def call(self, work: Callable[[Link], T], *, committed: Callable[[T], bool]) -> T:
+        """Run `work(link)` on the write connection's thread; `committed(result)` says whether it wrote."""
+        thread = self._writer
+        if thread is None:
+            raise StoreError("the store is closed", "closed")
+        try:
+            result = await thread.call(work)
+        except psycopg.Error as e:
+            raise self._failed(store_error(e)) from e
+        if committed(result):
+            # A write committed: the fault is over (reads alone prove nothing).
+            self._last_commit = trio.current_time()
+            if self._fault is not None:
+                self._fault = None
+                self._episode.succeeded()
+        return result
+
+    async def run(self, work: Callable[[Conn], T]) -> T:
+        """Read with `work(conn)` on the write connection, ordered with this process's writes."""
+        return await self.call(lambda link: statements(link, work), committed=lambda _: False)
+
+    async def read(self, work: Callable[[Conn], T]) -> T:
+        """Read with `work(conn)` on the read-only connection: it sees committed writes and waits for none."""
+        thread = self._reader
+        if thread is None:
+            raise StoreError("the store is closed", "closed")
+        try:
+            return await thread.call(lambda link: statements(link, work))
+        except psycopg.Error as e:
+            raise self._failed(store_error(e)) from e
+
+    async def write(self, work: Callable[[Conn], T]) -> T:
+        """`work(conn)` in one transaction, committed when this returns."""
+        return await self.call(lambda link: transaction(link, work), committed=lambda _: True)
+
+    async def execute(self, sql: str, args: tuple[Any, ...] | list[Any]) -> int:
+        """One statement in its own transaction; the number of rows it changed."""
+        return await self.write(lambda conn: conn.execute(sql, args).rowcount)
+
+    def _failed(self, error: StoreError) -> StoreError:
+        """Count every store error; log a fault once per episode (the caller answers 503, no traceback)."""
+        metrics.STORE_ERRORS.labels(error.kind).inc()
+        if error.kind != "constraint":
+            self._fault, self._last_commit = error, None
+            self._episode.failed(error.kind, str(error))
+        return error
+
+
+class OnDatabase:
+    """Base of the role classes: each implements one role protocol on the shared `Database`."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database

@@ -1,0 +1,71 @@
+"""Two scepd daemons (two "nodes": separate state directories, the same CA) sharing one PostgreSQL
+database through `[store] url`, enrolling at the same time over real HTTP. Groundwork for the shared
+store (docs/postgres-status.md): what this proves is that issuance, serials and the CRL state hold with
+two writers; leader election for the background loops is not done, both nodes run them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from scepd.scep.constants import PkiStatus
+from scepd.store.postgres import PostgresStore
+from tests.support.daemon import init_state, running
+from tests.support.postgres import PostgresServer, postgres_server
+from tests.support.scep_client import connected
+
+CHALLENGE = "pg-nodes-challenge-5Rk"
+PER_NODE = 6
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PostgresServer]:
+    with postgres_server() as s:
+        yield s
+
+
+def use_database(state: Path, url: str) -> None:
+    """The state directory's config, with the SQLite file replaced by the shared database."""
+    config = state / "scepd.toml"
+    text = config.read_text()
+    assert text.count('path = "scepd.sqlite3"\n') == 1, text
+    config.write_text(text.replace('path = "scepd.sqlite3"\n', f'url = "{url}"\n'))
+
+
+async def test_two_daemons_on_one_database_issue_without_collisions(server: PostgresServer, tmp_path: Path) -> None:
+    name = server.create_database()
+    url = server.url(name)
+    states = [tmp_path / "node-a", tmp_path / "node-b"]
+    for state in states:
+        init_state(state, CHALLENGE)
+        use_database(state, url)
+    with running(states[0], CHALLENGE) as a, running(states[1], CHALLENGE) as b:
+        serials: list[int] = []
+
+        async def enroll_on(base_url: str, node: str) -> None:
+            async with connected(base_url) as client:
+                for i in range(PER_NODE):
+                    rep, _ = await client.enroll(f"{node}-{i}", CHALLENGE)
+                    assert rep.status is PkiStatus.SUCCESS, (rep.fail_info, rep.fail_info_text)
+                    serials.append(rep.certificates[0].serial_number)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(enroll_on, a.url, "a")
+            nursery.start_soon(enroll_on, b.url, "b")
+
+        assert len(set(serials)) == 2 * PER_NODE
+        async with PostgresStore.open(url) as store:
+            stored = await store.list_certificates(limit=100)
+            assert sorted(c.serial for c in stored) == sorted(serials)
+            assert {c.subject.split(",")[0] for c in stored} >= {f"CN=a-{i}" for i in range(PER_NODE)}
+            with trio.fail_after(30):  # each node's primary signs a CRL at start-up and keeps it in the store
+                while await store.latest_crl() is None:
+                    await trio.sleep(0.1)
+        assert a.alive() and b.alive()
+    for daemon in (a, b):
+        assert "Traceback" not in daemon.log(), daemon.log()
+        assert "event=store_fault" not in daemon.log(), daemon.log()
+    server.drop_database(name)

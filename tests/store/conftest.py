@@ -1,0 +1,54 @@
+"""The `store` fixture of tests/store, once per backend: SQLite in a temporary file, and PostgreSQL on a
+private server (tests/support/postgres.py) started once per session (per xdist worker), with a fresh
+database per test. A test about one backend's internals is marked `sqlite_only` and skipped for the other."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scepd.store.sqlite import SqliteStore
+from tests.support.postgres import PostgresServer, postgres_server
+
+BACKEND_NAMES = ["sqlite", "postgres"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: about the SQLite backend's own workings; not run on PostgreSQL")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if spec is not None and spec.params.get("store") == "postgres" and item.get_closest_marker("sqlite_only"):
+            item.add_marker(pytest.mark.skip(reason="about SQLite's own workings"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped after the test."""
+    name = postgres.create_database()
+    yield postgres.url(name)
+    postgres.drop_database(name)
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "postgres":
+        from scepd.store.postgres import PostgresStore
+
+        url = request.getfixturevalue("postgres_url")
+        async with PostgresStore.open(url) as pg:
+            yield pg
+    else:
+        async with SqliteStore.open(tmp_path / "scepd.db") as s:
+            yield s

@@ -1,0 +1,172 @@
+"""A real PostgreSQL server for tests: Debian's postgresql-15, initialised in a temporary directory,
+listening only on a unix socket in that directory (no TCP at all), stopped by its PID.
+
+One server per test session (so one per xdist worker: each worker is its own session); each test
+gets a fresh database on it (`PostgresServer.create_database`), dropped afterwards.
+
+PostgreSQL refuses to run as root. When the tests run as root (the CI machine, this one), the
+server runs as the `postgres` account the Debian package creates, in a directory handed to it;
+the tests, as root, can still reach the socket.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+VERSION = "15"
+BIN = Path(f"/usr/lib/postgresql/{VERSION}/bin")
+PORT = 5432  # names the socket file (.s.PGSQL.5432) only: nothing listens on TCP
+SUPERUSER = "scepd"
+
+
+class PostgresServer:
+    """The running server: where it is, its process, and how to stop and start it again on the same data."""
+
+    def __init__(self, directory: Path, user: str | None) -> None:
+        self.directory = directory  # data directory, socket and log live under it
+        self.user = user
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.directory / "sock"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "server.log"
+
+    def url(self, database: str = "postgres") -> str:
+        """A libpq URL that reaches the server over its unix socket."""
+        return f"postgresql://{SUPERUSER}@/{database}?host={self.socket_dir}&port={PORT}"
+
+    def create_database(self) -> str:
+        """A new empty database; its name."""
+        import psycopg
+
+        name = "t_" + uuid.uuid4().hex[:16]
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    str(BIN / "postgres"),
+                    "-D",
+                    str(self.directory / "data"),
+                    "-k",
+                    str(self.socket_dir),
+                    "-p",
+                    str(PORT),
+                    "-c",
+                    "listen_addresses=",  # unix socket only
+                    "-c",
+                    "max_connections=60",
+                    "-c",
+                    "shared_buffers=16MB",
+                ],
+                user=self.user,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_ready(self, self.proc, self.log)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT): sessions are ended, the server checkpoints and exits."""
+        if self.proc is not None:
+            _stop(self.proc)
+
+
+def _run_as() -> tuple[str | None, int | None, int | None]:
+    """The account the server runs as: ours, unless we are root (then Debian's `postgres`)."""
+    if os.geteuid() != 0:
+        return None, None, None
+    try:
+        account = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.fail("running as root and there is no `postgres` account (scripts/install.sh installs postgresql)")
+    return account.pw_name, account.pw_uid, account.pw_gid
+
+
+@contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """Start a private server; stop it (fast shutdown, then SIGKILL) and remove its files at the end."""
+    if not (BIN / "postgres").exists():
+        pytest.fail(f"{BIN}/postgres is missing (scripts/install.sh installs postgresql)")
+    user, uid, gid = _run_as()
+    # Not under pytest's tmp_path: that is mode 0700 for root, which the `postgres` account cannot enter.
+    directory = Path(tempfile.mkdtemp(prefix="scepd-pg-"))
+    data, sock, log = directory / "data", directory / "sock", directory / "server.log"
+    sock.mkdir()
+    if uid is not None and gid is not None:
+        for path in (directory, sock):
+            os.chown(path, uid, gid)
+    server = PostgresServer(directory, user)
+    try:
+        subprocess.run(
+            [str(BIN / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-instructions"],
+            user=user,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        log.touch()
+        if uid is not None and gid is not None:
+            os.chown(log, uid, gid)
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _wait_ready(server: PostgresServer, proc: subprocess.Popen[bytes], log: Path) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"postgres exited with {proc.returncode}: {log.read_text(errors='replace')[-1000:]}")
+        try:
+            psycopg.connect(server.url(), connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                _stop(proc)
+                pytest.fail(f"postgres did not accept connections: {log.read_text(errors='replace')[-1000:]}")
+            time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT is PostgreSQL's fast shutdown: sessions are ended, the server checkpoints and exits."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
