@@ -149,6 +149,27 @@ def test_tpm_drop_in_verifies_and_lets_in_only_the_tpm(local_unit: Path) -> None
         assert (result.returncode == 0 and not about) if clean else any("DeviceAlow" in line for line in about), about
 
 
+def test_postgres_drop_in_verifies_and_passes_the_password_file_as_a_credential(local_unit: Path) -> None:
+    """systemd/scepd.service.d/postgres.conf (docs/nodes.md): loaded beside the unit without complaint, it
+    waits for the network and hands in the password file at the path its comment puts in the URL."""
+    analyze = tool("systemd-analyze", "systemd")
+    drop_in = REPO / "systemd" / "scepd.service.d" / "postgres.conf"
+    text = drop_in.read_text()
+    assert unit_settings(text)["LoadCredential"] == ["pgpass:/etc/scepd/pgpass"]
+    unit = unit_settings(text, "Unit")
+    assert unit["After"] == ["network-online.target"] and unit["Wants"] == ["network-online.target"]
+    assert "passfile=/run/credentials/scepd.service/pgpass" in text
+    local = local_unit.with_name("scepd.service.d") / "postgres.conf"
+    local.parent.mkdir()
+    for body, clean in ((text, True), (text.replace("LoadCredential", "LoadCredentials"), False)):
+        local.write_text(body)
+        result = run(analyze, "verify", str(local_unit))
+        about = [line for line in (result.stdout + result.stderr).splitlines() if "postgres.conf" in line]
+        assert (result.returncode == 0 and not about) if clean else any("LoadCredentials" in line for line in about), (
+            about
+        )
+
+
 def test_unit_security_exposure(local_unit: Path) -> None:
     analyze = tool("systemd-analyze", "systemd")
     result = run(analyze, "security", "--offline=true", "--no-pager", str(local_unit))
