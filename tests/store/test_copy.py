@@ -142,6 +142,30 @@ async def test_everything_reads_back_the_same_and_numbers_continue(tmp_path: Pat
         assert (await pg.counts(NOW)).certificates == {"valid": 3, "revoked": 2, "superseded": 1}
 
 
+async def test_a_daemon_still_writing_changes_nothing_the_copy_reads(tmp_path: Path, postgres_url: str) -> None:
+    """The source is one snapshot: rows committed while the copy runs are not copied, and the counts it
+    checks still agree. Those rows are lost to the new database, which is why the daemon must be stopped."""
+    source = tmp_path / "scepd.sqlite3"
+    async with SqliteStore.open(source) as lite:
+        await fill(lite)
+
+        def meanwhile(table: str, rows: int) -> None:
+            # After the certificates are copied, before the tables after them are read: the daemon commits.
+            if table == "certificates":
+                trio.from_thread.run(lite.put_issued, record(0x5000, transaction_id="tx-late"))
+                trio.from_thread.run(lite.add_challenge, challenge_digest("late"), LATER)
+                trio.from_thread.run(lite.hold_request, held("tx-late", b"late"))
+                trio.from_thread.run(lite.next_crl_number)
+
+        report = await trio.to_thread.run_sync(lambda: copy_store(source, postgres_url, progress=meanwhile))
+        assert report.target.rows["challenges"] == 3 and report.target.rows["pending_requests"] == 5
+        assert report.source == report.target and report.crl_number == 3
+        assert await lite.get(0x5000) is not None and await lite.find_pending("tx-late") is not None
+    async with PostgresStore.open(postgres_url) as pg:
+        assert await pg.get(0x5000) is None and await pg.find_pending("tx-late") is None
+        assert not await pg.consume_challenge(challenge_digest("late"), NOW)
+
+
 async def test_an_empty_store_copies_and_a_copy_never_merges(tmp_path: Path, postgres_url: str) -> None:
     source = tmp_path / "empty.sqlite3"
     async with SqliteStore.open(source):
