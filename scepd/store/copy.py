@@ -370,7 +370,7 @@ def _counting_once(conn: Conn) -> Iterator[None]:
 
     Row by row, every insert of one transaction updates the same counter row, and each update has to step
     over all the row versions the transaction left before it: 100,000 certificates took 166 s instead of
-    about 20 (docs/benchmarks.md). Off and on again inside the copy's transaction, so nobody else sees it
+    16 s (docs/benchmarks.md, "Copying a store into PostgreSQL"). Off and on again inside the copy's transaction, so nobody else sees it
     off; the check that follows compares these counts with the source's.
     """
     conn.execute(f"ALTER TABLE certificates DISABLE TRIGGER {COUNTING_TRIGGER}")
