@@ -154,7 +154,7 @@ CRL_STATE = Table("crl_state", (("id", _I), ("number", _I)), order="id")
 NOT_COPIED: Mapping[str, str] = {
     "schema_version": "each backend numbers its own migrations; the target is migrated to the current schema",
     "health": "a scratch row `ping` rewrites; it says nothing about the CA",
-    "certificate_counts": "derived: the target's triggers count the certificates as they are written",
+    "certificate_counts": "derived: counted again from the certificates written to the target",
 }
 
 
@@ -333,9 +333,9 @@ def _target_tally(conn: Conn) -> Tally:
 
 def _refuse_unless_empty(conn: Conn, where: str) -> None:
     found = _target_tally(conn)
-    held = [f"{name} ({n} rows)" for name, n in found.rows.items() if n]
+    held = [f"{n} in {name}" for name, n in found.rows.items() if n]
     if found.crl_number:
-        held.append(f"crl_state (number {found.crl_number})")
+        held.append(f"CRL number {found.crl_number} handed out")
     if held:
         raise CopyRefused(
             f"{where} is not empty: {', '.join(held)}; the copy only writes into an empty database"
@@ -370,8 +370,8 @@ def _counting_once(conn: Conn) -> Iterator[None]:
 
     Row by row, every insert of one transaction updates the same counter row, and each update has to step
     over all the row versions the transaction left before it: 100,000 certificates took 166 s instead of
-    16 s (docs/benchmarks.md, "Copying a store into PostgreSQL"). Off and on again inside the copy's transaction, so nobody else sees it
-    off; the check that follows compares these counts with the source's.
+    16 s (docs/benchmarks.md, "Copying a store into PostgreSQL"). Off and on again inside the copy's
+    transaction, so nobody else sees it off; the check that follows compares these counts with the source's.
     """
     conn.execute(f"ALTER TABLE certificates DISABLE TRIGGER {COUNTING_TRIGGER}")
     yield

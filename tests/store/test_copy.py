@@ -176,7 +176,7 @@ async def test_an_empty_store_copies_and_a_copy_never_merges(tmp_path: Path, pos
     async with SqliteStore.open(source) as lite:
         await lite.put_issued(record(1))
     await copy(source, postgres_url)
-    with pytest.raises(CopyRefused, match=r"not empty: certificates \(1 rows\)"):
+    with pytest.raises(CopyRefused, match="not empty: 1 in certificates;"):
         await copy(source, postgres_url)
 
 
@@ -201,7 +201,7 @@ async def test_only_a_crl_number_handed_out_is_enough_to_refuse(tmp_path: Path, 
         pass
     async with PostgresStore.open(postgres_url) as pg:
         await pg.next_crl_number()  # a daemon ran here once and numbered a CRL
-    with pytest.raises(CopyRefused, match=r"crl_state \(number 1\)"):
+    with pytest.raises(CopyRefused, match="not empty: CRL number 1 handed out;"):
         await copy(source, postgres_url)
 
 
