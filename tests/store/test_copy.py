@@ -385,6 +385,10 @@ async def test_the_command_copies_then_refuses_and_says_so_in_its_exit_code(tmp_
     assert "hunter2" not in refused.stderr
     missing = await run("store", "copy", "--from", str(tmp_path / "nope.sqlite3"), "--to", postgres_url)
     assert missing.returncode == 3 and "nope.sqlite3" in missing.stderr
+    # A configuration already on PostgreSQL has no file to copy from: say so, and how to name one.
+    config.write_text(config.read_text().replace('path = "scepd.sqlite3"', f'url = "{postgres_url}"'))
+    moved = await run("store", "copy", "--config", str(config), "--to", postgres_url)
+    assert moved.returncode == 2 and "name the SQLite file with --from" in moved.stderr
 
 
 async def test_the_command_exits_7_when_the_check_fails(tmp_path: Path, postgres_url: str) -> None:
