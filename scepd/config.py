@@ -420,15 +420,16 @@ def _optional_url(r: _Reader, name: str) -> str | None:
     return value
 
 
-def _check_store_url(url: str) -> None:
-    """A PostgreSQL URL that carries no password: a config file is readable by more than the secret's owner.
-    libpq finds the password itself (PGPASSFILE, ~/.pgpass) or uses a client certificate (sslcert=)."""
+def check_store_url(url: str, key: str = "store.url") -> None:
+    """A PostgreSQL URL that carries no password: a config file (or a command line, which `ps` shows) is
+    readable by more than the secret's owner. libpq finds the password itself (PGPASSFILE, ~/.pgpass) or uses
+    a client certificate (sslcert=). `key` names where the URL came from in the error."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
-        raise ConfigError("store.url", "must be a postgresql:// URL")
+        raise ConfigError(key, "must be a postgresql:// URL")
     query = parse_qs(parts.query)
     if parts.password is not None or "password" in query:
-        raise ConfigError("store.url", "must not contain a password (use a password file or a client certificate)")
+        raise ConfigError(key, "must not contain a password (use a password file or a client certificate)")
 
 
 def _crl(r: _Reader, resolve: Any) -> CrlSettings:
@@ -548,7 +549,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         raise ConfigError("store", "set exactly one of path (SQLite) and url (PostgreSQL)")
     store_path = resolve(store_file) if store_file is not None else None
     if store_url is not None:
-        _check_store_url(store_url)
+        check_store_url(store_url)
 
     crl = _crl(root.sub("crl"), resolve)
 

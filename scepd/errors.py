@@ -21,6 +21,8 @@ class ExitCode(enum.IntEnum):
     CONFIG_UNREADABLE = 3  # the configuration, or a file or secret it names, cannot be read
     CONFIG_INVALID = 4  # the configuration is not valid
     STORE = 5  # the store cannot be opened
+    COPY_REFUSED = 6  # `scepd store copy`: the target database is not empty (nothing was written)
+    COPY_MISMATCH = 7  # `scepd store copy`: the target does not hold what was read from the source
     TOKEN_NOT_FOUND = 10  # no token with the configured label
     PIN_INCORRECT = 11
     PIN_LOCKED = 12  # PIN locked, expired or never set: an officer must act

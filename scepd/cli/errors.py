@@ -30,6 +30,7 @@ _BIND = (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
 def classify_one(e: BaseException) -> tuple[ExitCode, str]:
     """The exit code and the one line for one (non-group) exception."""
     from scepd.keys.pkcs11.config import KeyMissing, TokenStartError
+    from scepd.store.copy import CopyMismatch, CopyRefused
 
     if isinstance(e, StartupError):
         return e.code, str(e)
@@ -45,6 +46,10 @@ def classify_one(e: BaseException) -> tuple[ExitCode, str]:
         return ExitCode.KEY_MISSING, str(e)
     if isinstance(e, KeyBackendError):
         return ExitCode.TOKEN_WORKER, f"token: {e}"
+    if isinstance(e, CopyRefused):
+        return ExitCode.COPY_REFUSED, str(e)
+    if isinstance(e, CopyMismatch):
+        return ExitCode.COPY_MISMATCH, str(e)
     if isinstance(e, StoreError):
         return ExitCode.STORE, f"store: {e}"
     if isinstance(e, OSError):

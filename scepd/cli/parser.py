@@ -7,7 +7,7 @@ import os
 import sys
 
 from scepd import logs
-from scepd.cli import ca, certs, challenge, config, init, intune, pending, serve
+from scepd.cli import ca, certs, challenge, config, init, intune, pending, serve, store
 from scepd.cli.common import DEFAULT_CONFIG
 
 
@@ -21,7 +21,7 @@ def parser() -> argparse.ArgumentParser:
         return sp
 
     # In the order `scepd --help` has always listed them.
-    for group in (init, serve, config, ca, challenge, intune, certs, pending):
+    for group in (init, serve, config, ca, challenge, intune, certs, pending, store):
         group.add_commands(sub, with_config)
     return p
 
