@@ -10,6 +10,7 @@ from any working directory.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
 import tomllib
 from collections.abc import Mapping
@@ -430,6 +431,9 @@ def check_store_url(url: str, key: str = "store.url") -> None:
     query = parse_qs(parts.query)
     if parts.password is not None or "password" in query:
         raise ConfigError(key, "must not contain a password (use a password file or a client certificate)")
+    if importlib.util.find_spec("psycopg") is None:
+        # An optional extra: say so here rather than fail later at the first connection with an ImportError.
+        raise ConfigError(key, "needs the PostgreSQL driver psycopg: install scepd with its extra, scepd[postgres]")
 
 
 def _crl(r: _Reader, resolve: Any) -> CrlSettings:

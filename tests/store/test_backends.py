@@ -56,6 +56,15 @@ def test_store_settings_that_are_refused(store: dict[str, Any], message: str) ->
         config_with(store)
 
 
+def test_a_url_without_the_driver_installed_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An appliance installed without the `postgres` extra: the config check names it, instead of an
+    ImportError at the first connection (daemon start-up, every CLI command, `store copy --to`)."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what find_spec reports for a module that is not there
+    with pytest.raises(ConfigError, match=r"psycopg.*scepd\[postgres\]"):
+        config_with({"url": "postgresql://scepd@db.example.net/scepd"})
+    assert config_with({"path": "db.sqlite3"}).store_url is None  # SQLite never needs it
+
+
 async def test_open_store_follows_the_location(tmp_path: Path, postgres_url: str) -> None:
     async with open_store(tmp_path / "s.db") as store:
         assert isinstance(store, SqliteStore)

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from scepd.config import ConfigError, _check_store_url
+from scepd.config import ConfigError, check_store_url
 from scepd.store.base import StoreError
 from scepd.store.postgres import PostgresStore
 from tests.support.postgres import PostgresServer, postgres_server
@@ -61,7 +61,7 @@ async def test_a_password_file_named_in_the_url_logs_in_and_the_url_passes_the_c
 ) -> None:
     name = owned_database(server)
     url = node_url(server, name, write_passfile(tmp_path / "pgpass", server, PASSWORD))
-    _check_store_url(url)  # a passfile= parameter is not a password
+    check_store_url(url)  # a passfile= parameter is not a password
     async with PostgresStore.open(url) as store:  # migrates as the database's owner
         await store.ping()
         who = await store.database.run(lambda conn: conn.execute("SELECT current_user AS u").fetchone())
@@ -89,7 +89,7 @@ def test_a_password_in_the_url_is_refused_by_the_config_check(server: PostgresSe
         f"postgresql://{ROLE}@/db?host={server.socket_dir}&password={PASSWORD}",
     ):
         with pytest.raises(ConfigError, match="password"):
-            _check_store_url(url)
+            check_store_url(url)
 
 
 def test_psql_agrees_that_the_role_needs_its_password(server: PostgresServer) -> None:
