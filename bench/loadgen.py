@@ -250,7 +250,7 @@ class _Connection:
 
 
 async def post_all(
-    url: str,
+    url: str | Sequence[str],
     messages: Sequence[tuple[Any, bytes]],
     concurrency: int,
     warmup: int,
@@ -261,13 +261,22 @@ async def post_all(
     The first `warmup` messages go before the clock (they also open the connections); the rest
     run inside `window()`, where the caller reads its clocks and CPU counters. Returns each timed
     request's latency and each reply (the body, or the HTTP status when it is not 200).
+
+    With several URLs (servers that share one CA, same path) the clients are dealt out to them in
+    turn; every client takes the next message when it is free, so a slower server gets fewer.
     """
-    split = urlsplit(url)
-    assert split.scheme == "http" and split.hostname is not None and split.port is not None, url
-    target = (split.path or "/") + "?operation=PKIOperation"
+    urls = [url] if isinstance(url, str) else list(url)
+    splits = [urlsplit(u) for u in urls]
+    for u, split in zip(urls, splits):
+        assert split.scheme == "http" and split.hostname is not None and split.port is not None, u
+    assert len({split.path for split in splits}) == 1, urls
+    target = (splits[0].path or "/") + "?operation=PKIOperation"
     latencies: list[float] = []
     replies: list[bytes | int] = [b""] * len(messages)
-    connections = [_Connection(split.hostname, split.port) for _ in range(concurrency)]
+    connections = [
+        _Connection(str(splits[i % len(splits)].hostname), int(splits[i % len(splits)].port or 0))
+        for i in range(concurrency)
+    ]
 
     async def worker(connection: _Connection, queue: Iterator[tuple[int, tuple[Any, bytes]]], timed: bool) -> None:
         for i, (_, body) in queue:
@@ -329,9 +338,13 @@ def pct(values: list[float], p: float) -> float:
 
 
 def check(
-    messages: list[tuple[rsa.RSAPrivateKey, bytes]], replies: list[bytes | int], ca_certs: list[x509.Certificate]
+    messages: Sequence[tuple[rsa.RSAPrivateKey, bytes]],
+    replies: Sequence[bytes | int],
+    ca_certs: list[x509.Certificate],
+    serials: list[int] | None = None,
 ) -> tuple[int, dict[str, int]]:
-    """Open every reply: (number of verified certificates, count of each other outcome)."""
+    """Open every reply: (number of verified certificates, count of each other outcome). The serial
+    of every verified certificate is appended to `serials`, for a caller that looks them up."""
     ok, failures = 0, dict[str, int]()
     for (key, _), reply in zip(messages, replies):
         if isinstance(reply, int):
@@ -342,6 +355,8 @@ def check(
                 if rep.status is PkiStatus.SUCCESS and rep.certificates:
                     rep.certificates[0].verify_directly_issued_by(ca_certs[-1])
                     ok += 1
+                    if serials is not None:
+                        serials.append(rep.certificates[0].serial_number)
                     continue
                 outcome = f"{rep.status.name} {rep.fail_info.name if rep.fail_info else ''}".strip()
             except Exception as e:  # noqa: BLE001 - a broken reply is counted, not fatal
