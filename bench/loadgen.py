@@ -91,15 +91,22 @@ def cpu_seconds(pid: int) -> float:
 
 
 def cpu_split(pid: int) -> tuple[float, float]:
-    """utime+stime of pid and its descendants: (all of them, the token's part of it).
+    """utime+stime of pid and its descendants: (all of them, the token's part of it)."""
+    parts = cpu_parts(pid)
+    return sum(parts.values()), parts["token"]
+
+
+def cpu_parts(pid: int) -> dict[str, float]:
+    """utime+stime of pid and its descendants, in seconds, by part: `token`, `store`, `rest`.
 
     The token's part is exact in both modes: with `token.workers` >= 1 a token worker is a
     process of its own (`scepd.keys.pkcs11.worker`); with 0 it is the serving process's one
-    token thread, the only thread besides the main one that Trio did not name ("Trio thread N",
-    its worker threads for the store). Either way it is the PKCS#11 calls plus the small loop
-    that hands them over.
+    token thread. `store` is the threads that own the store's connections (`scepd-store`, its
+    reader beside it: scepd/store/thread.py), which until 2026-12-03 were counted as token.
+    `rest` is the event loop, Trio's worker threads and everything else, in every process
+    (another server's, such as micromdm's, included).
     """
-    total = token = 0
+    parts = {"token": 0, "store": 0, "rest": 0}
     for p in process_tree(pid):
         try:
             ticks = _ticks(f"/proc/{p}/stat")  # the process's threads, the exited ones included
@@ -110,19 +117,26 @@ def cpu_split(pid: int) -> tuple[float, float]:
             tasks = os.listdir(f"/proc/{p}/task")
         except OSError:
             continue
-        total += ticks
         if worker:
-            token += ticks
+            parts["token"] += ticks
             continue
-        if not scepd:  # another server (micromdm): no token of ours in it
-            continue
-        for tid in tasks:
-            try:
-                if int(tid) != p and not Path(f"/proc/{p}/task/{tid}/comm").read_text().startswith("Trio thread"):
-                    token += _ticks(f"/proc/{p}/task/{tid}/stat")
-            except OSError:
-                continue
-    return total / _CLK, token / _CLK
+        if scepd:
+            for tid in tasks:
+                if int(tid) == p:
+                    continue
+                try:
+                    name = Path(f"/proc/{p}/task/{tid}/comm").read_text()
+                    thread = _ticks(f"/proc/{p}/task/{tid}/stat")
+                except OSError:
+                    continue
+                if name.startswith("scepd-store"):  # comm is cut at 15 characters: scepd-store-rea
+                    parts["store"] += thread
+                    ticks -= thread
+                elif not name.startswith("Trio thread"):
+                    parts["token"] += thread
+                    ticks -= thread
+        parts["rest"] += ticks
+    return {k: v / _CLK for k, v in parts.items()}
 
 
 def _ticks(stat: str) -> int:

@@ -48,6 +48,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,21 +92,23 @@ def _machine() -> tuple[float, float]:
 
 
 class Meter:
-    """CPU seconds per group over a window: serving processes, token workers, PostgreSQL, us, the rest."""
+    """CPU seconds per group over a window: the daemons' serving processes (event loop and Trio's threads), their
+    store threads, their token workers; the PostgreSQL server; this load generator; the rest of the machine."""
 
-    GROUPS = ("daemon", "token", "postgres", "loadgen", "other")
+    GROUPS = ("daemon", "store", "token", "postgres", "loadgen", "other")
 
     def __init__(self, daemon_pids: Sequence[int], postgres_pid: int | None) -> None:
         self.daemon_pids, self.postgres_pid = daemon_pids, postgres_pid
 
     def snapshot(self) -> dict[str, float]:
-        daemon = token = 0.0
+        daemon = store = token = 0.0
         for pid in self.daemon_pids:
-            total, tok = loadgen.cpu_split(pid)
-            daemon, token = daemon + total - tok, token + tok
+            parts = loadgen.cpu_parts(pid)
+            daemon, store, token = daemon + parts["rest"], store + parts["store"], token + parts["token"]
         busy, idle = _machine()
         return {
             "daemon": daemon,
+            "store": store,
             "token": token,
             # The postmaster's children: a backend per connection, WAL writer, checkpointer, ...
             "postgres": _ticks(loadgen.process_tree(self.postgres_pid)) if self.postgres_pid else 0.0,
@@ -173,19 +176,21 @@ async def _timed(
     return measured["elapsed"], measured["cpu"], latencies, replies
 
 
+@dataclass
+class Configuration:
+    label: str
+    states: list[Path]
+    location: str  # the SQLite file or the PostgreSQL URL
+    env: dict[str, str] = field(default_factory=dict)  # for the daemons: PSYCOPG_IMPL
+
+
 def round_(
-    label: str,
-    states: list[Path],
-    location: str,
-    postgres: PostgresServer,
-    keys: list[Any],
-    args: argparse.Namespace,
-    number: int,
+    config: Configuration, postgres: PostgresServer, keys: list[Any], args: argparse.Namespace, number: int
 ) -> dict[str, Any]:
-    """Start the daemons on `states`, run one timed round against them, stop them, check the store."""
-    size = args.warmup + args.n
+    """Start the daemons, run one timed round against them, stop them, check the store."""
+    label, location, size = config.label, config.location, args.warmup + args.n
     with ExitStack() as stack:
-        daemons: list[Daemon] = [stack.enter_context(running(state, CHALLENGE)) for state in states]
+        daemons: list[Daemon] = [stack.enter_context(running(s, CHALLENGE, env=config.env)) for s in config.states]
         urls = [d.url for d in daemons]
         ca_certs = loadgen.fetch_ca(urls[0])
         messages = build_messages(urls[0], keys, size, f"{label}{number}", lambda cn: CHALLENGE)
@@ -233,14 +238,18 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"{args.c} clients; {args.n} timed static-challenge enrollments per round after {args.warmup} untimed; "
         f"server.processes = {args.processes}, token.workers = {args.workers}"
     )
-    print("A = SQLite, B = PostgreSQL, C = two daemons on one PostgreSQL database")
-    print("CPU ms per enrollment: serving processes, token workers, PostgreSQL server, load generator, rest")
+    print("A = SQLite, B = PostgreSQL (psycopg implementation after the dash), C = two daemons on one database")
     print(
-        f"{'round':>6} {'ok':>5} {'stored':>7} {'enroll/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'daemon':>7} "
-        f"{'token':>6} {'pg':>6} {'loadgen':>8} {'other':>6} {'idle':>5} {'x/A':>5} {'cpu x/A':>8}"
+        "CPU ms per enrollment: daemon = serving processes less their store threads, store = the threads that own "
+        "the store's connections, token = token workers, pg = PostgreSQL server, loadgen, other = rest of the machine"
     )
-    ratios: dict[str, list[float]] = {"B": [], "C": []}
-    cpu_ratios: dict[str, list[float]] = {"B": [], "C": []}
+    print(
+        f"{'round':>12} {'ok':>5} {'stored':>9} {'enroll/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'daemon':>7} "
+        f"{'store':>6} {'token':>6} {'pg':>6} {'loadgen':>8} {'other':>6} {'idle':>5} {'x/A':>5} {'cpu x/A':>8}"
+    )
+    labels = list(dict.fromkeys(r["label"] for r in rounds))
+    ratios: dict[str, list[float]] = {label: [] for label in labels}
+    cpu_ratios: dict[str, list[float]] = {label: [] for label in labels}
     by_round = {(r["label"], r["round"]): r for r in rounds}
     for r in rounds:
         shown = cpu_shown = ""
@@ -251,8 +260,9 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> None:
             cpu_ratios[r["label"]].append(cpu_ratio)
             shown, cpu_shown = f"{ratio:.2f}", f"{cpu_ratio:.2f}"
         print(
-            f"{r['label'] + str(r['round']):>6} {r['ok']:>5} {r['answered'] - r['missing']:>3}/{r['answered']:<3} "
-            f"{r['rate']:>9.1f} {r['p50_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['daemon_ms']:>7.2f} {r['token_ms']:>6.2f} "
+            f"{r['label'] + ' ' + str(r['round']):>12} {r['ok']:>5} {r['answered'] - r['missing']:>4}/{r['answered']:<4} "
+            f"{r['rate']:>9.1f} {r['p50_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['daemon_ms']:>7.2f} {r['store_ms']:>6.2f} "
+            f"{r['token_ms']:>6.2f} "
             f"{r['postgres_ms']:>6.2f} {r['loadgen_ms']:>8.2f} {r['other_ms']:>6.2f} {r['idle_share']:>5.0%} "
             f"{shown:>5} {cpu_shown:>8}"
         )
@@ -260,19 +270,18 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> None:
             print("       failures: " + ", ".join(f"{k}: {v}" for k, v in sorted(r["failures"].items())))
         if r["missing"]:
             print(f"       {r['missing']} answered certificates are NOT in the store")
-    for label, name in (("B", "PostgreSQL / SQLite"), ("C", "two nodes on PostgreSQL / one on SQLite")):
+    for label in labels:
         if ratios[label]:
             print(
-                f"{name} rate per round: {', '.join(f'{x:.2f}' for x in ratios[label])}; median "
+                f"{label} / A rate per round: {', '.join(f'{x:.2f}' for x in ratios[label])}; median "
                 f"{statistics.median(ratios[label]):.2f}; predicted by CPU alone: median "
                 f"{statistics.median(cpu_ratios[label]):.2f}"
             )
     print("mean CPU ms per enrollment by configuration:")
-    for label in ("A", "B", "C"):
+    for label in labels:
         mine = [r for r in rounds if r["label"] == label]
-        if mine:
-            parts = " ".join(f"{g} {statistics.mean(r[g + '_ms'] for r in mine):.2f}" for g in Meter.GROUPS)
-            print(f"  {label}: {parts}; ours {statistics.mean(_ours(r) for r in mine):.2f}")
+        parts = " ".join(f"{g} {statistics.mean(r[g + '_ms'] for r in mine):.2f}" for g in Meter.GROUPS)
+        print(f"  {label}: {parts}; ours {statistics.mean(_ours(r) for r in mine):.2f}")
 
 
 def main() -> int:
@@ -285,31 +294,41 @@ def main() -> int:
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="server.processes (init's default)")
     ap.add_argument("--workers", type=int, default=1, help="token.workers per process (init's default)")
     ap.add_argument("--keys", type=int, default=16, help="client keys, reused across messages")
+    ap.add_argument(
+        "--psycopg",
+        default="",
+        help="PSYCOPG_IMPL for the PostgreSQL daemons, or several (python,binary): a B configuration each; C uses "
+        "the first (default: whatever psycopg picks)",
+    )
     ap.add_argument("--profile", type=Path, help="py-spy every timed window into this directory (skews rates)")
     ap.add_argument("--json", type=Path, help="also write every round's figures to this file")
     args = ap.parse_args()
 
     keys = loadgen.client_keys(args.keys)
+    impls = [i for i in args.psycopg.split(",") if i]
     rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="scepd-pg-bench-") as tmp, postgres_server() as postgres:
         root = Path(tmp)
-        configs: dict[str, tuple[list[Path], str]] = {}
         a = root / "a"
         init_state(a, CHALLENGE, workers=args.workers, processes=args.processes)
-        configs["A"] = ([a], str(a / "scepd.sqlite3"))
-        for label, count in (("B", 1), ("C", 2)) if args.nodes else (("B", 1),):
+        configs = [Configuration("A", [a], str(a / "scepd.sqlite3"))]
+        wanted = [("B", 1, impl) for impl in impls or [""]] + (
+            [("C", 2, impls[0] if impls else "")] if args.nodes else []
+        )
+        for label, count, impl in wanted:
             url = postgres.url(postgres.create_database())
-            states = [root / f"{label.lower()}{i}" for i in range(count)]
+            name = f"{label}-{impl}" if impl else label
+            states = [root / f"{name}-{i}" for i in range(count)]
             for state in states:
                 init_state(state, CHALLENGE, workers=args.workers, processes=args.processes)
                 use_database(state, url)
-            configs[label] = (states, url)
+            configs.append(Configuration(name, states, url, {"PSYCOPG_IMPL": impl} if impl else {}))
         for number in range(1, args.rounds + 1):
-            for label, (states, location) in configs.items():
-                rounds.append(round_(label, states, location, postgres, keys, args, number))
+            for config in configs:
+                rounds.append(round_(config, postgres, keys, args, number))
                 r = rounds[-1]
                 print(
-                    f"{label}{number}: {r['rate']:.1f}/s ok {r['ok']}/{r['n']} missing {r['missing']}",
+                    f"{config.label} {number}: {r['rate']:.1f}/s ok {r['ok']}/{r['n']} missing {r['missing']}",
                     file=sys.stderr,
                     flush=True,
                 )
