@@ -13,7 +13,7 @@ The PostgreSQL server is private to the run: `initdb` in a temporary directory, 
 only, stopped by its PID at the end (tests/support/postgres.py, as the tests start theirs).
 B and C each get their own database on it, so their rows are counted apart.
 
-    .venv/bin/python -m bench.pg_store [-n 400] [-c 16] [--rounds 3] [--nodes]
+    .venv/bin/python -m bench.pg_store [-n 400] [-c 16] [--rounds 3] [--nodes] [--psycopg binary,python]
 
 Every round starts its daemons, builds every PKCSReq (static challenge) before the clock,
 sends `--warmup` of them untimed, then the rest timed over one keep-alive connection per
@@ -28,6 +28,9 @@ The B/A (and C/A) ratio is taken per round, A then B then C, and its median prin
 the ratio CPU alone would predict (A's CPU per enrollment over B's, all processes of the
 run): a measured ratio below it means B also waits for something other than CPU (commit
 round trips, fsync).
+
+--psycopg python,binary runs B once per psycopg implementation (PSYCOPG_IMPL in the daemons'
+environment): `python` reaches libpq through ctypes, `binary` through psycopg's compiled module.
 
 --profile DIR runs py-spy on the daemons during every timed window and writes collapsed
 stacks per thread to DIR; py-spy's own CPU then skews the rates, so such a run is for the
