@@ -24,7 +24,7 @@ and the rest of the machine. After the clock every reply is opened and checked a
 CA, the daemons are stopped, and every certificate a client received (warm-up included) must
 be found in the store by its serial: a round that answered but lost rows fails the run.
 
-The B/A (and C/A) ratio is taken per round, A then B then C, and its median printed, beside
+The B/A (and C/A) ratio is taken per round (A B C, then C B A, and so on), and its median printed, beside
 the ratio CPU alone would predict (A's CPU per enrollment over B's, all processes of the
 run): a measured ratio below it means B also waits for something other than CPU (commit
 round trips, fsync).
@@ -87,11 +87,13 @@ def _ticks(pids: Sequence[int]) -> float:
     return total / _CLK
 
 
-def _machine() -> tuple[float, float]:
-    """(busy, idle) CPU seconds of the whole machine since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+def _machine() -> tuple[float, float, int]:
+    """(busy, idle) CPU seconds of the whole machine since boot, and its context switches."""
+    lines = Path("/proc/stat").read_text().splitlines()
+    values = [int(v) for v in lines[0].split()[1:]]
     idle = values[3] + values[4]
-    return (sum(values[:8]) - idle) / _CLK, idle / _CLK
+    switches = next(int(line.split()[1]) for line in lines if line.startswith("ctxt "))
+    return (sum(values[:8]) - idle) / _CLK, idle / _CLK, switches
 
 
 class Meter:
@@ -108,8 +110,9 @@ class Meter:
         for pid in self.daemon_pids:
             parts = loadgen.cpu_parts(pid)
             daemon, store, token = daemon + parts["rest"], store + parts["store"], token + parts["token"]
-        busy, idle = _machine()
+        busy, idle, switches = _machine()
         return {
+            "switches": switches,
             "daemon": daemon,
             "store": store,
             "token": token,
@@ -124,6 +127,7 @@ class Meter:
     def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
         d = {k: after[k] - before[k] for k in before}
         d["other"] = max(0.0, d["busy"] - sum(d[g] for g in Meter.GROUPS if g != "other"))
+        # Context switches on the whole machine: a round trip to another process is two, a wake-up each way.
         return d
 
 
@@ -225,6 +229,7 @@ def round_(
         "p50_ms": loadgen.pct(latencies, 50) * 1000,
         "p99_ms": loadgen.pct(latencies, 99) * 1000,
         "idle_share": cpu["idle"] / (cpu["idle"] + cpu["busy"]),
+        "switches": cpu["switches"] / n,
     }
     for group in Meter.GROUPS:
         result[group + "_ms"] = cpu[group] / n * 1000
@@ -244,11 +249,13 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print("A = SQLite, B = PostgreSQL (psycopg implementation after the dash), C = two daemons on one database")
     print(
         "CPU ms per enrollment: daemon = serving processes less their store threads, store = the threads that own "
-        "the store's connections, token = token workers, pg = PostgreSQL server, loadgen, other = rest of the machine"
+        "the store's connections, token = token workers, pg = PostgreSQL server, loadgen, other = rest of the machine; "
+        "cs = the machine's context switches per enrollment"
     )
     print(
         f"{'round':>12} {'ok':>5} {'stored':>9} {'enroll/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'daemon':>7} "
-        f"{'store':>6} {'token':>6} {'pg':>6} {'loadgen':>8} {'other':>6} {'idle':>5} {'x/A':>5} {'cpu x/A':>8}"
+        f"{'store':>6} {'token':>6} {'pg':>6} {'loadgen':>8} {'other':>6} {'idle':>5} "
+        f"{'cs':>4} {'x/A':>5} {'cpu x/A':>8}"
     )
     labels = list(dict.fromkeys(r["label"] for r in rounds))
     ratios: dict[str, list[float]] = {label: [] for label in labels}
@@ -262,11 +269,11 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> None:
             ratios[r["label"]].append(ratio)
             cpu_ratios[r["label"]].append(cpu_ratio)
             shown, cpu_shown = f"{ratio:.2f}", f"{cpu_ratio:.2f}"
+        name, stored = f"{r['label']} {r['round']}", f"{r['answered'] - r['missing']}/{r['answered']}"
         print(
-            f"{r['label'] + ' ' + str(r['round']):>12} {r['ok']:>5} {r['answered'] - r['missing']:>4}/{r['answered']:<4} "
-            f"{r['rate']:>9.1f} {r['p50_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['daemon_ms']:>7.2f} {r['store_ms']:>6.2f} "
-            f"{r['token_ms']:>6.2f} "
-            f"{r['postgres_ms']:>6.2f} {r['loadgen_ms']:>8.2f} {r['other_ms']:>6.2f} {r['idle_share']:>5.0%} "
+            f"{name:>12} {r['ok']:>5} {stored:>9} {r['rate']:>9.1f} {r['p50_ms']:>7.0f} {r['p99_ms']:>7.0f} "
+            f"{r['daemon_ms']:>7.2f} {r['store_ms']:>6.2f} {r['token_ms']:>6.2f} {r['postgres_ms']:>6.2f} "
+            f"{r['loadgen_ms']:>8.2f} {r['other_ms']:>6.2f} {r['idle_share']:>5.0%} {r['switches']:>4.0f} "
             f"{shown:>5} {cpu_shown:>8}"
         )
         if r["failures"]:
@@ -284,7 +291,10 @@ def report(rounds: list[dict[str, Any]], args: argparse.Namespace) -> None:
     for label in labels:
         mine = [r for r in rounds if r["label"] == label]
         parts = " ".join(f"{g} {statistics.mean(r[g + '_ms'] for r in mine):.2f}" for g in Meter.GROUPS)
-        print(f"  {label}: {parts}; ours {statistics.mean(_ours(r) for r in mine):.2f}")
+        print(
+            f"  {label}: {parts}; ours {statistics.mean(_ours(r) for r in mine):.2f}; context switches "
+            f"{statistics.mean(r['switches'] for r in mine):.0f}"
+        )
 
 
 def main() -> int:
@@ -327,7 +337,8 @@ def main() -> int:
                 use_database(state, url)
             configs.append(Configuration(name, states, url, {"PSYCOPG_IMPL": impl} if impl else {}))
         for number in range(1, args.rounds + 1):
-            for config in configs:
+            # A B C, then C B A, ...: a drift of the machine's speed weighs on both sides of a ratio alike.
+            for config in configs if number % 2 else configs[::-1]:
                 rounds.append(round_(config, postgres, keys, args, number))
                 r = rounds[-1]
                 print(
