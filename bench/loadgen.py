@@ -91,15 +91,22 @@ def cpu_seconds(pid: int) -> float:
 
 
 def cpu_split(pid: int) -> tuple[float, float]:
-    """utime+stime of pid and its descendants: (all of them, the token's part of it).
+    """utime+stime of pid and its descendants: (all of them, the token's part of it)."""
+    parts = cpu_parts(pid)
+    return sum(parts.values()), parts["token"]
+
+
+def cpu_parts(pid: int) -> dict[str, float]:
+    """utime+stime of pid and its descendants, in seconds, by part: `token`, `store`, `rest`.
 
     The token's part is exact in both modes: with `token.workers` >= 1 a token worker is a
     process of its own (`scepd.keys.pkcs11.worker`); with 0 it is the serving process's one
-    token thread, the only thread besides the main one that Trio did not name ("Trio thread N",
-    its worker threads for the store). Either way it is the PKCS#11 calls plus the small loop
-    that hands them over.
+    token thread. `store` is the threads that own the store's connections (`scepd-store`, its
+    reader beside it: scepd/store/thread.py), which until 2026-12-03 were counted as token.
+    `rest` is the event loop, Trio's worker threads and everything else, in every process
+    (another server's, such as micromdm's, included).
     """
-    total = token = 0
+    parts = {"token": 0, "store": 0, "rest": 0}
     for p in process_tree(pid):
         try:
             ticks = _ticks(f"/proc/{p}/stat")  # the process's threads, the exited ones included
@@ -110,19 +117,26 @@ def cpu_split(pid: int) -> tuple[float, float]:
             tasks = os.listdir(f"/proc/{p}/task")
         except OSError:
             continue
-        total += ticks
         if worker:
-            token += ticks
+            parts["token"] += ticks
             continue
-        if not scepd:  # another server (micromdm): no token of ours in it
-            continue
-        for tid in tasks:
-            try:
-                if int(tid) != p and not Path(f"/proc/{p}/task/{tid}/comm").read_text().startswith("Trio thread"):
-                    token += _ticks(f"/proc/{p}/task/{tid}/stat")
-            except OSError:
-                continue
-    return total / _CLK, token / _CLK
+        if scepd:
+            for tid in tasks:
+                if int(tid) == p:
+                    continue
+                try:
+                    name = Path(f"/proc/{p}/task/{tid}/comm").read_text()
+                    thread = _ticks(f"/proc/{p}/task/{tid}/stat")
+                except OSError:
+                    continue
+                if name.startswith("scepd-store"):  # comm is cut at 15 characters: scepd-store-rea
+                    parts["store"] += thread
+                    ticks -= thread
+                elif not name.startswith("Trio thread"):
+                    parts["token"] += thread
+                    ticks -= thread
+        parts["rest"] += ticks
+    return {k: v / _CLK for k, v in parts.items()}
 
 
 def _ticks(stat: str) -> int:
@@ -250,7 +264,7 @@ class _Connection:
 
 
 async def post_all(
-    url: str,
+    url: str | Sequence[str],
     messages: Sequence[tuple[Any, bytes]],
     concurrency: int,
     warmup: int,
@@ -261,13 +275,22 @@ async def post_all(
     The first `warmup` messages go before the clock (they also open the connections); the rest
     run inside `window()`, where the caller reads its clocks and CPU counters. Returns each timed
     request's latency and each reply (the body, or the HTTP status when it is not 200).
+
+    With several URLs (servers that share one CA, same path) the clients are dealt out to them in
+    turn; every client takes the next message when it is free, so a slower server gets fewer.
     """
-    split = urlsplit(url)
-    assert split.scheme == "http" and split.hostname is not None and split.port is not None, url
-    target = (split.path or "/") + "?operation=PKIOperation"
+    urls = [url] if isinstance(url, str) else list(url)
+    splits = [urlsplit(u) for u in urls]
+    for u, split in zip(urls, splits):
+        assert split.scheme == "http" and split.hostname is not None and split.port is not None, u
+    assert len({split.path for split in splits}) == 1, urls
+    target = (splits[0].path or "/") + "?operation=PKIOperation"
     latencies: list[float] = []
     replies: list[bytes | int] = [b""] * len(messages)
-    connections = [_Connection(split.hostname, split.port) for _ in range(concurrency)]
+    connections = [
+        _Connection(str(splits[i % len(splits)].hostname), int(splits[i % len(splits)].port or 0))
+        for i in range(concurrency)
+    ]
 
     async def worker(connection: _Connection, queue: Iterator[tuple[int, tuple[Any, bytes]]], timed: bool) -> None:
         for i, (_, body) in queue:
@@ -329,9 +352,13 @@ def pct(values: list[float], p: float) -> float:
 
 
 def check(
-    messages: list[tuple[rsa.RSAPrivateKey, bytes]], replies: list[bytes | int], ca_certs: list[x509.Certificate]
+    messages: Sequence[tuple[rsa.RSAPrivateKey, bytes]],
+    replies: Sequence[bytes | int],
+    ca_certs: list[x509.Certificate],
+    serials: list[int] | None = None,
 ) -> tuple[int, dict[str, int]]:
-    """Open every reply: (number of verified certificates, count of each other outcome)."""
+    """Open every reply: (number of verified certificates, count of each other outcome). The serial
+    of every verified certificate is appended to `serials`, for a caller that looks them up."""
     ok, failures = 0, dict[str, int]()
     for (key, _), reply in zip(messages, replies):
         if isinstance(reply, int):
@@ -342,6 +369,8 @@ def check(
                 if rep.status is PkiStatus.SUCCESS and rep.certificates:
                     rep.certificates[0].verify_directly_issued_by(ca_certs[-1])
                     ok += 1
+                    if serials is not None:
+                        serials.append(rep.certificates[0].serial_number)
                     continue
                 outcome = f"{rep.status.name} {rep.fail_info.name if rep.fail_info else ''}".strip()
             except Exception as e:  # noqa: BLE001 - a broken reply is counted, not fatal

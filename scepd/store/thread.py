@@ -16,6 +16,8 @@ cancelled request cannot leave a transaction half-open for the next one.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import queue
 import threading
 from collections.abc import Callable
@@ -27,6 +29,22 @@ import trio
 
 T = TypeVar("T")
 C = TypeVar("C")
+
+_PR_SET_NAME = 15  # prctl(2): name the calling thread
+
+
+def _name_os_thread(name: str) -> None:
+    """Give the OS thread the Python thread's name (at most 15 bytes), as Trio does for its own.
+
+    Python before 3.14 leaves it as the process's name, so `top -H`, py-spy and /proc/PID/task/*/comm
+    could not tell the store's threads from the token's or any other; bench/loadgen.py's CPU split
+    reads it. Best effort: without a C library that has prctl (not Linux) the thread stays unnamed.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass
@@ -68,6 +86,7 @@ class ConnectionThread(Generic[C]):
         await trio.to_thread.run_sync(self._thread.join)
 
     def _serve(self, conn: C) -> None:
+        _name_os_thread(threading.current_thread().name)
         try:
             while (call := self._queue.get()) is not None:
                 with call.lock:

@@ -399,6 +399,14 @@ async def test_cancelled_caller_does_not_break_the_connection(store: SqliteStore
     assert await store.get(2) is not None
 
 
+async def test_the_store_threads_are_named_in_the_os(store: SqliteStore) -> None:
+    """`top -H`, py-spy and bench/loadgen.py's CPU split tell the store's threads apart by their OS name."""
+    await store.get(1)  # the write connection's thread has run a call
+    await store.counts(NOW)  # and the reader's
+    names = {Path(task, "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()}
+    assert {"scepd-store", "scepd-store-rea"} <= names, names  # the kernel keeps 15 bytes
+
+
 async def test_calls_run_in_the_order_they_were_queued(store: SqliteStore) -> None:
     seen: list[int] = []
 

@@ -7,6 +7,9 @@ gets a fresh database on it (`PostgresServer.create_database`), dropped afterwar
 PostgreSQL refuses to run as root. When the tests run as root (the CI machine, this one), the
 server runs as the `postgres` account the Debian package creates, in a directory handed to it;
 the tests, as root, can still reach the socket.
+
+Nothing here needs pytest: bench/pg_store.py starts its server the same way. A server that cannot
+be started raises `PostgresUnavailable`, which a fixture reports as an error like any other.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 VERSION = "15"
 BIN = Path(f"/usr/lib/postgresql/{VERSION}/bin")
 PORT = 5432  # names the socket file (.s.PGSQL.5432) only: nothing listens on TCP
 SUPERUSER = "scepd"
+
+
+class PostgresUnavailable(RuntimeError):
+    """The private server could not be set up or started (missing package, no account, startup failure)."""
 
 
 class PostgresServer:
@@ -107,7 +112,9 @@ def _run_as() -> tuple[str | None, int | None, int | None]:
     try:
         account = pwd.getpwnam("postgres")
     except KeyError:
-        pytest.fail("running as root and there is no `postgres` account (scripts/install.sh installs postgresql)")
+        raise PostgresUnavailable(
+            "running as root and there is no `postgres` account (scripts/install.sh installs postgresql)"
+        ) from None
     return account.pw_name, account.pw_uid, account.pw_gid
 
 
@@ -115,7 +122,7 @@ def _run_as() -> tuple[str | None, int | None, int | None]:
 def postgres_server() -> Iterator[PostgresServer]:
     """Start a private server; stop it (fast shutdown, then SIGKILL) and remove its files at the end."""
     if not (BIN / "postgres").exists():
-        pytest.fail(f"{BIN}/postgres is missing (scripts/install.sh installs postgresql)")
+        raise PostgresUnavailable(f"{BIN}/postgres is missing (scripts/install.sh installs postgresql)")
     user, uid, gid = _run_as()
     # Not under pytest's tmp_path: that is mode 0700 for root, which the `postgres` account cannot enter.
     directory = Path(tempfile.mkdtemp(prefix="scepd-pg-"))
@@ -149,14 +156,18 @@ def _wait_ready(server: PostgresServer, proc: subprocess.Popen[bytes], log: Path
     deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
-            pytest.fail(f"postgres exited with {proc.returncode}: {log.read_text(errors='replace')[-1000:]}")
+            raise PostgresUnavailable(
+                f"postgres exited with {proc.returncode}: {log.read_text(errors='replace')[-1000:]}"
+            )
         try:
             psycopg.connect(server.url(), connect_timeout=2).close()
             return
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as e:
             if time.monotonic() > deadline:
                 _stop(proc)
-                pytest.fail(f"postgres did not accept connections: {log.read_text(errors='replace')[-1000:]}")
+                raise PostgresUnavailable(
+                    f"postgres did not accept connections: {log.read_text(errors='replace')[-1000:]}"
+                ) from e
             time.sleep(0.05)
 
 
