@@ -8,6 +8,10 @@ import dataclasses
 import datetime as dt
 import multiprocessing
 import multiprocessing.synchronize
+import os
+import signal
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -16,6 +20,8 @@ import trio
 
 from scepd.store.base import CertStatus, PendingStatus, RevocationOutcome, SerialCollision, StoreError
 from scepd.store.postgres import MIGRATIONS, PostgresStore
+from scepd.store.postgres.connection import GRACE
+from scepd.store.postgres.watchdog import POLL
 from tests.store.test_pending import held
 from tests.store.test_sqlite import DIGEST, NOW, record
 from tests.support.postgres import postgres_server
@@ -31,7 +37,7 @@ async def test_session_is_utc_durable_and_read_committed(postgres_url: str) -> N
                 " current_setting('transaction_isolation') AS iso, current_setting('statement_timeout') AS timeout"
             ).fetchone()
         )
-    assert row == {"tz": "UTC", "sync": "on", "iso": "read committed", "timeout": "30s"}
+    assert row == {"tz": "UTC", "sync": "on", "iso": "read committed", "timeout": "10s"}
 
 
 async def test_schema_version_is_recorded_and_a_newer_schema_is_refused(postgres_url: str) -> None:
@@ -120,6 +126,58 @@ async def test_a_lost_connection_is_made_again(postgres_url: str) -> None:
         assert [c.serial for c in await store.list_certificates()] == [2, 1]
         assert (await store.counts(NOW)).certificates["valid"] == 2  # the reader too
         assert store.fault is None
+
+
+async def test_a_frozen_session_fails_within_the_bound_and_is_made_again(postgres_url: str) -> None:
+    """A backend that stops answering (SIGSTOP: the socket stays open, nothing comes back) holds no call
+    longer than the session's statement_timeout plus GRACE, queued calls included; the connection is
+    dropped and made again, and the calls after it work (the server itself still answers)."""
+    url = postgres_url + "&options=-c%20statement_timeout%3D500"  # the URL's setting wins over the default
+    bound = 0.5 + GRACE
+    async with PostgresStore.open(url) as store:
+        await store.put_issued(record(1))
+        setting = await store.database.run(lambda conn: conn.execute("SHOW statement_timeout").fetchone())
+        assert setting == {"statement_timeout": "500ms"}
+        pids = [
+            await store.database.run(lambda conn: conn.execute("SELECT pg_backend_pid() AS pid").fetchone()),
+            await store.database.read(lambda conn: conn.execute("SELECT pg_backend_pid() AS pid").fetchone()),
+        ]
+        failures: list[tuple[str, float]] = []
+
+        async def timed(name: str, call: Any) -> None:
+            start = time.monotonic()
+            with pytest.raises(StoreError) as failed:
+                await call()
+                pytest.fail(f"{name} succeeded after {time.monotonic() - start:.2f} s")
+            failures.append((failed.value.kind, time.monotonic() - start))
+            assert "no answer from the database" in str(failed.value)
+
+        def thaw() -> None:
+            for row in pids:
+                os.kill(row["pid"], signal.SIGCONT)
+
+        for row in pids:
+            os.kill(row["pid"], signal.SIGSTOP)
+        # Without the bound the calls below wait for SIGCONT (a running call cannot be cancelled): this
+        # thaws the backends later, so a broken bound shows as calls that took too long, not as a hung test.
+        safety = threading.Timer(bound + 5, thaw)
+        safety.start()
+        try:
+            async with trio.open_nursery() as nursery:  # one running on each connection, two queued behind
+                nursery.start_soon(timed, "put 2", lambda: store.put_issued(record(2)))
+                nursery.start_soon(timed, "put 3", lambda: store.put_issued(record(3)))
+                nursery.start_soon(timed, "counts", lambda: store.counts(NOW))
+                nursery.start_soon(timed, "counts again", lambda: store.counts(NOW))
+            assert store.fault is not None and store.fault.kind == "cantopen"
+        finally:
+            safety.cancel()
+            thaw()
+        assert len(failures) == 4
+        assert all(kind == "cantopen" and took < bound + POLL + 1.0 for kind, took in failures), failures
+        await store.put_issued(record(4))  # on new sessions
+        assert store.fault is None
+        assert {c.serial for c in await store.list_certificates()} == {1, 4}
+        assert (await store.counts(NOW)).certificates["valid"] == 2
 
 
 async def test_the_store_rides_out_a_server_restart() -> None:
