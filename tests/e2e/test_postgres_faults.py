@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -53,8 +55,43 @@ def server() -> Iterator[PostgresServer]:
         yield s
 
 
+class Notifications:
+    """The systemd notify socket the daemon is given: every datagram, with when it came."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.got: list[tuple[float, str]] = []
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:  # closed
+                return
+            self.got.append((time.monotonic(), data.decode()))
+
+    def watchdog_pings(self, start: float, end: float) -> int:
+        return sum(1 for at, text in self.got if start <= at <= end and "WATCHDOG=1" in text.split("\n"))
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._thread.join(5)
+
+
+@dataclass
+class Node:
+    daemon: Daemon
+    notify: Notifications
+
+
 @pytest.fixture(scope="module")
-def daemon(server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def node(server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """The daemon on its database, under a systemd watchdog (WATCHDOG=1 due every 0.4 s)."""
     name = server.create_database()
     ms = int(STATEMENT_TIMEOUT * 1000)
     url = server.url(name) + f"&options=-c%20statement_timeout%3D{ms}"
@@ -63,8 +100,17 @@ def daemon(server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> 
     config = state / "scepd.toml"
     # The CRL follows the store every 0.2 s, so a revocation shows in the served CRL at once.
     config.write_text(config.read_text().replace('file = "ca.crl"', 'file = "ca.crl"\ncheck_interval_seconds = 0.2'))
-    with running(state, CHALLENGE) as d:
-        yield d
+    notify = Notifications(state / "notify.sock")
+    try:
+        with running(state, CHALLENGE, env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"}) as d:
+            yield Node(d, notify)
+    finally:
+        notify.close()
+
+
+@pytest.fixture
+def daemon(node: Node) -> Daemon:
+    return node.daemon
 
 
 def _serials_in(d: Daemon) -> list[str]:
@@ -206,8 +252,8 @@ def _sql(d: Daemon, sql: str) -> list[tuple[object, ...]]:
         return cur.fetchall() if cur.description else []
 
 
-async def test_server_stopped_under_load(daemon: Daemon, server: PostgresServer) -> None:
-    d = daemon
+async def test_server_stopped_under_load(node: Node, server: PostgresServer) -> None:
+    d = node.daemon
     mark = len(d.output)
     before = set(_serials_in(d))
     answers, stop = Answers(), trio.Event()
@@ -222,6 +268,7 @@ async def test_server_stopped_under_load(daemon: Daemon, server: PostgresServer)
                 await trio.sleep(0.02)
         try:
             await trio.to_thread.run_sync(server.stop)
+            stopped_at = time.monotonic()
             outage_start = answers.successes()
             _, body = await _await_ready(d, 503, within=5)
             assert body["checks"]["store"]["ok"] is False and body["checks"]["token"]["ok"] is True, body
@@ -230,6 +277,9 @@ async def test_server_stopped_under_load(daemon: Daemon, server: PostgresServer)
             assert d.alive()
             # At most the requests already past the store when it stopped may still have succeeded.
             assert answers.successes() - outage_start <= 3
+            await trio.sleep_until(trio.current_time() + max(0.0, stopped_at + 1.2 - time.monotonic()))
+            # systemd's watchdog is still fed: a restart would not bring the database back.
+            assert node.notify.watchdog_pings(stopped_at + 0.4, time.monotonic()) >= 1, node.notify.got[-5:]
         finally:
             await trio.to_thread.run_sync(server.start)
         _sql(d, "DROP TRIGGER slow_insert ON certificates")
@@ -276,8 +326,8 @@ def _signal_all(pids: list[int], sig: signal.Signals) -> None:
             pass
 
 
-async def test_frozen_server_is_bounded_and_recovers(daemon: Daemon, server: PostgresServer) -> None:
-    d = daemon
+async def test_frozen_server_is_bounded_and_recovers(node: Node, server: PostgresServer) -> None:
+    d = node.daemon
     mark = len(d.output)
     answers = Answers()
     async with httpx.AsyncClient(timeout=CALL_BOUND + 20) as http:
@@ -296,6 +346,11 @@ async def test_frozen_server_is_bounded_and_recovers(daemon: Daemon, server: Pos
             assert answers.successes() == 1 and answers.unavailable == 3, answers
             assert answers.slowest < CALL_BOUND, answers.slowest
             assert d.alive()
+            # systemd's watchdog is still fed, now that the store is known to fail (before, the store's
+            # readiness may still pass on the strength of the last commit).
+            known = time.monotonic()
+            await trio.sleep(0.8)
+            assert node.notify.watchdog_pings(known, time.monotonic()) >= 1, node.notify.got[-5:]
         finally:
             _signal_all(pids, signal.SIGCONT)
         await _await_ready(d, 200, within=RECOVERY)
