@@ -12,6 +12,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,7 +26,7 @@ from scepd.store.postgres.connection import GRACE
 from scepd.store.postgres.watchdog import POLL
 from tests.store.test_pending import held
 from tests.store.test_sqlite import DIGEST, NOW, record
-from tests.support.postgres import postgres_server
+from tests.support.postgres import PostgresServer, postgres_server
 
 ROUNDS = 60  # per process and per kind of race
 
@@ -180,27 +182,80 @@ async def test_a_frozen_session_fails_within_the_bound_and_is_made_again(postgre
         assert (await store.counts(NOW)).certificates["valid"] == 2
 
 
-async def test_the_store_rides_out_a_server_restart() -> None:
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[PostgresServer]:
+    """A server of this module's own, for the tests that stop or freeze the whole of it."""
+    with postgres_server() as server:
+        yield server
+
+
+async def test_a_frozen_server_holds_no_call_past_its_bound(own_server: PostgresServer) -> None:
+    """The whole server frozen, postmaster included, so that connecting again hangs too: calls queued
+    behind a hung one still end by their own deadline (a reconnect is not started without the time
+    libpq needs for it), and the store works again after SIGCONT."""
+    url = own_server.url(own_server.create_database()) + "&options=-c%20statement_timeout%3D500"
+    bound = 0.5 + GRACE
+    async with PostgresStore.open(url) as store:
+        await store.put_issued(record(1))
+        pids = [own_server.pid or 0]
+        pids += [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == own_server.pid]
+        took: list[float] = []
+
+        async def put(serial: int, after: float) -> None:
+            await trio.sleep(after)
+            start = time.monotonic()
+            with pytest.raises(StoreError):
+                await store.put_issued(record(serial))
+            took.append(time.monotonic() - start)
+
+        def thaw() -> None:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        safety = threading.Timer(3 * bound + 5, thaw)  # a broken bound fails on timing, not by hanging
+        safety.start()
+        try:
+            async with trio.open_nursery() as nursery:
+                for i, after in enumerate((0.0, 0.5, 1.5, 2.4, 3.0)):
+                    nursery.start_soon(put, 10 + i, after)
+        finally:
+            safety.cancel()
+            thaw()
+        assert len(took) == 5 and max(took) < bound + POLL + 0.5, took
+        await store.put_issued(record(2))
+        assert store.fault is None
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+async def test_the_store_rides_out_a_server_restart(own_server: PostgresServer) -> None:
     """While the server is down every call fails as cantopen and readiness says so; once it is back
     the next call connects again, with nothing lost and no restart of scepd."""
-    with postgres_server() as server:  # its own server: this test stops it
-        url = server.url(server.create_database())
-        async with PostgresStore.open(url) as store:
-            await store.put_issued(record(1))
-            await trio.to_thread.run_sync(server.stop)
-            with pytest.raises(StoreError) as failed:
-                await store.put_issued(record(2))
-            assert failed.value.kind == "cantopen" and store.fault is not None
-            with pytest.raises(StoreError):
-                await store.ping()
-            with pytest.raises(StoreError) as reader_failed:
-                await store.counts(NOW)
-            assert reader_failed.value.kind == "cantopen"
-            await trio.to_thread.run_sync(server.start)
+    server = own_server  # this test stops it
+    url = server.url(server.create_database())
+    async with PostgresStore.open(url) as store:
+        await store.put_issued(record(1))
+        await trio.to_thread.run_sync(server.stop)
+        with pytest.raises(StoreError) as failed:
             await store.put_issued(record(2))
-            assert store.fault is None
-            assert [c.serial for c in await store.list_certificates()] == [2, 1]
-            assert (await store.counts(NOW)).certificates["valid"] == 2
+        assert failed.value.kind == "cantopen" and store.fault is not None
+        with pytest.raises(StoreError):
+            await store.ping()
+        with pytest.raises(StoreError) as reader_failed:
+            await store.counts(NOW)
+        assert reader_failed.value.kind == "cantopen"
+        await trio.to_thread.run_sync(server.start)
+        await store.put_issued(record(2))
+        assert store.fault is None
+        assert [c.serial for c in await store.list_certificates()] == [2, 1]
+        assert (await store.counts(NOW)).certificates["valid"] == 2
 
 
 async def test_an_unreachable_server_is_cantopen(postgres: Any) -> None:

@@ -68,7 +68,8 @@ ATTEMPTS = 8
 
 # Defaults a URL may override (`connect_timeout=`, `options=-c statement_timeout=...`).
 STATEMENT_TIMEOUT = "10s"
-CONNECT_TIMEOUT = 5  # seconds; libpq counts at least 2
+CONNECT_TIMEOUT = 5  # seconds
+MIN_CONNECT_TIMEOUT = 2  # libpq's floor, which psycopg keeps: a shorter connect_timeout counts as 2 s
 # A call's bound is the session's statement_timeout plus this: time for the server's own cancel to come back.
 GRACE = 2.0
 
@@ -178,10 +179,12 @@ class Link:
             self.close()
             timeout = None
             if self._deadline is not None:
+                # libpq (and psycopg) wait at least 2 s for a connection: with less time left, leave the
+                # attempt to the next call rather than overrun this one's deadline.
                 left = self._deadline - time.monotonic()
-                if left <= 0 or self._overran:
-                    raise Overdue("no time left for this call to connect again")
-                timeout = math.ceil(left)
+                if left < MIN_CONNECT_TIMEOUT or self._overran:
+                    raise Overdue("no answer from the database, and no time left in this call to connect again")
+                timeout = math.floor(left)
             conn = connect(self.url, read_only=self.read_only, timeout=timeout)
             try:
                 self.bound = call_bound(conn)
