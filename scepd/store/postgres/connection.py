@@ -119,20 +119,24 @@ def describe(url: str) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(parts.items()) if k in ("host", "port", "dbname", "user"))
 
 
-def connect(url: str, *, read_only: bool = False, timeout: int | None = None) -> Conn:
-    """One connection in autocommit mode (`transaction` says where transactions start and end).
+def connect(url: str, *, timeout: int | None = None) -> Conn:
+    """One connection in autocommit mode (`transaction` says where transactions start and end); the
+    session is not set up yet (`prepare`).
 
     `timeout` (seconds) shortens the connect timeout for a call that has less time left than that."""
     params = conninfo_to_dict(url)
     options = str(params.get("options") or "")
     if "statement_timeout" not in options:  # no statement holds a connection's thread longer than this
         options = f"{options} -c statement_timeout={STATEMENT_TIMEOUT}".strip()
-    connect_timeout = int(params.get("connect_timeout") or CONNECT_TIMEOUT)
-    conn = psycopg.connect(
+    raw = params.get("connect_timeout")
+    configured = int(float(raw)) if raw not in (None, "") else CONNECT_TIMEOUT
+    if timeout is not None:  # 0 or less in a URL means no limit of its own
+        configured = timeout if configured <= 0 else min(configured, timeout)
+    return psycopg.connect(
         url,
         autocommit=True,
         row_factory=dict_row,
-        connect_timeout=min(connect_timeout, timeout) if timeout is not None else connect_timeout,
+        connect_timeout=configured,
         options=options,
         # Over TCP, notice a peer that vanished without a word (a partition) within about 25 s.
         keepalives=1,
@@ -140,16 +144,16 @@ def connect(url: str, *, read_only: bool = False, timeout: int | None = None) ->
         keepalives_interval=5,
         keepalives_count=3,
     )
-    try:
-        # UTC in and out; every commit durable before it returns, whatever the server's default.
-        conn.execute("SET TIME ZONE 'UTC'")
-        conn.execute("SET synchronous_commit = on")
-        if read_only:
-            conn.execute("SET default_transaction_read_only = on")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+
+
+def prepare(conn: Conn, *, read_only: bool = False) -> float | None:
+    """Set the session up; the seconds a call may take on it (`call_bound`)."""
+    # UTC in and out; every commit durable before it returns, whatever the server's default.
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.execute("SET synchronous_commit = on")
+    if read_only:
+        conn.execute("SET default_transaction_read_only = on")
+    return call_bound(conn)
 
 
 def call_bound(conn: Conn) -> float | None:
@@ -185,15 +189,19 @@ class Link:
                 if left < MIN_CONNECT_TIMEOUT or self._overran:
                     raise Overdue("no answer from the database, and no time left in this call to connect again")
                 timeout = math.floor(left)
-            conn = connect(self.url, read_only=self.read_only, timeout=timeout)
+            conn = connect(self.url, timeout=timeout)
             try:
-                self.bound = call_bound(conn)
                 sock = socket_of(conn.fileno())
             except BaseException:
                 conn.close()
                 raise
-            with self._lock:
+            with self._lock:  # from here on the watchdog can break it, the session's set-up included
                 self._conn, self._sock = conn, sock
+            try:
+                self.bound = prepare(conn, read_only=self.read_only)
+            except BaseException:
+                self.close()
+                raise
         return conn
 
     def bounded(self, deadline: float | None, work: Callable[[Link], T]) -> T:
@@ -215,11 +223,11 @@ class Link:
     def break_if_overdue(self, now: float) -> None:
         """From the watchdog's thread: shut the socket of a call past its deadline down, once."""
         with self._lock:
-            if self._deadline is None or now < self._deadline or self._overran:
+            # No socket yet: the call is connecting, which its connect timeout bounds; look again later.
+            if self._deadline is None or now < self._deadline or self._overran or self._sock is None:
                 return
             self._overran = True
-            if self._sock is not None:
-                shut_down(self._sock)
+            shut_down(self._sock)
 
     def close(self) -> None:
         with self._lock:
