@@ -8,12 +8,8 @@ import dataclasses
 import datetime as dt
 import multiprocessing
 import multiprocessing.synchronize
-import os
-import signal
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -26,7 +22,7 @@ from scepd.store.postgres.connection import GRACE
 from scepd.store.postgres.watchdog import POLL
 from tests.store.test_pending import held
 from tests.store.test_sqlite import DIGEST, NOW, record
-from tests.support.postgres import PostgresServer, postgres_server
+from tests.support.postgres import PostgresServer, frozen, postgres_server
 
 ROUNDS = 60  # per process and per kind of race
 
@@ -154,26 +150,14 @@ async def test_a_frozen_session_fails_within_the_bound_and_is_made_again(postgre
             failures.append((failed.value.kind, time.monotonic() - start))
             assert "no answer from the database" in str(failed.value)
 
-        def thaw() -> None:
-            for row in pids:
-                os.kill(row["pid"], signal.SIGCONT)
-
-        for row in pids:
-            os.kill(row["pid"], signal.SIGSTOP)
-        # Without the bound the calls below wait for SIGCONT (a running call cannot be cancelled): this
-        # thaws the backends later, so a broken bound shows as calls that took too long, not as a hung test.
-        safety = threading.Timer(bound + 5, thaw)
-        safety.start()
-        try:
-            async with trio.open_nursery() as nursery:  # one running on each connection, two queued behind
+        # Without the bound the calls below wait for the thaw (a running call cannot be abandoned).
+        with frozen([row["pid"] for row in pids], thaw_after=bound + 5):
+            async with trio.open_nursery() as nursery:  # one running on each connection, one queued behind
                 nursery.start_soon(timed, "put 2", lambda: store.put_issued(record(2)))
                 nursery.start_soon(timed, "put 3", lambda: store.put_issued(record(3)))
                 nursery.start_soon(timed, "counts", lambda: store.counts(NOW))
                 nursery.start_soon(timed, "counts again", lambda: store.counts(NOW))
             assert store.fault is not None and store.fault.kind == "cantopen"
-        finally:
-            safety.cancel()
-            thaw()
         assert len(failures) == 4
         assert all(kind == "cantopen" and took < bound + POLL + 1.0 for kind, took in failures), failures
         await store.put_issued(record(4))  # on new sessions
@@ -197,8 +181,6 @@ async def test_a_frozen_server_holds_no_call_past_its_bound(own_server: Postgres
     bound = 0.5 + GRACE
     async with PostgresStore.open(url) as store:
         await store.put_issued(record(1))
-        pids = [own_server.pid or 0]
-        pids += [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == own_server.pid]
         took: list[float] = []
 
         async def put(serial: int, after: float) -> None:
@@ -208,31 +190,13 @@ async def test_a_frozen_server_holds_no_call_past_its_bound(own_server: Postgres
                 await store.put_issued(record(serial))
             took.append(time.monotonic() - start)
 
-        def thaw() -> None:
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
-
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        safety = threading.Timer(3 * bound + 5, thaw)  # a broken bound fails on timing, not by hanging
-        safety.start()
-        try:
+        with frozen(own_server.processes(), thaw_after=3 * bound + 5):
             async with trio.open_nursery() as nursery:
                 for i, after in enumerate((0.0, 0.5, 1.5, 2.4, 3.0)):
                     nursery.start_soon(put, 10 + i, after)
-        finally:
-            safety.cancel()
-            thaw()
         assert len(took) == 5 and max(took) < bound + POLL + 0.5, took
         await store.put_issued(record(2))
         assert store.fault is None
-
-
-def _parent(proc: Path) -> int | None:
-    try:
-        return int((proc / "stat").read_text().rsplit(") ", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 async def test_the_store_rides_out_a_server_restart(own_server: PostgresServer) -> None:
