@@ -119,9 +119,21 @@ def describe(url: str) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(parts.items()) if k in ("host", "port", "dbname", "user"))
 
 
-def connect(url: str, *, timeout: int | None = None) -> Conn:
-    """One connection in autocommit mode (`transaction` says where transactions start and end); the
-    session is not set up yet (`prepare`).
+def connect(url: str, *, read_only: bool = False) -> Conn:
+    """One connection in autocommit mode (`transaction` says where transactions start and end), its
+    session set up (`prepare`)."""
+    conn = open_connection(url)
+    try:
+        prepare(conn, read_only=read_only)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def open_connection(url: str, *, timeout: int | None = None) -> Conn:
+    """A connection whose session is not set up yet (`prepare`): `Link` hands its socket to the watchdog
+    first, so that a server that stops answering during the set-up cannot hold it either.
 
     `timeout` (seconds) shortens the connect timeout for a call that has less time left than that."""
     params = conninfo_to_dict(url)
@@ -189,7 +201,7 @@ class Link:
                 if left < MIN_CONNECT_TIMEOUT or self._overran:
                     raise Overdue("no answer from the database, and no time left in this call to connect again")
                 timeout = math.floor(left)
-            conn = connect(self.url, timeout=timeout)
+            conn = open_connection(self.url, timeout=timeout)
             try:
                 sock = socket_of(conn.fileno())
             except BaseException:
