@@ -155,6 +155,10 @@ KEYS: dict[str, Doc] = {
         "`postgresql://scepd@db.example.net/scepd?sslmode=verify-full`, for several scepd nodes that share one "
         "CA. Its schema is created on first use. The URL must not carry a password: libpq reads it from a "
         "password file (`PGPASSFILE`, `~/.pgpass`), or the connection uses a client certificate (`sslcert=`). "
+        "Every session gets `statement_timeout=10s` and a 5 s `connect_timeout` unless the URL sets its own "
+        "(`?connect_timeout=3&options=-c%20statement_timeout%3D5s`); a call to the database not done within "
+        "the statement timeout plus 2 s has its connection dropped and answers 503, so a hung server cannot "
+        "hold requests ([operations-faults.md](operations-faults.md)). "
         "Needs the `postgres` extra (psycopg 3); the backend and what is not done yet: "
         "[storage.md](storage.md), [postgres-status.md](postgres-status.md).",
         unset="the SQLite file at `path`",

@@ -176,9 +176,13 @@ async def serve(
             interval = watchdog_interval()
             if notifier.enabled and interval is not None and site.readiness is not None:
                 readiness = site.readiness
+                # A PostgreSQL server that is down or unreachable is not a fault of this process, and a
+                # restart cannot mend it: the new process could not even open the store, so clients would
+                # get refused connections instead of 503s. The watchdog then watches the token alone.
+                watched = ("token",) if config.store_url is not None else ("token", "store")
 
                 async def healthy() -> bool:
-                    return all(r.ok for r in await readiness.run(("token", "store")))
+                    return all(r.ok for r in await readiness.run(watched))
 
                 await nursery.start(watchdog, notifier, interval, healthy)
             processes = f" in {config.processes} processes" if others is not None else ""

@@ -3,7 +3,8 @@
 systemd gives a Type=notify service the path of a unix datagram socket in
 $NOTIFY_SOCKET (a leading '@' means the abstract namespace); each datagram is
 newline-separated KEY=VALUE assignments. scepd sends READY=1 once it serves,
-WATCHDOG=1 at half of $WATCHDOG_USEC while the token and the store answer,
+WATCHDOG=1 at half of $WATCHDOG_USEC while the token and the store answer
+(the token alone with a PostgreSQL store: scepd/server.py says why),
 RELOADING=1/READY=1 around a SIGHUP reload, and STOPPING=1 on shutdown.
 Without $NOTIFY_SOCKET every call is a no-op, so the daemon runs the same
 outside systemd.

@@ -1,5 +1,6 @@
 """Shared fixtures: one SoftHSM2 token per test session (see tests/support/softhsm.py), a fresh SQLite store,
-and the in-memory CA and chain terminal of tests/support/pki.py."""
+a fresh PostgreSQL database (`postgres_url`) on a server started once per session, and the in-memory CA
+and chain terminal of tests/support/pki.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from scepd.store.sqlite import SqliteStore
 from tests.support.pki import Ca, Terminal
+from tests.support.postgres import PostgresServer, postgres_server
 from tests.support.softhsm import SoftHsmToken, make_token
 from tests.support.tpm import tpm_token  # noqa: F401 - the session's software TPM (one per process)
 
@@ -72,6 +74,23 @@ async def token_pool(token_config, ca_key_labels):  # type: ignore[no-untyped-de
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     async with SqliteStore.open(tmp_path / "scepd.db") as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server for the session (so one per xdist worker), started on first use.
+    Tests that stop, restart or freeze a server start their own instead (`postgres_server()`)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped after the test: tests/store's `store`
+    fixture opens it, e2e tests hand it to `init_state(..., store_url=...)`."""
+    name = postgres.create_database()
+    yield postgres.url(name)
+    postgres.drop_database(name)
 
 
 @pytest.fixture(scope="session")

@@ -5,43 +5,24 @@ two writers; leader election for the background loops is not done, both nodes ru
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
 
 from scepd.scep.constants import PkiStatus
 from scepd.store.postgres import PostgresStore
 from tests.support.daemon import init_state, running
-from tests.support.postgres import PostgresServer, postgres_server
 from tests.support.scep_client import connected
 
 CHALLENGE = "pg-nodes-challenge-5Rk"
 PER_NODE = 6
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    with postgres_server() as s:
-        yield s
-
-
-def use_database(state: Path, url: str) -> None:
-    """The state directory's config, with the SQLite file replaced by the shared database."""
-    config = state / "scepd.toml"
-    text = config.read_text()
-    assert text.count('path = "scepd.sqlite3"\n') == 1, text
-    config.write_text(text.replace('path = "scepd.sqlite3"\n', f'url = "{url}"\n'))
-
-
-async def test_two_daemons_on_one_database_issue_without_collisions(server: PostgresServer, tmp_path: Path) -> None:
-    name = server.create_database()
-    url = server.url(name)
+async def test_two_daemons_on_one_database_issue_without_collisions(postgres_url: str, tmp_path: Path) -> None:
+    url = postgres_url
     states = [tmp_path / "node-a", tmp_path / "node-b"]
     for state in states:
-        init_state(state, CHALLENGE)
-        use_database(state, url)
+        init_state(state, CHALLENGE, store_url=url)
     with running(states[0], CHALLENGE) as a, running(states[1], CHALLENGE) as b:
         serials: list[int] = []
 
@@ -68,4 +49,3 @@ async def test_two_daemons_on_one_database_issue_without_collisions(server: Post
     for daemon in (a, b):
         assert "Traceback" not in daemon.log(), daemon.log()
         assert "event=store_fault" not in daemon.log(), daemon.log()
-    server.drop_database(name)

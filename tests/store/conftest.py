@@ -1,17 +1,16 @@
-"""The `store` fixture of tests/store, once per backend: SQLite in a temporary file, and PostgreSQL on a
-private server (tests/support/postgres.py) started once per session (per xdist worker), with a fresh
-database per test. A test about one backend's internals is marked `sqlite_only` and skipped for the other."""
+"""The `store` fixture of tests/store, once per backend: SQLite in a temporary file, and PostgreSQL on the
+session's private server with a fresh database per test (`postgres_url`, tests/conftest.py). A test about
+one backend's internals is marked `sqlite_only` and skipped for the other."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scepd.store.sqlite import SqliteStore
-from tests.support.postgres import PostgresServer, postgres_server
 
 BACKEND_NAMES = ["sqlite", "postgres"]
 
@@ -25,20 +24,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         spec = getattr(item, "callspec", None)
         if spec is not None and spec.params.get("store") == "postgres" and item.get_closest_marker("sqlite_only"):
             item.add_marker(pytest.mark.skip(reason="about SQLite's own workings"))
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
-
-
-@pytest.fixture
-def postgres_url(postgres: PostgresServer) -> Iterator[str]:
-    """A fresh, empty database on the session's server, dropped after the test."""
-    name = postgres.create_database()
-    yield postgres.url(name)
-    postgres.drop_database(name)
 
 
 @pytest.fixture(params=BACKEND_NAMES)

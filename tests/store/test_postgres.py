@@ -8,6 +8,8 @@ import dataclasses
 import datetime as dt
 import multiprocessing
 import multiprocessing.synchronize
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -16,9 +18,11 @@ import trio
 
 from scepd.store.base import CertStatus, PendingStatus, RevocationOutcome, SerialCollision, StoreError
 from scepd.store.postgres import MIGRATIONS, PostgresStore
+from scepd.store.postgres.connection import GRACE
+from scepd.store.postgres.watchdog import POLL
 from tests.store.test_pending import held
 from tests.store.test_sqlite import DIGEST, NOW, record
-from tests.support.postgres import postgres_server
+from tests.support.postgres import PostgresServer, frozen, postgres_server
 
 ROUNDS = 60  # per process and per kind of race
 
@@ -31,7 +35,7 @@ async def test_session_is_utc_durable_and_read_committed(postgres_url: str) -> N
                 " current_setting('transaction_isolation') AS iso, current_setting('statement_timeout') AS timeout"
             ).fetchone()
         )
-    assert row == {"tz": "UTC", "sync": "on", "iso": "read committed", "timeout": "30s"}
+    assert row == {"tz": "UTC", "sync": "on", "iso": "read committed", "timeout": "10s"}
 
 
 async def test_schema_version_is_recorded_and_a_newer_schema_is_refused(postgres_url: str) -> None:
@@ -122,27 +126,100 @@ async def test_a_lost_connection_is_made_again(postgres_url: str) -> None:
         assert store.fault is None
 
 
-async def test_the_store_rides_out_a_server_restart() -> None:
+async def test_a_frozen_session_fails_within_the_bound_and_is_made_again(postgres_url: str) -> None:
+    """A backend that stops answering (SIGSTOP: the socket stays open, nothing comes back) holds no call
+    longer than the session's statement_timeout plus GRACE, queued calls included; the connection is
+    dropped and made again, and the calls after it work (the server itself still answers)."""
+    url = postgres_url + "&options=-c%20statement_timeout%3D500"  # the URL's setting wins over the default
+    bound = 0.5 + GRACE
+    async with PostgresStore.open(url) as store:
+        await store.put_issued(record(1))
+        setting = await store.database.run(lambda conn: conn.execute("SHOW statement_timeout").fetchone())
+        assert setting == {"statement_timeout": "500ms"}
+        pids = [
+            await store.database.run(lambda conn: conn.execute("SELECT pg_backend_pid() AS pid").fetchone()),
+            await store.database.read(lambda conn: conn.execute("SELECT pg_backend_pid() AS pid").fetchone()),
+        ]
+        failures: list[tuple[str, float]] = []
+
+        async def timed(name: str, call: Any) -> None:
+            start = time.monotonic()
+            with pytest.raises(StoreError) as failed:
+                await call()
+                pytest.fail(f"{name} succeeded after {time.monotonic() - start:.2f} s")
+            failures.append((failed.value.kind, time.monotonic() - start))
+            assert "no answer from the database" in str(failed.value)
+
+        # Without the bound the calls below wait for the thaw (a running call cannot be abandoned).
+        with frozen([row["pid"] for row in pids], thaw_after=bound + 5):
+            async with trio.open_nursery() as nursery:  # one running on each connection, one queued behind
+                nursery.start_soon(timed, "put 2", lambda: store.put_issued(record(2)))
+                nursery.start_soon(timed, "put 3", lambda: store.put_issued(record(3)))
+                nursery.start_soon(timed, "counts", lambda: store.counts(NOW))
+                nursery.start_soon(timed, "counts again", lambda: store.counts(NOW))
+            assert store.fault is not None and store.fault.kind == "cantopen"
+        assert len(failures) == 4
+        assert all(kind == "cantopen" and took < bound + POLL + 1.0 for kind, took in failures), failures
+        await store.put_issued(record(4))  # on new sessions
+        assert store.fault is None
+        assert {c.serial for c in await store.list_certificates()} == {1, 4}
+        assert (await store.counts(NOW)).certificates["valid"] == 2
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[PostgresServer]:
+    """A server of this module's own, for the tests that stop or freeze the whole of it."""
+    with postgres_server() as server:
+        yield server
+
+
+async def test_a_frozen_server_holds_no_call_past_its_bound(own_server: PostgresServer) -> None:
+    """The whole server frozen, postmaster included, so that connecting again hangs too: calls queued
+    behind a hung one still end by their own deadline (a reconnect is not started without the time
+    libpq needs for it), and the store works again after SIGCONT."""
+    url = own_server.url(own_server.create_database()) + "&options=-c%20statement_timeout%3D500"
+    bound = 0.5 + GRACE
+    async with PostgresStore.open(url) as store:
+        await store.put_issued(record(1))
+        took: list[float] = []
+
+        async def put(serial: int, after: float) -> None:
+            await trio.sleep(after)
+            start = time.monotonic()
+            with pytest.raises(StoreError):
+                await store.put_issued(record(serial))
+            took.append(time.monotonic() - start)
+
+        with frozen(own_server.processes(), thaw_after=3 * bound + 5):
+            async with trio.open_nursery() as nursery:
+                for i, after in enumerate((0.0, 0.5, 1.5, 2.4, 3.0)):
+                    nursery.start_soon(put, 10 + i, after)
+        assert len(took) == 5 and max(took) < bound + POLL + 0.5, took
+        await store.put_issued(record(2))
+        assert store.fault is None
+
+
+async def test_the_store_rides_out_a_server_restart(own_server: PostgresServer) -> None:
     """While the server is down every call fails as cantopen and readiness says so; once it is back
     the next call connects again, with nothing lost and no restart of scepd."""
-    with postgres_server() as server:  # its own server: this test stops it
-        url = server.url(server.create_database())
-        async with PostgresStore.open(url) as store:
-            await store.put_issued(record(1))
-            await trio.to_thread.run_sync(server.stop)
-            with pytest.raises(StoreError) as failed:
-                await store.put_issued(record(2))
-            assert failed.value.kind == "cantopen" and store.fault is not None
-            with pytest.raises(StoreError):
-                await store.ping()
-            with pytest.raises(StoreError) as reader_failed:
-                await store.counts(NOW)
-            assert reader_failed.value.kind == "cantopen"
-            await trio.to_thread.run_sync(server.start)
+    server = own_server  # this test stops it
+    url = server.url(server.create_database())
+    async with PostgresStore.open(url) as store:
+        await store.put_issued(record(1))
+        await trio.to_thread.run_sync(server.stop)
+        with pytest.raises(StoreError) as failed:
             await store.put_issued(record(2))
-            assert store.fault is None
-            assert [c.serial for c in await store.list_certificates()] == [2, 1]
-            assert (await store.counts(NOW)).certificates["valid"] == 2
+        assert failed.value.kind == "cantopen" and store.fault is not None
+        with pytest.raises(StoreError):
+            await store.ping()
+        with pytest.raises(StoreError) as reader_failed:
+            await store.counts(NOW)
+        assert reader_failed.value.kind == "cantopen"
+        await trio.to_thread.run_sync(server.start)
+        await store.put_issued(record(2))
+        assert store.fault is None
+        assert [c.serial for c in await store.list_certificates()] == [2, 1]
+        assert (await store.counts(NOW)).certificates["valid"] == 2
 
 
 async def test_an_unreachable_server_is_cantopen(postgres: Any) -> None:

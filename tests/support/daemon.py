@@ -3,6 +3,9 @@
 The daemon is set up with the same `scepd init` the README uses and started
 with `scepd serve` on an ephemeral loopback port, so tests talk real HTTP to
 the real thing. Teardown sends SIGTERM, as systemd would.
+
+Its store is the SQLite file `scepd init` configures, or, with `init_state(..., store_url=...)`, a
+PostgreSQL database (the `postgres_url` fixture of tests/conftest.py gives a fresh one).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +41,7 @@ class Daemon:
     proc: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
     metrics_base: str | None = None  # http://127.0.0.1:PORT of the metrics listener, when enabled
+    store_url: str | None = None  # the PostgreSQL database, when the config names one instead of a file
 
     @property
     def metrics_url(self) -> str:
@@ -63,7 +68,8 @@ class Daemon:
         return self.proc.poll() is None
 
     def db(self) -> sqlite3.Connection:
-        """A read-only view of the daemon's store, to check what was recorded."""
+        """A read-only view of the daemon's SQLite store, to check what was recorded."""
+        assert self.store_url is None, "this daemon's store is PostgreSQL: query store_url with psycopg"
         return sqlite3.connect(f"file:{self.state / 'scepd.sqlite3'}?mode=ro", uri=True)
 
     def log(self) -> str:
@@ -116,10 +122,18 @@ def _template(no_ra: bool) -> Path:
 
 
 def init_state(
-    state: Path, challenge: str, *, workers: int = 0, processes: int = 1, extra_toml: str = "", no_ra: bool = False
+    state: Path,
+    challenge: str,
+    *,
+    workers: int = 0,
+    processes: int = 1,
+    extra_toml: str = "",
+    no_ra: bool = False,
+    store_url: str | None = None,
 ) -> None:
     """What `scepd init` as the README runs it (CA + RA) leaves in `state`; `no_ra` makes the lone-CA layout of
-    earlier versions.
+    earlier versions. With `store_url` the `[store]` section names that PostgreSQL database instead of the
+    SQLite file (what an operator edits by hand: docs/storage.md).
 
     The directory is a copy of a template made once by the real `scepd init` (see `_template`), with its own
     token files, challenge and settings: a test may change its token, store and config freely, but every copy
@@ -134,6 +148,7 @@ def init_state(
     for before, after in (
         ("workers = 0\n", f"workers = {workers}\n"),
         ("processes = 1\n", f"processes = {processes}\n"),
+        *([('path = "scepd.sqlite3"\n', f'url = "{store_url}"\n')] if store_url is not None else []),
     ):
         assert text.count(before) == 1, (before, text)
         text = text.replace(before, after)
@@ -176,7 +191,8 @@ def running(
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError("scepd did not start:\n" + "".join(output))
-    daemon = Daemon(state, base[0], path, challenge, proc, output, metrics_base[0] if metrics_base else None)
+    store_url = tomllib.loads((state / "scepd.toml").read_text()).get("store", {}).get("url")
+    daemon = Daemon(state, base[0], path, challenge, proc, output, metrics_base[0] if metrics_base else None, store_url)
     try:
         yield daemon
     finally:

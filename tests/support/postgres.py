@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -103,6 +104,47 @@ class PostgresServer:
         """Fast shutdown (SIGINT): sessions are ended, the server checkpoints and exits."""
         if self.proc is not None:
             _stop(self.proc)
+
+    def processes(self) -> list[int]:
+        """The postmaster and every process it started (backends, checkpointer, WAL writer...)."""
+        assert self.pid is not None, "the server is not running"
+        children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == self.pid]
+        return [self.pid, *children]
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):  # gone meanwhile
+        return None
+
+
+@contextmanager
+def frozen(pids: list[int], *, thaw_after: float | None = None) -> Iterator[None]:
+    """SIGSTOP `pids` (a server that hangs, as a client sees it: sockets open, no answer) and SIGCONT
+    them when the block ends, whatever happens in it.
+
+    `thaw_after` also thaws them from a timer after that many seconds: a call that cannot be abandoned
+    would otherwise wait for the thaw, so a missing bound fails the test on timing instead of hanging it."""
+
+    def thaw() -> None:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+    timer = threading.Timer(thaw_after, thaw) if thaw_after is not None else None
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        if timer is not None:
+            timer.start()
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
+        thaw()
 
 
 def _run_as() -> tuple[str | None, int | None, int | None]:

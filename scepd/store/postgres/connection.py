@@ -20,6 +20,17 @@ its COMMIT may or may not have happened: it raises `StoreError` and the
 caller answers 503 (put_issued's `once` lets the client's retry find the
 certificate if it did commit).
 
+Every call is bounded in time, so that a database that stops answering makes
+requests fail with a 503 instead of hanging them: `statement_timeout` (10 s
+unless the URL's `options` set another) lets a live server cancel a slow
+statement, and a call that is still not done a little after that (queueing
+included) has its connection broken by the watchdog (watchdog.py), which also
+covers a server that answers nothing at all. Why 10 s and not more: every
+statement scepd runs takes milliseconds, so a statement still running after
+seconds is a stuck lock or a stuck server, and a client told 503 and
+Retry-After does better than one whose request is held for half a minute
+(the SQLite store gives up on a lock after 5 s).
+
 psycopg's exceptions stop here: callers see `StoreError` with a kind taken
 from the SQLSTATE, and a fault episode is logged once and counted every time.
 """
@@ -27,6 +38,9 @@ from the SQLSTATE, and a fault episode is logged once and counted every time.
 from __future__ import annotations
 
 import logging
+import math
+import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -41,6 +55,7 @@ from scepd import metrics
 from scepd.episodes import Backoff, Episode
 from scepd.store.base import StoreError
 from scepd.store.postgres.migrations import migrate
+from scepd.store.postgres.watchdog import Overdue, Watchdog, shut_down, socket_of
 from scepd.store.thread import ConnectionThread
 
 T = TypeVar("T")
@@ -50,6 +65,13 @@ _log = logging.getLogger("scepd.store")
 # Run again from the start: the other transaction won, ours saw nothing of it.
 RETRIED = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 ATTEMPTS = 8
+
+# Defaults a URL may override (`connect_timeout=`, `options=-c statement_timeout=...`).
+STATEMENT_TIMEOUT = "10s"
+CONNECT_TIMEOUT = 5  # seconds
+MIN_CONNECT_TIMEOUT = 2  # libpq's floor, which psycopg keeps: a shorter connect_timeout counts as 2 s
+# A call's bound is the session's statement_timeout plus this: time for the server's own cancel to come back.
+GRACE = 2.0
 
 # SQLSTATE (exact, then its two-character class) -> StoreError.kind.
 _BY_STATE = {
@@ -98,53 +120,135 @@ def describe(url: str) -> str:
 
 
 def connect(url: str, *, read_only: bool = False) -> Conn:
-    """One connection in autocommit mode (`transaction` says where transactions start and end)."""
-    conn = psycopg.connect(
-        url,
-        autocommit=True,
-        row_factory=dict_row,
-        connect_timeout=10,
-        # Over TCP, notice a peer that vanished without a word (a partition) within about 25 s.
-        keepalives=1,
-        keepalives_idle=10,
-        keepalives_interval=5,
-        keepalives_count=3,
-    )
+    """One connection in autocommit mode (`transaction` says where transactions start and end), its
+    session set up (`prepare`)."""
+    conn = open_connection(url)
     try:
-        # UTC in and out; every commit durable before it returns, whatever the server's default;
-        # no statement holds the write thread longer than 30 s.
-        conn.execute("SET TIME ZONE 'UTC'")
-        conn.execute("SET synchronous_commit = on")
-        conn.execute("SET statement_timeout = '30s'")
-        if read_only:
-            conn.execute("SET default_transaction_read_only = on")
+        prepare(conn, read_only=read_only)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
+def open_connection(url: str, *, timeout: int | None = None) -> Conn:
+    """A connection whose session is not set up yet (`prepare`): `Link` hands its socket to the watchdog
+    first, so that a server that stops answering during the set-up cannot hold it either.
+
+    `timeout` (seconds) shortens the connect timeout for a call that has less time left than that."""
+    params = conninfo_to_dict(url)
+    options = str(params.get("options") or "")
+    if "statement_timeout" not in options:  # no statement holds a connection's thread longer than this
+        options = f"{options} -c statement_timeout={STATEMENT_TIMEOUT}".strip()
+    raw = params.get("connect_timeout")
+    configured = int(float(raw)) if raw not in (None, "") else CONNECT_TIMEOUT
+    if timeout is not None:  # 0 or less in a URL means no limit of its own
+        configured = timeout if configured <= 0 else min(configured, timeout)
+    return psycopg.connect(
+        url,
+        autocommit=True,
+        row_factory=dict_row,
+        connect_timeout=configured,
+        options=options,
+        # Over TCP, notice a peer that vanished without a word (a partition) within about 25 s.
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+    )
+
+
+def prepare(conn: Conn, *, read_only: bool = False) -> float | None:
+    """Set the session up; the seconds a call may take on it (`call_bound`)."""
+    # UTC in and out; every commit durable before it returns, whatever the server's default.
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.execute("SET synchronous_commit = on")
+    if read_only:
+        conn.execute("SET default_transaction_read_only = on")
+    return call_bound(conn)
+
+
+def call_bound(conn: Conn) -> float | None:
+    """Seconds a call may take on this session: its statement_timeout plus GRACE; None when it has none."""
+    row = conn.execute("SELECT setting::bigint AS ms FROM pg_settings WHERE name = 'statement_timeout'").fetchone()
+    ms = int(row["ms"]) if row is not None else 0
+    return ms / 1000 + GRACE if ms > 0 else None
+
+
 class Link:
-    """One connection, made again on first use after it was lost. Only its thread touches it."""
+    """One connection, made again on first use after it was lost. Only its thread uses the connection;
+    the watchdog thread may break it (`break_if_overdue`) when a call runs past its deadline."""
 
     def __init__(self, url: str, *, read_only: bool = False) -> None:
         self.url = url
         self.read_only = read_only
+        self.bound: float | None = None  # seconds a call may take, from the last session's statement_timeout
         self._conn: Conn | None = None
+        self._sock: socket.socket | None = None  # a duplicate of the connection's socket, for the watchdog
+        self._lock = threading.Lock()  # between this link's thread and the watchdog
+        self._deadline: float | None = None  # of the call running now (time.monotonic())
+        self._overran = False
 
     def get(self) -> Conn:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
-            if conn is not None:
+            self.close()
+            timeout = None
+            if self._deadline is not None:
+                # libpq (and psycopg) wait at least 2 s for a connection: with less time left, leave the
+                # attempt to the next call rather than overrun this one's deadline.
+                left = self._deadline - time.monotonic()
+                if left < MIN_CONNECT_TIMEOUT or self._overran:
+                    raise Overdue("no answer from the database, and no time left in this call to connect again")
+                timeout = math.floor(left)
+            conn = open_connection(self.url, timeout=timeout)
+            try:
+                sock = socket_of(conn.fileno())
+            except BaseException:
                 conn.close()
-            self._conn = None
-            conn = self._conn = connect(self.url, read_only=self.read_only)
+                raise
+            with self._lock:  # from here on the watchdog can break it, the session's set-up included
+                self._conn, self._sock = conn, sock
+            try:
+                self.bound = prepare(conn, read_only=self.read_only)
+            except BaseException:
+                self.close()
+                raise
         return conn
 
+    def bounded(self, deadline: float | None, work: Callable[[Link], T]) -> T:
+        """`work(self)`, unless `deadline` passed while it was queued; broken by the watchdog if it runs past."""
+        if deadline is not None and time.monotonic() >= deadline:
+            raise Overdue(f"no answer from the database within {self.bound or 0:g} s (the call never ran)")
+        with self._lock:
+            self._deadline, self._overran = deadline, False
+        try:
+            return work(self)
+        except psycopg.Error as e:
+            if self._overran:
+                raise Overdue(f"no answer from the database within {self.bound or 0:g} s; connection dropped") from e
+            raise
+        finally:
+            with self._lock:
+                self._deadline = None
+
+    def break_if_overdue(self, now: float) -> None:
+        """From the watchdog's thread: shut the socket of a call past its deadline down, once."""
+        with self._lock:
+            # No socket yet: the call is connecting, which its connect timeout bounds; look again later.
+            if self._deadline is None or now < self._deadline or self._overran or self._sock is None:
+                return
+            self._overran = True
+            shut_down(self._sock)
+
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._lock:
+            conn, sock = self._conn, self._sock
+            self._conn = self._sock = None
+        if sock is not None:
+            sock.close()
+        if conn is not None:
+            conn.close()
 
 
 def _idle_connection_died(conn: Conn, e: psycopg.Error) -> bool:
@@ -211,6 +315,8 @@ class Database:
     """The write connection's thread, the read-only connection's thread, and this process's fault state."""
 
     def __init__(self, writer: Link, reader: Link, url: str) -> None:
+        self._links = (writer, reader)
+        self._watchdog: Watchdog | None = Watchdog([writer, reader])
         self._writer: ConnectionThread[Link] | None = ConnectionThread(writer, "scepd-store", Link.close)
         self._reader: ConnectionThread[Link] | None = ConnectionThread(reader, "scepd-store-reader", Link.close)
         self.location = describe(url)
@@ -238,20 +344,27 @@ class Database:
         return self._last_commit
 
     async def close(self) -> None:
-        threads = (self._reader, self._writer)
-        self._reader = self._writer = None
+        threads, watchdog = (self._reader, self._writer), self._watchdog
+        self._reader = self._writer = self._watchdog = None
         with trio.CancelScope(shield=True):
             for thread in threads:
                 if thread is not None:
                     await thread.stop()
+            if watchdog is not None:
+                await trio.to_thread.run_sync(watchdog.stop)
+
+    def _deadline(self, link: Link) -> float | None:
+        """When a call submitted now must be done, queueing included (time.monotonic())."""
+        return time.monotonic() + link.bound if link.bound is not None else None
 
     async def call(self, work: Callable[[Link], T], *, committed: Callable[[T], bool]) -> T:
         """Run `work(link)` on the write connection's thread; `committed(result)` says whether it wrote."""
         thread = self._writer
         if thread is None:
             raise StoreError("the store is closed", "closed")
+        deadline = self._deadline(self._links[0])
         try:
-            result = await thread.call(work)
+            result = await thread.call(lambda link: link.bounded(deadline, work))
         except psycopg.Error as e:
             raise self._failed(store_error(e)) from e
         if committed(result):
@@ -271,8 +384,9 @@ class Database:
         thread = self._reader
         if thread is None:
             raise StoreError("the store is closed", "closed")
+        deadline = self._deadline(self._links[1])
         try:
-            return await thread.call(lambda link: statements(link, work))
+            return await thread.call(lambda link: link.bounded(deadline, lambda li: statements(li, work)))
         except psycopg.Error as e:
             raise self._failed(store_error(e)) from e
 
