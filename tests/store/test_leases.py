@@ -51,17 +51,17 @@ async def test_release_lets_another_claim_at_once_and_only_the_holder_releases(s
 async def test_two_postgres_stores_racing_for_a_lease_exactly_one_wins(postgres_url: str) -> None:
     """Two connections (as two nodes have) claim 40 fresh leases at the same moment, and an expired one."""
     async with PostgresStore.open(postgres_url) as a, PostgresStore.open(postgres_url) as b:
+
+        async def claim(store: PostgresStore, holder: str, name: str, start: trio.Event, won: dict[str, bool]) -> None:
+            await start.wait()
+            won[holder] = await store.claim(name, holder, 30)
+
         for round_ in range(40):
             won: dict[str, bool] = {}
             start = trio.Event()
-
-            async def claim(store: PostgresStore, holder: str, name: str) -> None:
-                await start.wait()
-                won[holder] = await store.claim(name, holder, 30)
-
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(claim, a, "node-a", f"race-{round_}")
-                nursery.start_soon(claim, b, "node-b", f"race-{round_}")
+                nursery.start_soon(claim, a, "node-a", f"race-{round_}", start, won)
+                nursery.start_soon(claim, b, "node-b", f"race-{round_}", start, won)
                 await trio.sleep(0.01)
                 start.set()
             assert sorted(won.values()) == [False, True], won
