@@ -16,9 +16,11 @@ from cryptography import x509
 
 from scepd.scep.constants import PkiStatus
 from scepd.store.postgres import PostgresStore
-from tests.e2e.test_operations import scrape, value
+from tests.e2e.test_intune import INTUNE_PATH, intune_toml
+from tests.e2e.test_operations import scrape, total, value
 from tests.e2e.test_postgres_nodes import use_database
 from tests.support.daemon import Daemon, init_state, running, scepd
+from tests.support.fake_intune.server import running_fake_intune
 from tests.support.postgres import PostgresServer, postgres_server
 from tests.support.scep_client import connected
 
@@ -33,9 +35,9 @@ def server() -> Iterator[PostgresServer]:
         yield s
 
 
-def node(tmp_path: Path, name: str, url: str, lease: float = LEASE) -> Path:
+def node(tmp_path: Path, name: str, url: str, lease: float = LEASE, extra_toml: str = "") -> Path:
     state = tmp_path / name
-    init_state(state, CHALLENGE)
+    init_state(state, CHALLENGE, extra_toml=extra_toml)
     use_database(state, url)
     config = state / "scepd.toml"
     text = config.read_text()
@@ -120,28 +122,45 @@ def test_one_node_leads_and_a_killed_leader_is_replaced_when_its_lease_runs_out(
     assert "Traceback" not in a.log(), a.log()
 
 
+def downloads(daemon: Daemon) -> float:
+    """Intune revocation downloads this node made (the sync runs on the leader only)."""
+    return total(scrape(daemon), "scepd_intune_calls_total", action="download_revocations")
+
+
 def test_a_leader_stopped_cleanly_hands_over_at_once(server: PostgresServer, tmp_path: Path) -> None:
+    """With Intune configured on both nodes, so the revocation sync is seen to run on the leader only."""
     lease = 4.0  # long, so a handover by expiry could not pass for one by release
     name = server.create_database()
     url = server.url(name)
-    with running(node(tmp_path, "node-a", url, lease), CHALLENGE) as a:
-        wait(lambda: leads(a), what="node-a to lead")
-        with running(node(tmp_path, "node-b", url, lease), CHALLENGE) as b:
-            time.sleep(lease / 3 + 0.2)
-            assert "event=leader_acquired" not in b.log()
-            a.proc.terminate()
-            assert a.proc.wait(30) == 0
-            stopped = time.monotonic()
+    with running_fake_intune() as fake:
+        secret = tmp_path / "intune-client-secret"
+        secret.write_text(fake.client_secret or "")
+        intune = intune_toml(fake, secret, interval=0.3)
+        with running(node(tmp_path, "node-a", url, lease, intune), CHALLENGE, path=INTUNE_PATH) as a:
+            wait(lambda: leads(a), what="node-a to lead")
+            with running(node(tmp_path, "node-b", url, lease, intune), CHALLENGE, path=INTUNE_PATH) as b:
+                wait(lambda: downloads(a) >= 2, timeout=10, what="node-a's revocation sync")
+                time.sleep(lease / 3 + 0.2)
+                assert "event=leader_acquired" not in b.log()
+                assert downloads(b) == 0  # the follower never polls Intune
+                a.proc.terminate()
+                assert a.proc.wait(30) == 0
+                stopped = time.monotonic()
 
-            async def holders() -> list[str]:
-                async with PostgresStore.open(url) as store:
-                    rows = await store.database.run(lambda conn: conn.execute("SELECT holder FROM leases").fetchall())
-                    return [r["holder"] for r in rows]
+                async def holders() -> list[str]:
+                    async with PostgresStore.open(url) as store:
+                        rows = await store.database.run(
+                            lambda conn: conn.execute("SELECT holder FROM leases").fetchall()
+                        )
+                        return [r["holder"] for r in rows]
 
-            # Released on the way out: node-a's row is gone before the process ended.
-            assert not [h for h in trio.run(holders) if h.startswith("node-a:")]
-            took = wait(lambda: leads(b), timeout=lease + 5, what="node-b to lead") - stopped
-            assert took <= lease / 3 + 0.5, took  # its next attempt, not the lease's expiry
-            assert "reason=stopping" in a.log()
-            wait(lambda: "event=crl_published" in b.log(), timeout=5, what="node-b to sign")
+                # Released on the way out: node-a's row is gone before the process ended.
+                assert not [h for h in trio.run(holders) if h.startswith("node-a:")]
+                took = wait(lambda: leads(b), timeout=lease + 5, what="node-b to lead") - stopped
+                assert took <= lease / 3 + 0.5, took  # its next attempt, not the lease's expiry
+                assert "reason=stopping" in a.log()
+                wait(lambda: "event=crl_published" in b.log(), timeout=5, what="node-b to sign")
+                wait(lambda: downloads(b) >= 1, timeout=10, what="node-b's revocation sync")
+            assert "Traceback" not in b.log(), b.log()
+        assert "Traceback" not in a.log(), a.log()
     server.drop_database(name)
