@@ -170,6 +170,8 @@ class Leadership:
         """Give the lease up, so another node need not wait for it to expire (it is ours only if held)."""
         if not self._held:
             return
+        # The timeout spares a stop the wait for a store that is down; a call the store's thread has
+        # started is still waited for (scepd/store/thread.py), so it cannot bound a hung one.
         with trio.move_on_after(RELEASE_TIMEOUT):
             try:
                 await self.leases.release(self.name, self.holder)
