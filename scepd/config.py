@@ -140,7 +140,8 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     processes: int = 1  # serving processes on the one listening socket (scepd.serving)
     store_url: str | None = None  # postgresql://... (docs/storage.md); exclusive with store_path
-    node_name: str = ""  # this node among several on one store (scepd.leadership); the hostname by default
+    # This node among several on one store (scepd.leadership): the holder name of its leader lease.
+    node_name: str = field(default_factory=socket.gethostname)
     leader_lease_seconds: float = 30.0  # how long a node leads the background loops without renewing
 
     @property
