@@ -143,19 +143,28 @@ class Leadership:
                 await self._follow(follow, started)
 
     async def _lead(self, lead: Sequence[Task], started: Callable[[], None]) -> str:
-        """Run the leader tasks until the lease may have run out; why they stopped."""
+        """Run the leader tasks until the lease may have run out or another holds it; which of the two."""
+        why = "renewal_overdue"
         with trio.CancelScope(deadline=self._until) as scope:
-            async with trio.open_nursery() as nursery:
-                for task in lead:
-                    await nursery.start(task)
-                started()
+
+            async def track_claims() -> None:
+                # Beside the tasks' start-up too: a slow start (the first CRL of a large store) must
+                # neither miss a renewal that moves the deadline on nor outlive a refused one.
+                nonlocal why
                 while True:
                     await self._wait_for_claim()
                     if self._until == -math.inf:
-                        nursery.cancel_scope.cancel()
-                        return "held_by_another"
+                        why = "held_by_another"
+                        scope.cancel()
+                        return
                     scope.deadline = self._until
-        return "renewal_overdue"
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(track_claims)
+                for task in lead:
+                    await nursery.start(task)
+                started()
+        return why
 
     async def _follow(self, follow: Sequence[Task], started: Callable[[], None]) -> None:
         async with trio.open_nursery() as nursery:

@@ -21,9 +21,10 @@ LEASE = 1.2  # seconds: renewals every 0.4 s, a leader stops 1.0 s after its las
 
 
 class Loop:
-    """A background task that records when it runs."""
+    """A background task that records when it runs; `start_up` seconds pass before it reports started."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_up: float = 0.0) -> None:
+        self.start_up = start_up
         self.running = False
         self.starts = 0
         self.stopped_at: list[float] = []
@@ -31,6 +32,7 @@ class Loop:
     async def __call__(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.running = True
         self.starts += 1
+        await trio.sleep(self.start_up)
         task_status.started()
         try:
             await trio.sleep_forever()
@@ -188,3 +190,24 @@ async def test_a_follower_that_never_wins_never_runs_the_loops(store: SqliteStor
         await trio.sleep(LEASE)
         assert lead.starts == 0 and follow.starts == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_start_of_the_leader_tasks_does_not_cost_the_lease(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Like the CRL publisher of a large store, a task takes longer to start than the leader may go
+    without renewing: the renewals made meanwhile keep it leading."""
+    caplog.set_level(logging.INFO, "scepd.leader")
+    leadership = Leadership(store, "node-a", lease=LEASE)
+    slow, follow = Loop(start_up=leadership.hold_for * 1.5), Loop()
+    # Without the renewals counted during the start, it lost the lease at every start and never reported
+    # started: the daemon's start-up would hang. Here a bound turns that into a failure.
+    with trio.fail_after(LEASE * 4):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(leadership.run, [slow], [follow])
+            assert slow.running and slow.starts == 1 and not follow.running
+            await trio.sleep(LEASE)
+            assert slow.running and slow.starts == 1 and follow.starts == 0
+            nursery.cancel_scope.cancel()
+    lost = events(caplog, "leader_lost")
+    assert len(lost) == 1 and "reason=stopping" in lost[0], lost
