@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -140,6 +141,9 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     processes: int = 1  # serving processes on the one listening socket (scepd.serving)
     store_url: str | None = None  # postgresql://... (docs/storage.md); exclusive with store_path
+    # This node among several on one store (scepd.leadership): the holder name of its leader lease.
+    node_name: str = field(default_factory=socket.gethostname)
+    leader_lease_seconds: float = 30.0  # how long a node leads the background loops without renewing
 
     @property
     def store_location(self) -> str | Path:
@@ -488,6 +492,14 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     processes = server.get("processes", int, 1)
     if not 1 <= processes <= 64:
         raise ConfigError("server.processes", "must be between 1 and 64")
+    node_name = server.get("node_name", str, None)
+    if node_name is None:
+        node_name = socket.gethostname()
+    elif not node_name or len(node_name) > 100 or not node_name.isprintable():
+        raise ConfigError("server.node_name", "must be 1 to 100 printable characters")
+    lease = server.get("leader_lease_seconds", (int, float), 30)
+    if not 1 <= lease <= 600:
+        raise ConfigError("server.leader_lease_seconds", "must be between 1 and 600")
     server.done()
 
     tok = root.sub("token")
@@ -650,6 +662,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         crl=crl,
         metrics=metrics,
         processes=processes,
+        node_name=node_name,
+        leader_lease_seconds=float(lease),
     )
 
 

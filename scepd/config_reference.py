@@ -76,6 +76,17 @@ KEYS: dict[str, Doc] = {
         "connection; only the first runs the background loops and talks to systemd. "
         "`scepd init --processes N` writes it."
     ),
+    "server.node_name": Doc(
+        "This node's name among several sharing one PostgreSQL database: it starts the holder name of the "
+        "leader lease (with the process ID and a random suffix) and appears in the `leader_acquired` and "
+        "`leader_lost` events ([operations.md](operations.md)).",
+        unset="the machine's hostname",
+    ),
+    "server.leader_lease_seconds": Doc(
+        "How long (1 to 600 s) one node may run the once-per-deployment loops (CRL signing, pending "
+        "expiry, Intune revocation sync) without renewing its lease in the store. The leader renews every "
+        "third of it; after a crash another node takes over within about 1.3 times this."
+    ),
     # [token]
     "token.module": Doc("Path of the PKCS#11 module to load."),
     "token.label": Doc("Label of the token to use."),

@@ -146,6 +146,13 @@ CRL_NEXT_UPDATE_SECONDS = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
+LEADER = Gauge(
+    "scepd_leader",
+    "1 while this node holds the leader lease and runs the once-per-deployment loops (CRL signing, pending"
+    " expiry, Intune revocation sync), else 0.",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
 READY = Gauge(
     "scepd_ready",
     "1 when a readiness check passed at its last run, 0 when it failed, by check (token, store, intune).",

@@ -11,8 +11,9 @@ module instance per process, as scepd.keys.pkcs11.session requires), its own sto
 connection (SQLite serialises writers) and its own Intune client. `scepd
 init` writes one serving process per core (docs/benchmarks.md says why).
 
-The primary alone runs the background loops (CRL signing, Intune revocation
-sync, CA expiry), the metrics listener (summing every process through
+The primary alone runs the background loops (CA expiry; CRL signing and the
+Intune revocation sync while its node holds the leader lease, scepd.leadership),
+the metrics listener (summing every process through
 prometheus-client's multiprocess files) and talks to systemd. It restarts a
 serving process that dies, and passes SIGHUP and SIGTERM on. Each serving
 process holds one end of a socketpair: it writes one byte once it accepts

@@ -51,6 +51,7 @@ from scepd.keys.pkcs11.key import Pkcs11Key
 from scepd.keys.pkcs11.pool import TokenPool
 from scepd.keys.tpm import is_tpm_module
 from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
+from scepd.leadership import Leadership, holder_id
 from scepd.logs import event, event_text
 from scepd.store.backends import open_store
 from scepd.store.roles import Store
@@ -305,7 +306,10 @@ def intune_http(settings: IntuneConfig | None) -> httpx.AsyncClient:
 @asynccontextmanager
 async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Site]:
     """Everything one process serves with; `primary=False` for a serving process beside the primary
-    (scepd.serving), which runs no background loop of its own but follows the primary's CRL."""
+    (scepd.serving), which runs no background loop of its own but follows the primary's CRL.
+
+    A primary runs the per-node loops itself and the once-per-deployment ones only while its node
+    holds the leader lease (scepd.leadership); with SQLite it is the only node and always does."""
     from scepd.http.app import Site
 
     async with TokenPool.open(token_config(config)) as pool:
@@ -329,15 +333,19 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
                 file=config.crl.file,
                 check_interval=config.crl.check_interval_seconds,
             )
-            background.append(crl.run if primary else crl.follow)
+            # Once per deployment, on the node holding the leader lease (scepd.leadership): CRL signing,
+            # the expiry of held requests, the Intune revocation sync. The other nodes' primaries, and
+            # every serving process beside a primary, follow the CRL the leader signed.
+            lead: list[Background] = [
+                crl.run,
+                partial(
+                    expire_pending_loop,
+                    store,
+                    expiry_interval(p.pending_ttl for p in config.profiles.values() if p.approval),
+                ),
+            ]
             if primary:
-                background.append(
-                    partial(
-                        expire_pending_loop,
-                        store,
-                        expiry_interval(p.pending_ttl for p in config.profiles.values() if p.approval),
-                    )
-                )
+                # Per node: the CA expiry warning and its gauges.
                 background.append(
                     partial(
                         watch_expiry,
@@ -365,8 +373,12 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
                     batch=config.intune.revocation_batch,
                     on_revoked=crl.refresh,
                 )
-                if primary:
-                    background.append(sync.run)
+                lead.append(sync.run)
+            if primary:
+                leadership = Leadership(store, holder_id(config.node_name), lease=config.leader_lease_seconds)
+                background.append(partial(leadership.run, lead, [crl.follow]))
+            else:
+                background.append(crl.follow)
 
             async def refresh_metrics() -> None:
                 now = utc_now()

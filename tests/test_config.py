@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ def test_defaults_resolve_relative_paths() -> None:
     assert config.token.pin_source == "file:/etc/scepd/secrets/pin"
     assert config.listen_port == 8080
     assert config.processes == 1
+    assert config.node_name == socket.gethostname() and config.leader_lease_seconds == 30.0
     assert [e.path for e in config.endpoints] == ["/scep"]
     assert config.profiles["default"].validity == dt.timedelta(days=365)
 
@@ -50,6 +52,11 @@ def test_defaults_resolve_relative_paths() -> None:
         ({"token__workers": True}, "token.workers", "boolean"),
         ({"server__processes": 0}, "server.processes", "between 1 and 64"),
         ({"server__processes": 65}, "server.processes", "between 1 and 64"),
+        ({"server__leader_lease_seconds": 0.5}, "server.leader_lease_seconds", "between 1 and 600"),
+        ({"server__leader_lease_seconds": 601}, "server.leader_lease_seconds", "between 1 and 600"),
+        ({"server__leader_lease_seconds": "30"}, "server.leader_lease_seconds", "must be"),
+        ({"server__node_name": ""}, "server.node_name", "printable"),
+        ({"server__node_name": "a\nb"}, "server.node_name", "printable"),
         ({"token__colour": "blue"}, "token.colour", "unknown"),
         ({"challenge__static": None}, "endpoints.default.challenge", "challenge.static"),
         ({"ca__ra_key": "pkcs11:object=ra"}, "ca.ra_key", "go together"),
@@ -61,6 +68,11 @@ def test_invalid_settings_name_the_key(changes: dict[str, Any], key: str, words:
         parse(with_(**changes), Path("/x/scepd.toml"))
     assert info.value.key == key
     assert words in str(info.value)
+
+
+def test_node_name_and_lease_are_read() -> None:
+    config = parse(with_(server__node_name="ca-2.example", server__leader_lease_seconds=2.5), Path("/x/scepd.toml"))
+    assert (config.node_name, config.leader_lease_seconds) == ("ca-2.example", 2.5)
 
 
 def test_endpoint_must_name_existing_profile() -> None:

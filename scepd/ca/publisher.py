@@ -16,6 +16,9 @@ from the store, so numbers stay monotonic across restarts and processes.
 Each signed CRL is also kept in the store. With `server.processes` above 1,
 only the primary process signs (`run`); the serving processes beside it
 `follow`: they serve the stored CRL and re-read it every `check_interval`.
+With several nodes on one store, only the leading node's primary runs `run`;
+the others' primaries `follow`, and switch when the lease changes hands
+(scepd.leadership).
 """
 
 from __future__ import annotations

@@ -187,6 +187,28 @@ class CrlState(Protocol):
 
 
 @runtime_checkable
+class Leases(Protocol):
+    """Named leases with an expiry: how the nodes sharing one store agree which of them runs the work
+    that must run once per deployment (scepd/leadership.py).
+
+    Expiry is measured on the store's own clock (PostgreSQL's, for every node alike), so the nodes'
+    clocks need not agree; a holder bounds its own stay on its monotonic clock instead.
+    """
+
+    async def claim(self, name: str, holder: str, seconds: float) -> bool:
+        """Take or renew the lease `name` for `seconds` from now, in one atomic step.
+
+        True if the lease was free, had expired, or was held by `holder` already (then its expiry
+        moves on); False while another holder's lease is still valid, and nothing changes.
+        """
+        ...
+
+    async def release(self, name: str, holder: str) -> None:
+        """Give the lease up if `holder` holds it, so another can claim it at once; otherwise nothing."""
+        ...
+
+
+@runtime_checkable
 class StoreHealth(Protocol):
     """Whether the store can take writes now (readiness, and the gate before signing)."""
 
@@ -218,7 +240,9 @@ class Counts(Protocol):
 
 
 @runtime_checkable
-class Store(IssuedCertificates, Challenges, PendingRequests, IntuneLedger, CrlState, StoreHealth, Counts, Protocol):
+class Store(
+    IssuedCertificates, Challenges, PendingRequests, IntuneLedger, CrlState, Leases, StoreHealth, Counts, Protocol
+):
     """Every role in one object, as the wiring opens it; callers take the roles they need instead."""
 
     async def close(self) -> None:
@@ -232,6 +256,7 @@ ROLES: tuple[type, ...] = (
     PendingRequests,
     IntuneLedger,
     CrlState,
+    Leases,
     StoreHealth,
     Counts,
 )

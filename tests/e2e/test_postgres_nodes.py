@@ -1,7 +1,7 @@
 """Two scepd daemons (two "nodes": separate state directories, the same CA) sharing one PostgreSQL
 database through `[store] url`, enrolling at the same time over real HTTP. Groundwork for the shared
 store (docs/postgres-status.md): what this proves is that issuance, serials and the CRL state hold with
-two writers; leader election for the background loops is not done, both nodes run them."""
+two writers. Which node runs the background loops is tested in test_postgres_leader.py."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ async def test_two_daemons_on_one_database_issue_without_collisions(postgres_url
             stored = await store.list_certificates(limit=100)
             assert sorted(c.serial for c in stored) == sorted(serials)
             assert {c.subject.split(",")[0] for c in stored} >= {f"CN=a-{i}" for i in range(PER_NODE)}
-            with trio.fail_after(30):  # each node's primary signs a CRL at start-up and keeps it in the store
+            with trio.fail_after(30):  # the leading node signs a CRL at start-up and keeps it in the store
                 while await store.latest_crl() is None:
                     await trio.sleep(0.1)
         assert a.alive() and b.alive()

@@ -142,6 +142,21 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
             "CREATE INDEX pending_requests_by_status ON pending_requests (status, expires_at)",
         ),
     ),
+    (
+        2,
+        (
+            # Which node runs the once-per-deployment loops (scepd/leadership.py), and until when
+            # by the server's clock.
+            """
+            CREATE TABLE leases (
+                name        text PRIMARY KEY,
+                holder      text NOT NULL,
+                acquired_at timestamptz NOT NULL,
+                expires_at  timestamptz NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 

@@ -18,6 +18,7 @@ from scepd.store.postgres.counts import PostgresCounts
 from scepd.store.postgres.crl import PostgresCrlState
 from scepd.store.postgres.health import PostgresHealth
 from scepd.store.postgres.intune import PostgresIntuneLedger
+from scepd.store.postgres.leases import PostgresLeases
 from scepd.store.postgres.pending import PostgresPendingRequests
 
 
@@ -27,6 +28,7 @@ class PostgresStore(
     PostgresPendingRequests,
     PostgresIntuneLedger,
     PostgresCrlState,
+    PostgresLeases,
     PostgresHealth,
     PostgresCounts,
 ):

@@ -156,6 +156,20 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
             "CREATE INDEX intune_notifications_issuer ON intune_notifications (kind, issuer)",
         ),
     ),
+    (
+        7,
+        (
+            # Who runs the once-per-deployment loops (scepd/leadership.py), and until when.
+            """
+            CREATE TABLE leases (
+                name        TEXT PRIMARY KEY NOT NULL,
+                holder      TEXT NOT NULL,
+                acquired_at TEXT NOT NULL,
+                expires_at  TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 

@@ -1,7 +1,7 @@
 """`SqliteStore`: every role on one SQLite file in WAL mode, written durably.
 
 Each role is its own class over the shared `Database` (certificates.py,
-challenges.py, pending.py, intune.py, crl.py, health.py, counts.py); this class only
+challenges.py, pending.py, intune.py, crl.py, leases.py, health.py, counts.py); this class only
 puts them together and owns opening and closing. A role class also works
 alone, on a `Database` of its own, which is how a test can exercise one seam.
 """
@@ -21,6 +21,7 @@ from scepd.store.sqlite.counts import SqliteCounts
 from scepd.store.sqlite.crl import SqliteCrlState
 from scepd.store.sqlite.health import SqliteHealth
 from scepd.store.sqlite.intune import SqliteIntuneLedger
+from scepd.store.sqlite.leases import SqliteLeases
 from scepd.store.sqlite.pending import SqlitePendingRequests
 
 
@@ -30,6 +31,7 @@ class SqliteStore(
     SqlitePendingRequests,
     SqliteIntuneLedger,
     SqliteCrlState,
+    SqliteLeases,
     SqliteHealth,
     SqliteCounts,
 ):
