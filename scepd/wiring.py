@@ -309,7 +309,7 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
     (scepd.serving), which runs no background loop of its own but follows the primary's CRL.
 
     A primary runs the per-node loops itself and the once-per-deployment ones only while its node
-    holds the leader lease (scepd.leadership); with SQLite it is the only node and always does."""
+    holds the leader lease (scepd.leadership); with SQLite it is the only node and runs them without one."""
     from scepd.http.app import Site
 
     async with TokenPool.open(token_config(config)) as pool:
@@ -374,7 +374,12 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
                     on_revoked=crl.refresh,
                 )
                 lead.append(sync.run)
-            if primary:
+            if primary and config.store_url is None:
+                # SQLite: this is the one node. A lease would only make a daemon restarted after a crash
+                # wait out its predecessor's before signing.
+                metrics.LEADER.set(1)
+                background.extend(lead)
+            elif primary:
                 leadership = Leadership(store, holder_id(config.node_name), lease=config.leader_lease_seconds)
                 background.append(partial(leadership.run, lead, [crl.follow]))
             else:

@@ -177,6 +177,22 @@ async def test_cli_revocation_reaches_the_served_crl(crl_daemon: Daemon, tmp_pat
     assert "verify OK" in check.stdout + check.stderr, check.stdout + check.stderr
 
 
+def test_after_a_crash_the_restarted_daemon_signs_at_once(crl_state: Path) -> None:
+    """SQLite is one node: its primary runs the CRL loop without a leader lease. With a lease, the daemon
+    restarted after kill -9 would be a new holder waiting out its predecessor's (30 s) before signing."""
+    with running(crl_state, CHALLENGE) as d:
+        first = fetch_crl(d)
+        d.proc.kill()
+        d.proc.wait(10)
+    with running(crl_state, CHALLENGE) as d:
+        deadline = time.monotonic() + 10
+        while crl_number(second := fetch_crl(d)) <= crl_number(first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert crl_number(second) > crl_number(first), d.log()
+        assert "scepd_leader 1.0" in httpx.get(d.metrics_url, timeout=10).text
+        assert "event=crl_published" in d.log()
+
+
 def test_crl_number_increases_across_a_restart(crl_state: Path) -> None:
     with running(crl_state, CHALLENGE) as d:
         first = fetch_crl(d)
