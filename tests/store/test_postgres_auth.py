@@ -102,3 +102,26 @@ def test_psql_agrees_that_the_role_needs_its_password(server: PostgresServer) ->
         env={k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"PGPASSFILE": "/nonexistent"},
     )
     assert result.returncode != 0 and "password" in result.stderr, result.stderr
+
+
+async def test_a_url_with_several_hosts_reaches_the_one_that_takes_writes(
+    server: PostgresServer, tmp_path: Path
+) -> None:
+    """Failover as docs/nodes.md describes it: libpq tries the hosts in order and, with
+    target_session_attrs=read-write, keeps the first that accepts writes; a host that is gone is skipped."""
+    name = owned_database(server)
+    gone = tmp_path / "no-server-here"
+    gone.mkdir()
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"*:*:*:{ROLE}:{PASSWORD}\n")
+    os.chmod(passfile, 0o400)
+    url = (
+        f"postgresql://{ROLE}@/{name}?host={gone},{server.socket_dir}&port=5432,5432"
+        f"&target_session_attrs=read-write&passfile={passfile}"
+    )
+    check_store_url(url)
+    async with PostgresStore.open(url) as store:
+        await store.ping()
+        where = await store.database.run(lambda conn: conn.execute("SELECT pg_is_in_recovery() AS standby").fetchone())
+    assert where == {"standby": False}
+    server.drop_database(name)
