@@ -155,6 +155,7 @@ NOT_COPIED: Mapping[str, str] = {
     "schema_version": "each backend numbers its own migrations; the target is migrated to the current schema",
     "health": "a scratch row `ping` rewrites; it says nothing about the CA",
     "certificate_counts": "derived: counted again from the certificates written to the target",
+    "leases": "who runs the background loops now: the nodes on the target claim it afresh when they start",
 }
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 import trio
 from cryptography import x509
 
@@ -18,10 +17,9 @@ from scepd.scep.constants import PkiStatus
 from scepd.store.postgres import PostgresStore
 from tests.e2e.test_intune import INTUNE_PATH, intune_toml
 from tests.e2e.test_operations import scrape, total, value
-from tests.e2e.test_postgres_nodes import use_database
 from tests.support.daemon import Daemon, init_state, running, scepd
 from tests.support.fake_intune.server import running_fake_intune
-from tests.support.postgres import PostgresServer, postgres_server
+from tests.support.postgres import PostgresServer
 from tests.support.scep_client import connected
 
 CHALLENGE = "pg-leader-challenge-7Qz"
@@ -29,16 +27,9 @@ LEASE = 2.0  # seconds; renewals and takeover attempts every LEASE / 3
 ATTEMPT = LEASE / 3
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[PostgresServer]:
-    with postgres_server() as s:
-        yield s
-
-
 def node(tmp_path: Path, name: str, url: str, lease: float = LEASE, extra_toml: str = "") -> Path:
     state = tmp_path / name
-    init_state(state, CHALLENGE, extra_toml=extra_toml)
-    use_database(state, url)
+    init_state(state, CHALLENGE, extra_toml=extra_toml, store_url=url)
     config = state / "scepd.toml"
     text = config.read_text()
     text = text.replace("[server]\n", f'[server]\nnode_name = "{name}"\nleader_lease_seconds = {lease}\n', 1)
@@ -86,9 +77,9 @@ def revoke(daemon: Daemon, serial: int) -> None:
 
 
 def test_one_node_leads_and_a_killed_leader_is_replaced_when_its_lease_runs_out(
-    server: PostgresServer, tmp_path: Path
+    postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    url = server.url(server.create_database())
+    url = postgres.url(postgres.create_database())
     with running(node(tmp_path, "node-a", url), CHALLENGE) as a:
         wait(lambda: leads(a), what="node-a to lead")
         with running(node(tmp_path, "node-b", url), CHALLENGE) as b:
@@ -129,11 +120,11 @@ def downloads(daemon: Daemon) -> float:
     return total(scrape(daemon), "scepd_intune_calls_total", action="download_revocations")
 
 
-def test_a_leader_stopped_cleanly_hands_over_at_once(server: PostgresServer, tmp_path: Path) -> None:
+def test_a_leader_stopped_cleanly_hands_over_at_once(postgres: PostgresServer, tmp_path: Path) -> None:
     """With Intune configured on both nodes, so the revocation sync is seen to run on the leader only."""
     lease = 6.0  # long, so a handover by expiry could not pass for one by release
-    name = server.create_database()
-    url = server.url(name)
+    name = postgres.create_database()
+    url = postgres.url(name)
     with running_fake_intune() as fake:
         secret = tmp_path / "intune-client-secret"
         secret.write_text(fake.client_secret or "")
@@ -165,4 +156,4 @@ def test_a_leader_stopped_cleanly_hands_over_at_once(server: PostgresServer, tmp
                 wait(lambda: downloads(b) >= 1, timeout=10, what="node-b's revocation sync")
             assert "Traceback" not in b.log(), b.log()
         assert "Traceback" not in a.log(), a.log()
-    server.drop_database(name)
+    postgres.drop_database(name)
