@@ -1,8 +1,8 @@
 """The shared store: PostgreSQL, for several scepd nodes on one database, split like sqlite/.
 
 connection.py owns the connections (threads, transactions, retries, faults),
-migrations.py the schema, codecs.py every row <-> record conversion; one
-module per role holds that role's SQL, and store.py joins them into
+migrations.py the schema, codecs.py how it writes times and flags (the
+rest of each row is scepd/store/rows.py); one module per role holds that role's SQL, and store.py joins them into
 `PostgresStore`. It needs psycopg 3 (the `postgres` extra).
 """
 

@@ -1,8 +1,8 @@
 """The embedded store: SQLite, split along the roles of scepd/store/roles.py.
 
 connection.py owns the connection (threads, transactions, faults),
-migrations.py the schema, codecs.py every row <-> record conversion; one
-module per role holds that role's SQL, and store.py joins them into
+migrations.py the schema, codecs.py how it writes times and flags (the
+rest of each row is scepd/store/rows.py); one module per role holds that role's SQL, and store.py joins them into
 `SqliteStore`.
 """
 
