@@ -51,9 +51,9 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 
-from scepd import metrics
 from scepd.episodes import Backoff, Episode
 from scepd.store.base import StoreError
+from scepd.store.faults import FaultState
 from scepd.store.postgres.migrations import migrate
 from scepd.store.postgres.watchdog import Overdue, Watchdog, shut_down, socket_of
 from scepd.store.thread import ConnectionThread
@@ -320,9 +320,7 @@ class Database:
         self._writer: ConnectionThread[Link] | None = ConnectionThread(writer, "scepd-store", Link.close)
         self._reader: ConnectionThread[Link] | None = ConnectionThread(reader, "scepd-store-reader", Link.close)
         self.location = describe(url)
-        self._episode = Episode(_log, "store_fault", location=self.location)
-        self._fault: StoreError | None = None
-        self._last_commit: float | None = None
+        self._faults = FaultState(Episode(_log, "store_fault", location=self.location))
 
     @classmethod
     async def open(cls, url: str) -> Database:
@@ -336,12 +334,12 @@ class Database:
     @property
     def fault(self) -> StoreError | None:
         """The last error while calls fail; None once a write commits again."""
-        return self._fault
+        return self._faults.fault
 
     @property
     def last_commit(self) -> float | None:
         """When (`trio.current_time()`) a write last committed; None until then and after any fault."""
-        return self._last_commit
+        return self._faults.last_commit
 
     async def close(self) -> None:
         threads, watchdog = (self._reader, self._writer), self._watchdog
@@ -366,13 +364,9 @@ class Database:
         try:
             result = await thread.call(lambda link: link.bounded(deadline, work))
         except psycopg.Error as e:
-            raise self._failed(store_error(e)) from e
+            raise self._faults.failed(store_error(e)) from e
         if committed(result):
-            # A write committed: the fault is over (reads alone prove nothing).
-            self._last_commit = trio.current_time()
-            if self._fault is not None:
-                self._fault = None
-                self._episode.succeeded()
+            self._faults.committed()
         return result
 
     async def run(self, work: Callable[[Conn], T]) -> T:
@@ -388,7 +382,7 @@ class Database:
         try:
             return await thread.call(lambda link: link.bounded(deadline, lambda li: statements(li, work)))
         except psycopg.Error as e:
-            raise self._failed(store_error(e)) from e
+            raise self._faults.failed(store_error(e)) from e
 
     async def write(self, work: Callable[[Conn], T]) -> T:
         """`work(conn)` in one transaction, committed when this returns."""
@@ -397,14 +391,6 @@ class Database:
     async def execute(self, sql: str, args: tuple[Any, ...] | list[Any]) -> int:
         """One statement in its own transaction; the number of rows it changed."""
         return await self.write(lambda conn: conn.execute(sql, args).rowcount)
-
-    def _failed(self, error: StoreError) -> StoreError:
-        """Count every store error; log a fault once per episode (the caller answers 503, no traceback)."""
-        metrics.STORE_ERRORS.labels(error.kind).inc()
-        if error.kind != "constraint":
-            self._fault, self._last_commit = error, None
-            self._episode.failed(error.kind, str(error))
-        return error
 
 
 class OnDatabase:

@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 
 import trio
 
-from scepd import metrics
 from scepd.episodes import Episode
 from scepd.store.base import StoreError
+from scepd.store.faults import FaultState
 from scepd.store.sqlite.migrations import migrate
 from scepd.store.thread import ConnectionThread
 
@@ -131,9 +131,7 @@ class Database:
             reader, "scepd-store-reader", _close
         )
         self.path = path
-        self._episode = Episode(_log, "store_fault", path=str(path))
-        self._fault: StoreError | None = None
-        self._last_commit: float | None = None
+        self._faults = FaultState(Episode(_log, "store_fault", path=str(path)))
 
     @classmethod
     async def open(cls, path: Path) -> Database:
@@ -147,12 +145,12 @@ class Database:
     @property
     def fault(self) -> StoreError | None:
         """The last write error while writes fail; None once one commits again."""
-        return self._fault
+        return self._faults.fault
 
     @property
     def last_commit(self) -> float | None:
         """When (`trio.current_time()`) a write last committed a change; None until then and after any fault."""
-        return self._last_commit
+        return self._faults.last_commit
 
     async def close(self) -> None:
         threads = (self._reader, self._writer)  # the writer last: it folds the WAL back into the file
@@ -175,13 +173,9 @@ class Database:
         try:
             result, wrote = await thread.call(counted)
         except sqlite3.Error as e:
-            raise self._failed(store_error(e)) from e
+            raise self._faults.failed(store_error(e)) from e
         if wrote:
-            # A write committed: the fault is over (reads alone prove nothing; they work on a full disk).
-            self._last_commit = trio.current_time()
-            if self._fault is not None:
-                self._fault = None
-                self._episode.succeeded()
+            self._faults.committed()
         return result
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -192,7 +186,7 @@ class Database:
         try:
             return await thread.call(work)
         except sqlite3.Error as e:
-            raise self._failed(store_error(e)) from e
+            raise self._faults.failed(store_error(e)) from e
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`run` with `work` in one write transaction."""
@@ -201,14 +195,6 @@ class Database:
     async def execute(self, sql: str, args: tuple[Any, ...] | list[Any]) -> int:
         """One statement in its own write transaction; the number of rows it changed."""
         return await self.write(lambda conn: conn.execute(sql, args).rowcount)
-
-    def _failed(self, error: StoreError) -> StoreError:
-        """Count every store error; log a fault once per episode (the caller answers 503, no traceback)."""
-        metrics.STORE_ERRORS.labels(error.kind).inc()
-        if error.kind != "constraint":
-            self._fault, self._last_commit = error, None
-            self._episode.failed(error.kind, str(error))
-        return error
 
 
 class OnDatabase:
