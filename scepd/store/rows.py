@@ -52,6 +52,13 @@ NOTIFICATION_COLUMNS = "transaction_id, serial, kind, delivered, detail, at, iss
 REVOCATION_COLUMNS = "request_context, serial_text, outcome, received_at, uploaded_at"
 
 
+def aware_utc(when: dt.datetime) -> dt.datetime:
+    """`when` in UTC; a naive datetime is refused, since a store would have to guess its zone."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError("naive datetime: the store only takes timezone-aware times")
+    return when.astimezone(dt.UTC)
+
+
 def encode_serial(serial: int) -> str:
     if not 0 < serial <= MAX_SERIAL:
         raise ValueError("a serial is a positive integer of at most 160 bits")

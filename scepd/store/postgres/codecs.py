@@ -16,16 +16,14 @@ from scepd.store.rows import NOTIFICATION_COLUMNS as NOTIFICATION_COLUMNS
 from scepd.store.rows import PENDING_COLUMNS as PENDING_COLUMNS
 from scepd.store.rows import PENDING_INSERT_COLUMNS as PENDING_INSERT_COLUMNS
 from scepd.store.rows import REVOCATION_COLUMNS as REVOCATION_COLUMNS
-from scepd.store.rows import RowCodec
+from scepd.store.rows import RowCodec, aware_utc
 from scepd.store.rows import decode_serial as decode_serial
 from scepd.store.rows import encode_serial as encode_serial
 
 
 def encode_time(when: dt.datetime) -> dt.datetime:
-    """The same instant in UTC; naive datetimes are refused (the server would guess their zone)."""
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise ValueError("naive datetime: the store only takes timezone-aware times")
-    return when.astimezone(dt.UTC)
+    """The same instant in UTC (timestamptz keeps the instant; UTC keeps what is read back alike)."""
+    return aware_utc(when)
 
 
 def decode_time(value: dt.datetime) -> dt.datetime:

@@ -15,16 +15,14 @@ from scepd.store.rows import NOTIFICATION_COLUMNS as NOTIFICATION_COLUMNS
 from scepd.store.rows import PENDING_COLUMNS as PENDING_COLUMNS
 from scepd.store.rows import PENDING_INSERT_COLUMNS as PENDING_INSERT_COLUMNS
 from scepd.store.rows import REVOCATION_COLUMNS as REVOCATION_COLUMNS
-from scepd.store.rows import RowCodec
+from scepd.store.rows import RowCodec, aware_utc
 from scepd.store.rows import decode_serial as decode_serial
 from scepd.store.rows import encode_serial as encode_serial
 
 
 def encode_time(when: dt.datetime) -> str:
     """Fixed-width ISO-8601 UTC, so SQL string comparison orders like time."""
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise ValueError("naive datetime: the store only takes timezone-aware times")
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return aware_utc(when).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def decode_time(text: str) -> dt.datetime:
