@@ -256,7 +256,16 @@ class Counts(Protocol):
 
 @runtime_checkable
 class Store(
-    IssuedCertificates, Challenges, PendingRequests, IntuneLedger, CrlState, Leases, NodeKeys, StoreHealth, Counts, Protocol
+    IssuedCertificates,
+    Challenges,
+    PendingRequests,
+    IntuneLedger,
+    CrlState,
+    Leases,
+    NodeKeys,
+    StoreHealth,
+    Counts,
+    Protocol,
 ):
     """Every role in one object, as the wiring opens it; callers take the roles they need instead."""
 
