@@ -79,7 +79,8 @@ KEYS: dict[str, Doc] = {
     "server.node_name": Doc(
         "This node's name among several sharing one PostgreSQL database: it starts the holder name of the "
         "leader lease (with the process ID and a random suffix) and appears in the `leader_acquired` and "
-        "`leader_lost` events ([operations.md](operations.md)).",
+        "`leader_lost` events ([operations.md](operations.md)). It also names the node's row in the key "
+        "check ([nodes.md](nodes.md#the-keys)), so every node needs its own.",
         unset="the machine's hostname",
     ),
     "server.leader_lease_seconds": Doc(

@@ -153,6 +153,13 @@ LEADER = Gauge(
     registry=REGISTRY,
     multiprocess_mode="mostrecent",
 )
+NODE_KEYS_DIFFER = Gauge(
+    "scepd_node_keys_differ",
+    "Other live nodes on the shared PostgreSQL store whose CA key, RA key or rejection secret differs from this"
+    " node's (scepd/nodekeys.py); 0 when all agree, and always 0 on SQLite.",
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",
+)
 READY = Gauge(
     "scepd_ready",
     "1 when a readiness check passed at its last run, 0 when it failed, by check (token, store, intune).",

@@ -53,6 +53,7 @@ from scepd.keys.tpm import is_tpm_module
 from scepd.keys.uri import Pkcs11Uri, Pkcs11UriError, TokenIdentity, key_on_token
 from scepd.leadership import Leadership, holder_id
 from scepd.logs import event, event_text
+from scepd.nodekeys import NodeKeysWatch, fingerprint
 from scepd.store.backends import open_store
 from scepd.store.roles import Store
 
@@ -382,6 +383,11 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
             elif primary:
                 leadership = Leadership(store, holder_id(config.node_name), lease=config.leader_lease_seconds)
                 background.append(partial(leadership.run, lead, [crl.follow]))
+                # Per node, leader or not: say so when another node on this database has other keys.
+                keys = NodeKeysWatch(
+                    store, config.node_name, partial(fingerprint, ca), lease=config.leader_lease_seconds
+                )
+                background.append(keys.run)
             else:
                 background.append(crl.follow)
 

@@ -75,6 +75,15 @@ class RevocationRequestRecord:
 
 
 @dataclass(frozen=True)
+class NodeKeysRecord:
+    """What one node last said about the keys it serves with (scepd/nodekeys.py)."""
+
+    node: str
+    fingerprint: str
+    seen_at: dt.datetime
+
+
+@dataclass(frozen=True)
 class RevokedEntry:
     """One line of the CRL."""
 

@@ -156,6 +156,7 @@ NOT_COPIED: Mapping[str, str] = {
     "health": "a scratch row `ping` rewrites; it says nothing about the CA",
     "certificate_counts": "derived: counted again from the certificates written to the target",
     "leases": "who runs the background loops now: the nodes on the target claim it afresh when they start",
+    "node_keys": "each node's key fingerprint: the nodes on the target announce theirs afresh when they start",
 }
 
 

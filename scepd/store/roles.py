@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 from scepd.store.base import (
     CertificateRecord,
     CertStatus,
+    NodeKeysRecord,
     NotificationRecord,
     PendingRecord,
     PendingStatus,
@@ -209,6 +210,20 @@ class Leases(Protocol):
 
 
 @runtime_checkable
+class NodeKeys(Protocol):
+    """Each node's key fingerprint, so nodes sharing one store can tell they use the same keys
+    (scepd/nodekeys.py). One row per node name, replaced at every announcement."""
+
+    async def announce(self, node: str, fingerprint: str, now: dt.datetime) -> None:
+        """Record (or replace) `node`'s fingerprint, seen at `now`."""
+        ...
+
+    async def fingerprints(self, since: dt.datetime) -> list[NodeKeysRecord]:
+        """Every node's row seen at `since` or later, by node name."""
+        ...
+
+
+@runtime_checkable
 class StoreHealth(Protocol):
     """Whether the store can take writes now (readiness, and the gate before signing)."""
 
@@ -241,7 +256,16 @@ class Counts(Protocol):
 
 @runtime_checkable
 class Store(
-    IssuedCertificates, Challenges, PendingRequests, IntuneLedger, CrlState, Leases, StoreHealth, Counts, Protocol
+    IssuedCertificates,
+    Challenges,
+    PendingRequests,
+    IntuneLedger,
+    CrlState,
+    Leases,
+    NodeKeys,
+    StoreHealth,
+    Counts,
+    Protocol,
 ):
     """Every role in one object, as the wiring opens it; callers take the roles they need instead."""
 
@@ -257,6 +281,7 @@ ROLES: tuple[type, ...] = (
     IntuneLedger,
     CrlState,
     Leases,
+    NodeKeys,
     StoreHealth,
     Counts,
 )

@@ -147,5 +147,13 @@ class Pkcs11Key:
             raise KeyBackendError(f"looking up the rejection secret of {self._label!r} failed: {value}")
         return bool(value)
 
+    async def reject_check(self, context: bytes) -> bytes | None:
+        """A check value of this key's rejection secret: HMAC-SHA256 of the constant `context` under it, on
+        the token (scepd/nodekeys.py compares it between nodes); None if the token holds no secret for it."""
+        status, value = await self._pool.call("reject_check", self._label, context)
+        if status != "ok":
+            raise KeyBackendError(f"computing the check value of {self._label!r}'s rejection secret failed: {value}")
+        return None if value is None else bytes(value)
+
     def __repr__(self) -> str:
         return f"Pkcs11Key(label={self._label!r}, kind={self.kind!r})"

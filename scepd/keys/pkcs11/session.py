@@ -404,6 +404,15 @@ class TokenSession:
     def has_reject_secret(self, label: str) -> bool:
         return self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX) is not None
 
+    def reject_check(self, label: str, context: bytes) -> bytes | None:
+        """HMAC-SHA256 of the constant `context` under `label`'s persistent rejection secret, computed on
+        the token; None when the token holds no such secret (each session then makes its own, so there is
+        nothing to compare). Only a constant is MACed here: a stranger's data never reaches this."""
+        secret = self._find(ObjectClass.SECRET_KEY, label + REJECT_SUFFIX)
+        if secret is None:
+            return None
+        return bytes(secret.sign(context, mechanism=Mechanism.SHA256_HMAC))
+
     def ensure_reject_secret(self, label: str) -> bool:
         """Create the persistent rejection secret of `label` if it has none; True if created.
 

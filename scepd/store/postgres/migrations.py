@@ -157,6 +157,20 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
             """,
         ),
     ),
+    (
+        3,
+        (
+            # Each node's key fingerprint and when it last said so (scepd/nodekeys.py), so the nodes
+            # sharing this database notice one that signs or opens envelopes with other keys.
+            """
+            CREATE TABLE node_keys (
+                node        text PRIMARY KEY,
+                fingerprint text NOT NULL,
+                seen_at     timestamptz NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 

@@ -19,6 +19,7 @@ from scepd.store.postgres.crl import PostgresCrlState
 from scepd.store.postgres.health import PostgresHealth
 from scepd.store.postgres.intune import PostgresIntuneLedger
 from scepd.store.postgres.leases import PostgresLeases
+from scepd.store.postgres.nodekeys import PostgresNodeKeys
 from scepd.store.postgres.pending import PostgresPendingRequests
 
 
@@ -29,6 +30,7 @@ class PostgresStore(
     PostgresIntuneLedger,
     PostgresCrlState,
     PostgresLeases,
+    PostgresNodeKeys,
     PostgresHealth,
     PostgresCounts,
 ):

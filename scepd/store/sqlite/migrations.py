@@ -170,6 +170,19 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
             """,
         ),
     ),
+    (
+        8,
+        (
+            # Each node's key fingerprint (scepd/nodekeys.py): the same table as on PostgreSQL.
+            """
+            CREATE TABLE node_keys (
+                node        TEXT PRIMARY KEY NOT NULL,
+                fingerprint TEXT NOT NULL,
+                seen_at     TEXT NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 

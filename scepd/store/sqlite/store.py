@@ -22,6 +22,7 @@ from scepd.store.sqlite.crl import SqliteCrlState
 from scepd.store.sqlite.health import SqliteHealth
 from scepd.store.sqlite.intune import SqliteIntuneLedger
 from scepd.store.sqlite.leases import SqliteLeases
+from scepd.store.sqlite.nodekeys import SqliteNodeKeys
 from scepd.store.sqlite.pending import SqlitePendingRequests
 
 
@@ -32,6 +33,7 @@ class SqliteStore(
     SqliteIntuneLedger,
     SqliteCrlState,
     SqliteLeases,
+    SqliteNodeKeys,
     SqliteHealth,
     SqliteCounts,
 ):
