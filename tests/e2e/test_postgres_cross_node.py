@@ -236,7 +236,21 @@ async def test_a_one_time_challenge_minted_on_a_is_spent_once_by_a_race_between_
         winner = next(name for name, (status, _) in replies.items() if status is PkiStatus.SUCCESS)
         assert len(nodes.certificates(f"onetime-{round}-{winner}")) == 1
         assert nodes.certificates(f"onetime-{round}-{'b' if winner == 'a' else 'a'}") == []
-    assert nodes.rows("SELECT count(*) FROM challenges WHERE used_at IS NOT NULL") == [(3,)]
+
+    # One at a time, so a node that could not see the challenge at all would show: minted with A's config,
+    # spent on B, then refused on A; minted with B's config, spent on A, refused on B.
+    for minted_on, spent_on, refused_on in ((nodes.a, nodes.b, nodes.a), (nodes.b, nodes.a, nodes.b)):
+        challenge = scepd("challenge", "mint", "-c", str(minted_on.config)).stdout.strip()
+        async with (
+            connected(spent_on.base_url + "/onetime") as first,
+            connected(refused_on.base_url + "/onetime") as then,
+        ):
+            spent, _ = await first.enroll("onetime-spent", challenge)
+            issued(spent, "onetime-spent")
+            rep, _ = await then.enroll("onetime-spent-again", challenge)
+            assert (rep.status, rep.fail_info) == (PkiStatus.FAILURE, FailInfo.BAD_REQUEST), rep
+    assert nodes.rows("SELECT count(*) FROM challenges WHERE used_at IS NOT NULL") == [(5,)]
+    assert len(nodes.certificates("onetime-spent")) == 2 and nodes.certificates("onetime-spent-again") == []
 
 
 async def test_a_revocation_through_as_cli_is_on_the_crl_both_nodes_serve(nodes: Nodes) -> None:
