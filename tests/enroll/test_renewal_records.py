@@ -136,3 +136,31 @@ async def test_two_processes_renewing_one_certificate_at_once_issue_one_renewal(
     with pytest.raises(Rejected) as again:
         await chain(loser)
     assert again.value.fail_info is FailInfo.BAD_CERT_ID
+
+
+async def test_a_held_renewal_whose_certificate_was_renewed_meanwhile_is_refused_at_every_poll(
+    store: SqliteStore, ca: Ca, terminal: Terminal
+) -> None:
+    """Approved, but another renewal of the same certificate (on another node, say) went through first:
+    the poll is refused, and so is the next one, which must not get the certificate revoked unsent."""
+    old = ca.issue(key().public_key(), "device")
+    await store.put_issued(record_for(old))
+    chain, gate = chains(store, ca, terminal, Profile(name="held", approval=True))
+    request = csr(key(), "device", None)
+    e = enrollment(request, old, message_type=MessageType.RENEWAL_REQ)
+    with pytest.raises(Pending):
+        await chain(e)
+    held = await store.find_pending(e.transaction_id)
+    assert held is not None and await store.decide_pending(held.id, True, "ok", NOW) is not None
+
+    direct, _ = chains(store, ca, terminal, Profile())  # the other renewal, on an endpoint without approval
+    first = await direct(enrollment(csr(key(), "device", None), old, message_type=MessageType.RENEWAL_REQ))
+
+    later = NOW + dt.timedelta(minutes=1)
+    for _ in range(2):
+        held, polled = await gate.held_for(e.transaction_id, request.subject, old, later)
+        with pytest.raises(Rejected) as refused:
+            await gate.poll(held, polled)
+        assert refused.value.fail_info is FailInfo.BAD_CERT_ID
+    current = await store.get(first.serial)
+    assert current is not None and current.status is CertStatus.VALID
