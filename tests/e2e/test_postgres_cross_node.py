@@ -98,7 +98,7 @@ async def client_of(daemon: Daemon, path: str, http: httpx.AsyncClient) -> Clien
     return client
 
 
-def issued(rep, cn: str) -> x509.Certificate:  # type: ignore[no-untyped-def]
+def issued(rep: CertRep, cn: str) -> x509.Certificate:
     assert rep.status is PkiStatus.SUCCESS, (rep.fail_info, rep.fail_info_text)
     assert len(rep.certificates) == 1
     cert: x509.Certificate = rep.certificates[0]
