@@ -30,10 +30,12 @@ class SignerIsIssuedCertificate:
     Renewals of one certificate are serialised: a per-serial lock is held
     across everything after this step, issuance and `SupersedeRenewed`
     included, so the second of two concurrent renewals finds the certificate
-    superseded and is refused. A retry of a renewal that already went through
-    (same transactionID and CSR) is let through although the old certificate
-    is now superseded, so that the idempotent-retry step further down can
-    return the same new certificate.
+    superseded and is refused. The lock covers one process: two serving
+    processes or two nodes can both get past this check, and
+    `SupersedeRenewed` refuses the second there. A retry of a renewal that
+    already went through (same transactionID and CSR) is let through
+    although the old certificate is now superseded, so that the
+    idempotent-retry step further down can return the same new certificate.
     """
 
     def __init__(self, store: IssuedCertificates, ca_certificate: x509.Certificate) -> None:
@@ -78,4 +80,6 @@ class SignerIsIssuedCertificate:
 
     async def _is_retry(self, enrollment: Enrollment, serial: int) -> bool:
         earlier = await self.store.find_by_transaction(enrollment.transaction_id, csr_digest(enrollment.csr_der))
-        return earlier is not None and earlier.renewal_of == serial
+        # A revoked one is no answer to a retry: it may be the loser of two renewals raced on two nodes
+        # (`SupersedeRenewed`), revoked before anyone saw it.
+        return earlier is not None and earlier.renewal_of == serial and earlier.status is not CertStatus.REVOKED

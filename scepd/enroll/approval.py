@@ -109,6 +109,12 @@ class ApprovalGate:
             renewed = await self.store.get(held.renewal_of)
             if renewed is not None and renewed.status is CertStatus.REVOKED:
                 raise Rejected(FailInfo.BAD_CERT_ID, "the certificate this request renews was revoked meanwhile")
+            # A renewal that lost to another of the same certificate (another node's, say) left a revoked,
+            # never sent certificate under this transaction (`SupersedeRenewed`); a later poll must not
+            # hand it out as the idempotent answer.
+            mine = await self.store.find_by_transaction(held.transaction_id, held.csr_sha256)
+            if mine is not None and mine.status is CertStatus.REVOKED:
+                raise Rejected(FailInfo.BAD_CERT_ID, "signer certificate was already renewed")
         return await self._settle(held, enrollment, self.release)
 
     def _record(self, enrollment: Enrollment) -> PendingRecord:

@@ -15,10 +15,11 @@ from cryptography import x509
 
 from scepd import metrics
 from scepd.ca.authority import CertificateAuthority
-from scepd.enroll.pipeline import Enrollment, Issued, Next
+from scepd.enroll.pipeline import Enrollment, Issued, Next, Rejected
 from scepd.enroll.profiles import Profile
 from scepd.locks import KeyedLock
 from scepd.logs import audit
+from scepd.scep.constants import FailInfo
 from scepd.store.base import CertificateRecord, CertStatus, SerialCollision, StoreError
 from scepd.store.roles import IssuedCertificates, StoreHealth
 
@@ -122,10 +123,18 @@ class SupersedeRenewed:
     """Once a renewal is issued, record that its certificate replaces the old one.
 
     The old certificate becomes superseded; with the profile's
-    `revoke_superseded` it is revoked (reason superseded), unless the
+    `revoke_superseded` it is then revoked (reason superseded), unless the
     certificate handed back is an earlier one (a retry: the first pass already
-    did this). Runs inside the renewal step's per-serial lock, so two renewals
-    of one certificate cannot both get here.
+    did this).
+
+    The renewal step's per-serial lock keeps two renewals of one certificate
+    apart in one process only. Two serving processes, or two nodes on one
+    database, can both find the old certificate valid and both issue. The
+    conditional `mark_superseded` settles it: exactly one renewal turns the
+    old certificate from valid to superseded. The other one (or one that
+    raced an operator's revocation) has already recorded its new
+    certificate, which is revoked at once and never sent; its client gets
+    badCertId, as a second renewal on one node does.
     """
 
     def __init__(self, store: IssuedCertificates, *, revoke: bool = False) -> None:
@@ -135,10 +144,24 @@ class SupersedeRenewed:
     async def __call__(self, enrollment: Enrollment, next: Next) -> Issued:
         issued = await next(enrollment)
         old = enrollment.renewal_of
-        if old is not None:
-            if self.revoke and not issued.reused:
-                await self.store.revoke(old, "superseded", enrollment.now)
-            await self.store.mark_superseded(old)  # a no-op once revoked, or when a retry finds it done
+        if old is None:
+            return issued
+        if issued.reused:
+            await self.store.mark_superseded(old)  # a no-op unless the first pass stopped before it
+            return issued
+        if not await self.store.mark_superseded(old):
+            await self.store.revoke(issued.serial, "superseded", enrollment.now)
+            audit(
+                "not_delivered",
+                transaction_id=enrollment.transaction_id,
+                serial=f"{issued.serial:x}",
+                subject=issued.certificate.subject.rfc4514_string(),
+                renewal_of=f"{old:x}",
+                reason="the old certificate was renewed or revoked meanwhile; revoked",
+            )
+            raise Rejected(FailInfo.BAD_CERT_ID, "signer certificate was already renewed")
+        if self.revoke:
+            await self.store.revoke(old, "superseded", enrollment.now)
         return issued
 
 
