@@ -244,7 +244,11 @@ async def test_a_store_opened_before_its_server_is_up_connects_and_migrates_late
     url = server.url(server.create_database())  # empty: the schema is made after the server comes back
     await trio.to_thread.run_sync(server.stop)
     try:
-        async with PostgresStore.open(url) as store:
+        with pytest.raises(StoreError) as at_once:  # a CLI command: no waiting
+            await PostgresStore.connect(url)
+        assert at_once.value.kind == "cantopen"
+        assert _events(caplog, "store_fault") == []
+        async with PostgresStore.open(url, connect_later=True) as store:
             assert store.fault is not None and store.fault.kind == "cantopen"
             for call in (lambda: store.put_issued(record(1)), store.ping, lambda: store.counts(NOW)):
                 with pytest.raises(StoreError) as failed:
@@ -282,7 +286,7 @@ async def test_what_waiting_cannot_mend_still_fails_the_open(postgres: PostgresS
     ]
     for url in refused:
         with trio.fail_after(10), pytest.raises(StoreError):
-            await PostgresStore.connect(url)
+            await PostgresStore.connect(url, connect_later=True)
 
 
 @pytest.mark.parametrize(

@@ -350,14 +350,6 @@ def _open_links(url: str) -> tuple[Link, Link]:
     return writer, reader
 
 
-def _check_url(url: str) -> None:
-    """Refuse at once what no retry can mend: a URL libpq cannot parse."""
-    try:
-        conninfo_to_dict(url)
-    except psycopg.ProgrammingError as e:
-        raise store_error(e, "postgresql (unparsable location)") from e
-
-
 class Database:
     """The write connection's thread, the read-only connection's thread, and this process's fault state."""
 
@@ -373,20 +365,20 @@ class Database:
         self._faults = FaultState(Episode(_log, "store_fault", location=self.location))
 
     @classmethod
-    async def open(cls, url: str) -> Database:
+    async def open(cls, url: str, *, connect_later: bool = False) -> Database:
         """Connect and bring the schema up to date in a worker thread; the caller must `close()`.
 
-        A database that is not there yet (`unreachable`: a power cut's restart brings the app nodes up
-        before it) does not fail the open: the store comes back unconnected, every call fails as
-        `cantopen` (a 503 for a client) within one fault episode, and the first call that reaches the
-        database migrates the schema, under the same advisory lock, before doing its own work. What
-        waiting cannot mend (a refused login, no such database, a newer schema) still raises here."""
-        _check_url(url)
+        With `connect_later` (the daemon: a power cut's restart may bring the app nodes up before the
+        database), a database that is not there yet (`unreachable`) does not fail the open: the store
+        comes back unconnected, every call fails as `cantopen` (a 503 for a client) within one fault
+        episode, and the first call that reaches the database migrates the schema, under the same
+        advisory lock, before doing its own work. What waiting cannot mend (a refused login, no such
+        database, a newer schema) raises here either way. Without it (a CLI command) any failure does."""
         try:
             writer, reader = await trio.to_thread.run_sync(_open_links, url)
         except psycopg.Error as e:
             error = store_error(e, describe(url))
-            if not unreachable(e):
+            if not (connect_later and unreachable(e)):
                 raise error from e
             links = Link(url), Link(url, read_only=True)
             for link in links:
