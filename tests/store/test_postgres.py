@@ -272,6 +272,27 @@ async def test_a_store_opened_before_its_server_is_up_connects_and_migrates_late
             await trio.to_thread.run_sync(server.start)
 
 
+async def test_a_server_refusing_with_57p03_is_waited_for(own_server: PostgresServer) -> None:
+    """A server that runs but answers "not accepting connections" (57P03: starting up, in recovery) is one
+    the store waits for, like one that is not there at all."""
+    server = own_server  # this test restarts it
+    url = server.url(server.create_database())
+    await trio.to_thread.run_sync(server.stop)
+    try:
+        await trio.to_thread.run_sync(server.start_refusing)
+        async with PostgresStore.open(url, connect_later=True) as store:
+            with pytest.raises(StoreError) as failed:
+                await store.put_issued(record(1))
+            assert failed.value.kind == "cantopen" and "not accepting connections" in str(failed.value)
+            await trio.to_thread.run_sync(server.stop)
+            await trio.to_thread.run_sync(server.start)
+            await store.put_issued(record(1))
+            assert [c.serial for c in await store.list_certificates()] == [1]
+    finally:
+        if server.pid is None:
+            await trio.to_thread.run_sync(server.start)
+
+
 async def test_what_waiting_cannot_mend_still_fails_the_open(postgres: PostgresServer) -> None:
     """A login the server refuses or a URL libpq cannot read fails at once, server up or not."""
     with psycopg.connect(postgres.url(), autocommit=True) as conn:
