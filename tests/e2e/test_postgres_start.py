@@ -79,6 +79,7 @@ async def test_a_daemon_started_before_its_database_serves_503_then_recovers(
                 code, public = await trio.to_thread.run_sync(_readyz, d.base_url, 10)
                 assert code == 503 and public["checks"]["store"] == {"ok": False, "reason": PUBLIC_FAILURE}, public
                 assert httpx.get(f"{d.base_url}/healthz", timeout=10).status_code == 200
+                assert httpx.get(d.metrics_url, timeout=10).status_code == 200  # stale store gauges, no error
                 # systemd was told the daemon is up, and its watchdog is fed through the outage.
                 since = time.monotonic()
                 await trio.sleep(0.9)
