@@ -186,6 +186,9 @@ async def serve(
 
                 await nursery.start(watchdog, notifier, interval, healthy)
             processes = f" in {config.processes} processes" if others is not None else ""
+            # READY=1 does not wait for the store: a PostgreSQL store opened while its database was
+            # unreachable is already serving (503s, an honest /readyz), and waiting would only let the
+            # unit's TimeoutStartSec kill a process that a restart cannot help. /readyz is the store's word.
             notifier.ready(f"serving SCEP at {', '.join(binds)}{processes}")
             task_status.started(binds)
     finally:

@@ -315,7 +315,9 @@ async def open_site(config: Config, *, primary: bool = True) -> AsyncIterator[Si
 
     async with TokenPool.open(token_config(config)) as pool:
         await check_key_uris(config, pool)
-        async with open_store(config.store_location) as store, intune_http(config.intune) as http:
+        # The daemon starts while a PostgreSQL database is unreachable, and serves 503s until it is back.
+        store_cm = open_store(config.store_location, connect_later=True)
+        async with store_cm as store, intune_http(config.intune) as http:
             try:
                 ca = load_ca(config, pool)
             except ValueError as e:  # a certificate that is not for its key, or not a CA

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import multiprocessing
 import multiprocessing.synchronize
 import time
@@ -18,7 +19,7 @@ import trio
 
 from scepd.store.base import CertStatus, PendingStatus, RevocationOutcome, SerialCollision, StoreError
 from scepd.store.postgres import MIGRATIONS, PostgresStore
-from scepd.store.postgres.connection import GRACE
+from scepd.store.postgres.connection import GRACE, unreachable
 from scepd.store.postgres.watchdog import POLL
 from tests.store.test_pending import held
 from tests.store.test_sqlite import DIGEST, NOW, record
@@ -227,6 +228,106 @@ async def test_an_unreachable_server_is_cantopen(postgres: Any) -> None:
     with pytest.raises(StoreError) as failed:
         await PostgresStore.connect(url)
     assert failed.value.kind == "cantopen"
+
+
+def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"event={name} ")]
+
+
+async def test_a_store_opened_before_its_server_is_up_connects_and_migrates_later(
+    own_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node that boots before its database: the open does not fail, every call (reads included) fails
+    as cantopen in one fault episode, and once the server is up the first call migrates and works."""
+    caplog.set_level(logging.INFO)
+    server = own_server  # this test stops it
+    url = server.url(server.create_database())  # empty: the schema is made after the server comes back
+    await trio.to_thread.run_sync(server.stop)
+    try:
+        with pytest.raises(StoreError) as at_once:  # a CLI command: no waiting
+            await PostgresStore.connect(url)
+        assert at_once.value.kind == "cantopen"
+        assert _events(caplog, "store_fault") == []
+        async with PostgresStore.open(url, connect_later=True) as store:
+            assert store.fault is not None and store.fault.kind == "cantopen"
+            for call in (lambda: store.put_issued(record(1)), store.ping, lambda: store.counts(NOW)):
+                with pytest.raises(StoreError) as failed:
+                    await call()
+                assert failed.value.kind == "cantopen"
+            assert len(_events(caplog, "store_fault")) == 1
+            await trio.to_thread.run_sync(server.start)
+            assert (await store.counts(NOW)).certificates["valid"] == 0  # a read first: it migrates too
+            await store.put_issued(record(1))
+            await store.ping()
+            assert store.fault is None
+            versions = await store.database.run(
+                lambda conn: [r["version"] for r in conn.execute("SELECT version FROM schema_version").fetchall()]
+            )
+            assert versions == [v for v, _ in MIGRATIONS]
+            assert [c.serial for c in await store.list_certificates()] == [1]
+            assert len(_events(caplog, "store_fault")) == 1 and len(_events(caplog, "store_fault_cleared")) == 1
+            assert len(_events(caplog, "store_migrated")) == 1
+    finally:
+        if server.pid is None:
+            await trio.to_thread.run_sync(server.start)
+
+
+async def test_a_server_refusing_with_57p03_is_waited_for(own_server: PostgresServer) -> None:
+    """A server that runs but answers "not accepting connections" (57P03: starting up, in recovery) is one
+    the store waits for, like one that is not there at all."""
+    server = own_server  # this test restarts it
+    url = server.url(server.create_database())
+    await trio.to_thread.run_sync(server.stop)
+    try:
+        await trio.to_thread.run_sync(server.start_refusing)
+        async with PostgresStore.open(url, connect_later=True) as store:
+            with pytest.raises(StoreError) as failed:
+                await store.put_issued(record(1))
+            assert failed.value.kind == "cantopen" and "not accepting connections" in str(failed.value)
+            await trio.to_thread.run_sync(server.stop)
+            await trio.to_thread.run_sync(server.start)
+            await store.put_issued(record(1))
+            assert [c.serial for c in await store.list_certificates()] == [1]
+    finally:
+        if server.pid is None:
+            await trio.to_thread.run_sync(server.start)
+
+
+async def test_what_waiting_cannot_mend_still_fails_the_open(postgres: PostgresServer) -> None:
+    """A login the server refuses or a URL libpq cannot read fails at once, server up or not."""
+    with psycopg.connect(postgres.url(), autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS scepd_nologin")
+        conn.execute("CREATE ROLE scepd_nologin NOLOGIN")
+    refused = [
+        postgres.url().replace("scepd@", "no_such_role@"),  # 28000
+        postgres.url().replace("scepd@", "scepd_nologin@"),  # 28000
+        postgres.url("no_such_database"),  # 3D000
+        "postgresql://scepd@/db?no_such_option=1",
+        "postgresql://[::1/db",
+    ]
+    for url in refused:
+        with trio.fail_after(10), pytest.raises(StoreError):
+            await PostgresStore.connect(url, connect_later=True)
+
+
+@pytest.mark.parametrize(
+    ("error", "waits"),
+    [
+        (psycopg.OperationalError('connection failed: connection to server on socket "/x" failed: No such file'), True),
+        (psycopg.OperationalError("failed to resolve host 'db.invalid': [Errno -2] Name or service not known"), True),
+        (psycopg.OperationalError("connection failed: ... failed: Connection refused\n\tIs the server running"), True),
+        (psycopg.errors.lookup("57P03")("the database system is starting up"), True),
+        (psycopg.errors.lookup("08006")("connection failure"), True),
+        (psycopg.OperationalError('connection failed: ... FATAL:  database "x" does not exist'), False),
+        (psycopg.OperationalError('connection failed: ... FATAL:  password authentication failed for user "a"'), False),
+        (psycopg.OperationalError("connection failed: ... FATAL:  no pg_hba.conf entry for host"), False),
+        (psycopg.errors.lookup("28P01")("password authentication failed"), False),
+        (psycopg.errors.lookup("3D000")("database does not exist"), False),
+        (psycopg.ProgrammingError('invalid connection option "x"'), False),
+    ],
+)
+def test_which_open_errors_mean_not_there_yet(error: psycopg.Error, waits: bool) -> None:
+    assert unreachable(error) is waits
 
 
 async def test_serial_collision_is_told_apart_from_other_constraints(postgres_url: str) -> None:

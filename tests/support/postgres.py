@@ -77,6 +77,23 @@ class PostgresServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def start(self) -> None:
+        (self.directory / "data" / "standby.signal").unlink(missing_ok=True)  # left by start_refusing
+        self._spawn()
+        _wait_ready(self, self.proc, self.log)
+
+    def start_refusing(self) -> None:
+        """Start the server as a standby with hot_standby off: it runs, and refuses every connection with
+        57P03 ("the database system is not accepting connections"), as a server starting up or replaying
+        its WAL does. Returns once it answers so; `stop` and `start` make it an ordinary server again."""
+        signal_file = self.directory / "data" / "standby.signal"
+        signal_file.touch()
+        if self.user is not None:
+            account = pwd.getpwnam(self.user)
+            os.chown(signal_file, account.pw_uid, account.pw_gid)
+        self._spawn("-c", "hot_standby=off")
+        _wait_refusing(self, self.proc, self.log)
+
+    def _spawn(self, *settings: str) -> subprocess.Popen[bytes]:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [
@@ -93,12 +110,13 @@ class PostgresServer:
                     "max_connections=60",
                     "-c",
                     "shared_buffers=16MB",
+                    *settings,
                 ],
                 user=self.user,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        _wait_ready(self, self.proc, self.log)
+        return self.proc
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT): sessions are ended, the server checkpoints and exits."""
@@ -211,6 +229,29 @@ def _wait_ready(server: PostgresServer, proc: subprocess.Popen[bytes], log: Path
                     f"postgres did not accept connections: {log.read_text(errors='replace')[-1000:]}"
                 ) from e
             time.sleep(0.05)
+
+
+def _wait_refusing(server: PostgresServer, proc: subprocess.Popen[bytes], log: Path) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise PostgresUnavailable(
+                f"postgres exited with {proc.returncode}: {log.read_text(errors='replace')[-1000:]}"
+            )
+        try:
+            psycopg.connect(server.url(), connect_timeout=2).close()
+        except psycopg.OperationalError as e:
+            if "not accepting connections" in str(e):
+                return
+        else:
+            _stop(proc)
+            raise PostgresUnavailable("the standby accepted a connection with hot_standby off")
+        if time.monotonic() > deadline:
+            _stop(proc)
+            raise PostgresUnavailable(f"postgres did not start refusing: {log.read_text(errors='replace')[-1000:]}")
+        time.sleep(0.05)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -52,6 +52,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 
 from scepd.episodes import Backoff, Episode
+from scepd.logs import event
 from scepd.store.base import StoreError
 from scepd.store.faults import FaultState
 from scepd.store.postgres.migrations import migrate
@@ -67,11 +68,15 @@ RETRIED = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detec
 ATTEMPTS = 8
 
 # Defaults a URL may override (`connect_timeout=`, `options=-c statement_timeout=...`).
-STATEMENT_TIMEOUT = "10s"
+STATEMENT_TIMEOUT_SECONDS = 10
+STATEMENT_TIMEOUT = f"{STATEMENT_TIMEOUT_SECONDS}s"
 CONNECT_TIMEOUT = 5  # seconds
 MIN_CONNECT_TIMEOUT = 2  # libpq's floor, which psycopg keeps: a shorter connect_timeout counts as 2 s
 # A call's bound is the session's statement_timeout plus this: time for the server's own cancel to come back.
 GRACE = 2.0
+# The bound of a call before any session said its statement_timeout (a store opened while the database was
+# unreachable): the default's, so calls queued behind connection attempts that hang still end in time.
+UNCONNECTED_BOUND = STATEMENT_TIMEOUT_SECONDS + GRACE
 
 # SQLSTATE (exact, then its two-character class) -> StoreError.kind.
 _BY_STATE = {
@@ -299,6 +304,40 @@ def _rollback(conn: Conn) -> None:
         conn.execute("ROLLBACK")
 
 
+# SQLSTATEs of a server that is there but cannot take us yet: keep trying (`unreachable`).
+_NOT_YET = frozenset({"57P01", "57P02", "57P03", "53300"})  # shutting down, crashed, starting, no free slot
+# psycopg reports no SQLSTATE for a connection the server refused during start-up (libpq keeps only the
+# message text), so the server's permanent refusals are told by their (English) words: a wrong user or
+# database, or authentication, which no amount of waiting mends.
+_REFUSED = (
+    "does not exist",  # 3D000 database, 28000 role
+    "authentication failed",  # 28P01 password, certificate, peer, ident
+    "pg_hba.conf",  # 28000 no entry / rejects connection
+    "permission denied",  # 42501 no CONNECT privilege
+    "not permitted to log in",  # 28000 NOLOGIN role
+    "no password supplied",  # libpq: no password file entry
+    "password is required",
+    "does not support ssl",  # sslmode asks for what the server cannot do
+    "certificate",  # TLS: a server or client certificate refused
+)
+
+
+def unreachable(e: psycopg.Error) -> bool:
+    """Whether an error opening the store means "the database is not there yet" (keep trying), as opposed
+    to a configuration the database refuses (fail start-up).
+
+    Not there yet: libpq could not connect (refused, no socket, DNS, timeout: an OperationalError
+    without a SQLSTATE, unless the server's words say it refused us), class 08, and a server that is
+    starting, stopping or full (57P01-57P03, 53300)."""
+    state = e.sqlstate
+    if state:
+        return state[:2] == "08" or state in _NOT_YET
+    if not isinstance(e, psycopg.OperationalError):
+        return False  # ProgrammingError: an unparsable URL or an unknown connection option
+    text = str(e).lower()
+    return not any(words in text for words in _REFUSED)
+
+
 def _open_links(url: str) -> tuple[Link, Link]:
     writer = Link(url)
     try:
@@ -314,8 +353,11 @@ def _open_links(url: str) -> tuple[Link, Link]:
 class Database:
     """The write connection's thread, the read-only connection's thread, and this process's fault state."""
 
-    def __init__(self, writer: Link, reader: Link, url: str) -> None:
+    def __init__(self, writer: Link, reader: Link, url: str, *, migrated: bool = True) -> None:
         self._links = (writer, reader)
+        # False while the database has not been reached yet (`open`): the writer's thread migrates the
+        # schema before the first call that reaches it, and reads go to that thread until then.
+        self._migrated = migrated
         self._watchdog: Watchdog | None = Watchdog([writer, reader])
         self._writer: ConnectionThread[Link] | None = ConnectionThread(writer, "scepd-store", Link.close)
         self._reader: ConnectionThread[Link] | None = ConnectionThread(reader, "scepd-store-reader", Link.close)
@@ -323,12 +365,27 @@ class Database:
         self._faults = FaultState(Episode(_log, "store_fault", location=self.location))
 
     @classmethod
-    async def open(cls, url: str) -> Database:
-        """Connect and bring the schema up to date in a worker thread; the caller must `close()`."""
+    async def open(cls, url: str, *, connect_later: bool = False) -> Database:
+        """Connect and bring the schema up to date in a worker thread; the caller must `close()`.
+
+        With `connect_later` (the daemon: a power cut's restart may bring the app nodes up before the
+        database), a database that is not there yet (`unreachable`) does not fail the open: the store
+        comes back unconnected, every call fails as `cantopen` (a 503 for a client) within one fault
+        episode, and the first call that reaches the database migrates the schema, under the same
+        advisory lock, before doing its own work. What waiting cannot mend (a refused login, no such
+        database, a newer schema) raises here either way. Without it (a CLI command) any failure does."""
         try:
             writer, reader = await trio.to_thread.run_sync(_open_links, url)
         except psycopg.Error as e:
-            raise store_error(e, describe(url)) from e
+            error = store_error(e, describe(url))
+            if not (connect_later and unreachable(e)):
+                raise error from e
+            links = Link(url), Link(url, read_only=True)
+            for link in links:
+                link.bound = UNCONNECTED_BOUND
+            database = cls(*links, url, migrated=False)
+            database._faults.failed(error)
+            return database
         return cls(writer, reader, url)
 
     @property
@@ -362,12 +419,28 @@ class Database:
             raise StoreError("the store is closed", "closed")
         deadline = self._deadline(self._links[0])
         try:
-            result = await thread.call(lambda link: link.bounded(deadline, work))
+            result = await thread.call(lambda link: link.bounded(deadline, self._with_schema(work)))
         except psycopg.Error as e:
             raise self._faults.failed(store_error(e)) from e
+        except StoreError as e:  # from a deferred migration: a schema newer than this scepd
+            raise self._faults.failed(e) from e
         if committed(result):
             self._faults.committed()
         return result
+
+    def _with_schema(self, work: Callable[[Link], T]) -> Callable[[Link], T]:
+        """`work`, preceded by the migration while the database was never reached (on the writer's thread)."""
+        if self._migrated:
+            return work
+
+        def migrated_first(link: Link) -> T:
+            if not self._migrated:  # only this thread sets it
+                transaction(link, migrate)
+                self._migrated = True
+                event(_log, logging.INFO, "store_migrated", location=self.location)
+            return work(link)
+
+        return migrated_first
 
     async def run(self, work: Callable[[Conn], T]) -> T:
         """Read with `work(conn)` on the write connection, ordered with this process's writes."""
@@ -375,6 +448,8 @@ class Database:
 
     async def read(self, work: Callable[[Conn], T]) -> T:
         """Read with `work(conn)` on the read-only connection: it sees committed writes and waits for none."""
+        if not self._migrated:  # the schema may not exist yet: the writer's thread makes it first
+            return await self.run(work)
         thread = self._reader
         if thread is None:
             raise StoreError("the store is closed", "closed")

@@ -42,14 +42,17 @@ class PostgresStore(
         return self.database.location
 
     @classmethod
-    async def connect(cls, url: str) -> PostgresStore:
-        """Connect (creating and migrating the schema as needed); the caller must `close()`."""
-        return cls(await Database.open(url))
+    async def connect(cls, url: str, *, connect_later: bool = False) -> PostgresStore:
+        """Connect (creating and migrating the schema as needed); the caller must `close()`.
+
+        `connect_later`: a database not reachable yet is connected to (and migrated) by a later call
+        (`Database.open`) instead of failing this one."""
+        return cls(await Database.open(url, connect_later=connect_later))
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str) -> AsyncIterator[PostgresStore]:
-        store = await cls.connect(url)
+    async def open(cls, url: str, *, connect_later: bool = False) -> AsyncIterator[PostgresStore]:
+        store = await cls.connect(url, connect_later=connect_later)
         try:
             yield store
         finally:
