@@ -105,7 +105,9 @@ class StoreIssued:
                     serial=f"{issued.serial:x}",
                     subject=record.subject,
                     kind=e.kind,
-                    reason="the store could not record it",
+                    # Most often it is not recorded; but a connection lost during COMMIT leaves it
+                    # unknown, and then the record may be there (a retry of this request finds it).
+                    reason="the store did not confirm it was recorded",
                 )
                 raise
             if earlier is not None:

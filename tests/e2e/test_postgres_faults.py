@@ -290,16 +290,21 @@ async def test_server_stopped_under_load(node: Node, server: PostgresServer) -> 
 
     assert answers.wrong == [], answers.wrong
     assert d.alive()
-    # Every certificate a client received is in the database, once; nothing else was added.
+    # Every certificate a client received is in the database, once.
     stored = _serials_in(d)
     assert len(stored) == len(set(stored))
     received = {f"{s:x}" for s in answers.serials}
     assert len(received) == len(answers.serials)
-    assert set(stored) - before == received
-    # The certificate caught in the insert was signed and dropped, and says so; it is nowhere else.
+    added = set(stored) - before
+    assert received <= added, received - added
+    # Anything else added was never sent, and the daemon said so: a COMMIT whose answer the stop cut
+    # off may have happened (the client was told 503; a retry of that request would find it).
     log = _log_since(d, mark)
     dropped = set(re.findall(r"audit=not_delivered transaction_id=\S+ serial=([0-9a-f]+)", log))
-    assert dropped and not dropped & (received | set(stored)), dropped
+    assert added - received <= dropped, (added - received, dropped)
+    # The certificate caught in the slow insert was signed and dropped, and says so; no client has it.
+    assert dropped and not dropped & received, dropped
+    assert dropped - set(stored), (dropped, stored)  # the insert the stop interrupted left nothing
     _check_log(log)
 
 
