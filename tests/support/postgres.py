@@ -79,7 +79,7 @@ class PostgresServer:
     def start(self) -> None:
         (self.directory / "data" / "standby.signal").unlink(missing_ok=True)  # left by start_refusing
         self._spawn()
-        _wait_ready(self, self.proc, self.log)
+        _wait(self, self.proc, self.log)
 
     def start_refusing(self) -> None:
         """Start the server as a standby with hot_standby off: it runs, and refuses every connection with
@@ -91,7 +91,7 @@ class PostgresServer:
             account = pwd.getpwnam(self.user)
             os.chown(signal_file, account.pw_uid, account.pw_gid)
         self._spawn("-c", "hot_standby=off")
-        _wait_refusing(self, self.proc, self.log)
+        _wait(self, self.proc, self.log, refusing=True)
 
     def _spawn(self, *settings: str) -> subprocess.Popen[bytes]:
         with open(self.log, "ab") as out:
@@ -210,28 +210,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _wait_ready(server: PostgresServer, proc: subprocess.Popen[bytes], log: Path) -> None:
-    import psycopg
-
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise PostgresUnavailable(
-                f"postgres exited with {proc.returncode}: {log.read_text(errors='replace')[-1000:]}"
-            )
-        try:
-            psycopg.connect(server.url(), connect_timeout=2).close()
-            return
-        except psycopg.OperationalError as e:
-            if time.monotonic() > deadline:
-                _stop(proc)
-                raise PostgresUnavailable(
-                    f"postgres did not accept connections: {log.read_text(errors='replace')[-1000:]}"
-                ) from e
-            time.sleep(0.05)
-
-
-def _wait_refusing(server: PostgresServer, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait(server: PostgresServer, proc: subprocess.Popen[bytes], log: Path, *, refusing: bool = False) -> None:
+    """Until the server accepts connections; with `refusing`, until it answers that it does not (a standby
+    with hot_standby off, which must never let a connection in)."""
     import psycopg
 
     deadline = time.monotonic() + 30
@@ -243,14 +224,20 @@ def _wait_refusing(server: PostgresServer, proc: subprocess.Popen[bytes], log: P
         try:
             psycopg.connect(server.url(), connect_timeout=2).close()
         except psycopg.OperationalError as e:
-            if "not accepting connections" in str(e):
+            if refusing and "not accepting connections" in str(e):
                 return
+            failure: Exception = e
         else:
+            if not refusing:
+                return
             _stop(proc)
             raise PostgresUnavailable("the standby accepted a connection with hot_standby off")
         if time.monotonic() > deadline:
             _stop(proc)
-            raise PostgresUnavailable(f"postgres did not start refusing: {log.read_text(errors='replace')[-1000:]}")
+            what = "start refusing" if refusing else "accept connections"
+            raise PostgresUnavailable(
+                f"postgres did not {what}: {log.read_text(errors='replace')[-1000:]}"
+            ) from failure
         time.sleep(0.05)
 
 
