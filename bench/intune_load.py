@@ -179,26 +179,10 @@ class Meter:
         return d
 
 
-async def timed_round(
-    url: str, messages: list[tuple[Any, bytes]], concurrency: int, warmup: int, meter: Meter
-) -> tuple[float, dict[str, float], list[float], list[bytes | int]]:
-    """bench/loadgen's post_all, with every process group's CPU read at the clock's start and stop."""
-    measured: dict[str, Any] = {}
-
-    @contextmanager
-    def window() -> Iterator[None]:
-        before, start = meter.snapshot(), time.perf_counter()
-        yield
-        measured["elapsed"], measured["cpu"] = time.perf_counter() - start, Meter.delta(before, meter.snapshot())
-
-    latencies, replies = await loadgen.post_all(url, messages, concurrency, warmup, window)
-    return measured["elapsed"], measured["cpu"], latencies, replies
-
-
 def round_(
     label: str, url: str, messages: list[tuple[Any, bytes]], concurrency: int, warmup: int, meter: Meter
 ) -> dict[str, Any]:
-    elapsed, cpu, latencies, replies = trio.run(timed_round, url, messages, concurrency, warmup, meter)
+    elapsed, cpu, latencies, replies = trio.run(loadgen.timed_post_all, url, messages, concurrency, warmup, meter)
     ca_certs = loadgen.fetch_ca(url)
     ok, failures = loadgen.check(messages[warmup:], replies[warmup:], ca_certs)
     n = len(messages) - warmup

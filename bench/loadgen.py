@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import h11
@@ -315,6 +315,30 @@ async def post_all(
         for connection in connections:
             await connection.aclose()
     return latencies, replies
+
+
+class CpuMeter(Protocol):
+    """CPU seconds per process group: read at a window's start and stop, the difference is the window's."""
+
+    def snapshot(self) -> dict[str, float]: ...
+
+    def delta(self, before: dict[str, float], after: dict[str, float]) -> dict[str, float]: ...
+
+
+async def timed_post_all(
+    url: str | Sequence[str], messages: Sequence[tuple[Any, bytes]], concurrency: int, warmup: int, meter: CpuMeter
+) -> tuple[float, dict[str, float], list[float], list[bytes | int]]:
+    """`post_all`, with `meter` read when the clock starts and stops: (seconds, CPU per group, latencies, replies)."""
+    measured: dict[str, Any] = {}
+
+    @contextmanager
+    def window() -> Iterator[None]:
+        before, start = meter.snapshot(), time.perf_counter()
+        yield
+        measured["elapsed"], measured["cpu"] = time.perf_counter() - start, meter.delta(before, meter.snapshot())
+
+    latencies, replies = await post_all(url, messages, concurrency, warmup, window)
+    return measured["elapsed"], measured["cpu"], latencies, replies
 
 
 async def run(

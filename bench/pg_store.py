@@ -168,21 +168,6 @@ def stored_serials(location: str) -> set[int]:
     return {int(row[0], 16) for row in rows}
 
 
-async def _timed(
-    urls: list[str], messages: list[tuple[Any, bytes]], concurrency: int, warmup: int, meter: Meter
-) -> tuple[float, dict[str, float], list[float], list[bytes | int]]:
-    measured: dict[str, Any] = {}
-
-    @contextmanager
-    def window() -> Iterator[None]:
-        before, start = meter.snapshot(), time.perf_counter()
-        yield
-        measured["elapsed"], measured["cpu"] = time.perf_counter() - start, Meter.delta(before, meter.snapshot())
-
-    latencies, replies = await loadgen.post_all(urls, messages, concurrency, warmup, window)
-    return measured["elapsed"], measured["cpu"], latencies, replies
-
-
 @dataclass
 class Configuration:
     label: str
@@ -203,7 +188,9 @@ def round_(
         messages = build_messages(urls[0], keys, size, f"{label}{number}", lambda cn: CHALLENGE)
         meter = Meter([d.proc.pid for d in daemons], postgres.pid if location.startswith("postgresql") else None)
         with profiling(args.profile, f"{label}{number}", [d.proc.pid for d in daemons]):
-            elapsed, cpu, latencies, replies = trio.run(_timed, urls, messages, args.c, args.warmup, meter)
+            elapsed, cpu, latencies, replies = trio.run(
+                loadgen.timed_post_all, urls, messages, args.c, args.warmup, meter
+            )
         for d in daemons:
             assert d.alive(), d.log()
     # Daemons stopped: what the store holds now is what survived them.
