@@ -76,8 +76,11 @@ class Site:
 
 
 def decode_get_message(value: str) -> bytes:
-    """Base64 of a GET PKIOperation, tolerant of how real clients mangle it."""
-    text = _B64_JUNK.sub("", value).strip().replace(" ", "+")
+    """Base64 of a GET PKIOperation, tolerant of how real clients mangle it.
+
+    A '+' sent unescaped arrives as a space after form decoding, at either end too: base64 has no
+    spaces, so every space is put back as '+' (stripping first would drop a '+' that ended the text)."""
+    text = _B64_JUNK.sub("", value).replace(" ", "+")
     text = text.replace("-", "+").replace("_", "/").rstrip("=")
     text += "=" * (-len(text) % 4)
     try:
