@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from bench.intune_load import FakeProcess, _cpu
+from bench.intune_load import FakeProcess
+from bench.loadgen import processes_cpu
 from scepd.config import load, read_secret
 from scepd.intune.auth import ClientSecret
 from scepd.intune.client import IntuneClient
@@ -87,11 +88,11 @@ def main() -> None:
                     client = IntuneClient(config.intune.client, credential, http)
                     return await pairs(client, work, args.c)
 
-            fake_before = _cpu([fake.proc.pid])
+            fake_before = processes_cpu([fake.proc.pid])
             wall = time.perf_counter()
             cpu = trio.run(run)
             wall = time.perf_counter() - wall
-            fake_cpu = _cpu([fake.proc.pid]) - fake_before
+            fake_cpu = processes_cpu([fake.proc.pid]) - fake_before
     print(
         f"{args.n} validate+success pairs, {args.c} at once, fake delay {args.delay * 1000:.0f} ms: "
         f"client {cpu / args.n * 1000:.2f} ms CPU per pair, fake {fake_cpu / args.n * 1000:.2f} ms, "

@@ -129,29 +129,6 @@ def build_messages(
     return messages
 
 
-_CLK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu(pids: list[int]) -> float:
-    """utime+stime of these processes, seconds."""
-    total = 0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / _CLK
-
-
-def _machine() -> tuple[float, float]:
-    """(busy, idle) CPU seconds of the whole machine since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle, iowait
-    busy = sum(values[:8]) - idle  # user nice system idle iowait irq softirq steal
-    return busy / _CLK, idle / _CLK
-
-
 class Meter:
     """CPU seconds per process group over a window: daemon loop, token workers, fake, this process, rest."""
 
@@ -162,11 +139,11 @@ class Meter:
 
     def snapshot(self) -> dict[str, float]:
         total, token = loadgen.cpu_split(self.daemon_pid)
-        busy, idle = _machine()
+        busy, idle, _ = loadgen.machine_cpu()
         return {
             "daemon": total - token,
             "workers": token,
-            "fake": _cpu(loadgen.process_tree(self.fake_pid)),
+            "fake": loadgen.processes_cpu(loadgen.process_tree(self.fake_pid)),
             "loadgen": time.process_time(),
             "busy": busy,
             "idle": idle,

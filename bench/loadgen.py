@@ -144,6 +144,27 @@ def _ticks(stat: str) -> int:
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
 
 
+def processes_cpu(pids: Sequence[int]) -> float:
+    """utime+stime of these processes, in seconds; one that has exited meanwhile counts nothing."""
+    total = 0
+    for p in pids:
+        try:
+            total += _ticks(f"/proc/{p}/stat")
+        except OSError:
+            continue
+    return total / _CLK
+
+
+def machine_cpu() -> tuple[float, float, int]:
+    """The whole machine since boot, from /proc/stat: (busy seconds, idle seconds, context switches)."""
+    lines = Path("/proc/stat").read_text().splitlines()
+    values = [int(v) for v in lines[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    busy = sum(values[:8]) - idle  # user nice system idle iowait irq softirq steal
+    switches = next(int(line.split()[1]) for line in lines if line.startswith("ctxt "))
+    return busy / _CLK, idle / _CLK, switches
+
+
 def fetch_ca(url: str) -> list[x509.Certificate]:
     r = httpx.get(url, params={"operation": "GetCACert"}, timeout=30)
     r.raise_for_status()

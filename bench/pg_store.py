@@ -64,7 +64,6 @@ from tests.support.daemon import Daemon, init_state, running
 from tests.support.postgres import PostgresServer, postgres_server
 
 CHALLENGE = "pg-store-bench-challenge"
-_CLK = os.sysconf("SC_CLK_TCK")
 PY_SPY = Path(sys.executable).with_name("py-spy")
 
 
@@ -74,26 +73,6 @@ def use_database(state: Path, url: str) -> None:
     text = config.read_text()
     assert text.count('path = "scepd.sqlite3"\n') == 1, text
     config.write_text(text.replace('path = "scepd.sqlite3"\n', f'url = "{url}"\n'))
-
-
-def _ticks(pids: Sequence[int]) -> float:
-    total = 0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _CLK
-
-
-def _machine() -> tuple[float, float, int]:
-    """(busy, idle) CPU seconds of the whole machine since boot, and its context switches."""
-    lines = Path("/proc/stat").read_text().splitlines()
-    values = [int(v) for v in lines[0].split()[1:]]
-    idle = values[3] + values[4]
-    switches = next(int(line.split()[1]) for line in lines if line.startswith("ctxt "))
-    return (sum(values[:8]) - idle) / _CLK, idle / _CLK, switches
 
 
 class Meter:
@@ -110,14 +89,14 @@ class Meter:
         for pid in self.daemon_pids:
             parts = loadgen.cpu_parts(pid)
             daemon, store, token = daemon + parts["rest"], store + parts["store"], token + parts["token"]
-        busy, idle, switches = _machine()
+        busy, idle, switches = loadgen.machine_cpu()
         return {
             "switches": switches,
             "daemon": daemon,
             "store": store,
             "token": token,
             # The postmaster's children: a backend per connection, WAL writer, checkpointer, ...
-            "postgres": _ticks(loadgen.process_tree(self.postgres_pid)) if self.postgres_pid else 0.0,
+            "postgres": loadgen.processes_cpu(loadgen.process_tree(self.postgres_pid)) if self.postgres_pid else 0.0,
             "loadgen": time.process_time(),
             "busy": busy,
             "idle": idle,

@@ -53,20 +53,9 @@ def record(serial: int, transaction_id: str) -> CertificateRecord:
     )
 
 
-def _ticks(pids: list[int]) -> float:
-    total = 0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 async def _pairs(location: str, n: int, server_pid: int | None) -> dict[str, float]:
     def server() -> float:
-        return _ticks(loadgen.process_tree(server_pid)) if server_pid else 0.0
+        return loadgen.processes_cpu(loadgen.process_tree(server_pid)) if server_pid else 0.0
 
     async with open_store(location) as store:
         for i in range(WARMUP):
